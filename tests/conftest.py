@@ -1,0 +1,84 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests import test_case
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ParityWorker:
+    """A subprocess on `test_case.next_backend()` that answers parity runs."""
+
+    def __init__(self):
+        self.backend = test_case.next_backend()
+        env = dict(os.environ, KERAS_BACKEND=self.backend, PYTHONPATH=REPO_ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.parity_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+
+    def run(self, builder, weights, inputs, outputs):
+        request = dict(builder=builder, weights=weights, inputs=inputs, outputs=outputs)
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"parity worker on {self.backend} exited")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise AssertionError(f"on {self.backend}:\n{answer['error']}")
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def parity_worker():
+    worker = ParityWorker()
+    yield worker
+    worker.close()
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same seeds and the float32 policy."""
+    keras.utils.set_random_seed(1234)
+    keras.config.set_dtype_policy("float32")
+    yield np.random.default_rng(1234)
+
+
+def pytest_report_header(config):
+    return f"KERAS_BACKEND={keras.backend.backend()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs each `@pytest.mark.slow(backend=...)` test on its backend only.
+
+    End-to-end runs are too slow to repeat three times; each names the one
+    backend that runs it, and the suite spreads them over all three.
+    """
+    current = keras.backend.backend()
+    selected, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is None:
+            selected.append(item)
+            continue
+        backend = marker.kwargs.get("backend")
+        if backend not in test_case.BACKENDS:
+            raise pytest.UsageError(f"{item.nodeid}: slow(backend=...) must name one of {test_case.BACKENDS}")
+        (selected if backend == current else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected

@@ -1,0 +1,278 @@
+"""Shared checks for keras-slam tests (in the spirit of keras-hub's test_case).
+
+Every layer, loss and model test uses these:
+
+- `run_layer_test`: build, call, output shapes, trainable weight count.
+- `assert_serialization_roundtrip`: get_config/from_config and `.keras`
+  save/load give identical outputs.
+- `assert_padding_invariant`: a padded batch gives, at every real position,
+  the outputs of each item run alone.
+- `assert_backend_parity`: the same weights on another backend (a worker
+  subprocess) give the same outputs.
+- `assert_mixed_precision_finite`: mixed_bfloat16 call gives finite outputs.
+
+Conventions. A *call function* takes a dict of numpy inputs and returns a
+dict of outputs; each output is either an array (compared whole) or a pair
+`(array, mask)` where `mask` (B, T) marks the real positions along axis 1
+(only those are compared). A *builder* is a module-level function
+`builder(inputs) -> (obj, call_fn)` that returns a built Keras object whose
+weights fully determine `call_fn`; it is named by "module:function" so the
+parity worker can import it on another backend.
+"""
+
+import importlib
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def backend():
+    return keras.backend.backend()
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def random_padding_mask(rng, batch_size, max_length, min_length=1):
+    """(B, T) float32 mask with random lengths; one item is always full."""
+    lengths = rng.integers(min_length, max_length + 1, size=batch_size)
+    lengths[0] = max_length
+    return (np.arange(max_length)[None, :] < lengths[:, None]).astype("float32")
+
+
+def normalize_outputs(outputs):
+    """Turns a call function's result into {name: (array, mask_or_None)}."""
+    if not isinstance(outputs, dict):
+        outputs = {"output": outputs}
+    normalized = {}
+    for name, value in outputs.items():
+        if isinstance(value, tuple):
+            array, mask = value
+            normalized[name] = (to_numpy(array), to_numpy(mask))
+        else:
+            normalized[name] = (to_numpy(value), None)
+    return normalized
+
+
+def assert_outputs_close(expected, actual, atol, rtol=0.0, where=""):
+    """Compares two normalized output dicts (see `normalize_outputs`)."""
+    assert expected.keys() == actual.keys(), (expected.keys(), actual.keys())
+    for name in expected:
+        (a, mask_a), (b, mask_b) = expected[name], actual[name]
+        assert a.shape == b.shape, f"{where}{name}: shape {a.shape} vs {b.shape}"
+        if mask_a is not None:
+            np.testing.assert_array_equal(mask_a, mask_b, err_msg=f"{where}{name}")
+            keep = mask_a.astype(bool)
+            a, b = a[keep], b[keep]
+        np.testing.assert_allclose(
+            a.astype("float64"),
+            b.astype("float64"),
+            atol=atol,
+            rtol=rtol,
+            err_msg=f"{where}{name}",
+        )
+
+
+def run_layer_test(
+    layer, inputs, expected_output_shapes, expected_num_trainable_weights, **call_kwargs
+):
+    """Builds and calls `layer(**inputs, **call_kwargs)`.
+
+    Args:
+        layer: an unbuilt layer instance.
+        inputs: dict of numpy arrays passed as keyword arguments.
+        expected_output_shapes: a shape tuple, or a tuple/dict of them
+            matching the structure of the layer's output.
+        expected_num_trainable_weights: number of trainable variables.
+    Returns:
+        The layer's output.
+    """
+    outputs = layer(**inputs, **call_kwargs)
+    shapes = keras.tree.map_structure(lambda x: tuple(x.shape), outputs)
+    expected = keras.tree.map_structure(
+        lambda s: tuple(s), expected_output_shapes, none_is_leaf=False
+    )
+    assert keras.tree.lists_to_tuples(shapes) == keras.tree.lists_to_tuples(expected), (
+        shapes,
+        expected,
+    )
+    assert len(layer.trainable_weights) == expected_num_trainable_weights, (
+        len(layer.trainable_weights)
+    )
+    assert layer.built
+    return outputs
+
+
+def assert_padding_invariant(call_fn, inputs, padded, atol=1e-5):
+    """Checks that padding never changes the outputs at real positions.
+
+    Args:
+        call_fn: dict of numpy inputs -> outputs (see module docstring).
+        inputs: dict of batched numpy arrays.
+        padded: dict {array_key: mask_key}: each array is padded along axis 1
+            as its mask (B, T) says; masks map to themselves implicitly.
+            Arrays not named here are sliced per item.
+        atol: max |diff| allowed (fp32 default 1e-5, DESIGN.md).
+    """
+    batched = normalize_outputs(call_fn(inputs))
+    batch_size = next(iter(inputs.values())).shape[0]
+    mask_keys = set(padded.values())
+    for i in range(batch_size):
+        single = {}
+        for key, value in inputs.items():
+            item = value[i : i + 1]
+            length_key = key if key in mask_keys else padded.get(key)
+            if length_key is not None:
+                length = int(np.sum(inputs[length_key][i] > 0))
+                item = item[:, :length]
+            single[key] = item
+        alone = normalize_outputs(call_fn(single))
+        for name, (array, mask) in batched.items():
+            alone_array, alone_mask = alone[name]
+            if mask is None:
+                np.testing.assert_allclose(
+                    array[i], alone_array[0], atol=atol, err_msg=f"item {i} {name}"
+                )
+                continue
+            real = mask[i].astype(bool)
+            alone_real = alone_mask[0].astype(bool)
+            assert real.sum() == alone_real.sum(), (
+                f"item {i} {name}: {real.sum()} real positions in the batch, "
+                f"{alone_real.sum()} alone"
+            )
+            np.testing.assert_allclose(
+                array[i][real],
+                alone_array[0][alone_real],
+                atol=atol,
+                err_msg=f"item {i} {name}",
+            )
+
+
+def resolve_builder(builder):
+    module_name, function_name = builder.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def save_case(directory, obj, inputs):
+    """Writes an object's weights and the inputs to npz files."""
+    weights_path = os.path.join(directory, "weights.npz")
+    inputs_path = os.path.join(directory, "inputs.npz")
+    weights = obj.get_weights()
+    np.savez(weights_path, *weights)
+    np.savez(inputs_path, **inputs)
+    return weights_path, inputs_path
+
+
+def load_weights(obj, weights_path):
+    with np.load(weights_path) as data:
+        weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+    obj.set_weights(weights)
+
+
+def next_backend(name=None):
+    """The backend whose worker checks parity from `name`'s run.
+
+    The three runs form a cycle (jax->tensorflow->torch->jax), so every pair
+    of backends is compared once per suite.
+    """
+    name = name or backend()
+    return BACKENDS[(BACKENDS.index(name) + 1) % len(BACKENDS)]
+
+
+def assert_backend_parity(builder, inputs, atol=1e-4, parity_worker=None):
+    """Same weights, same inputs, another backend: same outputs.
+
+    Args:
+        builder: "module:function" (see module docstring).
+        inputs: dict of numpy arrays.
+        atol: cross-backend tolerance (1e-4 in DESIGN.md).
+        parity_worker: the `parity_worker` fixture (a running worker on
+            `next_backend()`).
+    """
+    obj, call_fn = resolve_builder(builder)(inputs)
+    expected = normalize_outputs(call_fn(inputs))
+    with tempfile.TemporaryDirectory() as directory:
+        weights_path, inputs_path = save_case(directory, obj, inputs)
+        output_path = os.path.join(directory, "outputs.npz")
+        parity_worker.run(builder, weights_path, inputs_path, output_path)
+        with np.load(output_path) as data:
+            actual = {}
+            for name in expected:
+                mask = data[name + "/mask"] if name + "/mask" in data else None
+                actual[name] = (data[name], mask)
+    assert_outputs_close(
+        expected,
+        actual,
+        atol=atol,
+        where=f"{backend()} vs {parity_worker.backend}: ",
+    )
+
+
+def assert_serialization_roundtrip(obj, call_fn_of, inputs, atol=1e-6):
+    """get_config/from_config and .keras save/load reproduce the outputs.
+
+    Args:
+        obj: a built layer or model.
+        call_fn_of: obj -> call function (see module docstring).
+        inputs: dict of numpy arrays.
+    """
+    expected = normalize_outputs(call_fn_of(obj)(inputs))
+    config = keras.saving.serialize_keras_object(obj)
+    clone = keras.saving.deserialize_keras_object(config)
+    call_fn_of(clone)(inputs)  # builds the clone
+    clone.set_weights(obj.get_weights())
+    assert_outputs_close(expected, normalize_outputs(call_fn_of(clone)(inputs)), atol)
+    holder = obj if isinstance(obj, keras.Model) else LayerHolder(obj)
+    if holder is not obj:
+        holder(inputs)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "object.keras")
+        holder.save(path)
+        restored = keras.saving.load_model(path)
+    if holder is not obj:
+        restored = restored.layer
+    assert_outputs_close(
+        expected, normalize_outputs(call_fn_of(restored)(inputs)), atol, where=".keras: "
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_slam_tests")
+class LayerHolder(keras.Model):
+    """Wraps a single layer so it can go through `.keras` save/load."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        return self.layer(**inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def assert_mixed_precision_finite(builder, inputs):
+    """Under mixed_bfloat16 the call runs and every output is finite."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        _, call_fn = resolve_builder(builder)(inputs)
+        outputs = normalize_outputs(call_fn(inputs))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for name, (array, mask) in outputs.items():
+        values = array[mask.astype(bool)] if mask is not None else array
+        assert np.all(np.isfinite(values.astype("float32"))), f"{name} not finite"

@@ -1,0 +1,51 @@
+"""The shared checks themselves catch what they are meant to catch."""
+
+import keras
+import numpy as np
+import pytest
+
+from tests import test_case
+
+
+def build_dense(inputs):
+    layer = keras.layers.Dense(3)
+    layer(inputs["x"])
+
+    def call_fn(batch):
+        return layer(batch["x"])
+
+    return layer, call_fn
+
+
+class LeakyMean(keras.layers.Layer):
+    """Mean over time that (wrongly) counts padded frames."""
+
+    def call(self, x, padding_mask):
+        return keras.ops.mean(x, axis=1)
+
+
+def test_padding_invariance_catches_a_leak(seeded):
+    x = seeded.normal(size=(3, 7, 2)).astype("float32")
+    mask = test_case.random_padding_mask(seeded, 3, 7, min_length=2)
+    mask[1, 3:] = 0
+    layer = LeakyMean()
+    with pytest.raises(AssertionError):
+        test_case.assert_padding_invariant(
+            lambda b: layer(b["x"], b["padding_mask"]),
+            {"x": x, "padding_mask": mask},
+            {"x": "padding_mask"},
+        )
+
+
+def test_serialization_roundtrip_dense(seeded):
+    layer = keras.layers.Dense(3)
+    inputs = {"inputs": seeded.normal(size=(2, 4)).astype("float32")}
+    layer(inputs["inputs"])
+    test_case.assert_serialization_roundtrip(
+        layer, lambda obj: (lambda b: obj(**b)), inputs
+    )
+
+
+def test_backend_parity_dense(seeded, parity_worker):
+    inputs = {"x": seeded.normal(size=(2, 4)).astype("float32")}
+    test_case.assert_backend_parity("tests.test_test_case:build_dense", inputs, parity_worker=parity_worker)
