@@ -1,0 +1,106 @@
+"""The `keras-slam` command line.
+
+Each subcommand is a pair registered in `COMMANDS`: `add_arguments(parser)`
+and `run(args) -> exit code`. To add one, write those two functions (in
+this file or a module of its own) and append `(name, help, add, run)`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _infer_format(path):
+    name = os.path.basename(path.rstrip("/"))
+    if os.path.isdir(path):
+        return "librispeech"
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".txt"):
+        return "text"
+    if name.endswith(".csv"):
+        return "minds14"
+    if name.endswith(".tsv"):
+        return "common_voice"
+    raise SystemExit(f"cannot infer --format from {path!r}; pass --format")
+
+
+def add_make_tfrecords_arguments(parser):
+    from keras_slam.data import corpora
+
+    parser.add_argument("--input", required=True, help="corpus root, TSV/CSV, JSONL manifest or text file (glob for text)")
+    parser.add_argument("--output", required=True, help="output folder for shards and summary.json")
+    parser.add_argument("--format", choices=sorted(corpora.READERS), help="corpus layout (default: inferred from --input)")
+    parser.add_argument("--kind", choices=("speech", "text"), help="record kind (default: text for --format text, else speech)")
+    parser.add_argument("--language", help="language code where the corpus does not give one")
+    shards = parser.add_mutually_exclusive_group()
+    shards.add_argument("--num-shards", type=int, help="number of shards")
+    shards.add_argument("--shard-size", type=int, help="items per shard")
+    parser.add_argument("--prefix", default="shard", help="shard file name prefix")
+    parser.add_argument("--workers", type=int, default=1, help="decoding processes")
+    parser.add_argument("--gzip", action="store_true", help="GZIP-compress shards (.tfrecord.gz)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs, listing each with its reason in the summary")
+    parser.add_argument("--charset", help="file listing the allowed transcript characters (or a vocabulary, one entry per line)")
+    parser.add_argument("--downmix", action="store_true", help="average multi-channel audio instead of rejecting it")
+    parser.add_argument("--decoder", choices=("soundfile", "tfio"), default="soundfile")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_make_tfrecords(args):
+    from keras_slam.data import audio, corpora, writers
+
+    corpus_format = args.format or _infer_format(args.input)
+    kind = args.kind or ("text" if corpus_format == "text" else "speech")
+    items = corpora.READERS[corpus_format](args.input, kind=kind, language=args.language)
+    charset = writers.load_charset(args.charset) if args.charset else None
+    try:
+        summary = writers.write_shards(
+            items,
+            args.output,
+            kind=kind,
+            prefix=args.prefix,
+            num_shards=args.num_shards,
+            shard_size=args.shard_size,
+            num_workers=args.workers,
+            compress=args.gzip,
+            skip_bad=args.skip_bad,
+            charset=charset,
+            downmix=args.downmix,
+            decoder=args.decoder,
+            progress=not args.no_progress,
+        )
+    except audio.BadInputError as error:
+        print(f"error: {error} (pass --skip-bad to skip such inputs)", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+COMMANDS = [
+    (
+        "make-tfrecords",
+        "convert a corpus (LibriSpeech, Common Voice/CoVoST 2, FLEURS, MINDS-14, JSONL, text) to TFRecord shards",
+        add_make_tfrecords_arguments,
+        run_make_tfrecords,
+    ),
+]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-slam", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_arguments, run in COMMANDS:
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,582 @@
+"""tf.data pipelines: TFRecord shards -> fixed-shape, masked training batches.
+
+    shards --list_shards (per-host)--> read_records (verified, parsed)
+        speech: int16 PCM -> float -> bucket by duration -> pad to the bucket
+                -> batch -> log-mel in graph (the front end) [-> tokens]
+        text:   tokenize -> cap length -> bucket by length -> pad -> batch
+    mix_streams({"speech": ..., "text": ..., "paired": ...}) -> one element
+    per training step, a dict of fixed-shape sub-batches.
+
+Shapes are fixed per bucket: a bucket's batches are always padded to the
+bucket's longest length and its batch size, so an XLA backend compiles once
+per bucket (per combination of buckets when streams are mixed). The last,
+partial batch of a bucket is either padded with fully-masked rows
+(`remainder="pad"`, the default: every example is seen) or dropped
+(`remainder="drop"`). Audio is never truncated: an utterance longer than the
+last bucket is an error or, with `too_long="skip"`, a counted skip. Text-only
+sequences are capped at `max_length` tokens (mSLAM: 512 characters).
+
+Speech batch: {"speech_features" (B, T, F) float32, "speech_padding_mask"
+(B, T) float32, ["token_ids" (B, L) int32, "token_padding_mask" (B, L)
+float32 when paired], ["language" (B,) int32], ["label" (B,) int32]}.
+Text batch: {"token_ids" (B, L) int32, "token_padding_mask" (B, L) float32,
+["language" (B,) int32]}. Strings never leave the pipeline (JAX and torch
+cannot take them): languages and labels become indices into the given lists.
+Padded rows have all-zero masks, token ids 0, language/label -1.
+"""
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_slam.data import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+logger = logging.getLogger(__name__)
+PCM_SCALE = 32768.0
+
+
+class CorruptShardError(ValueError):
+    """A shard record that cannot be read; names the shard and record index."""
+
+
+# ------------------------------------------------------------------ shards
+
+
+def list_shards(paths, num_hosts=1, host_index=0):
+    """Sorted shard files of this host.
+
+    Args:
+        paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`), a glob, a
+            file, or a list of these.
+        num_hosts, host_index: host `host_index` gets files
+            `host_index::num_hosts`, so hosts read disjoint shards.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = []
+    for path in map(str, paths):
+        if os.path.isdir(path):
+            files += glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz"))
+        else:
+            files += glob.glob(path) or [path]
+    files = sorted(set(files))
+    if not files:
+        raise FileNotFoundError(f"no shards in {paths}")
+    if not 0 <= host_index < num_hosts:
+        raise ValueError(f"host_index {host_index} outside [0, {num_hosts})")
+    host_files = files[host_index::num_hosts]
+    if not host_files:
+        raise ValueError(f"{len(files)} shards cannot feed {num_hosts} hosts; host {host_index} gets none")
+    return host_files
+
+
+def language_counts(files):
+    """Per-language record counts from the `summary.json` files beside `files`."""
+    counts = {}
+    for folder in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
+        with open(os.path.join(folder, "summary.json"), encoding="utf-8") as file:
+            for language, totals in json.load(file)["languages"].items():
+                counts[language] = counts.get(language, 0) + totals["records"]
+    return counts
+
+
+def language_weights(counts, temperature=3.0):
+    """Temperature sampling (mSLAM): p_l ∝ n_l^(1/T); T=1 is natural, T->inf uniform."""
+    languages = sorted(counts)
+    scaled = np.array([counts[l] for l in languages], dtype="float64") ** (1.0 / temperature)
+    return dict(zip(languages, scaled / scaled.sum()))
+
+
+# ------------------------------------------------------- verified reading
+
+
+@dataclasses.dataclass
+class ShardReport:
+    """What `scan_shards` found: records per shard and every corrupt one."""
+
+    num_records: dict = dataclasses.field(default_factory=dict)
+    corrupt: list = dataclasses.field(default_factory=list)  # (shard, index, reason)
+    truncated: dict = dataclasses.field(default_factory=dict)  # shard -> readable records
+
+    @property
+    def num_corrupt(self):
+        return len(self.corrupt)
+
+    def describe(self, limit=5):
+        lines = [f"{shard}: record {index}: {reason}" for shard, index, reason in self.corrupt[:limit]]
+        if self.num_corrupt > limit:
+            lines.append(f"... and {self.num_corrupt - limit} more")
+        return "\n".join(lines)
+
+
+def _record_problem(record, kind, spec):
+    """None if the serialized record is valid, else a one-line reason."""
+    try:
+        parsed = tf.io.parse_single_example(record, spec)
+    except tf.errors.InvalidArgumentError as error:
+        return error.message.splitlines()[0].split(" [Op:")[0]
+    if kind == schema.SPEECH:
+        if int(parsed["sample_rate"]) != schema.SAMPLE_RATE:
+            return f"sample_rate {int(parsed['sample_rate'])} != {schema.SAMPLE_RATE}"
+        if len(parsed["pcm"].numpy()) != 2 * int(parsed["num_samples"]):
+            return f"pcm holds {len(parsed['pcm'].numpy())} bytes, num_samples says {int(parsed['num_samples'])}"
+        if int(parsed["num_samples"]) == 0:
+            return "zero-length audio"
+    return None
+
+
+def _batch_is_valid(records, kind, spec):
+    try:
+        parsed = tf.io.parse_example(records, spec)
+    except tf.errors.InvalidArgumentError:
+        return False
+    if kind == schema.TEXT:
+        return True
+    return bool(
+        tf.reduce_all(parsed["sample_rate"] == schema.SAMPLE_RATE)
+        and tf.reduce_all(tf.strings.length(parsed["pcm"]) == 2 * tf.cast(parsed["num_samples"], tf.int32))
+        and tf.reduce_all(parsed["num_samples"] > 0)
+    )
+
+
+def scan_shards(files, kind=schema.SPEECH):
+    """Parses every record of `files` once (no audio decoding) -> ShardReport.
+
+    Finds truncated or undecodable files, missing keys, wrong feature types
+    and PCM whose length disagrees with `num_samples`.
+    """
+    spec = schema.feature_spec(kind)
+    report = ShardReport()
+    for shard in files:
+        count = 0
+        try:
+            for records in tf.data.TFRecordDataset(shard, schema.compression_type(shard)).batch(512):
+                if not _batch_is_valid(records, kind, spec):
+                    for offset, record in enumerate(records):
+                        problem = _record_problem(record, kind, spec)
+                        if problem:
+                            report.corrupt.append((shard, count + offset, problem))
+                count += int(records.shape[0])
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
+            # Batches hide how far the file was readable: count one by one.
+            readable = 0
+            try:
+                for _ in tf.data.TFRecordDataset(shard, schema.compression_type(shard)):
+                    readable += 1
+            except tf.errors.OpError:
+                pass
+            report.truncated[shard] = readable
+            report.corrupt.append((shard, readable, f"truncated or unreadable file ({error.message.splitlines()[0][:120]})"))
+            count = readable
+        except tf.errors.NotFoundError as error:
+            raise FileNotFoundError(f"{shard}: {error.message}") from error
+        report.num_records[shard] = count
+    return report
+
+
+def read_records(
+    files,
+    kind=schema.SPEECH,
+    skip_corrupt=False,
+    verify=True,
+    shuffle_files=False,
+    seed=None,
+    deterministic=True,
+):
+    """Shards -> dataset of parsed records (each a dict of scalars, PCM as int16 (S,)).
+
+    Args:
+        files: shard paths (see `list_shards`).
+        kind: "speech" or "text".
+        skip_corrupt: skip corrupt records (counted, logged, and reported in
+            `dataset.shard_report`) instead of raising CorruptShardError.
+        verify: scan the shards once first (`scan_shards`); without it TF's
+            own errors, which do not name the record, surface at read time.
+        shuffle_files: reshuffle the file order every epoch (with `seed`).
+        deterministic: fixed interleaving order.
+    """
+    files = [str(f) for f in files]
+    report = scan_shards(files, kind) if verify else ShardReport()
+    if report.num_corrupt and not skip_corrupt:
+        raise CorruptShardError(f"{report.num_corrupt} corrupt record(s); pass skip_corrupt=True to skip them:\n" + report.describe())
+    if report.num_corrupt:
+        logger.warning("skipping %d corrupt record(s):\n%s", report.num_corrupt, report.describe())
+    limits = [report.truncated.get(f, -1) for f in files]
+    bad_keys = [files.index(shard) * 2**32 + index for shard, index, _ in report.corrupt if shard not in report.truncated]
+    bad_keys = tf.constant(bad_keys or [-1], tf.int64)
+    compression = {schema.compression_type(f) for f in files}
+    if len(compression) != 1:
+        raise ValueError("mix of GZIP (.gz) and plain shards; keep one compression per dataset")
+    compression = compression.pop()
+
+    def file_records(file_id, path, limit):
+        records = tf.data.TFRecordDataset(path, compression).take(limit).enumerate()
+        keys = tf.data.Dataset.from_tensors(file_id).repeat()
+        return tf.data.Dataset.zip(keys, records)
+
+    file_list = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), files, tf.constant(limits, tf.int64)))
+    if shuffle_files:
+        file_list = file_list.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    records = file_list.interleave(
+        file_records,
+        cycle_length=min(len(files), 16),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if report.num_corrupt:
+        records = records.filter(lambda file_id, indexed: tf.logical_not(tf.reduce_any(bad_keys == file_id * 2**32 + indexed[0])))
+    spec = schema.feature_spec(kind)
+
+    def parse(file_id, indexed):
+        example = tf.io.parse_single_example(indexed[1], spec)
+        if kind == schema.SPEECH:
+            example["pcm"] = tf.io.decode_raw(example["pcm"], tf.int16, little_endian=True)
+        return example
+
+    dataset = records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    dataset.shard_report = report
+    return dataset
+
+
+# --------------------------------------------------------------- buckets
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """Fixed padded lengths with a batch size each.
+
+    `boundaries` are the inclusive upper limits of each bucket (seconds of
+    audio for speech, tokens for text), ascending; an item goes to the first
+    bucket that holds it and is padded to that bucket's limit.
+    """
+
+    boundaries: tuple
+    batch_sizes: tuple
+
+    def __post_init__(self):
+        boundaries = tuple(self.boundaries)
+        sizes = self.batch_sizes
+        sizes = tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),) * len(boundaries)
+        if len(sizes) != len(boundaries) or not boundaries:
+            raise ValueError(f"need one batch size per boundary, got {boundaries} and {sizes}")
+        if list(boundaries) != sorted(set(boundaries)) or min(sizes) < 1:
+            raise ValueError(f"boundaries must ascend and batch sizes be >= 1: {boundaries}, {sizes}")
+        object.__setattr__(self, "boundaries", boundaries)
+        object.__setattr__(self, "batch_sizes", sizes)
+
+    @classmethod
+    def from_budget(cls, boundaries, budget):
+        """Batch size per bucket = budget // boundary (e.g. audio seconds per batch), at least 1."""
+        return cls(tuple(boundaries), tuple(max(1, int(budget // b)) for b in boundaries))
+
+
+def _bucket_and_batch(dataset, length_fn, limits, batch_sizes, padded_shapes_fn, padding_values, remainder):
+    """Groups items by bucket, pads each to its bucket's limit, batches.
+
+    `limits[k]` is bucket k's padded length; `padded_shapes_fn(limit)` gives
+    the padded shapes. With remainder="pad" a partial batch is filled with
+    rows whose every value is its padding value (all-zero masks).
+    """
+    if remainder not in ("pad", "drop"):
+        raise ValueError(f"remainder must be 'pad' or 'drop', got {remainder!r}")
+    limits_tensor = tf.constant(limits, tf.int64)
+    sizes_tensor = tf.constant(batch_sizes, tf.int64)
+
+    def key_fn(item):
+        return tf.reduce_sum(tf.cast(tf.cast(length_fn(item), tf.int64) > limits_tensor, tf.int64))
+
+    def reduce_fn(key, window):
+        batch_size = sizes_tensor[key]
+        batches = window.padded_batch(
+            batch_size,
+            padded_shapes=padded_shapes_fn(limits_tensor[key]),
+            padding_values=padding_values,
+            drop_remainder=remainder == "drop",
+        )
+        if remainder == "pad":
+
+            def fill(batch):
+                missing = batch_size - tf.shape(next(iter(batch.values())), out_type=tf.int64)[0]
+                return {
+                    name: tf.concat(
+                        [value, tf.fill(tf.concat([[missing], tf.shape(value, out_type=tf.int64)[1:]], 0), tf.cast(padding_values[name], value.dtype))],
+                        axis=0,
+                    )
+                    for name, value in batch.items()
+                }
+
+            batches = batches.map(fill)
+        return batches
+
+    return dataset.group_by_window(key_fn, reduce_fn, window_size_func=lambda key: sizes_tensor[key])
+
+
+def _index_lookup(names, what):
+    """A string -> index table (-1 for unknown names is caught by an assert)."""
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tf.constant(list(names)), tf.range(len(names), dtype=tf.int32)), -1)
+
+    def lookup(value, id):
+        index = table.lookup(value)
+        with tf.control_dependencies([tf.debugging.Assert(index >= 0, [f"unknown {what}", value, "in record", id])]):
+            return tf.identity(index)
+
+    return lookup
+
+
+def _sample_by_language(records, counts, temperature, seed):
+    """Infinite stream drawing language l with probability ∝ n_l^(1/T)."""
+    weights = language_weights(counts, temperature)
+    streams = [records.filter(lambda r, l=language: tf.equal(r["language"], l)).repeat() for language in weights]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=list(weights.values()), seed=seed)
+
+
+def _finish(dataset, options_deterministic, repeat, prefetch):
+    options = tf.data.Options()
+    options.deterministic = options_deterministic
+    dataset = dataset.with_options(options)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.prefetch(AUTOTUNE) if prefetch else dataset
+
+
+def _source(files, kind, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, counts):
+    records = read_records(files, kind, skip_corrupt=skip_corrupt, verify=verify, shuffle_files=shuffle_buffer > 0, seed=seed, deterministic=deterministic)
+    report = records.shard_report
+    if language_temperature is not None:
+        records = _sample_by_language(records, counts or language_counts(files), language_temperature, seed)
+    if shuffle_buffer:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return records, report
+
+
+# --------------------------------------------------------------- streams
+
+
+def speech_dataset(
+    files,
+    frontend,
+    buckets,
+    tokenizer=None,
+    max_token_length=None,
+    paired=False,
+    languages=None,
+    labels=None,
+    too_long="error",
+    remainder="pad",
+    shuffle_buffer=0,
+    seed=None,
+    deterministic=True,
+    repeat=False,
+    language_temperature=None,
+    language_counts=None,
+    skip_corrupt=False,
+    verify=True,
+    prefetch=True,
+):
+    """Speech-only (or, with `paired=True`, speech + transcript) batches.
+
+    Args:
+        files: shard paths (`list_shards` does per-host splitting).
+        frontend: `features, frame_mask = frontend(waveform (B, S), mask (B, S))`
+            with `frontend.num_frames(num_samples)`; runs batched in graph.
+        buckets: `Buckets` on audio seconds.
+        tokenizer: `tokenizer(string) -> int ids` (e.g. a keras-hub
+            tokenizer); needed when `paired`.
+        max_token_length: L, the fixed transcript length of paired batches;
+            longer transcripts follow `too_long` (never truncated).
+        paired: keep only records with a transcript and add its tokens.
+        languages / labels: lists of names; when given, batches carry their
+            indices as "language" / "label" (B,) int32.
+        too_long: "error" or "skip" for audio longer than the last bucket
+            (the count is `dataset.num_too_long` when `verify`).
+        remainder: "pad" (fully-masked rows) or "drop" for partial batches.
+        shuffle_buffer, seed: record shuffling (0 = file order); the seed
+            also fixes file order and language sampling.
+        deterministic: reproducible order given `seed`; with
+            `language_temperature=None` and `remainder="pad"` every record
+            appears exactly once per epoch.
+        repeat: repeat forever.
+        language_temperature: sample languages with p_l ∝ n_l^(1/T)
+            (infinite stream); counts from `language_counts` or the shards'
+            summary.json.
+        skip_corrupt, verify: see `read_records`.
+    Returns:
+        A dataset of speech batch dicts (see the module docstring); its
+        `shard_report` attribute lists corrupt records found.
+    """
+    if paired and (tokenizer is None or max_token_length is None):
+        raise ValueError("paired batches need a tokenizer and max_token_length")
+    if too_long not in ("error", "skip"):
+        raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
+    records, report = _source(files, schema.SPEECH, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
+    if paired:
+        records = records.filter(lambda r: tf.strings.length(r["transcript"]) > 0)
+    limits = [round(seconds * schema.SAMPLE_RATE) for seconds in buckets.boundaries]
+    language_index = _index_lookup(languages, "language") if languages else None
+    label_index = _index_lookup(labels, "label") if labels else None
+
+    def prepare(record):
+        item = {
+            "waveform": tf.cast(record["pcm"], tf.float32) / PCM_SCALE,
+            "waveform_mask": tf.ones_like(record["pcm"], tf.float32),
+        }
+        if paired:
+            ids = tf.cast(tokenizer(record["transcript"]), tf.int32)
+            item["token_ids"] = ids
+            item["token_padding_mask"] = tf.ones_like(ids, tf.float32)
+        if language_index:
+            item["language"] = language_index(record["language"], record["id"])
+        if label_index:
+            item["label"] = label_index(record["label"], record["id"])
+        fits = tf.shape(record["pcm"])[0] <= limits[-1]
+        if paired:
+            fits = tf.logical_and(fits, tf.shape(item["token_ids"])[0] <= max_token_length)
+        if too_long == "error":
+            check = tf.debugging.Assert(
+                fits,
+                ["record", record["id"], "does not fit the last bucket: seconds", record["duration"], "limit", buckets.boundaries[-1], "tokens (if paired)", tf.shape(item.get("token_ids", record["pcm"]))[0], "limit", max_token_length or 0],
+            )
+            with tf.control_dependencies([check]):
+                item["waveform"] = tf.identity(item["waveform"])
+        return item, fits
+
+    def fits_last_bucket(item, fits):
+        return fits
+
+    def drop_flag(item, fits):
+        return item
+
+    items = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    items = items.filter(fits_last_bucket).map(drop_flag)
+
+    def padded_shapes(limit):
+        shapes = {"waveform": tf.reshape(limit, [1]), "waveform_mask": tf.reshape(limit, [1])}
+        if paired:
+            shapes.update(token_ids=[max_token_length], token_padding_mask=[max_token_length])
+        shapes.update({name: [] for name in ("language", "label") if (languages if name == "language" else labels)})
+        return shapes
+
+    padding_values = {"waveform": 0.0, "waveform_mask": 0.0, "token_ids": 0, "token_padding_mask": 0.0, "language": -1, "label": -1}
+    padding_values = {name: tf.constant(value, tf.float32 if isinstance(value, float) else tf.int32) for name, value in padding_values.items()}
+    example_keys = padded_shapes(tf.constant(0, tf.int64)).keys()
+    padding_values = {name: padding_values[name] for name in example_keys}
+    batches = _bucket_and_batch(items, lambda item: tf.shape(item["waveform"])[0], limits, buckets.batch_sizes, padded_shapes, padding_values, remainder)
+
+    # AutoGraph must not rewrite the front end's Python control flow.
+    @tf.autograph.experimental.do_not_convert
+    def featurize(batch):
+        features, frame_mask = _call_frontend(frontend, batch.pop("waveform"), batch.pop("waveform_mask"))
+        return {"speech_features": features, "speech_padding_mask": frame_mask, **batch}
+
+    dataset = _finish(batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=deterministic), deterministic, repeat, prefetch)
+    dataset.shard_report = report
+    if verify:
+        dataset.num_too_long = _count_too_long(files, report, limits[-1]) if too_long == "skip" else 0
+    return dataset
+
+
+def _call_frontend(frontend, waveform, padding_mask):
+    """Runs the front end on TF graph tensors under any Keras backend.
+
+    Keras layers on the JAX/torch backends reject TF tensors as positional
+    arguments; relaxing that check while tracing the tf.data function lets
+    a front end that computes with TF ops inside tf.data (LogMelSpectrogram
+    does) receive them.
+    """
+    allowed = getattr(frontend, "_allow_non_tensor_positional_args", None)
+    if allowed is not None:
+        frontend._allow_non_tensor_positional_args = True
+    try:
+        return frontend(waveform, padding_mask=padding_mask)
+    finally:
+        if allowed is not None:
+            frontend._allow_non_tensor_positional_args = allowed
+
+
+def _count_too_long(files, report, limit):
+    """Records longer than `limit` samples (the skips of too_long="skip")."""
+    spec = {"num_samples": tf.io.FixedLenFeature([], tf.int64)}
+    total = 0
+    for shard in files:
+        dataset = tf.data.TFRecordDataset(shard, schema.compression_type(shard)).take(report.truncated.get(shard, -1))
+        for records in dataset.batch(1024):
+            try:
+                total += int(tf.reduce_sum(tf.cast(tf.io.parse_example(records, spec)["num_samples"] > limit, tf.int32)))
+            except tf.errors.InvalidArgumentError:
+                pass  # corrupt records are counted in shard_report
+    return total
+
+
+def text_dataset(
+    files,
+    tokenizer,
+    buckets,
+    max_length=512,
+    languages=None,
+    remainder="pad",
+    shuffle_buffer=0,
+    seed=None,
+    deterministic=True,
+    repeat=False,
+    language_temperature=None,
+    language_counts=None,
+    skip_corrupt=False,
+    verify=True,
+    prefetch=True,
+):
+    """Text-only batches {"token_ids", "token_padding_mask"[, "language"]}.
+
+    Sequences are capped at `max_length` tokens (the cap is added as the last
+    bucket boundary if `buckets` stops short of it). Other arguments as in
+    `speech_dataset`; `buckets` are on token counts.
+    """
+    records, report = _source(files, schema.TEXT, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
+    limits = [int(b) for b in buckets.boundaries if b < max_length] + [max_length]
+    batch_sizes = list(buckets.batch_sizes[: len(limits) - 1]) + [buckets.batch_sizes[min(len(limits) - 1, len(buckets.batch_sizes) - 1)]]
+    language_index = _index_lookup(languages, "language") if languages else None
+
+    def prepare(record):
+        ids = tf.cast(tokenizer(record["text"]), tf.int32)[:max_length]
+        item = {"token_ids": ids, "token_padding_mask": tf.ones_like(ids, tf.float32)}
+        if language_index:
+            item["language"] = language_index(record["language"], record["id"])
+        return item
+
+    items = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    items = items.filter(lambda item: tf.shape(item["token_ids"])[0] > 0)
+
+    def padded_shapes(limit):
+        shapes = {"token_ids": tf.reshape(limit, [1]), "token_padding_mask": tf.reshape(limit, [1])}
+        if languages:
+            shapes["language"] = []
+        return shapes
+
+    padding_values = {"token_ids": tf.constant(0), "token_padding_mask": tf.constant(0.0)}
+    if languages:
+        padding_values["language"] = tf.constant(-1)
+    batches = _bucket_and_batch(items, lambda item: tf.shape(item["token_ids"])[0], limits, batch_sizes, padded_shapes, padding_values, remainder)
+    dataset = _finish(batches, deterministic, repeat, prefetch)
+    dataset.shard_report = report
+    return dataset
+
+
+def mix_streams(streams, epoch_stream=None):
+    """Zips stream batches into one element per step: {name: sub-batch}.
+
+    Args:
+        streams: {"speech": ..., "text": ..., "paired": ...} batched datasets
+            (their batch sizes set the per-step mix, e.g. mSLAM's 2048 / 8192
+            / 256 sequences).
+        epoch_stream: the stream whose end ends the epoch; the others repeat.
+            None: all repeat (use `steps_per_epoch`).
+    """
+    if epoch_stream is not None and epoch_stream not in streams:
+        raise ValueError(f"epoch_stream {epoch_stream!r} not in {sorted(streams)}")
+    zipped = {name: stream if name == epoch_stream else stream.repeat() for name, stream in streams.items()}
+    return tf.data.Dataset.zip(zipped).prefetch(AUTOTUNE)

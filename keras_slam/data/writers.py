@@ -1,0 +1,229 @@
+"""Sharded TFRecord writers: items from a corpus reader -> shards + summary.
+
+An *item* is a dict. Speech items: {"id", "audio" (path), "language",
+optional "transcript", "translation", "target_language", "label"}. Text
+items: {"id", "text", "language"}. `keras_slam.data.corpora` turns corpus
+layouts into items; `write_shards` decodes, validates, shards and
+summarizes them.
+
+Shards are named `{prefix}-{index:05d}-of-{count:05d}.tfrecord[.gz]`. Each is
+written under a temporary name and renamed when complete, with its
+statistics in `.stats/` beside it, so an interrupted run resumes by
+skipping the shards that exist.
+"""
+
+import functools
+import json
+import multiprocessing
+import os
+
+import tensorflow as tf
+import tqdm
+
+from keras_slam.data import audio as audio_lib
+from keras_slam.data import schema
+
+SUMMARY_NAME = "summary.json"
+STATS_DIR = ".stats"
+
+
+def load_charset(path):
+    """The allowed characters listed in `path`.
+
+    Accepts a plain character list (any layout) or a vocabulary with one
+    entry per line (a SentencePiece `.vocab` "piece<TAB>score" works too;
+    its "▁" counts as a space). The space is always allowed.
+    """
+    allowed = {" "}
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            entry = line.rstrip("\n").split("\t")[0]
+            allowed.update(entry.replace("\u2581", " "))
+    return frozenset(allowed)
+
+
+def check_text(source, text, charset):
+    """Raises BadInputError when `text` is empty-ish or uses characters outside `charset`."""
+    if charset is None:
+        return
+    outside = sorted(set(text) - charset)
+    if outside:
+        raise audio_lib.BadInputError(source, "bad_characters", "characters outside the charset: " + repr("".join(outside)))
+
+
+def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
+    """One item -> (serialized example, seconds). Raises BadInputError."""
+    if kind == schema.TEXT:
+        check_text(item["id"], item["text"], charset)
+        return schema.text_example(item["id"], item["text"], item["language"]), 0.0
+    if item.get("transcript"):
+        check_text(item["audio"], item["transcript"], charset)
+    pcm = audio_lib.load_pcm(item["audio"], downmix=downmix, decoder=decoder)
+    serialized = schema.speech_example(
+        id=item["id"],
+        pcm=pcm,
+        language=item["language"],
+        transcript=item.get("transcript", ""),
+        translation=item.get("translation", ""),
+        target_language=item.get("target_language", ""),
+        label=item.get("label", ""),
+    )
+    return serialized, len(pcm) / schema.SAMPLE_RATE
+
+
+def _encode_safely(indexed_item, **options):
+    """Pool worker: never raises on bad input, returns the error instead."""
+    index, item = indexed_item
+    try:
+        serialized, seconds = encode_item(item, **options)
+        return index, serialized, seconds, None
+    except audio_lib.BadInputError as error:
+        return index, None, 0.0, (error.source, error.reason, error.detail)
+
+
+def shard_names(prefix, num_shards, compress):
+    suffix = ".tfrecord.gz" if compress else ".tfrecord"
+    return [f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}" for index in range(num_shards)]
+
+
+def _empty_stats():
+    return {"num_records": 0, "seconds": 0.0, "languages": {}, "skipped": []}
+
+
+def _merge_stats(stats, more):
+    stats["num_records"] += more["num_records"]
+    stats["seconds"] += more["seconds"]
+    for language, totals in more["languages"].items():
+        entry = stats["languages"].setdefault(language, {"records": 0, "seconds": 0.0})
+        entry["records"] += totals["records"]
+        entry["seconds"] += totals["seconds"]
+    stats["skipped"].extend(more["skipped"])
+
+
+def _write_json(path, payload):
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(payload, file, indent=2, ensure_ascii=False)
+    os.replace(temporary, path)
+
+
+def write_shards(
+    items,
+    output_dir,
+    kind=schema.SPEECH,
+    prefix="shard",
+    num_shards=None,
+    shard_size=None,
+    num_workers=1,
+    compress=False,
+    skip_bad=False,
+    charset=None,
+    downmix=False,
+    decoder="soundfile",
+    progress=True,
+):
+    """Writes `items` to sharded TFRecords and returns the summary dict.
+
+    Args:
+        items: list of item dicts (see module docstring); their order fixes
+            which shard each item lands in (contiguous chunks).
+        output_dir: folder for the shards and `summary.json`.
+        kind: "speech" or "text".
+        num_shards / shard_size: how to split (at most one; default 1 shard).
+        num_workers: decoding processes (multiprocessing).
+        compress: GZIP shards (`.tfrecord.gz`).
+        skip_bad: skip bad items with a reason in the summary; otherwise the
+            first bad item raises BadInputError naming the file and problem.
+        charset: allowed transcript/text characters (set) or None.
+        downmix: average multi-channel audio instead of rejecting it.
+        decoder: "soundfile" or "tfio".
+        progress: show a tqdm progress bar.
+    Returns:
+        {"kind", "num_records", "hours", "languages": {lang: {"records",
+        "hours"}}, "num_skipped", "skipped": [{"source", "reason", "detail"}],
+        "shards": [file names], "resumed_shards": int}; also written to
+        `output_dir/summary.json`.
+    """
+    if kind not in schema.KINDS:
+        raise ValueError(f"kind must be one of {schema.KINDS}, got {kind!r}")
+    if num_shards and shard_size:
+        raise ValueError("pass num_shards or shard_size, not both")
+    items = list(items)
+    if not items:
+        raise ValueError("no items to write")
+    if shard_size:
+        num_shards = -(-len(items) // shard_size)
+    num_shards = min(num_shards or 1, len(items))
+    names = shard_names(prefix, num_shards, compress)
+    bounds = [round(index * len(items) / num_shards) for index in range(num_shards + 1)]
+    os.makedirs(os.path.join(output_dir, STATS_DIR), exist_ok=True)
+
+    def stats_path(name):
+        return os.path.join(output_dir, STATS_DIR, name + ".json")
+
+    total = _empty_stats()
+    pending = []
+    for index, name in enumerate(names):
+        if os.path.exists(os.path.join(output_dir, name)) and os.path.exists(stats_path(name)):
+            with open(stats_path(name), encoding="utf-8") as file:
+                _merge_stats(total, json.load(file))
+        else:
+            pending.append(index)
+    resumed = num_shards - len(pending)
+
+    encode = functools.partial(_encode_safely, kind=kind, charset=charset, downmix=downmix, decoder=decoder)
+    work = [(position, items[position]) for shard in pending for position in range(bounds[shard], bounds[shard + 1])]
+    pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
+    results = pool.imap(encode, work, chunksize=4) if pool else map(encode, work)
+    bar = tqdm.tqdm(total=len(items), initial=len(items) - len(work), disable=not progress, unit="item")
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
+    try:
+        results = iter(results)
+        for shard in pending:
+            final_path = os.path.join(output_dir, names[shard])
+            temporary_path = final_path + ".incomplete"
+            stats = _empty_stats()
+            with tf.io.TFRecordWriter(temporary_path, options) as writer:
+                for _ in range(bounds[shard], bounds[shard + 1]):
+                    position, serialized, seconds, error = next(results)
+                    bar.update(1)
+                    if error is not None:
+                        if not skip_bad:
+                            raise audio_lib.BadInputError(*error)
+                        stats["skipped"].append(dict(zip(("source", "reason", "detail"), error)))
+                        continue
+                    writer.write(serialized)
+                    language = items[position]["language"]
+                    entry = stats["languages"].setdefault(language, {"records": 0, "seconds": 0.0})
+                    entry["records"] += 1
+                    entry["seconds"] += seconds
+                    stats["num_records"] += 1
+                    stats["seconds"] += seconds
+            _write_json(stats_path(names[shard]), stats)
+            os.replace(temporary_path, final_path)
+            _merge_stats(total, stats)
+    except BaseException:
+        if "temporary_path" in locals() and os.path.exists(temporary_path):
+            os.remove(temporary_path)
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+
+    summary = {
+        "kind": kind,
+        "num_records": total["num_records"],
+        "hours": total["seconds"] / 3600.0,
+        "languages": {
+            language: {"records": entry["records"], "hours": entry["seconds"] / 3600.0}
+            for language, entry in sorted(total["languages"].items())
+        },
+        "num_skipped": len(total["skipped"]),
+        "skipped": total["skipped"],
+        "shards": names,
+        "compression": "GZIP" if compress else None,
+        "resumed_shards": resumed,
+    }
+    _write_json(os.path.join(output_dir, SUMMARY_NAME), summary)
+    return summary

@@ -1,0 +1,137 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_slam import cli
+from keras_slam.data import audio, corpora, pipeline, schema, writers
+from tests.data import helpers
+
+
+def read_all(folder, kind="speech"):
+    return {r["id"].numpy().decode(): r for r in pipeline.read_records(pipeline.list_shards(folder), kind)}
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_jsonl_round_trip_gives_identical_pcm_and_text(tmp_path, seeded, gzip):
+    durations = seeded.uniform(0.3, 1.5, size=10)
+    manifest, entries = helpers.make_manifest(str(tmp_path / "corpus"), durations, seeded)
+    args = ["make-tfrecords", "--input", manifest, "--output", str(tmp_path / "out"), "--num-shards", "3", "--no-progress"]
+    assert cli.main(args + (["--gzip"] if gzip else [])) == 0
+
+    files = pipeline.list_shards(tmp_path / "out")
+    assert len(files) == 3 and all(f.endswith(".tfrecord.gz" if gzip else ".tfrecord") for f in files)
+    records = read_all(tmp_path / "out")
+    assert sorted(records) == [e["id"] for e in entries]
+    for entry, seconds in zip(entries, durations):
+        record = records[entry["id"]]
+        path = os.path.join(tmp_path / "corpus", entry["audio"])
+        np.testing.assert_array_equal(record["pcm"].numpy(), audio.load_pcm(path))
+        for field, key in [("transcript", "text"), ("translation", "translation"), ("label", "label"), ("language", "language")]:
+            assert record[field].numpy().decode() == entry[key]
+        assert int(record["num_samples"]) == len(record["pcm"])
+        assert abs(float(record["duration"]) - seconds) < 2e-3
+
+    # 16-bit 16 kHz input is stored bit-exactly.
+    original, _ = helpers.soundfile.read(os.path.join(tmp_path / "corpus", entries[0]["audio"]), dtype="int16")
+    np.testing.assert_array_equal(records[entries[0]["id"]]["pcm"].numpy(), original)
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["num_records"] == 10 and summary["num_skipped"] == 0
+    assert summary["languages"]["en"]["records"] == 5
+    np.testing.assert_allclose(summary["hours"], sum(float(r["duration"]) for r in records.values()) / 3600, rtol=1e-5)
+
+
+def test_resampling_matches_an_analytic_sine():
+    """Polyphase resampling of a 22.05/44.1/8 kHz sine equals the 16 kHz sine."""
+    for rate in (8000, 22050, 44100, 48000):
+        pcm = audio.to_int16(audio.resample(helpers.tone(rate, 1.0, 440.0), rate)).astype("float64")
+        expected = np.round(helpers.tone(16000, 1.0, 440.0) * 32768)
+        assert len(pcm) == len(expected)
+        interior = slice(400, -400)  # filter edge effects
+        assert np.max(np.abs(pcm[interior] - expected[interior])) < 0.002 * 32768, rate
+
+
+def test_text_files_and_sharding(tmp_path):
+    sentences = [f"sentence {i} é" for i in range(23)]
+    helpers.make_text_file(tmp_path / "a.txt", sentences[:10] + [""] + sentences[10:])
+    args = ["make-tfrecords", "--input", str(tmp_path / "a.txt"), "--output", str(tmp_path / "out"), "--language", "fr", "--shard-size", "5", "--no-progress"]
+    assert cli.main(args) == 0
+    assert len(pipeline.list_shards(tmp_path / "out")) == 5
+    texts = sorted(r["text"].numpy().decode() for r in read_all(tmp_path / "out", "text").values())
+    assert texts == sorted(sentences)
+
+
+def test_resume_keeps_finished_shards_and_rewrites_missing(tmp_path, seeded):
+    manifest, _ = helpers.make_manifest(str(tmp_path / "corpus"), [0.4] * 6, seeded)
+    items = corpora.read_jsonl(manifest)
+    first = writers.write_shards(items, str(tmp_path / "out"), num_shards=3, progress=False)
+    names = [tmp_path / "out" / n for n in first["shards"]]
+    mtimes = [os.path.getmtime(n) for n in names]
+    os.remove(names[1])
+    (tmp_path / "out" / (first["shards"][1] + ".incomplete")).write_bytes(b"partial")
+    assert len(pipeline.list_shards(tmp_path / "out")) == 2  # a partial shard never looks complete
+    second = writers.write_shards(items, str(tmp_path / "out"), num_shards=3, num_workers=2, progress=False)
+    assert second["resumed_shards"] == 2
+    assert [os.path.getmtime(n) for n in (names[0], names[2])] == [mtimes[0], mtimes[2]]
+    assert {k: v for k, v in second.items() if k != "resumed_shards"} == {k: v for k, v in first.items() if k != "resumed_shards"}
+    assert len(read_all(tmp_path / "out")) == 6
+
+
+def test_corpus_layouts(tmp_path, seeded):
+    def wav(path, seconds=0.3):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        helpers.write_audio(path, helpers.tone(16000, seconds), 16000, "FLAC" if path.endswith(".flac") else "WAV")
+
+    # LibriSpeech: speaker/chapter/*.flac + trans.txt
+    libri = tmp_path / "libri"
+    for speaker, chapter in [("19", "198"), ("26", "495")]:
+        lines = []
+        for u in range(2):
+            utterance = f"{speaker}-{chapter}-{u:04d}"
+            wav(str(libri / speaker / chapter / f"{utterance}.flac"))
+            lines.append(f"{utterance} HELLO WORLD {u}\n")
+        (libri / speaker / chapter / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
+    # Common Voice + CoVoST 2
+    cv = tmp_path / "cv" / "fr"
+    rows = [("a.mp3", "bonjour", "hello"), ("b.mp3", "merci", "thanks")]
+    for name, _, _ in rows:
+        wav(str(cv / "clips" / name.replace(".mp3", ".wav")))
+    (cv / "validated.tsv").write_text("client_id\tpath\tsentence\tlocale\n" + "".join(f"x\t{n.replace('.mp3', '.wav')}\t{s}\tfr\n" for n, s, _ in rows))
+    (cv / "covost_v2.fr_en.tsv").write_text("path\tsentence\ttranslation\tclient_id\n" + "".join(f"{n.replace('.mp3', '.wav')}\t{s}\t{t}\tx\n" for n, s, t in rows))
+    # FLEURS
+    fleurs = tmp_path / "fleurs" / "sw_ke"
+    wav(str(fleurs / "audio" / "train" / "1.wav"))
+    (fleurs / "train.tsv").write_text("7\t1.wav\tHabari Yako\thabari yako\th a\t4800\tMALE\n")
+    # MINDS-14
+    minds = tmp_path / "minds"
+    wav(str(minds / "audio" / "en-US" / "x.wav"))
+    os.makedirs(minds / "text")
+    with open(minds / "text" / "en-US.csv", "w", newline="") as file:
+        csv.writer(file).writerows([["filepath", "text_asr", "text_translated", "intent"], ["audio/en-US/x.wav", "pay my bill", "pay my bill", "pay_bill"]])
+
+    cases = [
+        ("librispeech", str(libri), 4, {"19-198-0001": ("HELLO WORLD 1", "", "en", "")}),
+        ("common_voice", str(cv / "validated.tsv"), 2, {"a": ("bonjour", "", "fr", "")}),
+        ("covost", str(cv / "covost_v2.fr_en.tsv"), 2, {"b": ("merci", "thanks", "fr", "")}),
+        ("fleurs", str(fleurs / "train.tsv"), 1, {"sw_ke/1": ("Habari Yako", "", "sw_ke", "sw_ke")}),
+        ("minds14", str(minds / "text" / "en-US.csv"), 1, {"audio/en-US/x": ("pay my bill", "pay my bill", "en-US", "pay_bill")}),
+    ]
+    for corpus_format, source, count, expected in cases:
+        out = tmp_path / "out" / corpus_format
+        assert cli.main(["make-tfrecords", "--format", corpus_format, "--input", source, "--output", str(out), "--no-progress"]) == 0, corpus_format
+        records = read_all(out)
+        assert len(records) == count, corpus_format
+        for id, (transcript, translation, language, label) in expected.items():
+            got = tuple(records[id][k].numpy().decode() for k in ("transcript", "translation", "language", "label"))
+            assert got == (transcript, translation, language, label), corpus_format
+
+
+def test_schema_rejects_non_int16():
+    with pytest.raises(ValueError, match="int16"):
+        schema.speech_example("x", np.zeros(10, "float32"), "en")
+    parsed = tf.io.parse_single_example(schema.speech_example("x", np.arange(5, dtype="int16"), "en"), schema.feature_spec("speech"))
+    assert parsed["transcript"].numpy() == b"" and int(parsed["sample_rate"]) == 16000
