@@ -95,13 +95,13 @@ def speech_example(
         "target_language": _text(target_language),
         "label": _text(label),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def text_example(id, text, language):
     """Serializes one text-only record (bytes)."""
     features = {"id": _text(id), "text": _text(text), "language": _text(language)}
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def is_gzip(path):
