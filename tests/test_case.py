@@ -78,6 +78,16 @@ def assert_outputs_close(expected, actual, atol, rtol=0.0, where=""):
         )
 
 
+def flatten_shapes(shapes):
+    """A shape tuple, or a list/tuple/dict of them -> list of tuples, in
+    `keras.tree.flatten` order (dicts by sorted key)."""
+    if isinstance(shapes, dict):
+        return [s for key in sorted(shapes) for s in flatten_shapes(shapes[key])]
+    if all(d is None or isinstance(d, int) for d in shapes):
+        return [tuple(shapes)]
+    return [s for item in shapes for s in flatten_shapes(item)]
+
+
 def run_layer_test(
     layer, inputs, expected_output_shapes, expected_num_trainable_weights, **call_kwargs
 ):
@@ -93,14 +103,8 @@ def run_layer_test(
         The layer's output.
     """
     outputs = layer(**inputs, **call_kwargs)
-    shapes = keras.tree.map_structure(lambda x: tuple(x.shape), outputs)
-    expected = keras.tree.map_structure(
-        lambda s: tuple(s), expected_output_shapes, none_is_leaf=False
-    )
-    assert keras.tree.lists_to_tuples(shapes) == keras.tree.lists_to_tuples(expected), (
-        shapes,
-        expected,
-    )
+    actual = [tuple(x.shape) for x in keras.tree.flatten(outputs)]
+    assert actual == flatten_shapes(expected_output_shapes), (actual, expected_output_shapes)
     assert len(layer.trainable_weights) == expected_num_trainable_weights, (
         len(layer.trainable_weights)
     )

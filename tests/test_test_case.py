@@ -49,3 +49,16 @@ def test_serialization_roundtrip_dense(seeded):
 def test_backend_parity_dense(seeded, parity_worker):
     inputs = {"x": seeded.normal(size=(2, 4)).astype("float32")}
     test_case.assert_backend_parity("tests.test_test_case:build_dense", inputs, parity_worker=parity_worker)
+
+
+class TwoOutputs(keras.layers.Layer):
+    def call(self, x):
+        return x, keras.ops.sum(x, axis=-1)
+
+
+def test_run_layer_test_checks_each_output_shape(seeded):
+    inputs = {"x": seeded.normal(size=(2, 5, 3)).astype("float32")}
+    test_case.run_layer_test(TwoOutputs(), inputs, ((2, 5, 3), (2, 5)), 0)
+    with pytest.raises(AssertionError):
+        test_case.run_layer_test(TwoOutputs(), inputs, ((2, 5, 3), (2, 4)), 0)
+    test_case.run_layer_test(keras.layers.Dense(4), {"inputs": inputs["x"]}, (2, 5, 4), 2)

@@ -1,0 +1,365 @@
+"""Log-mel filterbank front end: waveform + padding mask -> features + frame mask."""
+
+import keras
+import numpy as np
+from keras.src.utils import backend_utils
+from keras.src.utils import jax_utils
+
+# Settings of Hugging Face's `SeamlessM4TFeatureExtractor`, the w2v-BERT 2.0
+# front end: Kaldi-compatible fbank on int16-scaled audio, per-utterance
+# per-bin normalisation, two 10 ms frames stacked into one 160-dim 20 ms frame.
+W2V_BERT_2_0_FRONTEND = dict(
+    sample_rate=16000,
+    num_mel_bins=80,
+    frame_length=400,
+    frame_step=160,
+    fft_length=512,
+    window="povey",
+    power=2.0,
+    min_frequency=20.0,
+    max_frequency=8000.0,
+    mel_scale="kaldi",
+    waveform_scale=32768.0,
+    preemphasis=0.97,
+    remove_dc_offset=True,
+    log_floor=1.192092955078125e-07,
+    normalize_per_bin=True,
+    stack_frames=2,
+)
+
+# Added to the per-bin variance before the square root, as Hugging Face does.
+_VARIANCE_EPSILON = 1e-7
+
+
+def _hertz_to_mel(hertz, mel_scale):
+    if mel_scale == "htk":
+        return 2595.0 * np.log10(1.0 + hertz / 700.0)
+    return 1127.0 * np.log(1.0 + hertz / 700.0)
+
+
+def mel_filterbank(
+    num_mel_bins, fft_length, sample_rate, min_frequency, max_frequency, mel_scale
+):
+    """(fft_length // 2 + 1, num_mel_bins) float64 triangular filters.
+
+    Triangles are linear in mel (as Kaldi and `tf.signal` build them), with
+    centres evenly spaced in mel between the band edges; no area norm.
+    """
+    if mel_scale not in ("htk", "kaldi"):
+        raise ValueError(f"mel_scale must be 'htk' or 'kaldi', got {mel_scale!r}")
+    edges = np.linspace(
+        _hertz_to_mel(min_frequency, mel_scale),
+        _hertz_to_mel(max_frequency, mel_scale),
+        num_mel_bins + 2,
+    )
+    bin_hertz = np.arange(fft_length // 2 + 1) * sample_rate / fft_length
+    bin_mel = _hertz_to_mel(bin_hertz, mel_scale)[:, None]
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bin_mel - lower) / (centre - lower)
+    falling = (upper - bin_mel) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def analysis_window(name, length):
+    """(length,) float64 window: periodic Hann, or Kaldi's symmetric Povey."""
+    if name == "hann":
+        return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
+    if name == "povey":
+        symmetric_hann = 0.5 - 0.5 * np.cos(
+            2.0 * np.pi * np.arange(length) / (length - 1)
+        )
+        return symmetric_hann**0.85
+    raise ValueError(f"window must be 'hann' or 'povey', got {name!r}")
+
+
+def _in_tf_data_graph(tensor):
+    """True when called on TF graph tensors (tf.data map) outside a Keras model."""
+    return (
+        not isinstance(tensor, keras.KerasTensor)
+        and backend_utils.in_tf_graph()
+        and not jax_utils.is_in_jax_tracing_scope(tensor)
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class LogMelSpectrogram(keras.layers.Layer):
+    """Log-mel filterbank features with a frame mask, for models and tf.data.
+
+    Frames are cut Kaldi "snip edges" style: frame `t` covers samples
+    `[t * frame_step, t * frame_step + frame_length)` and is real only when
+    all of them are real, so padding never changes a real frame. Per frame:
+    remove DC offset (optional) -> pre-emphasis (optional) -> window ->
+    |rfft|^power -> mel filterbank -> log(max(mel, log_floor)). Optionally
+    each utterance is normalised per mel bin over its real frames (mean 0,
+    unbiased variance 1) and `stack_frames` consecutive frames are
+    concatenated. Padded frames come out as zeros.
+
+    The defaults are SLAM's (80 bins, 25 ms Hann window, 10 ms hop, FFT 512);
+    `LogMelSpectrogram.w2v_bert_2_0()` gives Hugging Face's
+    `SeamlessM4TFeatureExtractor` features.
+
+    The same layer runs inside `tf.data.Dataset.map` under every Keras
+    backend: called on TF graph tensors it switches its ops to TensorFlow (as
+    Keras' own preprocessing layers do). Its computation is always float32.
+
+    Non-finite audio: an utterance with a NaN/inf real sample (or whose
+    features overflow) gets an all-zero frame mask and zero features, so it
+    drops out of every loss instead of spreading NaN; a pipeline can count
+    such items as `num_frames(length) > 0` with an empty frame mask.
+
+    Args:
+        sample_rate: audio sample rate in Hz.
+        num_mel_bins: mel filters F.
+        frame_length: window length in samples.
+        frame_step: hop in samples.
+        fft_length: FFT size (>= frame_length, frames zero-padded).
+        window: "hann" (periodic) or "povey" (Kaldi, symmetric Hann^0.85).
+        power: 2.0 for a power spectrum, 1.0 for magnitude.
+        min_frequency, max_frequency: band edges of the filterbank in Hz.
+        mel_scale: "htk" (2595 log10(1 + f/700)) or "kaldi" (1127 ln(1 + f/700)).
+        waveform_scale: multiplies the waveform first (32768 = int16 range).
+        preemphasis: coefficient p of x[n] - p x[n-1] within each frame; 0 = off.
+        remove_dc_offset: subtract each frame's mean before pre-emphasis.
+        log_floor: mel energies are clipped to at least this before the log.
+        normalize_per_bin: per-utterance, per-bin mean/variance normalisation.
+        stack_frames: consecutive frames concatenated into one output frame.
+
+    Call args:
+        waveform: (B, S) float audio.
+        padding_mask: (B, S), 1 for real samples, 0 for padding; default all real.
+
+    Returns:
+        features: (B, T, stack_frames * num_mel_bins) float32, with
+            T = (1 + (S - frame_length) // frame_step) // stack_frames.
+        frame_mask: (B, T) float32, 1 for real frames.
+    """
+
+    def __init__(
+        self,
+        sample_rate=16000,
+        num_mel_bins=80,
+        frame_length=400,
+        frame_step=160,
+        fft_length=512,
+        window="hann",
+        power=2.0,
+        min_frequency=125.0,
+        max_frequency=7600.0,
+        mel_scale="htk",
+        waveform_scale=1.0,
+        preemphasis=0.0,
+        remove_dc_offset=False,
+        log_floor=1e-6,
+        normalize_per_bin=False,
+        stack_frames=1,
+        **kwargs,
+    ):
+        # Features are computed in float32 whatever the global policy is;
+        # the model casts them on entry.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if fft_length < frame_length:
+            raise ValueError(
+                f"fft_length ({fft_length}) must be >= frame_length ({frame_length})"
+            )
+        if power not in (1.0, 2.0):
+            raise ValueError(f"power must be 1.0 or 2.0, got {power}")
+        if not 0 < min_frequency < max_frequency <= sample_rate / 2:
+            raise ValueError(
+                "need 0 < min_frequency < max_frequency <= sample_rate / 2, got "
+                f"{min_frequency}, {max_frequency}, {sample_rate}"
+            )
+        self.sample_rate = sample_rate
+        self.num_mel_bins = num_mel_bins
+        self.frame_length = frame_length
+        self.frame_step = frame_step
+        self.fft_length = fft_length
+        self.window = window
+        self.power = power
+        self.min_frequency = min_frequency
+        self.max_frequency = max_frequency
+        self.mel_scale = mel_scale
+        self.waveform_scale = waveform_scale
+        self.preemphasis = preemphasis
+        self.remove_dc_offset = remove_dc_offset
+        self.log_floor = log_floor
+        self.normalize_per_bin = normalize_per_bin
+        self.stack_frames = stack_frames
+        # Constants, not weights: rebuilt from the config, cast to the ops in use.
+        self._window_values = analysis_window(window, frame_length).astype("float32")
+        self._mel_matrix = mel_filterbank(
+            num_mel_bins, fft_length, sample_rate, min_frequency, max_frequency, mel_scale
+        ).astype("float32")
+        self.backend = backend_utils.DynamicBackend()
+        # Lets tf.data graph tensors through Keras' positional-argument check.
+        self._allow_non_tensor_positional_args = True
+        self.built = True
+
+    @classmethod
+    def w2v_bert_2_0(cls, **kwargs):
+        """The w2v-BERT 2.0 front end (`W2V_BERT_2_0_FRONTEND`): 160-dim, 20 ms frames."""
+        return cls(**{**W2V_BERT_2_0_FRONTEND, **kwargs})
+
+    def _frames_before_stacking(self, num_samples):
+        frames = (num_samples - self.frame_length) // self.frame_step + 1
+        # max(frames, 0) with operators only, so it works on ints and on
+        # tf / jax / torch / numpy tensors alike.
+        return (frames + abs(frames)) // 2
+
+    def num_frames(self, num_samples):
+        """Real output frames for `num_samples` real samples (int or int tensor)."""
+        return self._frames_before_stacking(num_samples) // self.stack_frames
+
+    def __call__(self, waveform, padding_mask=None, **kwargs):
+        if not _in_tf_data_graph(waveform):
+            return super().__call__(waveform, padding_mask=padding_mask, **kwargs)
+        # Inside tf.data: compute with TensorFlow ops whatever the backend is,
+        # and keep Keras from converting the graph tensors to backend tensors.
+        self.backend.set_backend("tensorflow")
+        convert_input_args = self._convert_input_args
+        self._convert_input_args = False
+        try:
+            return super().__call__(waveform, padding_mask=padding_mask, **kwargs)
+        finally:
+            self.backend.reset()
+            self._convert_input_args = convert_input_args
+
+    def _split_frames(self, waveform, num_frames):
+        """(B, S) -> (B, T, frame_length) by reshaping into hops, no gather.
+
+        Frame t is hops t .. t + k - 1 concatenated and cut to frame_length
+        (k = ceil(frame_length / frame_step)); the zeros appended here only
+        fill the tail of the last hop, which no frame reaches.
+        """
+        np_ops = self.backend.numpy
+        hops_per_frame = -(-self.frame_length // self.frame_step)
+        num_hops = num_frames + hops_per_frame - 1
+        waveform = np_ops.pad(
+            waveform, [[0, 0], [0, self.frame_step * hops_per_frame]]
+        )[:, : num_hops * self.frame_step]
+        hops = np_ops.reshape(waveform, (-1, num_hops, self.frame_step))
+        frames = np_ops.concatenate(
+            [hops[:, i : i + num_frames] for i in range(hops_per_frame)], axis=-1
+        )
+        return frames[..., : self.frame_length]
+
+    def call(self, waveform, padding_mask=None):
+        ops = self.backend
+        np_ops = ops.numpy
+        if len(waveform.shape) != 2:
+            raise ValueError(
+                f"{self.name}: waveform must be (batch, samples), got shape "
+                f"{tuple(waveform.shape)}"
+            )
+        num_samples = ops.shape(waveform)[1]
+        if isinstance(num_samples, int) and num_samples < self.frame_length:
+            raise ValueError(
+                f"{self.name}: waveform has {num_samples} samples, fewer than one "
+                f"frame ({self.frame_length})"
+            )
+        waveform = ops.cast(waveform, "float32")
+        if padding_mask is None:
+            padding_mask = np_ops.ones_like(waveform)
+        elif len(padding_mask.shape) != 2:
+            raise ValueError(
+                f"{self.name}: padding_mask must be (batch, samples), got shape "
+                f"{tuple(padding_mask.shape)}"
+            )
+        real_sample = ops.cast(padding_mask, "float32") > 0
+        finite_sample = np_ops.isfinite(waveform)
+        bad_sample = np_ops.logical_and(real_sample, np_ops.logical_not(finite_sample))
+        # NaN/inf anywhere (even in padding) must not enter the arithmetic.
+        waveform = np_ops.where(finite_sample, waveform, 0.0) * self.waveform_scale
+
+        num_frames = self._frames_before_stacking(num_samples)
+        frames = self._split_frames(waveform, num_frames)
+        if self.remove_dc_offset:
+            frames = frames - np_ops.mean(frames, axis=-1, keepdims=True)
+        if self.preemphasis:
+            frames = np_ops.concatenate(
+                [
+                    frames[..., :1] * (1.0 - self.preemphasis),
+                    frames[..., 1:] - self.preemphasis * frames[..., :-1],
+                ],
+                axis=-1,
+            )
+        frames = frames * ops.convert_to_tensor(self._window_values)
+        real, imag = ops.math.rfft(frames, fft_length=self.fft_length)
+        spectrum = real * real + imag * imag
+        if self.power == 1.0:
+            spectrum = np_ops.sqrt(spectrum)
+        mel = np_ops.matmul(spectrum, ops.convert_to_tensor(self._mel_matrix))
+        log_mel = np_ops.log(np_ops.maximum(mel, self.log_floor))
+
+        lengths = np_ops.sum(ops.cast(real_sample, "int32"), axis=1)
+        frame_index = np_ops.arange(num_frames)
+        real_frame = frame_index[None, :] < self._frames_before_stacking(lengths)[:, None]
+        overflow = np_ops.logical_and(
+            real_frame[..., None], np_ops.logical_not(np_ops.isfinite(log_mel))
+        )
+        valid_item = np_ops.logical_not(
+            np_ops.logical_or(
+                np_ops.any(bad_sample, axis=1), np_ops.any(overflow, axis=(1, 2))
+            )
+        )
+        real_frame = np_ops.logical_and(real_frame, valid_item[:, None])
+        features = np_ops.where(real_frame[..., None], log_mel, 0.0)
+        if self.normalize_per_bin:
+            features = self._normalize_per_bin(features, real_frame)
+
+        num_output_frames = num_frames // self.stack_frames
+        features = np_ops.reshape(
+            features[:, : num_output_frames * self.stack_frames],
+            (-1, num_output_frames, self.stack_frames * self.num_mel_bins),
+        )
+        # An output frame is real when all of its stacked frames are, i.e.
+        # when its last one is (real frames form a prefix).
+        frame_mask = real_frame[:, self.stack_frames - 1 :: self.stack_frames]
+        return features, ops.cast(frame_mask, "float32")
+
+    def _normalize_per_bin(self, features, real_frame):
+        """Mean 0, unbiased variance 1 per bin over real frames; pads stay 0."""
+        np_ops = self.backend.numpy
+        weights = self.backend.cast(real_frame, "float32")[..., None]
+        count = np_ops.sum(weights, axis=1, keepdims=True)
+        # Sums run over deviations from the first (real) frame, not over raw
+        # log energies (~15 after int16 scaling): float32 rounding then stays
+        # small and does not depend on how much padding follows.
+        deviation = (features - features[:, :1]) * weights
+        mean = np_ops.sum(deviation, axis=1, keepdims=True) / np_ops.maximum(count, 1.0)
+        centered = (deviation - mean) * weights
+        # Unbiased (ddof=1) as Hugging Face; one real frame divides by 1.
+        variance = np_ops.sum(centered * centered, axis=1, keepdims=True) / np_ops.maximum(
+            count - 1.0, 1.0
+        )
+        return centered / np_ops.sqrt(variance + _VARIANCE_EPSILON)
+
+    def compute_output_shape(self, waveform_shape, padding_mask_shape=None):
+        num_samples = waveform_shape[1]
+        frames = None if num_samples is None else self.num_frames(num_samples)
+        return (
+            (waveform_shape[0], frames, self.stack_frames * self.num_mel_bins),
+            (waveform_shape[0], frames),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            sample_rate=self.sample_rate,
+            num_mel_bins=self.num_mel_bins,
+            frame_length=self.frame_length,
+            frame_step=self.frame_step,
+            fft_length=self.fft_length,
+            window=self.window,
+            power=self.power,
+            min_frequency=self.min_frequency,
+            max_frequency=self.max_frequency,
+            mel_scale=self.mel_scale,
+            waveform_scale=self.waveform_scale,
+            preemphasis=self.preemphasis,
+            remove_dc_offset=self.remove_dc_offset,
+            log_floor=self.log_floor,
+            normalize_per_bin=self.normalize_per_bin,
+            stack_frames=self.stack_frames,
+        )
+        return config
