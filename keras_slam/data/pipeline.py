@@ -471,7 +471,7 @@ def speech_dataset(
     # AutoGraph must not rewrite the front end's Python control flow.
     @tf.autograph.experimental.do_not_convert
     def featurize(batch):
-        features, frame_mask = _call_frontend(frontend, batch.pop("waveform"), batch.pop("waveform_mask"))
+        features, frame_mask = frontend(batch.pop("waveform"), padding_mask=batch.pop("waveform_mask"))
         return {"speech_features": features, "speech_padding_mask": frame_mask, **batch}
 
     dataset = _finish(batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=deterministic), deterministic, repeat, prefetch)
@@ -479,24 +479,6 @@ def speech_dataset(
     if verify:
         dataset.num_too_long = _count_too_long(files, report, limits[-1]) if too_long == "skip" else 0
     return dataset
-
-
-def _call_frontend(frontend, waveform, padding_mask):
-    """Runs the front end on TF graph tensors under any Keras backend.
-
-    Keras layers on the JAX/torch backends reject TF tensors as positional
-    arguments; relaxing that check while tracing the tf.data function lets
-    a front end that computes with TF ops inside tf.data (LogMelSpectrogram
-    does) receive them.
-    """
-    allowed = getattr(frontend, "_allow_non_tensor_positional_args", None)
-    if allowed is not None:
-        frontend._allow_non_tensor_positional_args = True
-    try:
-        return frontend(waveform, padding_mask=padding_mask)
-    finally:
-        if allowed is not None:
-            frontend._allow_non_tensor_positional_args = allowed
 
 
 def _count_too_long(files, report, limit):

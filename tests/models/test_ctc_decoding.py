@@ -1,0 +1,136 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_slam.models.ctc_decoding import (
+    ctc_decode,
+    ctc_decode_to_text,
+    token_id_lists,
+)
+from tests import test_case
+
+
+def logits_from_paths(paths, classes, rng, peak=5.0):
+    """Logits whose argmax follows each path (shorter paths are padded)."""
+    frames = max(len(p) for p in paths)
+    logits = rng.normal(size=(len(paths), frames, classes)).astype("float32")
+    mask = np.zeros((len(paths), frames), "float32")
+    for i, path in enumerate(paths):
+        logits[i, np.arange(len(path)), path] += peak
+        mask[i, : len(path)] = 1
+    return logits, mask
+
+
+def decode_outputs(strategy):
+    def call_fn(batch):
+        ids, scores = ctc_decode(
+            batch["logits"], batch["padding_mask"], strategy=strategy, beam_width=4
+        )
+        return {"ids": (ids, test_case.to_numpy(ids) >= 0), "log_probs": scores}
+
+    return call_fn
+
+
+def build_greedy(inputs):
+    return keras.layers.Layer(), decode_outputs("greedy")
+
+
+def build_beam(inputs):
+    return keras.layers.Layer(), decode_outputs("beam_search")
+
+
+def greedy_reference(logits, mask):
+    """Best path, repeats merged, blanks dropped, in numpy."""
+    out = []
+    for row, m in zip(logits, mask):
+        best = row[m > 0].argmax(-1)
+        out.append(
+            [
+                int(k)
+                for i, k in enumerate(best)
+                if k != 0 and (i == 0 or k != best[i - 1])
+            ]
+        )
+    return out
+
+
+def test_greedy_known_answer(seeded):
+    paths = [[1, 1, 0, 1, 2, 2, 0], [0, 0, 3], [2, 0, 2, 2], [0]]
+    logits, mask = logits_from_paths(paths, 4, seeded)
+    ids, log_probs = ctc_decode(logits, mask)
+    assert token_id_lists(ids) == [[1, 1, 2], [3], [2, 2], []]
+    assert token_id_lists(ids) == greedy_reference(logits, mask)
+    assert test_case.to_numpy(ids).shape == (4, 7)
+    # Score: log-probability of the best path.
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = [(log_softmax[i].max(-1) * mask[i]).sum() for i in range(4)]
+    np.testing.assert_allclose(test_case.to_numpy(log_probs), expected, rtol=1e-5)
+
+
+def test_beam_search_beats_greedy_where_alignments_add_up():
+    # Two frames, p(blank) = 0.6, p(a) = 0.4: the best path is "blank blank"
+    # (0.36) but "a" collects 0.4*0.4 + 0.4*0.6 + 0.6*0.4 = 0.64.
+    logits = np.log(np.array([[[0.6, 0.4], [0.6, 0.4]]], "float32"))
+    mask = np.ones((1, 2), "float32")
+    greedy_ids, greedy_score = ctc_decode(logits, mask)
+    beam_ids, beam_score = ctc_decode(
+        logits, mask, strategy="beam_search", beam_width=4
+    )
+    assert token_id_lists(greedy_ids) == [[]]
+    assert token_id_lists(beam_ids) == [[1]]
+    np.testing.assert_allclose(
+        test_case.to_numpy(greedy_score), [np.log(0.36)], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        test_case.to_numpy(beam_score), [np.log(0.64)], rtol=1e-5
+    )
+
+
+def test_beam_search_agrees_with_greedy_on_peaked_logits(seeded):
+    paths = [[1, 1, 0, 1, 2, 2, 0], [0, 0, 3], [2, 0, 2, 2]]
+    logits, mask = logits_from_paths(paths, 4, seeded, peak=12.0)
+    ids, _ = ctc_decode(logits, mask, strategy="beam_search", beam_width=4)
+    assert token_id_lists(ids) == [[1, 1, 2], [3], [2, 2]]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam_search"])
+def test_padding_invariance(seeded, strategy):
+    logits = seeded.normal(size=(3, 7, 4)).astype("float32")
+    mask = test_case.random_padding_mask(seeded, 3, 7, min_length=2)
+    logits[mask == 0] = 30.0  # garbage that would win every frame
+    test_case.assert_padding_invariant(
+        decode_outputs(strategy),
+        {"logits": logits, "padding_mask": mask},
+        {"logits": "padding_mask"},
+    )
+
+
+@pytest.mark.parametrize("builder", ["build_greedy", "build_beam"])
+def test_backend_parity(seeded, parity_worker, builder):
+    logits = seeded.normal(size=(3, 8, 5)).astype("float32")
+    mask = test_case.random_padding_mask(seeded, 3, 8, min_length=2)
+    test_case.assert_backend_parity(
+        f"tests.models.test_ctc_decoding:{builder}",
+        {"logits": logits, "padding_mask": mask},
+        parity_worker=parity_worker,
+    )
+
+
+def test_decode_to_text_with_character_tokenizer(seeded):
+    from keras_slam.data.tokenizers import CharacterTokenizer
+
+    tokenizer = CharacterTokenizer(
+        vocabulary=["<pad>", "<unk>", "<mask>", "a", "b", "ñ", " "]
+    )
+    paths = [[3, 3, 0, 5, 6, 4], [0, 0], [4, 0, 4]]
+    logits, mask = logits_from_paths(paths, tokenizer.vocabulary_size(), seeded)
+    assert ctc_decode_to_text(logits, mask, tokenizer) == ["añ b", "", "bb"]
+
+
+def test_rejects_unknown_strategy(seeded):
+    with pytest.raises(ValueError, match="strategy"):
+        ctc_decode(
+            np.zeros((1, 2, 3), "float32"),
+            np.ones((1, 2), "float32"),
+            strategy="prefix",
+        )
