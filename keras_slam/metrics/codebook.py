@@ -1,0 +1,230 @@
+"""Codebook health: perplexity, code usage, a collapse monitor and a plot.
+
+A quantizer collapses when few of its codes stay in use; the contrastive
+task then becomes trivial. `codebook_perplexity` is the differentiable view
+(what the diversity loss pushes up), `CodebookUsage` the hard count over a
+window of steps, and `CodebookCollapseMonitor` acts on it during `fit`.
+"""
+
+import logging
+import warnings
+
+import keras
+from keras import ops
+
+logger = logging.getLogger(__name__)
+
+
+def perplexity_of_marginals(marginals):
+    """Sum over groups of exp(entropy) of each group's code distribution.
+
+    Args:
+        marginals: (G, V) float, each row a distribution over V codes
+            (a row of zeros counts as perplexity 1).
+    Returns:
+        Scalar float32 in [G, G * V].
+    """
+    marginals = ops.cast(marginals, "float32")
+    # p log p with 0 log 0 = 0, never log(0).
+    safe = ops.where(marginals > 0, marginals, ops.ones_like(marginals))
+    entropy = -ops.sum(marginals * ops.log(safe), axis=-1)
+    return ops.sum(ops.exp(entropy))
+
+
+def codebook_perplexity(probs, mask=None):
+    """Perplexity of the average code distribution over the masked frames.
+
+    As `Wav2Vec2GumbelVectorQuantizer._compute_perplexity`: frames where
+    `mask` is 0 are left out of the average; with no frame selected the
+    marginals are zero and the result is G (never NaN).
+
+    Args:
+        probs: (B, T, G, V) per-frame code distributions (soft or one-hot).
+        mask: optional (B, T), 1 = frame counted.
+    Returns:
+        Scalar float32.
+    """
+    probs = ops.cast(probs, "float32")
+    if mask is None:
+        mask = ops.ones(ops.shape(probs)[:2], "float32")
+    mask = ops.cast(mask, "float32")[:, :, None, None]
+    count = ops.maximum(ops.sum(mask), 1.0)
+    marginals = ops.sum(probs * mask, axis=(0, 1)) / count
+    return perplexity_of_marginals(marginals)
+
+
+def code_counts(code_ids, num_codes, mask=None):
+    """How often each code is chosen over the masked frames.
+
+    Args:
+        code_ids: (B, T) or (B, T, G) integer code ids.
+        num_codes: V, codes per group.
+        mask: optional (B, T), 1 = frame counted.
+    Returns:
+        (G, V) float32 counts.
+    """
+    code_ids = ops.cast(code_ids, "int32")
+    if len(code_ids.shape) == 2:
+        code_ids = code_ids[:, :, None]
+    num_groups = code_ids.shape[-1]
+    if mask is None:
+        mask = ops.ones(ops.shape(code_ids)[:2], "float32")
+    weights = ops.broadcast_to(
+        ops.cast(mask, "float32")[:, :, None], ops.shape(code_ids)
+    )
+    # One segment per (group, code): a scatter-add, no (B, T, G, V) one-hot.
+    segments = code_ids + ops.arange(num_groups, dtype="int32") * num_codes
+    counts = ops.segment_sum(
+        ops.reshape(weights, (-1,)),
+        ops.reshape(segments, (-1,)),
+        num_segments=num_groups * num_codes,
+    )
+    return ops.reshape(counts, (num_groups, num_codes))
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class CodebookUsage(keras.metrics.Metric):
+    """Fraction of codes chosen at least once over the last `window_steps`.
+
+    Keeps one (G, V) count table per step in a ring buffer (fixed shapes, so
+    `update_state` works inside a jitted `compute_loss`); `window_steps=None`
+    accumulates since the last reset (keras resets metrics every epoch).
+    The result is averaged over groups.
+
+    Args:
+        num_codes: V, codes per group.
+        num_groups: G.
+        window_steps: number of most recent `update_state` calls counted,
+            or None for all since the last reset.
+    """
+
+    def __init__(self, num_codes, num_groups=1, window_steps=None, name="codebook_usage", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_codes = num_codes
+        self.num_groups = num_groups
+        self.window_steps = window_steps
+        slots = window_steps or 1
+        self.counts = self.add_variable(
+            shape=(slots, num_groups, num_codes), initializer="zeros", name="counts"
+        )
+        self.updates = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="updates")
+
+    def update_state(self, code_ids, mask=None):
+        """code_ids (B, T[, G]) integers; mask (B, T), 1 = counted."""
+        step_counts = code_counts(code_ids, self.num_codes, mask)[None]
+        if self.window_steps is None:
+            self.counts.assign(self.counts + step_counts)
+        else:
+            slot = ops.one_hot(self.updates % self.window_steps, self.window_steps)
+            slot = ops.cast(slot, "float32")[:, None, None]
+            self.counts.assign(self.counts * (1.0 - slot) + step_counts * slot)
+        self.updates.assign(self.updates + 1)
+
+    def total_counts(self):
+        """(G, V) counts over the window."""
+        return ops.sum(self.counts, axis=0)
+
+    def result(self):
+        used = ops.cast(self.total_counts() > 0, "float32")
+        return ops.mean(used)
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros(self.counts.shape))
+        self.updates.assign(0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_codes=self.num_codes,
+            num_groups=self.num_groups,
+            window_steps=self.window_steps,
+        )
+        return config
+
+
+class CodebookCollapseMonitor(keras.callbacks.Callback):
+    """Warns (and optionally stops training) when codebook usage collapses.
+
+    Reads `logs[monitor]` (e.g. a `CodebookUsage` metric named
+    "codebook_usage") every `check_every_n_batches` batches.
+
+    Args:
+        threshold: usage below this fraction counts as collapsed.
+        monitor: log key holding the usage fraction.
+        check_every_n_batches: how often to look.
+        patience: consecutive collapsed checks before stopping.
+        stop_training: whether to set `model.stop_training`.
+    """
+
+    def __init__(
+        self,
+        threshold=0.1,
+        monitor="codebook_usage",
+        check_every_n_batches=100,
+        patience=1,
+        stop_training=False,
+    ):
+        super().__init__()
+        self.threshold = threshold
+        self.monitor = monitor
+        self.check_every_n_batches = check_every_n_batches
+        self.patience = patience
+        self.stop_training = stop_training
+        self.collapsed_checks = 0
+        self.history = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.check_every_n_batches or not logs:
+            return
+        if self.monitor not in logs:
+            raise KeyError(
+                f"CodebookCollapseMonitor: no '{self.monitor}' in the training "
+                f"logs (have {sorted(logs)}); add a CodebookUsage metric to the model."
+            )
+        usage = float(logs[self.monitor])
+        self.history.append(usage)
+        if usage >= self.threshold:
+            self.collapsed_checks = 0
+            return
+        self.collapsed_checks += 1
+        message = (
+            f"Codebook collapse: {self.monitor} = {usage:.4f} < {self.threshold} "
+            f"at batch {batch + 1} ({self.collapsed_checks} check(s) in a row)."
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        logger.warning(message)
+        if self.stop_training and self.collapsed_checks >= self.patience:
+            self.model.stop_training = True
+
+
+def save_codebook_usage_plot(counts, path, title="Codebook usage"):
+    """Saves a PNG of code counts, each group sorted from most to least used.
+
+    Args:
+        counts: (V,) or (G, V) array of counts (e.g. `CodebookUsage.total_counts()`).
+        path: output .png path.
+        title: figure title.
+    Returns:
+        `path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.atleast_2d(np.asarray(keras.ops.convert_to_numpy(counts), dtype="float64"))
+    figure, axes = plt.subplots(len(counts), 1, figsize=(8, 2.5 * len(counts)), squeeze=False)
+    for group, (axis, group_counts) in enumerate(zip(axes[:, 0], counts)):
+        ordered = np.sort(group_counts)[::-1]
+        used = int(np.sum(group_counts > 0))
+        axis.bar(np.arange(len(ordered)), ordered, width=1.0)
+        axis.set_yscale("symlog")
+        axis.set_xlabel("code rank")
+        axis.set_ylabel("count")
+        axis.set_title(f"group {group}: {used}/{len(ordered)} codes used")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
