@@ -1,0 +1,245 @@
+"""Multi-head self-attention with relative positions (Conformer, w2v-BERT 2.0)."""
+
+import math
+
+import keras
+from keras import ops
+
+POSITION_ENCODINGS = ("relative_key", "relative_sinusoidal", "none")
+
+# Added to the logits of padded keys: far below any real logit, so padded keys
+# get weight exactly 0, yet finite in float32 and bfloat16 (no inf - inf NaN).
+_PADDED_KEY_LOGIT = -1e9
+
+
+def sinusoidal_relative_positions(length, dim, dtype="float32"):
+    """Sinusoids of the relative positions `length - 1, ..., -(length - 1)`.
+
+    Transformer-XL / ESPnet / Hugging Face layout: even channels sin, odd
+    channels cos, frequencies `10000 ** (-2k / dim)`; row `r` encodes the
+    position `length - 1 - r` (query index minus key index).
+
+    Returns:
+        (2 * length - 1, dim) tensor.
+    """
+    positions = ops.cast(ops.arange(length - 1, -length, -1), "float32")
+    inverse_frequencies = ops.exp(
+        ops.cast(ops.arange(0, dim, 2), "float32") * (-math.log(10000.0) / dim)
+    )
+    angles = positions[:, None] * inverse_frequencies[None, :]
+    interleaved = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+    return ops.cast(ops.reshape(interleaved, (-1, dim)), dtype)
+
+
+def relative_distance_index(length, left_context, right_context):
+    """(T, T) row of `distance_embedding` that query i uses for key j.
+
+    The distance `j - i` is clipped to `[-left_context, right_context]` and
+    shifted by `left_context` (w2v-BERT 2.0 / Hugging Face `relative_key`).
+    """
+    positions = ops.arange(length)
+    distance = positions[None, :] - positions[:, None]
+    return ops.clip(distance, -left_context, right_context) + left_context
+
+
+def query_minus_key_index(length):
+    """(T, T) row of `sinusoidal_relative_positions(length)` for query i, key j."""
+    positions = ops.arange(length)
+    return positions[None, :] - positions[:, None] + (length - 1)
+
+
+def gather_relative_logits(logits_per_distance, distance_index):
+    """Gathers per-distance logits into query x key logits.
+
+    Computing q.E once per distinct distance and gathering costs O(T * R * d)
+    + O(T^2) instead of the O(T^2 * d) of a (T, T, d) embedding tensor.
+
+    Args:
+        logits_per_distance: (B, H, T, R) logits of every query against
+            every distance.
+        distance_index: (T, T) int, which of the R distances (query i, key j)
+            uses.
+    Returns:
+        (B, H, T, T) logits.
+    """
+    batch, heads, length, num_distances = ops.shape(logits_per_distance)
+    flat = ops.reshape(logits_per_distance, (batch, heads, length * num_distances))
+    row_offsets = ops.arange(length)[:, None] * num_distances
+    return ops.take(flat, distance_index + row_offsets, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class RelativePositionAttention(keras.layers.Layer):
+    """Multi-head self-attention with relative position logits.
+
+    `position_encoding`:
+    - "relative_key" (w2v-BERT 2.0): a learned `distance_embedding` of
+      `left_context + right_context + 1` rows; the key-minus-query distance
+      is clipped to `[-left_context, right_context]` and
+      `logits += q . E[distance] / sqrt(head_dim)`.
+    - "relative_sinusoidal" (Conformer / Transformer-XL): sinusoids of the
+      query-minus-key distance through `position_dense` (no bias), learned
+      biases `pos_bias_u` (content) and `pos_bias_v` (position):
+      `logits = ((q + u) . k + (q + v) . P[i - j]) / sqrt(head_dim)`.
+    - "none": plain scaled dot-product attention.
+
+    Padded keys get zero weight; padded query rows output zeros.
+
+    Args:
+        hidden_dim: model width D (= num_heads * head_dim).
+        num_heads: number of heads H.
+        position_encoding: one of "relative_key", "relative_sinusoidal",
+            "none".
+        left_context, right_context: clipping range of "relative_key".
+        attention_dropout: dropout on the attention probabilities.
+        kernel_initializer: initializer of the projections.
+
+    Call args:
+        x: (B, T, D).
+        padding_mask: (B, T), 1 = real frame, 0 = pad.
+        training: enables dropout.
+    Returns:
+        (B, T, D).
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        position_encoding="relative_key",
+        left_context=64,
+        right_context=8,
+        attention_dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"position_encoding must be one of {POSITION_ENCODINGS}, "
+                f"got {position_encoding!r}"
+            )
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}"
+            )
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.position_encoding = position_encoding
+        self.left_context = left_context
+        self.right_context = right_context
+        self.attention_dropout = attention_dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.head_dim = hidden_dim // num_heads
+
+        def dense(name, use_bias=True):
+            return keras.layers.Dense(
+                hidden_dim,
+                use_bias=use_bias,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
+        self.query_dense = dense("query_dense")
+        self.key_dense = dense("key_dense")
+        self.value_dense = dense("value_dense")
+        self.output_dense = dense("output_dense")
+        if position_encoding == "relative_sinusoidal":
+            self.position_dense = dense("position_dense", use_bias=False)
+        self.probability_dropout = keras.layers.Dropout(
+            attention_dropout, dtype=self.dtype_policy, name="probability_dropout"
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        for layer in (self.query_dense, self.key_dense, self.value_dense):
+            layer.build(input_shape)
+        self.output_dense.build(input_shape[:-1] + (self.hidden_dim,))
+        if self.position_encoding == "relative_key":
+            self.distance_embedding = self.add_weight(
+                shape=(self.left_context + self.right_context + 1, self.head_dim),
+                initializer=keras.initializers.RandomNormal(stddev=1.0),
+                name="distance_embedding",
+            )
+        elif self.position_encoding == "relative_sinusoidal":
+            self.position_dense.build((None, self.hidden_dim))
+            head_shape = (self.num_heads, self.head_dim)
+            self.pos_bias_u = self.add_weight(
+                shape=head_shape, initializer="glorot_uniform", name="pos_bias_u"
+            )
+            self.pos_bias_v = self.add_weight(
+                shape=head_shape, initializer="glorot_uniform", name="pos_bias_v"
+            )
+        self.built = True
+
+    def _split_heads(self, x):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, length, self.num_heads, self.head_dim))
+
+    def _position_logits(self, query):
+        """(B, H, T, T) position logits, unscaled, and the content query."""
+        length = ops.shape(query)[1]
+        if self.position_encoding == "relative_key":
+            embedding = ops.cast(self.distance_embedding, query.dtype)
+            per_distance = ops.einsum("bthd,rd->bhtr", query, embedding)
+            index = relative_distance_index(
+                length, self.left_context, self.right_context
+            )
+            return gather_relative_logits(per_distance, index), query
+        sinusoids = sinusoidal_relative_positions(
+            length, self.hidden_dim, self.compute_dtype
+        )
+        positions = ops.reshape(
+            self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim)
+        )
+        pos_bias_v = ops.cast(self.pos_bias_v, query.dtype)
+        per_distance = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, positions)
+        pos_bias_u = ops.cast(self.pos_bias_u, query.dtype)
+        index = query_minus_key_index(length)
+        return gather_relative_logits(per_distance, index), query + pos_bias_u
+
+    def call(self, x, padding_mask, training=False):
+        query = self._split_heads(self.query_dense(x))
+        key = self._split_heads(self.key_dense(x))
+        value = self._split_heads(self.value_dense(x))
+        scale = 1.0 / math.sqrt(self.head_dim)
+
+        mask = ops.cast(padding_mask, x.dtype)
+        # (B, 1, 1, T): pushes padded keys out of every softmax.
+        bias = ((1.0 - mask) * _PADDED_KEY_LOGIT)[:, None, None, :]
+        if self.position_encoding != "none":
+            position_logits, query = self._position_logits(query)
+            bias = bias + position_logits * scale
+
+        if training and self.attention_dropout > 0:
+            logits = ops.einsum("bthd,bshd->bhts", query, key) * scale + bias
+            probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probabilities = self.probability_dropout(
+                ops.cast(probabilities, x.dtype), training=training
+            )
+            attended = ops.einsum("bhts,bshd->bthd", probabilities, value)
+        else:
+            # Fused attention where the backend has it (cuDNN/SDPA on GPU).
+            attended = ops.dot_product_attention(
+                query, key, value, bias=bias, scale=scale
+            )
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        attended = ops.reshape(attended, (batch, length, self.hidden_dim))
+        return self.output_dense(attended) * mask[:, :, None]
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            position_encoding=self.position_encoding,
+            left_context=self.left_context,
+            right_context=self.right_context,
+            attention_dropout=self.attention_dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

@@ -1,0 +1,642 @@
+"""Conformer block and encoder (Gulati et al. 2020; SLAM; w2v-BERT 2.0).
+
+One block, pre-norm residual units in macaron order:
+
+    x = x + 1/2 * FFN1(x)
+    x = x + Dropout(MHSA(LayerNorm(x)))
+    x = x + Conv(x)
+    x = x + 1/2 * FFN2(x)
+    y = LayerNorm(x)
+
+FFN(x) = Dropout(W2 Dropout(swish(W1 LayerNorm(x))))
+Conv(x) = Dropout(P2 swish(Norm(Depthwise(GLU(P1 LayerNorm(x))))))
+
+Padded frames are zeroed before the depthwise convolution, never enter
+normalisation statistics or attention, and are zero in every output.
+"""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_slam.layers.attention import RelativePositionAttention
+
+CONV_NORMS = ("group", "layer", "batch")
+CONV_PADDINGS = ("same", "causal")
+
+
+def _frame_mask(padding_mask, dtype):
+    """(B, T) -> (B, T, 1) in `dtype`, for multiplying (B, T, C) frames."""
+    return ops.cast(padding_mask, dtype)[:, :, None]
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class MaskedGroupNormalization(keras.layers.Layer):
+    """GroupNorm over (time, channels in group) of the real frames only.
+
+    Lingvo-style GroupNorm on (B, T, C) frames: the channels are split into
+    `groups`; each item and group is normalised with the mean and variance
+    of its real frames. Statistics are in float32.
+
+    Call args:
+        x: (B, T, C).
+        padding_mask: (B, T), 1 = real frame.
+    Returns:
+        (B, T, C).
+    """
+
+    def __init__(self, groups, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        channels = input_shape[-1]
+        if channels % self.groups:
+            raise ValueError(
+                f"{self.name}: {channels} channels are not divisible into "
+                f"{self.groups} groups"
+            )
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.built = True
+
+    def call(self, x, padding_mask):
+        batch, length, channels = ops.shape(x)
+        grouped = ops.reshape(
+            ops.cast(x, "float32"),
+            (batch, length, self.groups, channels // self.groups),
+        )
+        mask = ops.cast(padding_mask, "float32")[:, :, None, None]
+        count = ops.sum(mask, axis=(1, 3), keepdims=True) * (channels // self.groups)
+        count = ops.maximum(count, 1.0)
+        mean = ops.sum(grouped * mask, axis=(1, 3), keepdims=True) / count
+        centered = (grouped - mean) * mask
+        variance = ops.sum(ops.square(centered), axis=(1, 3), keepdims=True) / count
+        normalized = (grouped - mean) * ops.rsqrt(variance + self.epsilon)
+        normalized = ops.reshape(normalized, (batch, length, channels))
+        outputs = normalized * ops.cast(self.gamma, "float32") + ops.cast(
+            self.beta, "float32"
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(groups=self.groups, epsilon=self.epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class ConformerFeedForward(keras.layers.Layer):
+    """Pre-norm feed-forward module: LayerNorm -> Dense -> act -> Dense.
+
+    Call args:
+        x: (B, T, D).
+    Returns:
+        (B, T, D), not yet scaled by 1/2 or added to the residual.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        ffn_dim,
+        activation="swish",
+        dropout=0.0,
+        activation_dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.ffn_dim = ffn_dim
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.activation_dropout = activation_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        policy = self.dtype_policy
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm"
+        )
+        self.intermediate_dense = keras.layers.Dense(
+            ffn_dim,
+            activation=self.activation,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="intermediate_dense",
+        )
+        self.intermediate_dropout = keras.layers.Dropout(
+            activation_dropout, dtype=policy, name="intermediate_dropout"
+        )
+        self.output_dense = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="output_dense",
+        )
+        self.output_dropout = keras.layers.Dropout(
+            dropout, dtype=policy, name="output_dropout"
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.layer_norm.build(input_shape)
+        self.intermediate_dense.build(input_shape)
+        self.output_dense.build(input_shape[:-1] + (self.ffn_dim,))
+        self.built = True
+
+    def call(self, x, training=False):
+        x = self.intermediate_dense(self.layer_norm(x))
+        x = self.intermediate_dropout(x, training=training)
+        return self.output_dropout(self.output_dense(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            ffn_dim=self.ffn_dim,
+            activation=keras.activations.serialize(self.activation),
+            dropout=self.dropout,
+            activation_dropout=self.activation_dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class ConformerConvolution(keras.layers.Layer):
+    """Conformer convolution module with padding-safe depthwise conv and norm.
+
+    LayerNorm -> pointwise_conv1 (C -> 2C) -> GLU -> zero padded frames ->
+    depthwise conv -> norm -> swish -> pointwise_conv2 -> dropout.
+
+    The pointwise convolutions are Dense layers (kernel (C, C')); the
+    depthwise convolution is a sum of `kernel_size` shifted, per-channel
+    scaled copies (`depthwise_kernel`, (kernel_size, C)), which XLA fuses
+    and which is ~40x faster than a grouped convolution on CPU.
+
+    Args:
+        hidden_dim: channels C.
+        kernel_size: depthwise kernel width (5 in SLAM, 31 in w2v-BERT 2.0).
+        conv_padding: "same" (centred, odd kernel_size) or "causal" (left
+            pad kernel_size - 1, w2v-BERT 2.0).
+        conv_norm: "group" (masked GroupNorm, SLAM), "layer" (per frame,
+            w2v-BERT 2.0 `depthwise_layer_norm`) or "batch" (BatchNorm with
+            statistics over real frames).
+        conv_norm_groups: groups of the "group" norm.
+        pointwise_bias: bias in both pointwise convolutions (Hugging Face
+            w2v-BERT 2.0 has none).
+
+    Call args:
+        x: (B, T, C).
+        padding_mask: (B, T), 1 = real frame.
+    Returns:
+        (B, T, C), zero at padded frames.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        kernel_size=5,
+        conv_padding="same",
+        conv_norm="group",
+        conv_norm_groups=32,
+        pointwise_bias=True,
+        activation="swish",
+        dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if conv_padding not in CONV_PADDINGS:
+            raise ValueError(f"conv_padding must be one of {CONV_PADDINGS}, got {conv_padding!r}")
+        if conv_padding == "same" and kernel_size % 2 == 0:
+            raise ValueError(f"conv_padding='same' needs an odd kernel_size, got {kernel_size}")
+        if conv_norm not in CONV_NORMS:
+            raise ValueError(f"conv_norm must be one of {CONV_NORMS}, got {conv_norm!r}")
+        self.hidden_dim = hidden_dim
+        self.kernel_size = kernel_size
+        self.conv_padding = conv_padding
+        self.conv_norm = conv_norm
+        self.conv_norm_groups = conv_norm_groups
+        self.pointwise_bias = pointwise_bias
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        policy = self.dtype_policy
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm"
+        )
+        self.pointwise_conv1 = keras.layers.Dense(
+            2 * hidden_dim,
+            use_bias=pointwise_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="pointwise_conv1",
+        )
+        if conv_norm == "group":
+            self.depthwise_norm = MaskedGroupNormalization(
+                conv_norm_groups, epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
+            )
+        elif conv_norm == "layer":
+            self.depthwise_norm = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
+            )
+        else:
+            self.depthwise_norm = keras.layers.BatchNormalization(
+                epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
+            )
+        self.pointwise_conv2 = keras.layers.Dense(
+            hidden_dim,
+            use_bias=pointwise_bias,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="pointwise_conv2",
+        )
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.layer_norm.build(input_shape)
+        self.pointwise_conv1.build(input_shape)
+        self.depthwise_kernel = self.add_weight(
+            shape=(self.kernel_size, self.hidden_dim),
+            initializer=self.kernel_initializer,
+            name="depthwise_kernel",
+        )
+        self.depthwise_norm.build(input_shape)
+        self.pointwise_conv2.build(input_shape)
+        self.built = True
+
+    def _depthwise_conv(self, x):
+        if self.conv_padding == "causal":
+            left, right = self.kernel_size - 1, 0
+        else:
+            left = right = (self.kernel_size - 1) // 2
+        length = ops.shape(x)[1]
+        padded = ops.pad(x, ((0, 0), (left, right), (0, 0)))
+        kernel = ops.cast(self.depthwise_kernel, x.dtype)
+        outputs = padded[:, :length, :] * kernel[0]
+        for tap in range(1, self.kernel_size):
+            outputs = outputs + padded[:, tap : tap + length, :] * kernel[tap]
+        return outputs
+
+    def _normalize(self, x, padding_mask, training):
+        if self.conv_norm == "group":
+            return self.depthwise_norm(x, padding_mask)
+        if self.conv_norm == "batch":
+            return self.depthwise_norm(x, training=training, mask=padding_mask)
+        return self.depthwise_norm(x)
+
+    def call(self, x, padding_mask, training=False):
+        frame_mask = _frame_mask(padding_mask, x.dtype)
+        x = self.pointwise_conv1(self.layer_norm(x))
+        values, gates = ops.split(x, 2, axis=-1)
+        x = values * ops.sigmoid(gates) * frame_mask
+        x = self._normalize(self._depthwise_conv(x), padding_mask, training)
+        x = self.pointwise_conv2(self.activation(x))
+        return self.output_dropout(x, training=training) * frame_mask
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            kernel_size=self.kernel_size,
+            conv_padding=self.conv_padding,
+            conv_norm=self.conv_norm,
+            conv_norm_groups=self.conv_norm_groups,
+            pointwise_bias=self.pointwise_bias,
+            activation=keras.activations.serialize(self.activation),
+            dropout=self.dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class ConformerBlock(keras.layers.Layer):
+    """One Conformer block (formula in the module docstring).
+
+    Args:
+        hidden_dim: model width D.
+        num_heads: attention heads.
+        ffn_dim: inner width of both feed-forward modules.
+        kernel_size, conv_padding, conv_norm, conv_norm_groups,
+            pointwise_bias: see `ConformerConvolution`.
+        position_encoding, left_context, right_context: see
+            `RelativePositionAttention`.
+        dropout: on each module's output (FFN, MHSA, conv).
+        attention_dropout: on the attention probabilities.
+        activation_dropout: inside the feed-forward modules.
+        layer_norm_epsilon: of every LayerNorm (and the conv norm).
+        activation: of the feed-forward and conv modules.
+
+    Call args:
+        x: (B, T, D).
+        padding_mask: (B, T), 1 = real frame.
+        training: enables dropout and batch statistics.
+    Returns:
+        (B, T, D), zero at padded frames.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        ffn_dim,
+        kernel_size=5,
+        conv_padding="same",
+        conv_norm="group",
+        conv_norm_groups=32,
+        pointwise_bias=True,
+        position_encoding="relative_key",
+        left_context=64,
+        right_context=8,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        activation="swish",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.ffn_dim = ffn_dim
+        self.kernel_size = kernel_size
+        self.conv_padding = conv_padding
+        self.conv_norm = conv_norm
+        self.conv_norm_groups = conv_norm_groups
+        self.pointwise_bias = pointwise_bias
+        self.position_encoding = position_encoding
+        self.left_context = left_context
+        self.right_context = right_context
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation_dropout = activation_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        policy = self.dtype_policy
+
+        def feed_forward(name):
+            return ConformerFeedForward(
+                hidden_dim,
+                ffn_dim,
+                activation=self.activation,
+                dropout=dropout,
+                activation_dropout=activation_dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                kernel_initializer=self.kernel_initializer,
+                dtype=policy,
+                name=name,
+            )
+
+        self.ffn1 = feed_forward("ffn1")
+        self.self_attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="self_attention_layer_norm"
+        )
+        self.self_attention = RelativePositionAttention(
+            hidden_dim,
+            num_heads,
+            position_encoding=position_encoding,
+            left_context=left_context,
+            right_context=right_context,
+            attention_dropout=attention_dropout,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="self_attention",
+        )
+        self.self_attention_dropout = keras.layers.Dropout(
+            dropout, dtype=policy, name="self_attention_dropout"
+        )
+        self.convolution = ConformerConvolution(
+            hidden_dim,
+            kernel_size=kernel_size,
+            conv_padding=conv_padding,
+            conv_norm=conv_norm,
+            conv_norm_groups=conv_norm_groups,
+            pointwise_bias=pointwise_bias,
+            activation=self.activation,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="convolution",
+        )
+        self.ffn2 = feed_forward("ffn2")
+        self.final_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        for layer in (
+            self.ffn1,
+            self.self_attention_layer_norm,
+            self.self_attention,
+            self.convolution,
+            self.ffn2,
+            self.final_layer_norm,
+        ):
+            layer.build(input_shape)
+        self.built = True
+
+    def call(self, x, padding_mask, training=False):
+        x = x + 0.5 * self.ffn1(x, training=training)
+        attended = self.self_attention(
+            self.self_attention_layer_norm(x), padding_mask, training=training
+        )
+        x = x + self.self_attention_dropout(attended, training=training)
+        x = x + self.convolution(x, padding_mask, training=training)
+        x = x + 0.5 * self.ffn2(x, training=training)
+        return self.final_layer_norm(x) * _frame_mask(padding_mask, x.dtype)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            ffn_dim=self.ffn_dim,
+            kernel_size=self.kernel_size,
+            conv_padding=self.conv_padding,
+            conv_norm=self.conv_norm,
+            conv_norm_groups=self.conv_norm_groups,
+            pointwise_bias=self.pointwise_bias,
+            position_encoding=self.position_encoding,
+            left_context=self.left_context,
+            right_context=self.right_context,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            activation_dropout=self.activation_dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            activation=keras.activations.serialize(self.activation),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+# The `ConformerBlock` arguments that `ConformerEncoder` passes to each block.
+BLOCK_ARGUMENTS = tuple(inspect.signature(ConformerBlock).parameters)[:-1]
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class ConformerEncoder(keras.layers.Layer):
+    """A stack of `num_layers` ConformerBlocks named `conformer_block_{i}`.
+
+    Args:
+        num_layers: number of blocks.
+        **block_kwargs: `ConformerBlock` arguments, shared by every block.
+
+    Call args:
+        x: (B, T, D).
+        padding_mask: (B, T), 1 = real frame.
+        training: enables dropout and batch statistics.
+    Returns:
+        (B, T, D), zero at padded frames.
+    """
+
+    def __init__(self, num_layers, **kwargs):
+        block_kwargs = {
+            key: kwargs.pop(key) for key in list(kwargs) if key in BLOCK_ARGUMENTS
+        }
+        super().__init__(**kwargs)
+        self.num_layers = num_layers
+        self.block_kwargs = block_kwargs
+        self.blocks = [
+            ConformerBlock(**block_kwargs, dtype=self.dtype_policy, name=f"conformer_block_{i}")
+            for i in range(num_layers)
+        ]
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        for block in self.blocks:
+            block.build(input_shape)
+        self.built = True
+
+    def call(self, x, padding_mask, training=False):
+        x = x * _frame_mask(padding_mask, x.dtype)
+        for block in self.blocks:
+            x = block(x, padding_mask, training=training)
+        return x
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+    def get_config(self):
+        config = super().get_config()
+        block_config = self.blocks[0].get_config() if self.blocks else self.block_kwargs
+        config.update(
+            num_layers=self.num_layers,
+            **{key: block_config[key] for key in self.block_kwargs},
+        )
+        return config
+
+
+def _linear(weight):
+    """torch Linear (out, in) -> Dense kernel (in, out)."""
+    return weight.T
+
+
+def _pointwise_conv(weight):
+    """torch Conv1d kernel 1 (out, in, 1) -> Dense kernel (in, out)."""
+    return weight[:, :, 0].T
+
+
+def _depthwise_conv(weight):
+    """torch depthwise Conv1d (C, 1, k) -> `depthwise_kernel` (k, C)."""
+    return weight[:, 0, :].T
+
+
+def _identity(weight):
+    return weight
+
+
+def _layer_norm_rows(ours, theirs):
+    return [(f"{ours}/gamma", f"{theirs}.weight", _identity), (f"{ours}/beta", f"{theirs}.bias", _identity)]
+
+
+def _dense_rows(ours, theirs, transform=_linear, use_bias=True):
+    rows = [(f"{ours}/kernel", f"{theirs}.weight", transform)]
+    if use_bias:
+        rows.append((f"{ours}/bias", f"{theirs}.bias", _identity))
+    return rows
+
+
+def wav2vec2_bert_layer_weights(position_encoding="relative_key"):
+    """Weight table of a Hugging Face `Wav2Vec2BertEncoderLayer`.
+
+    Matches a `ConformerBlock(conv_padding="causal", conv_norm="layer",
+    pointwise_bias=False, position_encoding=...)`; "relative_key" is the
+    w2v-BERT 2.0 setting, "relative_sinusoidal" is HF's "relative".
+
+    Returns:
+        list of (variable path inside the block, HF state-dict key inside
+        the layer, transform of the HF numpy array).
+    """
+    rows = []
+    for ffn in ("ffn1", "ffn2"):
+        rows += _layer_norm_rows(f"{ffn}/layer_norm", f"{ffn}_layer_norm")
+        rows += _dense_rows(f"{ffn}/intermediate_dense", f"{ffn}.intermediate_dense")
+        rows += _dense_rows(f"{ffn}/output_dense", f"{ffn}.output_dense")
+    rows += _layer_norm_rows("self_attention_layer_norm", "self_attn_layer_norm")
+    for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("output", "out")):
+        rows += _dense_rows(f"self_attention/{ours}_dense", f"self_attn.linear_{theirs}")
+    if position_encoding == "relative_key":
+        rows.append(
+            ("self_attention/distance_embedding", "self_attn.distance_embedding.weight", _identity)
+        )
+    elif position_encoding == "relative_sinusoidal":
+        rows += _dense_rows("self_attention/position_dense", "self_attn.linear_pos", use_bias=False)
+        for bias in ("pos_bias_u", "pos_bias_v"):
+            rows.append((f"self_attention/{bias}", f"self_attn.{bias}", _identity))
+    rows += _layer_norm_rows("convolution/layer_norm", "conv_module.layer_norm")
+    rows += _dense_rows(
+        "convolution/pointwise_conv1", "conv_module.pointwise_conv1", _pointwise_conv, use_bias=False
+    )
+    rows.append(("convolution/depthwise_kernel", "conv_module.depthwise_conv.weight", _depthwise_conv))
+    rows += _layer_norm_rows("convolution/depthwise_norm", "conv_module.depthwise_layer_norm")
+    rows += _dense_rows(
+        "convolution/pointwise_conv2", "conv_module.pointwise_conv2", _pointwise_conv, use_bias=False
+    )
+    rows += _layer_norm_rows("final_layer_norm", "final_layer_norm")
+    return rows
+
+
+def load_wav2vec2_bert_layer(block, hf_layer_weights):
+    """Assigns a Hugging Face `Wav2Vec2BertEncoderLayer`'s weights to `block`.
+
+    Args:
+        block: a built `ConformerBlock` configured as in
+            `wav2vec2_bert_layer_weights`.
+        hf_layer_weights: {HF key inside the layer: numpy array}.
+    """
+    variables = {v.path.split(f"{block.name}/", 1)[1]: v for v in block.weights}
+    table = wav2vec2_bert_layer_weights(block.position_encoding)
+    if len(table) != len(variables):
+        raise ValueError(
+            f"{block.name} has {len(variables)} variables, the Wav2Vec2Bert "
+            f"table maps {len(table)}: configure the block as documented"
+        )
+    for ours, theirs, transform in table:
+        variables[ours].assign(transform(hf_layer_weights[theirs]))

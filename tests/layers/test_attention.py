@@ -1,0 +1,173 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_slam.layers.attention import POSITION_ENCODINGS, RelativePositionAttention
+from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
+from tests import test_case
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HIDDEN, HEADS, FFN, LENGTH = 32, 4, 64, 20
+# Hugging Face's name for each of our position encodings.
+HF_POSITION_ENCODINGS = {"relative_key": "relative_key", "relative_sinusoidal": "relative"}
+
+
+def tiny_hf_config(position_encoding, left_context=4, right_context=2, **kwargs):
+    """A tiny random-weight `Wav2Vec2BertConfig` (built locally, eager attention)."""
+    from transformers import Wav2Vec2BertConfig
+
+    config = Wav2Vec2BertConfig(
+        hidden_size=HIDDEN,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        position_embeddings_type=HF_POSITION_ENCODINGS[position_encoding],
+        left_max_position_embeddings=left_context,
+        right_max_position_embeddings=right_context,
+        max_source_positions=128,
+        **kwargs,
+    )
+    config._attn_implementation = "eager"
+    return config
+
+
+def randomize_(module, stddev=0.3):
+    """Random weights everywhere, including HF's zero-initialised biases."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0.0, stddev)
+    return module
+
+
+def make_inputs(rng, batch_size=3, length=LENGTH):
+    return {
+        "x": rng.normal(size=(batch_size, length, HIDDEN)).astype("float32"),
+        "padding_mask": test_case.random_padding_mask(rng, batch_size, length, min_length=3),
+    }
+
+
+def build_attention(inputs, position_encoding="relative_key"):
+    layer = RelativePositionAttention(
+        HIDDEN, HEADS, position_encoding=position_encoding, left_context=4, right_context=2
+    )
+    layer(inputs["x"], inputs["padding_mask"])
+
+    def call_fn(batch):
+        return (layer(batch["x"], batch["padding_mask"]), batch["padding_mask"])
+
+    return layer, call_fn
+
+
+def build_relative_key(inputs):
+    return build_attention(inputs, "relative_key")
+
+
+def build_relative_sinusoidal(inputs):
+    return build_attention(inputs, "relative_sinusoidal")
+
+
+def build_no_positions(inputs):
+    return build_attention(inputs, "none")
+
+
+BUILDERS = {
+    "relative_key": "tests.layers.test_attention:build_relative_key",
+    "relative_sinusoidal": "tests.layers.test_attention:build_relative_sinusoidal",
+    "none": "tests.layers.test_attention:build_no_positions",
+}
+EXPECTED_NUM_WEIGHTS = {"relative_key": 9, "relative_sinusoidal": 11, "none": 8}
+
+
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_layer(seeded, position_encoding):
+    inputs = make_inputs(seeded)
+    outputs = test_case.run_layer_test(
+        RelativePositionAttention(HIDDEN, HEADS, position_encoding=position_encoding),
+        inputs,
+        (3, LENGTH, HIDDEN),
+        EXPECTED_NUM_WEIGHTS[position_encoding],
+    )
+    padded = inputs["padding_mask"] == 0
+    assert np.all(test_case.to_numpy(outputs)[padded] == 0)
+
+
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_padding_invariance(seeded, position_encoding):
+    inputs = make_inputs(seeded, batch_size=4)
+    _, call_fn = test_case.resolve_builder(BUILDERS[position_encoding])(inputs)
+    test_case.assert_padding_invariant(call_fn, inputs, {"x": "padding_mask"})
+
+
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_backend_parity(seeded, parity_worker, position_encoding):
+    test_case.assert_backend_parity(
+        BUILDERS[position_encoding], make_inputs(seeded), parity_worker=parity_worker
+    )
+
+
+def test_serialization_roundtrip(seeded):
+    inputs = make_inputs(seeded)
+    layer, _ = build_relative_sinusoidal(inputs)
+    test_case.assert_serialization_roundtrip(
+        layer,
+        lambda obj: lambda batch: (obj(batch["x"], batch["padding_mask"]), batch["padding_mask"]),
+        inputs,
+    )
+
+
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_mixed_bfloat16_finite(seeded, position_encoding):
+    test_case.assert_mixed_precision_finite(BUILDERS[position_encoding], make_inputs(seeded))
+
+
+def test_dropout_path_matches_fused_path(seeded):
+    """The explicit-softmax path (used for attention dropout) is the same math."""
+    inputs = make_inputs(seeded)
+    layer, call_fn = build_relative_key(inputs)
+    fused = test_case.to_numpy(call_fn(inputs)[0])
+    layer.attention_dropout = 1e-9  # takes the dropout path, drops nothing
+    plain = layer(inputs["x"], inputs["padding_mask"], training=True)
+    np.testing.assert_allclose(test_case.to_numpy(plain), fused, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "position_encoding, left_context, right_context",
+    [("relative_key", 4, 2), ("relative_key", 64, 8), ("relative_sinusoidal", 64, 8)],
+)
+def test_matches_hugging_face(seeded, position_encoding, left_context, right_context):
+    """Same weights as HF `Wav2Vec2BertSelfAttention` -> same outputs.
+
+    With left/right 4/2 and T = 20 the distance clipping is exercised.
+    """
+    import torch
+    from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as hf
+
+    torch.manual_seed(0)
+    config = tiny_hf_config(position_encoding, left_context, right_context)
+    reference = randomize_(hf.Wav2Vec2BertSelfAttention(config)).eval()
+    inputs = make_inputs(seeded)
+    layer = RelativePositionAttention(
+        HIDDEN, HEADS, position_encoding, left_context=left_context, right_context=right_context
+    )
+    layer(inputs["x"], inputs["padding_mask"])
+    hf_weights = {key: value.numpy() for key, value in reference.state_dict().items()}
+    variables = {v.path.split("/", 1)[1]: v for v in layer.weights}
+    for ours, theirs, transform in wav2vec2_bert_layer_weights(position_encoding):
+        if ours.startswith("self_attention/"):
+            variables[ours.split("/", 1)[1]].assign(transform(hf_weights[theirs.split(".", 1)[1]]))
+
+    x = torch.from_numpy(inputs["x"])
+    mask = torch.from_numpy(inputs["padding_mask"])
+    additive_mask = (1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min
+    positions = None
+    if position_encoding == "relative_sinusoidal":
+        positions = hf.Wav2Vec2BertRelPositionalEmbedding(config)(x)
+    with torch.no_grad():
+        expected, _ = reference(x, attention_mask=additive_mask, relative_position_embeddings=positions)
+    actual = test_case.to_numpy(layer(inputs["x"], inputs["padding_mask"]))
+    real = inputs["padding_mask"].astype(bool)
+    np.testing.assert_allclose(actual[real], expected.numpy()[real], atol=1e-4)

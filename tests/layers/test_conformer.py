@@ -1,0 +1,218 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_slam.layers.conformer import (
+    ConformerBlock,
+    ConformerEncoder,
+    MaskedGroupNormalization,
+    load_wav2vec2_bert_layer,
+)
+from tests import test_case
+from tests.layers.test_attention import (
+    FFN,
+    HEADS,
+    HIDDEN,
+    LENGTH,
+    make_inputs,
+    randomize_,
+    tiny_hf_config,
+)
+
+# SLAM: kernel 5, centred conv, GroupNorm, sinusoidal relative positions.
+SLAM_BLOCK = dict(
+    hidden_dim=HIDDEN,
+    num_heads=HEADS,
+    ffn_dim=FFN,
+    kernel_size=5,
+    conv_norm="group",
+    conv_norm_groups=4,
+    position_encoding="relative_sinusoidal",
+)
+# w2v-BERT 2.0 / Hugging Face Wav2Vec2Bert, with a shorter kernel and context.
+W2V_BERT_BLOCK = dict(
+    hidden_dim=HIDDEN,
+    num_heads=HEADS,
+    ffn_dim=FFN,
+    kernel_size=7,
+    conv_padding="causal",
+    conv_norm="layer",
+    pointwise_bias=False,
+    position_encoding="relative_key",
+    left_context=4,
+    right_context=2,
+)
+BATCH_NORM_BLOCK = dict(SLAM_BLOCK, conv_norm="batch", position_encoding="relative_key")
+
+
+def _call_fn(layer):
+    def call_fn(batch):
+        return (layer(batch["x"], batch["padding_mask"]), batch["padding_mask"])
+
+    return call_fn
+
+
+def build_slam_block(inputs):
+    layer = ConformerBlock(**SLAM_BLOCK)
+    layer(inputs["x"], inputs["padding_mask"])
+    return layer, _call_fn(layer)
+
+
+def build_w2v_bert_encoder(inputs):
+    layer = ConformerEncoder(2, **W2V_BERT_BLOCK)
+    layer(inputs["x"], inputs["padding_mask"])
+    return layer, _call_fn(layer)
+
+
+def build_batch_norm_block(inputs):
+    layer = ConformerBlock(**BATCH_NORM_BLOCK)
+    layer(inputs["x"], inputs["padding_mask"])
+    return layer, _call_fn(layer)
+
+
+BUILDERS = {
+    "slam": "tests.layers.test_conformer:build_slam_block",
+    "w2v_bert_encoder": "tests.layers.test_conformer:build_w2v_bert_encoder",
+    "batch_norm": "tests.layers.test_conformer:build_batch_norm_block",
+}
+
+
+@pytest.mark.parametrize(
+    "config, num_weights",
+    # 2 FFNs x 6 + 2 LayerNorms x 2 + attention (8 + 3 or 1) + conv (9 or 7).
+    [(SLAM_BLOCK, 36), (W2V_BERT_BLOCK, 32), (BATCH_NORM_BLOCK, 34)],
+)
+def test_block_layer(seeded, config, num_weights):
+    inputs = make_inputs(seeded)
+    outputs = test_case.run_layer_test(
+        ConformerBlock(**config),
+        inputs,
+        (3, LENGTH, HIDDEN),
+        num_weights,
+        training=True,
+    )
+    assert np.all(test_case.to_numpy(outputs)[inputs["padding_mask"] == 0] == 0)
+
+
+def test_encoder_layer(seeded):
+    inputs = make_inputs(seeded)
+    encoder = ConformerEncoder(2, **W2V_BERT_BLOCK)
+    test_case.run_layer_test(encoder, inputs, (3, LENGTH, HIDDEN), 64)
+    assert [block.name for block in encoder.blocks] == ["conformer_block_0", "conformer_block_1"]
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_padding_invariance(seeded, name):
+    inputs = make_inputs(seeded, batch_size=4)
+    layer, call_fn = test_case.resolve_builder(BUILDERS[name])(inputs)
+    if name == "batch_norm":  # make the moving statistics non-trivial
+        layer(inputs["x"], inputs["padding_mask"], training=True)
+    test_case.assert_padding_invariant(call_fn, inputs, {"x": "padding_mask"})
+
+
+def test_batch_norm_statistics_ignore_padded_frames(seeded):
+    inputs = make_inputs(seeded)
+    layer = ConformerBlock(**BATCH_NORM_BLOCK, dropout=0.0)  # deterministic training call
+    garbage = dict(inputs, x=np.where(inputs["padding_mask"][..., None] > 0, inputs["x"], 1e3))
+    outputs = []
+    for batch in (inputs, garbage):
+        for variable in layer.non_trainable_weights:  # reset the moving statistics
+            variable.assign(np.zeros(variable.shape) if "mean" in variable.path else np.ones(variable.shape))
+        outputs.append(test_case.to_numpy(layer(batch["x"], batch["padding_mask"], training=True)))
+        outputs.append(test_case.to_numpy(layer.non_trainable_weights[0]))
+    np.testing.assert_allclose(outputs[0], outputs[2], atol=1e-5)
+    np.testing.assert_allclose(outputs[1], outputs[3], atol=1e-6)
+
+
+def test_masked_group_norm_matches_keras_group_norm_per_item(seeded):
+    x = seeded.normal(2.0, 3.0, size=(3, LENGTH, HIDDEN)).astype("float32")
+    mask = test_case.random_padding_mask(seeded, 3, LENGTH, min_length=2)
+    ours = MaskedGroupNormalization(4)
+    batched = test_case.to_numpy(ours(x, mask))
+    reference = keras.layers.GroupNormalization(4, epsilon=1e-5)
+    for i, length in enumerate(mask.sum(axis=1).astype(int)):
+        expected = test_case.to_numpy(reference(x[i : i + 1, :length]))[0]
+        np.testing.assert_allclose(batched[i, :length], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["slam", "w2v_bert_encoder"])
+def test_backend_parity(seeded, parity_worker, name):
+    test_case.assert_backend_parity(BUILDERS[name], make_inputs(seeded), parity_worker=parity_worker)
+
+
+def test_serialization_roundtrip(seeded):
+    inputs = make_inputs(seeded)
+    layer, _ = build_w2v_bert_encoder(inputs)
+    test_case.assert_serialization_roundtrip(layer, _call_fn, inputs)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_mixed_bfloat16_finite(seeded, name):
+    test_case.assert_mixed_precision_finite(BUILDERS[name], make_inputs(seeded))
+
+
+def _hugging_face_outputs(module, inputs, **kwargs):
+    import torch
+
+    with torch.no_grad():
+        return module(torch.from_numpy(inputs["x"]), **kwargs)
+
+
+@pytest.mark.parametrize("left_context, right_context", [(4, 2), (64, 8)])
+def test_block_matches_hugging_face_layer(seeded, left_context, right_context):
+    """A w2v-BERT 2.0 block with HF `Wav2Vec2BertEncoderLayer` weights."""
+    import torch
+    from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as hf
+
+    torch.manual_seed(0)
+    config = tiny_hf_config(
+        "relative_key", left_context, right_context, conv_depthwise_kernel_size=31
+    )
+    reference = randomize_(hf.Wav2Vec2BertEncoderLayer(config)).eval()
+    inputs = make_inputs(seeded)
+    block = ConformerBlock(
+        **dict(W2V_BERT_BLOCK, kernel_size=31, left_context=left_context, right_context=right_context)
+    )
+    block(inputs["x"], inputs["padding_mask"])
+    load_wav2vec2_bert_layer(block, {k: v.numpy() for k, v in reference.state_dict().items()})
+
+    mask = torch.from_numpy(inputs["padding_mask"])
+    expected = _hugging_face_outputs(
+        reference,
+        inputs,
+        attention_mask=(1.0 - mask)[:, None, None, :] * torch.finfo(torch.float32).min,
+        conv_attention_mask=mask,
+    )
+    actual = test_case.to_numpy(block(inputs["x"], inputs["padding_mask"]))
+    real = inputs["padding_mask"].astype(bool)
+    np.testing.assert_allclose(actual[real], expected.numpy()[real], atol=1e-4)
+
+
+@pytest.mark.parametrize("position_encoding", ["relative_key", "relative_sinusoidal"])
+def test_encoder_matches_hugging_face_encoder(seeded, position_encoding):
+    """Two blocks with HF `Wav2Vec2BertEncoder` weights (HF "relative" = ours sinusoidal)."""
+    import torch
+    from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as hf
+
+    torch.manual_seed(0)
+    config = tiny_hf_config(
+        position_encoding, conv_depthwise_kernel_size=7, num_hidden_layers=2
+    )
+    reference = randomize_(hf.Wav2Vec2BertEncoder(config), stddev=0.2).eval()
+    inputs = make_inputs(seeded)
+    encoder, call_fn = build_w2v_bert_encoder(inputs)
+    if position_encoding != "relative_key":
+        encoder = ConformerEncoder(2, **dict(W2V_BERT_BLOCK, position_encoding=position_encoding))
+        encoder(inputs["x"], inputs["padding_mask"])
+    hf_weights = {k: v.numpy() for k, v in reference.state_dict().items()}
+    for i, block in enumerate(encoder.blocks):
+        prefix = f"layers.{i}."
+        load_wav2vec2_bert_layer(
+            block, {k[len(prefix) :]: v for k, v in hf_weights.items() if k.startswith(prefix)}
+        )
+    expected = _hugging_face_outputs(
+        reference, inputs, attention_mask=torch.from_numpy(inputs["padding_mask"]).long()
+    ).last_hidden_state
+    actual = test_case.to_numpy(encoder(inputs["x"], inputs["padding_mask"]))
+    real = inputs["padding_mask"].astype(bool)
+    np.testing.assert_allclose(actual[real], expected.numpy()[real], atol=1e-4)
