@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from keras_slam.presets import commands as presets_commands
+
 
 def _infer_format(path):
     name = os.path.basename(path.rstrip("/"))
@@ -85,6 +87,55 @@ COMMANDS = [
         run_make_tfrecords,
     ),
 ]
+COMMANDS += presets_commands.COMMANDS
+
+
+def add_evaluate_asr_arguments(parser):
+    parser.add_argument("--preset", required=True, help="SpeechRecognizer preset directory (with its tokenizer and front end)")
+    parser.add_argument("--data", required=True, nargs="+", help="paired shard folders, files or globs")
+    parser.add_argument("--languages", required=True, help="comma-separated language codes of the shards")
+    parser.add_argument("--strategy", choices=("greedy", "beam_search"), default="greedy")
+    parser.add_argument("--beam-width", type=int, default=16)
+    parser.add_argument("--batch-seconds", type=float, default=32.0)
+    parser.add_argument("--max-transcript-length", type=int, default=512)
+    parser.add_argument("--keep-case-and-punctuation", action="store_true", help="score without lower-casing and removing punctuation")
+    parser.add_argument("--examples", type=int, default=3, help="reference/hypothesis pairs to print")
+
+
+def run_evaluate_asr(args):
+    from keras_slam.data import pipeline
+    from keras_slam.models.speech_recognizer import SpeechRecognizer
+
+    recognizer = SpeechRecognizer.from_preset(args.preset)
+    preprocessor = recognizer.preprocessor
+    languages = args.languages.split(",")
+    dataset = pipeline.speech_dataset(
+        pipeline.list_shards(args.data),
+        preprocessor.audio_converter,
+        pipeline.Buckets.from_budget((4.0, 8.0, 16.0, 32.0), args.batch_seconds),
+        tokenizer=preprocessor.tokenizer,
+        max_token_length=args.max_transcript_length,
+        paired=True,
+        languages=languages,
+    )
+    normalize = not args.keep_case_and_punctuation
+    rates, examples = recognizer.evaluate_error_rates(
+        dataset, languages, args.strategy, args.beam_width, lowercase=normalize, remove_punctuation=normalize
+    )
+    for language, reference, hypothesis in examples[: args.examples]:
+        print(f"[{language}] ref: {reference}\n     hyp: {hypothesis}")
+    print(json.dumps(rates, indent=2))
+    return 0
+
+
+COMMANDS.append(
+    (
+        "evaluate-asr",
+        "WER / CER per language of a SpeechRecognizer preset on paired TFRecord shards",
+        add_evaluate_asr_arguments,
+        run_evaluate_asr,
+    )
+)
 
 
 def build_parser():
@@ -104,3 +155,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+

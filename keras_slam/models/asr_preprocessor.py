@@ -1,0 +1,120 @@
+"""Raw audio (and transcripts) -> the inputs of a `SpeechRecognizer`.
+
+    waveforms (list of 1-D arrays, or (B, S) + mask)
+        --pad--> (B, S), mask --LogMelSpectrogram--> speech_features (B, T, F),
+                                                    speech_padding_mask (B, T)
+    transcripts (list of str) --tokenizer--> token_ids (B, L), token_padding_mask
+
+The same front end as the TFRecord pipeline (`keras_slam.data.pipeline`), so
+audio read from files gives the features the model was trained on.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+
+from keras_slam.layers.log_mel import LogMelSpectrogram
+
+
+def pad_waveforms(waveforms, multiple=1):
+    """A list of 1-D float arrays -> (B, S) float32 and its (B, S) mask.
+
+    `S` is the longest length rounded up to `multiple` samples (fewer
+    distinct shapes, fewer compiles on XLA backends).
+    """
+    waveforms = [np.asarray(w, dtype="float32").reshape(-1) for w in waveforms]
+    if not waveforms:
+        raise ValueError("no waveforms given")
+    longest = max(len(w) for w in waveforms)
+    longest = -(-longest // multiple) * multiple
+    batch = np.zeros((len(waveforms), longest), "float32")
+    mask = np.zeros((len(waveforms), longest), "float32")
+    for i, waveform in enumerate(waveforms):
+        batch[i, : len(waveform)] = waveform
+        mask[i, : len(waveform)] = 1.0
+    return batch, mask
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
+    """Front end (log-mel) and tokenizer of a `SpeechRecognizer`.
+
+    Args:
+        audio_converter: `LogMelSpectrogram` (default: SLAM's 80-bin one,
+            as the bundled recipes use).
+        tokenizer: keras-hub tokenizer whose id 0 is the pad / CTC blank
+            (`CharacterTokenizer`, `SentencePieceTokenizer`), or None for a
+            model that only produces logits.
+        pad_to_multiple: waveforms are padded to a multiple of this many
+            samples (default 0.5 s at 16 kHz).
+
+    Call args:
+        x: a list of 1-D waveforms, a (B, S) array, or a dict {"waveform"
+            (B, S), "waveform_padding_mask" (B, S)}; samples in [-1, 1].
+            A dict that already holds "speech_features" (a pipeline batch)
+            passes through unchanged, so `fit` / `predict` take either.
+        y: optional list of B transcripts (or an already tokenized dict).
+    Returns:
+        x = {"speech_features" (B, T, F), "speech_padding_mask" (B, T)}, or
+        (x, {"token_ids" (B, L), "token_padding_mask" (B, L)}) when y is given.
+    """
+
+    def __init__(self, audio_converter=None, tokenizer=None, pad_to_multiple=8000, **kwargs):
+        super().__init__(**kwargs)
+        self.audio_converter = audio_converter or LogMelSpectrogram(name="audio_converter")
+        self.tokenizer = tokenizer
+        self.pad_to_multiple = pad_to_multiple
+        self.built = True
+
+    def call(self, x, y=None, sample_weight=None):
+        if isinstance(x, dict) and "speech_features" in x:
+            # Already features (a `keras_slam.data.pipeline` batch): unchanged.
+            return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+        if isinstance(x, dict):
+            waveform, mask = x["waveform"], x.get("waveform_padding_mask")
+        elif isinstance(x, (list, tuple)):
+            waveform, mask = pad_waveforms(x, self.pad_to_multiple)
+        else:
+            waveform, mask = np.asarray(x, "float32"), None
+            if waveform.ndim == 1:
+                waveform = waveform[None]
+        if mask is None:
+            mask = np.ones(np.shape(waveform), "float32")
+        features, frame_mask = self.audio_converter(waveform, padding_mask=mask)
+        inputs = {"speech_features": features, "speech_padding_mask": frame_mask}
+        if y is not None and not isinstance(y, dict):
+            y = self.tokenize_transcripts(y)
+        return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
+
+    def tokenize_transcripts(self, transcripts):
+        """list of str -> {"token_ids" (B, L) int32, "token_padding_mask" (B, L)}."""
+        if self.tokenizer is None:
+            raise ValueError("this preprocessor has no tokenizer")
+        ids = [list(np.asarray(keras.ops.convert_to_numpy(self.tokenizer(t))).reshape(-1)) for t in transcripts]
+        ids = [[i for i in row if i != 0] for row in ids]  # drop fixed-length padding
+        length = max(1, max(len(row) for row in ids))
+        token_ids = np.zeros((len(ids), length), "int32")
+        for i, row in enumerate(ids):
+            token_ids[i, : len(row)] = row
+        return {"token_ids": token_ids, "token_padding_mask": (token_ids > 0).astype("float32")}
+
+    def detokenize(self, token_id_lists):
+        """list of id lists -> list of str (ids < 0 and the pad id dropped)."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "this SpeechRecognizer has no tokenizer to turn ids into text: pass "
+                "`preprocessor=SpeechRecognizerPreprocessor(tokenizer=...)`"
+            )
+        texts = []
+        for ids in token_id_lists:
+            ids = [int(i) for i in ids if i > 0]
+            text = self.tokenizer.detokenize([ids])[0] if ids else ""
+            if hasattr(text, "numpy"):
+                text = text.numpy()
+            texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+        return texts
+
+    def get_config(self):
+        config = super().get_config()
+        config["pad_to_multiple"] = self.pad_to_multiple
+        return config

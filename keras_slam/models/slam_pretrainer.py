@@ -1,0 +1,610 @@
+"""SLAM / mSLAM pre-training task: every objective, weighted, in one step.
+
+One batch is a dict of optional sub-batches (keras_slam.data.pipeline):
+
+    {"speech": {"speech_features", "speech_padding_mask"},
+     "text":   {"token_ids", "token_padding_mask"},
+     "paired": {"speech_features", "speech_padding_mask",
+                "token_ids", "token_padding_mask"}}
+
+Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
+
+- "contrastive" / "diversity" / "w2v_mlm" (speech; w2v-BERT, Chung et al.
+  2021): the subsampled frames are span-masked (p = 0.065, span 10); the
+  unmasked frames go to a `GumbelVectorQuantizer`; masked frames become the
+  learned mask embedding and pass through the speech tower (the contrastive
+  module): contrastive loss of its projected output against the quantized
+  targets with K same-utterance masked distractors, plus the diversity loss;
+  the shared encoder (the masked-prediction module) predicts the code ids at
+  masked frames. With `speech_target="random_projection"` (BEST-RQ) the ids
+  come from a frozen `RandomProjectionQuantizer` of the input features,
+  masked frames become noise, and only "w2v_mlm" applies.
+- "text_mlm" (text; SpanBERT): span masks (15%, span 5 SLAM / 20 mSLAM),
+  BERT 80/10/10 corruption, cross-entropy at masked real tokens; LM head
+  tied to the token embedding or separate.
+- "tlm" (paired): ~75% of speech frames and ~50% of text tokens masked,
+  speech ++ text packed through the shared encoder; predicts masked tokens
+  and masked speech codes (the sum of the two cross-entropies).
+- "stm" (paired): matched vs mismatched pairs (text rolled by one among
+  present rows), binary head on the masked mean of the joint encoding.
+- "ctc" (paired): CTC of the transcript on the speech half (speech-tower or
+  shared-encoder output, `ctc_input`).
+
+Loss weights are non-trainable float32 variables (`objective_weights`):
+`set_objective_weights` changes them between steps without recompiling
+(`keras_slam.models.schedules.ObjectiveSchedule`). A sub-batch that is
+missing, or fully masked, contributes exactly 0. All losses are float32.
+
+All random choices (span masks, negatives, corruption, Gumbel noise) are
+drawn from the task's SeedGenerators; `draw_masks` returns the masks and
+negatives so that a test can fix them (`compute_objectives(..., draws=)`).
+"""
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_slam.layers.masking import MaskEmbedding, compute_span_mask
+from keras_slam.layers.quantizers import (
+    GumbelVectorQuantizer,
+    RandomProjectionQuantizer,
+)
+from keras_slam.losses.ctc import ctc_loss
+from keras_slam.losses.mlm import corrupt_tokens, masked_token_loss
+from keras_slam.losses.stm import masked_mean, mismatched_partners, stm_loss
+from keras_slam.losses.w2v_bert import (
+    contrastive_loss,
+    diversity_loss,
+    masked_prediction_loss,
+    sample_negative_indices,
+)
+from keras_slam.models.slam_backbone import SLAMBackbone
+
+OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
+DEFAULT_WEIGHTS = {
+    "contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 1.0, "stm": 1.0, "ctc": 1.0
+}
+# Reported beside the losses (each a keras.metrics.Mean).
+ACCURACIES = (
+    "contrastive_accuracy",
+    "w2v_mlm_accuracy",
+    "text_mlm_accuracy",
+    "tlm_text_accuracy",
+    "tlm_speech_accuracy",
+    "stm_accuracy",
+)
+# The sub-batch each reported value comes from.
+METRIC_SOURCES = {
+    "contrastive_loss": "speech",
+    "contrastive_accuracy": "speech",
+    "diversity_loss": "speech",
+    "codebook_perplexity": "speech",
+    "w2v_mlm_loss": "speech",
+    "w2v_mlm_accuracy": "speech",
+    "text_mlm_loss": "text",
+    "text_mlm_accuracy": "text",
+    "tlm_loss": "paired",
+    "tlm_text_accuracy": "paired",
+    "tlm_speech_accuracy": "paired",
+    "stm_loss": "paired",
+    "stm_accuracy": "paired",
+    "ctc_loss": "paired",
+}
+SPEECH_TARGETS = ("gumbel", "random_projection")
+CTC_INPUTS = ("speech_tower", "shared")
+
+
+def _any_real(padding_mask):
+    """(B, T) -> scalar float32 1.0 if any position is real."""
+    return ops.cast(ops.sum(ops.cast(padding_mask, "float32")) > 0, "float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SLAMPretrainer(keras_hub.models.Task):
+    """Pre-trains a `SLAMBackbone` on any mix of speech, text and pairs.
+
+    Args:
+        backbone: a `SLAMBackbone`.
+        objectives: which of `OBJECTIVES` to compute (static: decides the
+            heads and the graph). Default: all.
+        objective_weights: initial weights {name: float} (missing names
+            take `DEFAULT_WEIGHTS`; diversity is 0.1 as in w2v-BERT).
+        speech_target: "gumbel" (w2v-BERT) or "random_projection" (BEST-RQ).
+        num_code_groups, num_codes, code_dim: Gumbel quantizer (G, V,
+            codevector size; w2v-BERT 1 x 1024 of dim 1024). For BEST-RQ
+            `num_codes` is the codebook size and `code_dim` its dimension.
+        start_temperature, end_temperature, temperature_decay: Gumbel
+            temperature anneal, per training step (2 -> 0.1).
+        speech_mask_probability, speech_span_length: w2v-BERT span starts
+            (0.065) and span length (10 frames).
+        num_negatives: K contrastive distractors (100).
+        contrastive_temperature: logit temperature (0.1).
+        text_mask_rate, text_span_length: SpanBERT (0.15, 5; mSLAM 20).
+        tlm_speech_mask_rate, tlm_text_mask_rate: TLM masking (0.75, 0.5).
+        mask_token_id: id written at masked text positions (2, the
+            `<mask>` of `keras_slam.data.tokenizers`).
+        first_regular_token_id: random replacements are drawn from
+            [first_regular_token_id, vocabulary_size); 3 skips the
+            tokenizers' reserved <pad>, <unk>, <mask>.
+        mask_fraction, random_fraction: BERT corruption (0.8, 0.1).
+        tie_lm_head: predict tokens with the transposed token embedding
+            (True) or a separate dense head.
+        ctc_input: "speech_tower" or "shared" (shared encoder over speech).
+        blank_index: CTC blank (0, the padding id, never a real label).
+        seed: seed of the task's SeedGenerators.
+
+    Call: `pretrainer(batch, training)` -> dict of float32 scalars: every
+    `{objective}_loss`, the accuracies, `codebook_perplexity`, and
+    `{sub_batch}_present` flags. `compute_loss` weights and sums them.
+    """
+
+    backbone_cls = SLAMBackbone
+
+    def __init__(
+        self,
+        backbone,
+        objectives=OBJECTIVES,
+        objective_weights=None,
+        speech_target="gumbel",
+        num_code_groups=1,
+        num_codes=1024,
+        code_dim=None,
+        start_temperature=2.0,
+        end_temperature=0.1,
+        temperature_decay=0.999995,
+        speech_mask_probability=0.065,
+        speech_span_length=10,
+        num_negatives=100,
+        contrastive_temperature=0.1,
+        text_mask_rate=0.15,
+        text_span_length=5,
+        tlm_speech_mask_rate=0.75,
+        tlm_text_mask_rate=0.5,
+        mask_token_id=2,
+        first_regular_token_id=3,
+        mask_fraction=0.8,
+        random_fraction=0.1,
+        tie_lm_head=True,
+        ctc_input="speech_tower",
+        blank_index=0,
+        seed=None,
+        preprocessor=None,
+        compile=True,
+        **kwargs,
+    ):
+        unknown = set(objectives) - set(OBJECTIVES)
+        if unknown:
+            raise ValueError(f"Unknown objectives {sorted(unknown)}; choose from {OBJECTIVES}")
+        if speech_target not in SPEECH_TARGETS:
+            raise ValueError(f"speech_target must be one of {SPEECH_TARGETS}, got {speech_target!r}")
+        if ctc_input not in CTC_INPUTS:
+            raise ValueError(f"ctc_input must be one of {CTC_INPUTS}, got {ctc_input!r}")
+        if speech_target == "random_projection":
+            objectives = tuple(o for o in objectives if o not in ("contrastive", "diversity"))
+        super().__init__(compile=False, **kwargs)
+
+        # === Config ===
+        self.objectives = tuple(o for o in OBJECTIVES if o in objectives)
+        weights = dict(DEFAULT_WEIGHTS, **(objective_weights or {}))
+        self.initial_objective_weights = {o: float(weights[o]) for o in self.objectives}
+        self.speech_target = speech_target
+        self.num_code_groups = num_code_groups if speech_target == "gumbel" else 1
+        self.num_codes = num_codes
+        hidden_dim = backbone.hidden_dim
+        self.code_dim = code_dim or (hidden_dim if speech_target == "gumbel" else 16)
+        self.start_temperature = start_temperature
+        self.end_temperature = end_temperature
+        self.temperature_decay = temperature_decay
+        self.speech_mask_probability = speech_mask_probability
+        self.speech_span_length = speech_span_length
+        self.num_negatives = num_negatives
+        self.contrastive_temperature = contrastive_temperature
+        self.text_mask_rate = text_mask_rate
+        self.text_span_length = text_span_length
+        self.tlm_speech_mask_rate = tlm_speech_mask_rate
+        self.tlm_text_mask_rate = tlm_text_mask_rate
+        self.mask_token_id = mask_token_id
+        self.first_regular_token_id = first_regular_token_id
+        self.mask_fraction = mask_fraction
+        self.random_fraction = random_fraction
+        self.tie_lm_head = tie_lm_head
+        self.ctc_input = ctc_input
+        self.blank_index = blank_index
+        self.seed = seed
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        dtype = backbone.dtype_policy
+        frames_shape = (None, None, hidden_dim)
+        self.mask_seed = keras.random.SeedGenerator(seed)
+        self.speech_mask_embedding = MaskEmbedding(
+            "learned" if speech_target == "gumbel" else "noise",
+            seed=seed,
+            dtype=dtype,
+            name="speech_mask_embedding",
+        )
+        self.speech_mask_embedding.build(frames_shape)
+        if speech_target == "gumbel":
+            self.quantizer = GumbelVectorQuantizer(
+                num_groups=num_code_groups,
+                num_codes=num_codes,
+                code_dim=self.code_dim,
+                start_temperature=start_temperature,
+                end_temperature=end_temperature,
+                temperature_decay=temperature_decay,
+                seed=seed,
+                dtype=dtype,
+                name="quantizer",
+            )
+            self.quantizer.build(frames_shape)
+            self.contrastive_projection = keras.layers.Dense(
+                self.code_dim, dtype=dtype, name="contrastive_projection"
+            )
+            self.contrastive_projection.build(frames_shape)
+        else:
+            stack_size = 4 if backbone.speech_front_end == "conv_subsampling" else 1
+            self.quantizer = RandomProjectionQuantizer(
+                codebook_size=num_codes,
+                code_dim=self.code_dim,
+                stack_size=stack_size,
+                seed=seed or 0,
+                dtype=dtype,
+                name="quantizer",
+            )
+            self.quantizer.build((None, None, backbone.feature_dim))
+        self.speech_code_head = keras.layers.Dense(
+            self.num_code_groups * num_codes, dtype=dtype, name="speech_code_head"
+        )
+        self.speech_code_head.build(frames_shape)
+        self.lm_head = None
+        if not tie_lm_head:
+            self.lm_head = keras.layers.Dense(backbone.vocabulary_size, dtype=dtype, name="lm_head")
+            self.lm_head.build(frames_shape)
+        self.stm_head = keras.layers.Dense(1, dtype=dtype, name="stm_head")
+        self.stm_head.build((None, hidden_dim))
+        self.ctc_head = keras.layers.Dense(backbone.vocabulary_size, dtype=dtype, name="ctc_head")
+        self.ctc_head.build(frames_shape)
+
+        # === Weights of the objectives, changed by schedules ===
+        self.objective_weights = {
+            name: self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                dtype="float32",
+                trainable=False,
+                name=f"{name}_weight",
+            )
+            for name, value in self.initial_objective_weights.items()
+        }
+
+        # === Metrics ===
+        names = [f"{o}_loss" for o in self.objectives] + list(self._accuracy_names())
+        if self.speech_target == "gumbel" and self._any_of("contrastive", "diversity", "w2v_mlm"):
+            names.append("codebook_perplexity")
+        self.objective_metrics = {name: keras.metrics.Mean(name=name) for name in names}
+        self.built = True
+        if compile:
+            self.compile()
+
+    # --- configuration helpers ---
+
+    def _any_of(self, *names):
+        return any(name in self.objectives for name in names)
+
+    def _accuracy_names(self):
+        wanted = {
+            "contrastive_accuracy": "contrastive",
+            "w2v_mlm_accuracy": "w2v_mlm",
+            "text_mlm_accuracy": "text_mlm",
+            "tlm_text_accuracy": "tlm",
+            "tlm_speech_accuracy": "tlm",
+            "stm_accuracy": "stm",
+        }
+        return tuple(name for name in ACCURACIES if wanted[name] in self.objectives)
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Compiles with Adam by default; the loss is `compute_loss`."""
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def set_objective_weights(self, weights):
+        """Assigns {objective: weight}; no recompilation needed."""
+        for name, value in weights.items():
+            if name not in self.objective_weights:
+                raise ValueError(f"Objective {name!r} is not enabled; enabled: {self.objectives}")
+            self.objective_weights[name].assign(float(value))
+
+    def get_objective_weights(self):
+        return {name: float(ops.convert_to_numpy(v)) for name, v in self.objective_weights.items()}
+
+    # --- random draws ---
+
+    def draw_masks(self, inputs):
+        """Span masks and negatives for a batch, as `compute_objectives` uses.
+
+        Returns: {"speech": {"span_mask" (B, T'), "negatives" (B, T', K)},
+        "text": {"span_mask"}, "paired": {"speech_span_mask",
+        "text_span_mask"}} for the sub-batches present.
+        """
+        draws = {}
+        if "speech" in inputs and self._any_of("contrastive", "diversity", "w2v_mlm"):
+            batch = inputs["speech"]
+            frame_mask = self._frame_mask(batch["speech_padding_mask"], batch["speech_features"])
+            span_mask = compute_span_mask(
+                frame_mask,
+                span_length=self.speech_span_length,
+                start_probability=self.speech_mask_probability,
+                min_spans=1,
+                seed=self.mask_seed,
+            )
+            draws["speech"] = {"span_mask": span_mask}
+            if "contrastive" in self.objectives:
+                draws["speech"]["negatives"] = sample_negative_indices(
+                    span_mask, self.num_negatives, frame_mask, seed=self.mask_seed
+                )
+        if "text" in inputs and "text_mlm" in self.objectives:
+            draws["text"] = {
+                "span_mask": compute_span_mask(
+                    inputs["text"]["token_padding_mask"],
+                    span_length=self.text_span_length,
+                    mask_rate=self.text_mask_rate,
+                    min_spans=1,
+                    seed=self.mask_seed,
+                )
+            }
+        if "paired" in inputs and "tlm" in self.objectives:
+            batch = inputs["paired"]
+            frame_mask = self._frame_mask(batch["speech_padding_mask"], batch["speech_features"])
+            draws["paired"] = {
+                "speech_span_mask": compute_span_mask(
+                    frame_mask,
+                    span_length=self.speech_span_length,
+                    mask_rate=self.tlm_speech_mask_rate,
+                    min_spans=1,
+                    seed=self.mask_seed,
+                ),
+                "text_span_mask": compute_span_mask(
+                    batch["token_padding_mask"],
+                    span_length=self.text_span_length,
+                    mask_rate=self.tlm_text_mask_rate,
+                    min_spans=1,
+                    seed=self.mask_seed,
+                ),
+            }
+        return draws
+
+    def _frame_mask(self, padding_mask, features):
+        """The front end's output mask, without running the front end."""
+        tower = self.backbone.speech_tower
+        lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1, keepdims=True)
+        num_frames = tower.output_length(ops.shape(features)[1])
+        frames = ops.arange(num_frames, dtype="int32")[None, :]
+        return ops.cast(frames < tower.output_length(lengths), "float32")
+
+    # --- pieces ---
+
+    def _token_logits(self, hidden):
+        if self.lm_head is not None:
+            return self.lm_head(hidden)
+        return self.backbone.token_embedding(hidden, reverse=True)
+
+    def _code_logits(self, hidden):
+        logits = self.speech_code_head(hidden)
+        batch, length = ops.shape(hidden)[0], ops.shape(hidden)[1]
+        return ops.reshape(logits, (batch, length, self.num_code_groups, self.num_codes))
+
+    def _speech_targets(self, batch, frames, frame_mask, quantizer_mask, training):
+        """(code_ids (B, T', G), quantized or None, perplexity or None)."""
+        if self.speech_target == "random_projection":
+            code_ids, _ = self.quantizer(batch["speech_features"], batch["speech_padding_mask"])
+            return code_ids[:, :, None], None, None
+        quantized, code_ids, perplexity = self.quantizer(
+            frames, padding_mask=quantizer_mask, training=training
+        )
+        return code_ids, quantized, perplexity
+
+    def _corrupt(self, token_ids, span_mask):
+        return corrupt_tokens(
+            token_ids,
+            span_mask,
+            self.mask_token_id,
+            (self.first_regular_token_id, self.backbone.vocabulary_size),
+            self.mask_seed,
+            self.mask_fraction,
+            self.random_fraction,
+        )
+
+    def _speech_objectives(self, batch, draws, training):
+        features, padding_mask = batch["speech_features"], batch["speech_padding_mask"]
+        frames, frame_mask = self.backbone.subsample_speech(features, padding_mask, training)
+        span_mask = draws["span_mask"]
+        counted = span_mask * frame_mask
+        code_ids, quantized, perplexity = self._speech_targets(
+            batch, frames, frame_mask, counted, training
+        )
+        masked = self.speech_mask_embedding(frames, span_mask)
+        context = self.backbone.encode_speech_tower(masked, frame_mask, training)
+        present = _any_real(counted)
+        results = {"speech_present": present}
+        if "contrastive" in self.objectives:
+            predictions = self.contrastive_projection(context)
+            # Frames that do not count never reach the loss, but a zero
+            # vector there (padding, zero bias) has an infinite norm
+            # gradient inside the cosine and 0 * inf poisons every weight.
+            predictions = ops.where(counted[:, :, None] > 0, predictions, 1.0)
+            loss, accuracy = contrastive_loss(
+                predictions,
+                quantized,
+                span_mask,
+                draws["negatives"],
+                frame_mask,
+                self.contrastive_temperature,
+            )
+            results.update(contrastive_loss=loss, contrastive_accuracy=accuracy)
+        if perplexity is not None:
+            num_codevectors = self.num_code_groups * self.num_codes
+            results["codebook_perplexity"] = perplexity
+            if "diversity" in self.objectives:
+                results["diversity_loss"] = diversity_loss(perplexity, num_codevectors) * present
+        if "w2v_mlm" in self.objectives:
+            shared = self.backbone.encode_shared(context, frame_mask, training)
+            loss, accuracy = masked_prediction_loss(
+                self._code_logits(shared), code_ids, span_mask, frame_mask
+            )
+            results.update(w2v_mlm_loss=loss, w2v_mlm_accuracy=accuracy)
+        return results
+
+    def _text_objectives(self, batch, draws, training):
+        token_ids, token_mask = batch["token_ids"], batch["token_padding_mask"]
+        span_mask = draws["span_mask"] * ops.cast(token_mask, "float32")
+        embedded = self.backbone.embed_text(self._corrupt(token_ids, span_mask), token_mask, training)
+        encoded = self.backbone.encode_shared(embedded, token_mask, training)
+        loss, accuracy = masked_token_loss(token_ids, self._token_logits(encoded), span_mask)
+        return {
+            "text_present": _any_real(span_mask),
+            "text_mlm_loss": loss,
+            "text_mlm_accuracy": accuracy,
+        }
+
+    def _paired_objectives(self, batch, draws, training):
+        features, padding_mask = batch["speech_features"], batch["speech_padding_mask"]
+        token_ids, token_mask = batch["token_ids"], ops.cast(batch["token_padding_mask"], "float32")
+        frames, frame_mask = self.backbone.subsample_speech(features, padding_mask, training)
+        rows_present = ops.logical_and(
+            ops.sum(frame_mask, axis=1) > 0, ops.sum(token_mask, axis=1) > 0
+        )
+        results = {"paired_present": ops.cast(ops.any(rows_present), "float32")}
+        if "tlm" in self.objectives:
+            results.update(self._tlm(batch, draws, frames, frame_mask, training))
+        if self._any_of("stm", "ctc"):
+            speech = self.backbone.encode_speech_tower(frames, frame_mask, training)
+            text = self.backbone.embed_text(token_ids, token_mask, training)
+        if "stm" in self.objectives:
+            results.update(self._stm(speech, frame_mask, text, token_mask, rows_present, training))
+        if "ctc" in self.objectives:
+            if self.ctc_input == "shared":
+                speech = self.backbone.encode_shared(speech, frame_mask, training)
+            results["ctc_loss"] = ctc_loss(
+                token_ids, token_mask, self.ctc_head(speech), frame_mask, self.blank_index
+            )
+        return results
+
+    def _tlm(self, batch, draws, frames, frame_mask, training):
+        token_ids, token_mask = batch["token_ids"], ops.cast(batch["token_padding_mask"], "float32")
+        speech_span = draws["speech_span_mask"] * frame_mask
+        text_span = draws["text_span_mask"] * token_mask
+        code_ids, _, _ = self._speech_targets(batch, frames, frame_mask, frame_mask, False)
+        code_ids = ops.stop_gradient(code_ids)
+        speech = self.backbone.encode_speech_tower(
+            self.speech_mask_embedding(frames, speech_span), frame_mask, training
+        )
+        text = self.backbone.embed_text(self._corrupt(token_ids, text_span), token_mask, training)
+        packed, packed_mask = self.backbone.pack(speech, frame_mask, text, token_mask)
+        encoded = self.backbone.encode_shared(packed, packed_mask, training)
+        speech_out, text_out = self.backbone.unpack(encoded, frame_mask, token_mask)
+        text_loss, text_accuracy = masked_token_loss(token_ids, self._token_logits(text_out), text_span)
+        speech_loss, speech_accuracy = masked_prediction_loss(
+            self._code_logits(speech_out), code_ids, speech_span, frame_mask
+        )
+        return {
+            "tlm_loss": text_loss + speech_loss,
+            "tlm_text_accuracy": text_accuracy,
+            "tlm_speech_accuracy": speech_accuracy,
+        }
+
+    def _stm(self, speech, frame_mask, text, token_mask, rows_present, training):
+        partner, negative_weight = mismatched_partners(rows_present)
+        mismatched_text = ops.take(text, partner, axis=0)
+        mismatched_mask = ops.take(token_mask, partner, axis=0)
+        packed, packed_mask = self.backbone.pack(
+            ops.concatenate([speech, speech], axis=0),
+            ops.concatenate([frame_mask, frame_mask], axis=0),
+            ops.concatenate([text, mismatched_text], axis=0),
+            ops.concatenate([token_mask, mismatched_mask], axis=0),
+        )
+        encoded = self.backbone.encode_shared(packed, packed_mask, training)
+        logits = self.stm_head(masked_mean(encoded, packed_mask))
+        batch_size = ops.shape(rows_present)[0]
+        labels = ops.concatenate([ops.ones((batch_size,)), ops.zeros((batch_size,))], axis=0)
+        weights = ops.concatenate([ops.cast(rows_present, "float32"), negative_weight], axis=0)
+        loss, accuracy = stm_loss(logits, labels, weights)
+        return {"stm_loss": loss, "stm_accuracy": accuracy}
+
+    # --- Keras entry points ---
+
+    def compute_objectives(self, inputs, training=False, draws=None):
+        """Every enabled objective on the sub-batches present.
+
+        Args:
+            inputs: dict with any of "speech", "text", "paired".
+            training: dropout and Gumbel sampling (the Gumbel step advances).
+            draws: optional fixed masks/negatives (see `draw_masks`); drawn
+                from the task's seeds when None.
+        Returns:
+            dict of float32 scalars (see class docstring).
+        """
+        if draws is None:
+            draws = self.draw_masks(inputs)
+        draws = keras.tree.map_structure(ops.convert_to_tensor, draws)
+        results = {}
+        if "speech" in inputs and "speech" in draws:
+            results.update(self._speech_objectives(inputs["speech"], draws["speech"], training))
+        if "text" in inputs and "text" in draws:
+            results.update(self._text_objectives(inputs["text"], draws["text"], training))
+        if "paired" in inputs and self._any_of("tlm", "stm", "ctc"):
+            results.update(
+                self._paired_objectives(inputs["paired"], draws.get("paired"), training)
+            )
+        return {name: ops.cast(value, "float32") for name, value in results.items()}
+
+    def call(self, inputs, training=False):
+        return self.compute_objectives(inputs, training=training)
+
+    def total_loss(self, objectives):
+        """Weighted sum of the `{objective}_loss` entries present."""
+        total = ops.zeros((), "float32")
+        for name in self.objectives:
+            if f"{name}_loss" in objectives:
+                total = total + self.objective_weights[name] * objectives[f"{name}_loss"]
+        return total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        for name, metric in self.objective_metrics.items():
+            if name in y_pred:
+                # An absent sub-batch leaves the running mean untouched.
+                present = y_pred[f"{METRIC_SOURCES[name]}_present"]
+                metric.update_state(y_pred[name], sample_weight=present)
+        return self.total_loss(y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            objectives=list(self.objectives),
+            objective_weights=self.initial_objective_weights,
+            speech_target=self.speech_target,
+            num_code_groups=self.num_code_groups,
+            num_codes=self.num_codes,
+            code_dim=self.code_dim,
+            start_temperature=self.start_temperature,
+            end_temperature=self.end_temperature,
+            temperature_decay=self.temperature_decay,
+            speech_mask_probability=self.speech_mask_probability,
+            speech_span_length=self.speech_span_length,
+            num_negatives=self.num_negatives,
+            contrastive_temperature=self.contrastive_temperature,
+            text_mask_rate=self.text_mask_rate,
+            text_span_length=self.text_span_length,
+            tlm_speech_mask_rate=self.tlm_speech_mask_rate,
+            tlm_text_mask_rate=self.tlm_text_mask_rate,
+            mask_token_id=self.mask_token_id,
+            first_regular_token_id=self.first_regular_token_id,
+            mask_fraction=self.mask_fraction,
+            random_fraction=self.random_fraction,
+            tie_lm_head=self.tie_lm_head,
+            ctc_input=self.ctc_input,
+            blank_index=self.blank_index,
+            seed=self.seed,
+        )
+        return config

@@ -1,0 +1,512 @@
+"""CTC speech recognition on a pre-trained SLAM backbone or SpeechEncoder.
+
+    speech_features (B, T, F), speech_padding_mask (B, T)
+      -> SpecAugment (training only, real frames only)
+      -> backbone.speech_tower            (both backbones have one)
+      -> backbone.shared_encoder          (SLAMBackbone, `use_shared_encoder`)
+      -> dropout -> Dense(vocabulary_size) "ctc_head"
+      -> {"logits" (B, T', V), "padding_mask" (B, T')}
+
+Class `blank_index` (0: the keras-slam tokenizers' pad id) is the CTC blank.
+The loss is `keras_slam.losses.ctc.ctc_loss` (float32 inside, so it is safe
+under mixed_bfloat16), computed in `compute_loss` from the labels
+{"token_ids", "token_padding_mask"}; `split_asr_batch` turns a pipeline
+batch into (x, y).
+
+Fine-tuning schedule (`compile`): `EncoderHeadAdam` gives the encoder its own
+learning rate (`encoder_learning_rate_multiplier` x the head's) and keeps the
+encoder frozen for the first `freeze_encoder_steps` steps by giving it a zero
+learning rate. This replaces the usual callback that flips
+`backbone.trainable`: flipping trainability changes the set of trained
+variables, which forces a new train function (a recompile on JAX/TF XLA) and
+an optimizer that has no slots for the unfrozen variables. Here the
+variables, the optimizer state and the compiled step stay the same; the
+price is that encoder gradients are still computed while frozen.
+"""
+
+import os
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from keras_slam.layers.spec_augment import SpecAugment
+from keras_slam.losses.ctc import ctc_loss
+from keras_slam.losses.ctc import minimum_frames
+from keras_slam.metrics.error_rates import ErrorRateAccumulator
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.ctc_decoding import ctc_decode
+from keras_slam.models.ctc_decoding import token_id_lists
+
+HEAD_NAME = "ctc_head"
+FEATURE_KEYS = ("speech_features", "speech_padding_mask")
+LABEL_KEYS = ("token_ids", "token_padding_mask")
+
+
+def split_asr_batch(batch):
+    """Pipeline batch dict -> (x features dict, y labels dict) for `fit`."""
+    return {k: batch[k] for k in FEATURE_KEYS}, {k: batch[k] for k in LABEL_KEYS}
+
+
+def encode_speech(backbone, features, padding_mask, use_shared_encoder):
+    """Speech tower (+ shared encoder) of either backbone.
+
+    Returns: (sequence (B, T', D), frame padding mask (B, T')).
+    """
+    sequence, frame_mask = backbone.speech_tower(features, padding_mask)
+    if use_shared_encoder:
+        sequence = backbone.shared_encoder(sequence, frame_mask)
+    return sequence, frame_mask
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class EncoderHeadAdam(keras.optimizers.Adam):
+    """Adam with a separate learning rate, and a warm-up freeze, for the encoder.
+
+    Variables whose path starts with `head_prefix` train at the learning
+    rate; all others (the encoder) at `encoder_learning_rate_multiplier`
+    times it, and not at all during the first `freeze_encoder_steps` steps.
+
+    Args:
+        encoder_learning_rate_multiplier: encoder lr / head lr.
+        freeze_encoder_steps: steps with a zero encoder learning rate.
+        head_prefix: variable path prefix of the head.
+        **kwargs: `keras.optimizers.Adam` arguments.
+    """
+
+    def __init__(
+        self,
+        encoder_learning_rate_multiplier=1.0,
+        freeze_encoder_steps=0,
+        head_prefix=HEAD_NAME,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.encoder_learning_rate_multiplier = encoder_learning_rate_multiplier
+        self.freeze_encoder_steps = freeze_encoder_steps
+        self.head_prefix = head_prefix
+
+    def _is_head(self, variable):
+        # TensorFlow hands over its own tf.Variable; map back to ours.
+        keras_variable = self._trainable_variables[self._get_variable_index(variable)]
+        return keras_variable.path.startswith(self.head_prefix)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self._is_head(variable):
+            frozen = ops.less(self.iterations, self.freeze_encoder_steps)
+            multiplier = ops.where(frozen, 0.0, self.encoder_learning_rate_multiplier)
+            learning_rate = learning_rate * ops.cast(multiplier, learning_rate.dtype)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder_learning_rate_multiplier=self.encoder_learning_rate_multiplier,
+            freeze_encoder_steps=self.freeze_encoder_steps,
+            head_prefix=self.head_prefix,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SpeechRecognizer(keras_hub.models.Task):
+    """CTC speech recognizer (see the module docstring for the graph).
+
+    Args:
+        backbone: `SLAMBackbone` or `SpeechEncoder`.
+        vocabulary_size: CTC classes V, blank included (the tokenizer's
+            `vocabulary_size()`; taken from the preprocessor's tokenizer
+            when omitted).
+        preprocessor: `SpeechRecognizerPreprocessor` (front end + tokenizer)
+            for `transcribe` on raw audio and for decoding to strings.
+        use_shared_encoder: run the SLAM shared encoder after the speech
+            tower (default: whenever the backbone has one).
+        spec_augment: a `SpecAugment` layer, its config dict, or None for
+            none; default: 2 frequency masks of width 27 (capped at F / 3)
+            and 2 time masks of 5% of each utterance.
+        head_dropout: dropout before the head.
+        blank_index: CTC blank class.
+
+    Example:
+    ```python
+    recognizer = SpeechRecognizer.from_preset("runs/x/pretrained", preprocessor=...)
+    recognizer.compile(learning_rate=1e-3, freeze_encoder_steps=100)
+    recognizer.fit(train.map(split_asr_batch), epochs=5)
+    recognizer.transcribe([waveform])          # -> ["hello world"]
+    ```
+    """
+
+    backbone_cls = keras_hub.models.Backbone
+    preprocessor_cls = SpeechRecognizerPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        vocabulary_size=None,
+        preprocessor=None,
+        use_shared_encoder=None,
+        spec_augment="default",
+        head_dropout=0.1,
+        blank_index=0,
+        **kwargs,
+    ):
+        if vocabulary_size is None:
+            if preprocessor is None or preprocessor.tokenizer is None:
+                raise ValueError("pass vocabulary_size or a preprocessor with a tokenizer")
+            vocabulary_size = preprocessor.tokenizer.vocabulary_size()
+        has_shared = hasattr(backbone, "shared_encoder")
+        if use_shared_encoder is None:
+            use_shared_encoder = has_shared
+        if use_shared_encoder and not has_shared:
+            raise ValueError(f"{type(backbone).__name__} has no shared encoder")
+        feature_dim = backbone.feature_dim
+        if spec_augment == "default":
+            spec_augment = dict(
+                num_freq_masks=2,
+                freq_mask_width=min(27, feature_dim // 3),
+                num_time_masks=2,
+                time_mask_ratio=0.05,
+            )
+        if isinstance(spec_augment, dict):
+            spec_augment = SpecAugment(**spec_augment, dtype=backbone.dtype_policy, name="spec_augment")
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.spec_augment = spec_augment
+        self.head_dropout_layer = keras.layers.Dropout(
+            head_dropout, dtype=backbone.dtype_policy, name="head_dropout"
+        )
+        self.ctc_head = keras.layers.Dense(
+            vocabulary_size, dtype=backbone.dtype_policy, name=HEAD_NAME
+        )
+
+        # === Functional Model ===
+        speech_features = keras.Input((None, feature_dim), name="speech_features")
+        speech_padding_mask = keras.Input((None,), name="speech_padding_mask")
+        features = speech_features
+        if spec_augment is not None:
+            features = spec_augment(features, speech_padding_mask)
+        sequence, frame_mask = encode_speech(
+            backbone, features, speech_padding_mask, use_shared_encoder
+        )
+        logits = self.ctc_head(self.head_dropout_layer(sequence))
+        super().__init__(
+            inputs={"speech_features": speech_features, "speech_padding_mask": speech_padding_mask},
+            outputs={"logits": logits, "padding_mask": frame_mask},
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.use_shared_encoder = use_shared_encoder
+        self.head_dropout = head_dropout
+        self.blank_index = blank_index
+
+    def compile(
+        self,
+        optimizer="auto",
+        learning_rate=1e-3,
+        encoder_learning_rate_multiplier=1.0,
+        freeze_encoder_steps=0,
+        global_clipnorm=5.0,
+        **kwargs,
+    ):
+        """Compiles with the CTC loss (`compute_loss`) and `EncoderHeadAdam`.
+
+        Args:
+            optimizer: "auto" builds `EncoderHeadAdam` from the next four
+                arguments; any other optimizer is used as given.
+            learning_rate: head learning rate (float or schedule).
+            encoder_learning_rate_multiplier: encoder lr / head lr.
+            freeze_encoder_steps: steps that train only the head.
+            global_clipnorm: gradient clipping of the "auto" optimizer.
+            **kwargs: `keras.Model.compile` arguments.
+        """
+        if optimizer == "auto":
+            optimizer = EncoderHeadAdam(
+                encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
+                freeze_encoder_steps=freeze_encoder_steps,
+                learning_rate=learning_rate,
+                global_clipnorm=global_clipnorm,
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """CTC negative log-likelihood, mean over the items with audio."""
+        loss = ctc_loss(
+            y["token_ids"],
+            y["token_padding_mask"],
+            y_pred["logits"],
+            y_pred["padding_mask"],
+            blank_index=self.blank_index,
+        )
+        # Keeps keras' regularization losses (none by default) in the sum.
+        return loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+
+    # --- decoding ---------------------------------------------------------
+
+    def decode(self, logits, padding_mask, strategy="greedy", beam_width=16):
+        """(B, T', V) logits + mask -> B strings (needs a tokenizer)."""
+        token_ids, _ = ctc_decode(
+            logits, padding_mask, strategy=strategy, beam_width=beam_width,
+            blank_index=self.blank_index,
+        )
+        return self._preprocessor_or_error().detokenize(token_id_lists(token_ids))
+
+    def transcribe(self, audio, strategy="greedy", beam_width=16, batch_size=8):
+        """Transcribes raw audio or feature batches.
+
+        Args:
+            audio: a list of 1-D waveforms (16 kHz floats in [-1, 1]), a
+                (B, S) array, or an iterable of feature batches (dicts with
+                "speech_features" and "speech_padding_mask", e.g. a
+                `keras_slam.data.pipeline.speech_dataset`).
+            strategy, beam_width: see `keras_slam.models.ctc_decoding`.
+            batch_size: waveforms per model call.
+        Returns:
+            list of str, one per utterance (padded rows of feature batches,
+            those without real frames, are left out).
+        """
+        texts = []
+        for batch in self._feature_batches(audio, batch_size):
+            texts += self._transcribe_batch(batch, strategy, beam_width)[0]
+        return texts
+
+    def _feature_batches(self, audio, batch_size):
+        if isinstance(audio, np.ndarray) and audio.ndim == 2:
+            audio = list(audio)
+        if isinstance(audio, (list, tuple)) and not isinstance(audio[0], dict):
+            preprocessor = self._preprocessor_or_error()
+            for start in range(0, len(audio), batch_size):
+                yield preprocessor(list(audio[start : start + batch_size]))
+            return
+        yield from audio
+
+    def _transcribe_batch(self, batch, strategy, beam_width):
+        """-> (texts of the rows with audio, their row indices)."""
+        inputs = {k: np.asarray(batch[k]) for k in FEATURE_KEYS}
+        outputs = self.predict_on_batch(inputs)
+        texts = self.decode(outputs["logits"], outputs["padding_mask"], strategy, beam_width)
+        rows = np.flatnonzero(inputs["speech_padding_mask"].sum(axis=1) > 0)
+        return [texts[i] for i in rows], rows
+
+    def evaluate_error_rates(self, dataset, languages=None, strategy="greedy", beam_width=16, **normalization):
+        """WER / CER of paired batches, per language and overall.
+
+        Args:
+            dataset: iterable of paired pipeline batches (speech features,
+                token ids and, for per-language rates, "language" indices).
+            languages: names of the language indices (the pipeline's
+                `languages=` list).
+            **normalization: `lowercase`, `remove_punctuation` (see
+                `keras_slam.metrics.error_rates`).
+        Returns:
+            ({language: {"wer", "cer", "utterances"}, "all": ...},
+            list of (language, reference, hypothesis)).
+        """
+        accumulator = ErrorRateAccumulator(**normalization)
+        preprocessor = self._preprocessor_or_error()
+        examples = []
+        for batch in dataset:
+            hypotheses, rows = self._transcribe_batch(batch, strategy, beam_width)
+            token_ids = np.asarray(batch["token_ids"])[rows]
+            references = preprocessor.detokenize(token_ids)
+            if languages is not None and "language" in batch:
+                names = [languages[i] for i in np.asarray(batch["language"])[rows]]
+            else:
+                names = ["all"] * len(rows)
+            accumulator.update_state(references, hypotheses, names)
+            examples += list(zip(names, references, hypotheses))
+        return accumulator.result(), examples
+
+    def _preprocessor_or_error(self):
+        if self.preprocessor is None:
+            raise ValueError(
+                "this SpeechRecognizer has no preprocessor (front end + tokenizer): pass "
+                "`preprocessor=SpeechRecognizerPreprocessor(tokenizer=...)`"
+            )
+        return self.preprocessor
+
+    # --- presets ----------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """A recognizer from a task preset or from any backbone preset.
+
+        Args:
+            preset: a directory written by `SpeechRecognizer.save_to_preset`
+                (the whole task); or a backbone preset (a registered name,
+                a directory saved by a backbone or a pre-trainer, or a
+                Hugging Face w2v-BERT 2.0 checkpoint directory) to which a
+                new CTC head is added. A converted w2v-BERT 2.0 CTC
+                checkpoint (`ctc_head.json`) brings its head and blank
+                index along; a backbone preset's `audio_converter.json`
+                and `tokenizer.json` become the preprocessor.
+            load_weights: False gives random weights.
+            **kwargs: `SpeechRecognizer` arguments (`vocabulary_size`,
+                `preprocessor`, ...), required when the preset has no head.
+        """
+        import tempfile
+
+        from keras_hub.src.utils.preset_utils import get_preset_loader
+
+        from keras_slam.presets import hf_w2v_bert
+        from keras_slam.presets import loading
+
+        if isinstance(preset, str) and os.path.isdir(preset):
+            if hf_w2v_bert.is_hf_w2v_bert_dir(preset):
+                with tempfile.TemporaryDirectory() as converted:
+                    hf_w2v_bert.convert_to_preset(preset, converted)
+                    return cls.from_preset(converted, load_weights, **kwargs)
+            if _is_recognizer_preset(preset):
+                loading.check_preset_dir(preset, load_weights)
+                loader = get_preset_loader(preset)
+                return loader.load_task(cls, load_weights, True, **kwargs)
+        backbone = loading.from_preset(keras_hub.models.Backbone, preset, load_weights=load_weights)
+        head = None
+        if isinstance(preset, str) and os.path.isfile(os.path.join(preset, hf_w2v_bert.CTC_HEAD_CONFIG_FILE)):
+            head, head_config = hf_w2v_bert.load_ctc_head(preset)
+            kwargs.setdefault("vocabulary_size", head_config["vocabulary_size"])
+            kwargs.setdefault("blank_index", head_config["blank_index"])
+        if "preprocessor" not in kwargs and isinstance(preset, str) and os.path.isdir(preset):
+            kwargs["preprocessor"] = _preset_preprocessor(preset)
+        recognizer = cls(backbone=backbone, **kwargs)
+        if head is not None and load_weights:
+            recognizer.ctc_head.set_weights(head.get_weights())
+        return recognizer
+
+    def save_to_preset(self, preset_dir, **kwargs):
+        from keras_slam.presets import loading
+
+        loading.save_to_preset(self, preset_dir, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            use_shared_encoder=self.use_shared_encoder,
+            spec_augment=(
+                None if self.spec_augment is None else keras.layers.serialize(self.spec_augment)
+            ),
+            head_dropout=self.head_dropout,
+            blank_index=self.blank_index,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("spec_augment"), dict) and "class_name" in config["spec_augment"]:
+            config["spec_augment"] = keras.layers.deserialize(config["spec_augment"])
+        return super().from_config(config)
+
+
+def _preset_preprocessor(preset_dir):
+    """Front end (`audio_converter.json`) and tokenizer (`tokenizer.json`) of a
+    backbone preset directory, or None when it has neither."""
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    from keras_slam.presets import hf_w2v_bert
+
+    has_front_end = os.path.isfile(os.path.join(preset_dir, hf_w2v_bert.AUDIO_CONVERTER_FILE))
+    has_tokenizer = os.path.isfile(os.path.join(preset_dir, "tokenizer.json"))
+    if not (has_front_end or has_tokenizer):
+        return None
+    return SpeechRecognizerPreprocessor(
+        audio_converter=hf_w2v_bert.load_front_end(preset_dir) if has_front_end else None,
+        tokenizer=get_preset_loader(preset_dir).load_tokenizer(None) if has_tokenizer else None,
+    )
+
+
+def _is_recognizer_preset(preset_dir):
+    import json
+
+    from keras_slam.presets.loading import TASK_CONFIG_FILE
+
+    path = os.path.join(preset_dir, TASK_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as file:
+        return json.load(file).get("class_name") == SpeechRecognizer.__name__
+
+
+# --- the blank-only guard ----------------------------------------------------
+
+BLANK_ONLY_CAUSES = """\
+Usual causes:
+  - learning rate too high (the loss plateaus or jumps) or too low;
+  - too few steps: CTC models emit only blanks for a while before the
+    first characters appear; train longer before judging;
+  - label / blank mismatch: the labels use the blank id ({blank}) or the head
+    size differs from the tokenizer's vocabulary ({vocabulary});
+  - frames shorter than labels: {infeasible} of {items} checked utterances
+    have fewer encoder frames than their labels need (subsampling too
+    aggressive for the transcript length), so they contribute no loss."""
+
+
+class BlankOnlyGuard(keras.callbacks.Callback):
+    """Warns when, after `check_after_steps` steps, the model emits only blanks.
+
+    The classic CTC trap: WER stays at 1.0 because every frame's best class
+    is the blank. The check runs the model on `batch` (a pipeline batch with
+    features and labels) and looks at the best class of every real frame.
+
+    Args:
+        batch: dict with "speech_features", "speech_padding_mask" and, for
+            the frames-versus-labels check, "token_ids" / "token_padding_mask".
+        check_after_steps: training step after which to check (once).
+        blank_fraction: warn when at least this share of real frames is blank.
+        stop_training: also stop `fit`.
+    """
+
+    def __init__(self, batch, check_after_steps=200, blank_fraction=0.999, stop_training=False):
+        super().__init__()
+        self.batch = {k: np.asarray(v) for k, v in batch.items()}
+        self.check_after_steps = check_after_steps
+        self.blank_fraction = blank_fraction
+        self.stop_training = stop_training
+        self.steps = 0
+        self.message = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.check_after_steps:
+            self.check()
+
+    def check(self):
+        """Runs the check now; returns the warning message or None."""
+        model = self.model
+        inputs = {k: self.batch[k] for k in FEATURE_KEYS}
+        outputs = model.predict_on_batch(inputs)
+        best = np.argmax(np.asarray(outputs["logits"], "float32"), axis=-1)
+        real = np.asarray(outputs["padding_mask"]) > 0
+        share = float(np.mean(best[real] == model.blank_index)) if real.any() else 1.0
+        if share < self.blank_fraction:
+            return None
+        infeasible, items = 0, 0
+        if "token_ids" in self.batch:
+            labels = self.batch["token_ids"]
+            label_mask = self.batch["token_padding_mask"] > 0
+            needed = np.asarray(minimum_frames(labels, label_mask))
+            frames = real.sum(axis=1)
+            present = frames > 0
+            items = int(present.sum())
+            infeasible = int(np.sum(present & (frames < needed)))
+        self.message = (
+            f"BlankOnlyGuard: after {self.steps} steps the model predicts the CTC blank "
+            f"on {share:.1%} of the real frames, so every transcript is empty and "
+            "WER = 1.0.\n"
+            + BLANK_ONLY_CAUSES.format(
+                blank=model.blank_index,
+                vocabulary=model.vocabulary_size,
+                infeasible=infeasible,
+                items=items,
+            )
+        )
+        warnings.warn(self.message, stacklevel=2)
+        if self.stop_training:
+            model.stop_training = True
+        return self.message

@@ -1,0 +1,251 @@
+"""The main job: pre-train a tiny SLAM model, fine-tune it for CTC ASR, evaluate.
+
+On the bundled sample corpus (tfrecords/sample: espeak-ng en/de/es/it), on a
+CPU:
+
+1. SLAM pre-training (`SLAMPretrainer`): speech (w2v-BERT contrastive +
+   masked prediction), text (span MLM) and paired (TLM, STM, CTC)
+   objectives on speech-only, text-only and paired training shards.
+2. The pre-trained backbone, its tokenizer and front end are saved as a
+   preset (`<output>/pretrained`).
+3. CTC fine-tuning (`SpeechRecognizer.from_preset(<output>/pretrained)`) on
+   the paired training split; with `--compare-random-init` the same
+   fine-tuning from a randomly initialised backbone of the same size.
+4. Greedy-decoding CER / WER per language on the held-out test split.
+5. Loss curves (PNG) and `results.json` under `<output>` (default
+   `runs/<timestamp>/`).
+
+    bash recipes/main.sh                          # the default run
+    bash recipes/main.sh --compare-random-init    # + the random-init baseline
+    python -m recipes.main --tiny                 # seconds: a smoke test
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_slam.data import pipeline
+from keras_slam.data.schema import SAMPLE_RATE
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.presets import hf_w2v_bert
+from keras_slam.presets import loading
+from recipes import asr
+
+# The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
+BACKBONE = dict(
+    hidden_dim=96,
+    num_speech_layers=2,
+    num_shared_layers=2,
+    num_heads=4,
+    ffn_dim=192,
+    kernel_size=15,
+    subsampling_filters=32,
+    conv_norm_groups=8,
+    dropout=0.1,
+)
+TINY_BACKBONE = dict(BACKBONE, hidden_dim=32, num_speech_layers=1, num_shared_layers=1, num_heads=2, ffn_dim=64, subsampling_filters=8, conv_norm_groups=4)
+# Pre-training reads utterances of up to 4 s in one bucket per stream, so an
+# XLA backend compiles the mixed step once (three bucketed streams would
+# compile once per combination of buckets).
+PRETRAIN_SECONDS = 4.0
+TEXT_LENGTH = 112
+
+
+@dataclasses.dataclass
+class Settings:
+    backbone: dict
+    pretrain_steps: int
+    finetune_steps: int
+    learning_rate: float = 2e-3
+    pretrain_learning_rate: float = 1e-3
+    # The pre-trainer's CTC loss is summed over an utterance's frames (~100x
+    # the other objectives, which are per-token / per-frame means); this
+    # weight brings it to their scale so that it does not drown them.
+    pretrain_ctc_weight: float = 0.02
+    batch_seconds: float = 16.0
+    text_batch_size: int = 32
+    languages: tuple = asr.LANGUAGES
+
+
+DEFAULT = Settings(BACKBONE, pretrain_steps=300, finetune_steps=600)
+TINY = Settings(TINY_BACKBONE, pretrain_steps=6, finetune_steps=8, batch_seconds=12.0, text_batch_size=8, languages=("en",))
+
+
+def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS, seed=0):
+    """Mixed {"speech", "text", "paired"} batches for `SLAMPretrainer.fit`."""
+    languages = list(settings.languages)
+    folders = lambda kind: [os.path.join(corpus, kind, "train", lang) for lang in languages]  # noqa: E731
+    bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
+    speech_files = pipeline.list_shards(folders("speech") + folders("paired"))
+    common = dict(too_long="skip", shuffle_buffer=512, seed=seed, repeat=True)
+    speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
+    paired = pipeline.speech_dataset(
+        pipeline.list_shards(folders("paired")), front_end, bucket, tokenizer=tokenizer,
+        max_token_length=TEXT_LENGTH, paired=True, **common,
+    )
+    text = pipeline.text_dataset(
+        pipeline.list_shards(folders("text")), tokenizer,
+        pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size), max_length=TEXT_LENGTH,
+        shuffle_buffer=2048, seed=seed, repeat=True,
+    )
+    # One bucket per stream: declare its shapes, which the pre-trainer's
+    # masking needs statically on TensorFlow (one compile on every backend).
+    speech_batch, frames = bucket.batch_sizes[0], front_end.num_frames(round(PRETRAIN_SECONDS * SAMPLE_RATE))
+    speech_shapes = {"speech_features": (speech_batch, frames, front_end.num_mel_bins), "speech_padding_mask": (speech_batch, frames)}
+    token_shapes = lambda batch: {"token_ids": (batch, TEXT_LENGTH), "token_padding_mask": (batch, TEXT_LENGTH)}  # noqa: E731
+    streams = {
+        "speech": with_shapes(speech, speech_shapes),
+        "text": with_shapes(text, token_shapes(settings.text_batch_size)),
+        "paired": with_shapes(paired, {**speech_shapes, **token_shapes(speech_batch)}),
+    }
+    return pipeline.mix_streams(streams)
+
+
+def with_shapes(dataset, shapes):
+    """`dataset` with the static shapes `shapes` (name -> shape) set on its batches."""
+    return dataset.map(lambda batch: {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in batch.items()})
+
+
+def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
+    """Pre-trains a SLAMBackbone; saves backbone + tokenizer + front end.
+
+    Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`).
+    """
+    backbone = SLAMBackbone(vocabulary_size=tokenizer.vocabulary_size(), **settings.backbone)
+    pretrainer = SLAMPretrainer(
+        backbone,
+        num_codes=64,
+        code_dim=32,
+        num_negatives=16,
+        temperature_decay=0.995,
+        mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
+        first_regular_token_id=3,
+        text_span_length=3,
+        objective_weights=dict(ctc=settings.pretrain_ctc_weight),
+        seed=seed,
+    )
+    pretrainer.compile(
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(
+                0.0, settings.pretrain_steps, warmup_target=settings.pretrain_learning_rate,
+                warmup_steps=max(1, settings.pretrain_steps // 10), alpha=0.1,
+            ),
+            global_clipnorm=5.0,
+        )
+    )
+    history = asr.fit_logged(pretrainer, pretraining_dataset(settings, tokenizer, front_end, seed=seed), settings.pretrain_steps)
+    save_pretrained(backbone, tokenizer, front_end, preset_dir)
+    return history
+
+
+def save_pretrained(backbone, tokenizer, front_end, preset_dir):
+    """A backbone preset that `SpeechRecognizer.from_preset` reads whole."""
+    tokenizer.save_to_preset(preset_dir)
+    backbone.save_to_preset(preset_dir)  # after the tokenizer: its metadata.json wins
+    hf_w2v_bert.save_front_end(front_end, preset_dir)
+    loading.update_metadata(preset_dir)
+
+
+def plot_losses(curves, path, title, steps):
+    """One PNG with a line per named loss curve (window means over `steps` steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axis = pyplot.subplots(figsize=(7, 4))
+    for name, values in curves.items():
+        window = steps / len(values)
+        axis.plot([window * (i + 1) for i in range(len(values))], values, label=name)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def finetune_and_evaluate(preset, settings, tokenizer, front_end, load_weights, seed=0):
+    """Fine-tunes `SpeechRecognizer.from_preset(preset)`; returns (model, losses, rates, examples)."""
+    keras.utils.set_random_seed(seed)
+    recognizer = asr.build_recognizer(preset, tokenizer, front_end, load_weights=load_weights)
+    train = asr.paired_dataset(tokenizer, front_end, "train", languages=settings.languages, batch_seconds=settings.batch_seconds, training=True, seed=seed)
+    losses = asr.finetune(recognizer, train, settings.finetune_steps, settings.learning_rate)
+    test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
+    rates, examples = asr.evaluate(recognizer, test, settings.languages)
+    return recognizer, losses, rates, examples
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", help="run directory (default runs/<timestamp>)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (tests)")
+    parser.add_argument("--compare-random-init", action="store_true", help="also fine-tune from random initialisation")
+    parser.add_argument("--pretrain-steps", type=int)
+    parser.add_argument("--finetune-steps", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = dataclasses.replace(TINY if args.tiny else DEFAULT)
+    if args.pretrain_steps is not None:
+        settings.pretrain_steps = args.pretrain_steps
+    if args.finetune_steps is not None:
+        settings.finetune_steps = args.finetune_steps
+    output = args.output or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(output, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    started = time.time()
+    tokenizer = asr.build_tokenizer(languages=settings.languages)
+    front_end = asr.make_front_end()
+    pretrained_dir = os.path.join(output, "pretrained")
+
+    print(f"== 1/3 SLAM pre-training: {settings.pretrain_steps} steps (backend {keras.backend.backend()})")
+    pretrain_history = pretrain(settings, tokenizer, front_end, pretrained_dir, args.seed)
+    loss_names = [n for n in pretrain_history if n.endswith("loss")]
+    for name in loss_names:
+        values = pretrain_history[name]
+        print(f"  {name:<20} first {values[0]:9.4f}  last {values[-1]:9.4f}")
+    plots = [plot_losses({n: pretrain_history[n] for n in loss_names}, os.path.join(output, "pretraining_losses.png"), "SLAM pre-training", settings.pretrain_steps)]
+    print(f"  pre-trained preset: {pretrained_dir}")
+
+    runs = {"pretrained": pretrained_dir}
+    if args.compare_random_init:
+        runs["random_init"] = pretrained_dir  # same architecture, weights not loaded
+    results = {"settings": dataclasses.asdict(settings), "pretraining": {n: [v[0], v[-1]] for n, v in pretrain_history.items()}}
+    curves = {}
+    for name, preset in runs.items():
+        print(f"== 2/3 CTC fine-tuning from {name}: {settings.finetune_steps} steps")
+        recognizer, losses, rates, examples = finetune_and_evaluate(
+            preset, settings, tokenizer, front_end, load_weights=name == "pretrained", seed=args.seed
+        )
+        curves[f"ctc ({name})"] = losses
+        print(f"  ctc_loss first {losses[0]:.3f}  last {losses[-1]:.3f}")
+        print(f"== 3/3 held-out test error rates, fine-tuned from {name} (greedy):")
+        print(asr.format_error_rates(rates))
+        for language, reference, hypothesis in examples[:3]:
+            print(f"    [{language}] ref: {reference}\n         hyp: {hypothesis}")
+        recognizer_dir = os.path.join(output, f"recognizer_{name}")
+        recognizer.save_to_preset(recognizer_dir)
+        print(f"  recognizer preset: {recognizer_dir}")
+        results[name] = {"ctc_loss": [losses[0], losses[-1]], "error_rates": rates, "steps": settings.finetune_steps, "preset": recognizer_dir}
+    plots.append(plot_losses(curves, os.path.join(output, "finetuning_losses.png"), "CTC fine-tuning", settings.finetune_steps))
+    if args.compare_random_init:
+        pre, rnd = (results[n]["error_rates"]["all"]["cer"] for n in ("pretrained", "random_init"))
+        print(f"== held-out CER after {settings.finetune_steps} fine-tuning steps: pre-trained {pre:.1%}, random init {rnd:.1%}")
+    results["seconds"] = time.time() - started
+    with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    print(f"plots: {', '.join(plots)}\nresults: {os.path.join(output, 'results.json')}\ntotal {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+import keras
+import numpy as np
+
+from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_weights
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
+from tests import test_case
+from tests.models.test_slam_backbone import TINY, WeightsByPath
+
+TASK = {"num_codes": 16, "code_dim": 8, "num_negatives": 6, "text_span_length": 2, "speech_span_length": 3, "seed": 3}
+# Deterministic corruption so that fixed draws fix every random choice.
+FIXED = dict(TASK, mask_fraction=1.0, random_fraction=0.0)
+LOSSES = [f"{name}_loss" for name in OBJECTIVES]
+
+
+def sub_batch(rng, batch_size, frames=0, tokens=0):
+    batch = {}
+    if frames:
+        batch["speech_features"] = rng.normal(size=(batch_size, frames, 12)).astype("float32")
+        batch["speech_padding_mask"] = test_case.random_padding_mask(rng, batch_size, frames, min_length=frames // 2)
+    if tokens:
+        mask = test_case.random_padding_mask(rng, batch_size, tokens, min_length=3)
+        batch["token_ids"] = (rng.integers(3, 40, size=(batch_size, tokens)) * mask).astype("int32")
+        batch["token_padding_mask"] = mask
+    return batch
+
+
+def make_batch(rng):
+    return {
+        "speech": sub_batch(rng, 2, frames=48),
+        "text": sub_batch(rng, 3, tokens=10),
+        "paired": sub_batch(rng, 3, frames=48, tokens=8),
+    }
+
+
+def numpy_tree(tree):
+    return keras.tree.map_structure(test_case.to_numpy, tree)
+
+
+def flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def unflatten(flat):
+    tree = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def build_pretrainer(inputs=None, **overrides):
+    return SLAMPretrainer(SLAMBackbone(**TINY), **dict(FIXED, **overrides))
+
+
+def build_for_parity(flat_inputs):
+    pretrainer = build_pretrainer()
+
+    def call_fn(flat):
+        tree = unflatten(flat)
+        draws = tree.pop("draws")
+        outputs = pretrainer.compute_objectives(tree, draws=draws)
+        outputs["total"] = pretrainer.total_loss(outputs)
+        return outputs
+
+    return WeightsByPath(pretrainer), call_fn
+
+
+def test_every_objective_is_finite_and_reported(seeded):
+    pretrainer = build_pretrainer()
+    outputs = numpy_tree(pretrainer(make_batch(seeded), training=True))
+    for name in LOSSES + ["codebook_perplexity", "stm_accuracy", "tlm_text_accuracy"]:
+        assert name in outputs and np.isfinite(outputs[name]), name
+    assert outputs["ctc_loss"] > 0 and outputs["contrastive_loss"] > 0
+
+
+def test_missing_or_fully_masked_sub_batches_contribute_zero(seeded):
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer()
+    draws = pretrainer.draw_masks(batch)
+    text_only = {"text": batch["text"]}
+    expected = test_case.to_numpy(pretrainer.total_loss(pretrainer.compute_objectives(text_only, draws={"text": draws["text"]})))
+    masked = {key: dict(value) for key, value in batch.items()}
+    for key in ("speech", "paired"):
+        masked[key]["speech_padding_mask"] = np.zeros_like(masked[key]["speech_padding_mask"])
+    masked["paired"]["token_padding_mask"] = np.zeros_like(masked["paired"]["token_padding_mask"])
+    masked_draws = dict(pretrainer.draw_masks(masked), text=draws["text"])
+    outputs = numpy_tree(pretrainer.compute_objectives(masked, draws=masked_draws))
+    for name in LOSSES:
+        if name != "text_mlm_loss":
+            assert outputs[name] == 0.0, (name, outputs[name])
+    np.testing.assert_allclose(test_case.to_numpy(pretrainer.total_loss(outputs)), expected, rtol=1e-6)
+
+
+def pad_time(array, extra, value=0):
+    widths = [(0, 0)] * array.ndim
+    widths[1] = (0, extra)
+    return np.pad(array, widths, constant_values=value)
+
+
+def test_total_loss_is_padding_invariant_with_fixed_draws(seeded):
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer()
+    draws = numpy_tree(pretrainer.draw_masks(batch))
+    reference = numpy_tree(pretrainer.compute_objectives(batch, draws=draws))
+    # 8 more input frames = 2 more subsampled frames; 5 more tokens.
+    padded = {
+        key: {name: pad_time(value, 8 if "speech" in name else 5) for name, value in sub.items()}
+        for key, sub in batch.items()
+    }
+    negatives = draws["speech"]["negatives"]
+    padded_draws = {
+        "speech": {
+            "span_mask": pad_time(draws["speech"]["span_mask"], 2),
+            "negatives": pad_time(negatives, 2),
+        },
+        "text": {"span_mask": pad_time(draws["text"]["span_mask"], 5)},
+        "paired": {
+            "speech_span_mask": pad_time(draws["paired"]["speech_span_mask"], 2),
+            "text_span_mask": pad_time(draws["paired"]["text_span_mask"], 5),
+        },
+    }
+    outputs = numpy_tree(pretrainer.compute_objectives(padded, draws=padded_draws))
+    for name in LOSSES + ["codebook_perplexity"]:
+        np.testing.assert_allclose(outputs[name], reference[name], atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+def test_backend_parity_of_the_losses(seeded, parity_worker):
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer()
+    flat = flatten(dict(batch, draws=numpy_tree(pretrainer.draw_masks(batch))))
+    test_case.assert_backend_parity(
+        "tests.models.test_slam_pretrainer:build_for_parity", flat, parity_worker=parity_worker
+    )
+
+
+def gradients(model, loss_fn):
+    """d loss_fn() / d trainable weights, on the current backend."""
+    backend = keras.backend.backend()
+    variables = model.trainable_variables
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        return [np.asarray(g) if g is not None else np.zeros(v.shape) for g, v in zip(tape.gradient(loss, variables), variables)]
+    if backend == "torch":
+        for v in variables:
+            v.value.grad = None
+        loss_fn().backward()
+        return [v.value.grad.numpy() if v.value.grad is not None else np.zeros(v.shape) for v in variables]
+    import jax
+
+    def stateless(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return loss_fn()
+
+    return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
+
+
+def test_zero_weight_gives_zero_gradient(seeded):
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer()
+    draws = pretrainer.draw_masks(batch)
+    only_text = {"text": batch["text"]}
+    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(only_text, draws=draws))
+    pretrainer.set_objective_weights({"text_mlm": 0.0})
+    grads = gradients(pretrainer, loss_fn)
+    assert all(np.all(g == 0) for g in grads)
+    pretrainer.set_objective_weights({"text_mlm": 1.0})
+    grads = gradients(pretrainer, loss_fn)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert any(np.any(g != 0) for g in grads)
+    # The full batch with every objective: finite gradients everywhere.
+    grads = gradients(pretrainer, lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, draws=draws)))
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_masking_statistics_match_configured_rates(seeded):
+    long_text = sub_batch(seeded, 32, tokens=1000)
+    long_text["token_padding_mask"][:] = 1
+    long_speech = sub_batch(seeded, 32, frames=4000)
+    long_speech["speech_padding_mask"][:] = 1
+    pretrainer = build_pretrainer(text_span_length=5, speech_span_length=10)
+    draws = numpy_tree(
+        pretrainer.draw_masks({"text": long_text, "speech": long_speech, "paired": dict(long_speech, **long_text)})
+    )
+    # w2v-BERT: p = 0.065, span 10 -> 1 - (1 - 0.065)**10 = 0.49.
+    # About 3,000 spans per mask: a standard error near 0.01.
+    assert abs(draws["speech"]["span_mask"].mean() - 0.49) < 0.03
+    assert abs(draws["text"]["span_mask"].mean() - 0.15) < 0.03
+    assert abs(draws["paired"]["speech_span_mask"].mean() - 0.75) < 0.03
+    assert abs(draws["paired"]["text_span_mask"].mean() - 0.50) < 0.03
+
+
+def test_best_rq_target_option(seeded):
+    pretrainer = build_pretrainer(speech_target="random_projection")
+    outputs = numpy_tree(pretrainer(make_batch(seeded)))
+    assert "contrastive_loss" not in outputs and "diversity_loss" not in outputs
+    assert np.isfinite(outputs["w2v_mlm_loss"]) and outputs["w2v_mlm_loss"] > 0
+
+
+def test_serialization_roundtrip(seeded):
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer(objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared")
+    draws = pretrainer.draw_masks(batch)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pretrainer))
+    clone.set_weights(pretrainer.get_weights())
+    assert clone.get_objective_weights() == pretrainer.get_objective_weights()
+    expected = numpy_tree(pretrainer.compute_objectives(batch, draws=draws))
+    actual = numpy_tree(clone.compute_objectives(batch, draws=draws))
+    for name in LOSSES:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, err_msg=name)
+
+
+def test_mixed_bfloat16_losses_finite(seeded):
+    batch = make_batch(seeded)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        pretrainer = build_pretrainer()
+        outputs = pretrainer(batch, training=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    for name in LOSSES:
+        assert keras.backend.standardize_dtype(outputs[name].dtype) == "float32"
+        assert np.isfinite(test_case.to_numpy(outputs[name])), name
+
+
+def test_stage_weights():
+    assert stage_weights(SLAM_STAGES, 0)["tlm"] == 0.0
+    assert stage_weights(SLAM_STAGES, 499_999)["stm"] == 0.0
+    assert stage_weights(SLAM_STAGES, 500_000)["tlm"] == 1.0
+
+
+def test_fit_with_stage_schedule_and_missing_modalities(seeded, tmp_path):
+    """model.fit on this backend: every loss finite and in `history`; the
+    stage schedule switches TLM/STM on at step 2 without recompiling;
+    batches without a paired (or any speech) sub-batch train too."""
+    import tensorflow as tf
+
+    batch = make_batch(seeded)
+    pretrainer = build_pretrainer(mask_fraction=0.8, random_fraction=0.1)
+    pretrainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    stages = ((0, {"contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 0.0, "stm": 0.0, "ctc": 1.0}),
+              (2, {"contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 1.0, "stm": 1.0, "ctc": 1.0}))
+    history = pretrainer.fit(
+        tf.data.Dataset.from_tensors(batch).repeat(3),
+        epochs=1,
+        verbose=0,
+        callbacks=[ObjectiveSchedule(stages), keras.callbacks.TensorBoard(str(tmp_path))],
+    )
+    for name in LOSSES + ["loss", "codebook_perplexity", "stm_accuracy"]:
+        assert np.isfinite(history.history[name][-1]), name
+    assert pretrainer.get_objective_weights()["tlm"] == 1.0
+    assert int(test_case.to_numpy(pretrainer.quantizer.step)) == 3  # Gumbel anneal advanced
+    assert pretrainer.quantizer.temperature() < 2.0
+    assert any(tmp_path.rglob("*tfevents*"))
+    text_only = pretrainer.fit(tf.data.Dataset.from_tensors({"text": batch["text"]}).repeat(2), verbose=0)
+    assert np.isfinite(text_only.history["text_mlm_loss"][-1])

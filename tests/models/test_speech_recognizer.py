@@ -1,0 +1,252 @@
+import os
+import tempfile
+import warnings
+
+import jiwer
+import keras
+import numpy as np
+import pytest
+
+from keras_slam.data.tokenizers import CharacterTokenizer
+from keras_slam.data.tokenizers import build_character_vocabulary
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.speech_encoder import SpeechEncoder
+from keras_slam.models.speech_recognizer import BlankOnlyGuard
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from tests import test_case
+
+TEXTS = ["hello world", "a cat sat", "good day"]
+TINY = dict(hidden_dim=16, num_heads=2, ffn_dim=32, kernel_size=3, subsampling_filters=4, conv_norm_groups=4, dropout=0.0)
+
+
+def make_tokenizer():
+    return CharacterTokenizer(build_character_vocabulary(TEXTS), sequence_length=None)
+
+
+def make_backbone(kind, vocabulary_size):
+    if kind == "slam":
+        return SLAMBackbone(vocabulary_size=vocabulary_size, num_speech_layers=1, num_shared_layers=1, **TINY)
+    return SpeechEncoder(num_layers=1, **TINY)
+
+
+def make_recognizer(kind="slam", spec_augment=None, head_dropout=0.0):
+    tokenizer = make_tokenizer()
+    return SpeechRecognizer(
+        make_backbone(kind, tokenizer.vocabulary_size()),
+        preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
+        spec_augment=spec_augment,
+        head_dropout=head_dropout,
+    )
+
+
+def features(rng, batch_size=3, length=48):
+    return {
+        "speech_features": rng.normal(size=(batch_size, length, 80)).astype("float32"),
+        "speech_padding_mask": test_case.random_padding_mask(rng, batch_size, length, min_length=20),
+    }
+
+
+def logits_fn(recognizer):
+    def call_fn(batch):
+        outputs = recognizer(batch, training=False)
+        return {"logits": (outputs["logits"], outputs["padding_mask"])}
+
+    return call_fn
+
+
+class BackboneAndHeadWeights:
+    """The recognizer's weights (backbone + head), ordered by variable path.
+
+    On torch a keras-hub Task tracks only the backbone layers its graph
+    uses (not SLAM's text tower), and a functional backbone lists its
+    weights in another order, so `get_weights()` lists differ between
+    backends; presets save the backbone whole, by name, instead.
+    """
+
+    def __init__(self, recognizer):
+        variables = recognizer.backbone.weights + recognizer.ctc_head.weights
+        self.variables = sorted(variables, key=lambda v: v.path)
+        assert len({v.path for v in variables}) == len(variables)
+
+    def get_weights(self):
+        return [keras.ops.convert_to_numpy(v) for v in self.variables]
+
+    def set_weights(self, weights):
+        for variable, value in zip(self.variables, weights, strict=True):
+            variable.assign(value)
+
+
+def build_recognizer(inputs):
+    recognizer = make_recognizer()
+    call_fn = logits_fn(recognizer)
+    call_fn(inputs)
+    return BackboneAndHeadWeights(recognizer), call_fn
+
+
+def build_recognizer_model(inputs):
+    recognizer = make_recognizer()
+    call_fn = logits_fn(recognizer)
+    call_fn(inputs)
+    return recognizer, call_fn
+
+
+@pytest.mark.parametrize("kind", ["slam", "speech_encoder"])
+def test_padding_invariance(seeded, kind):
+    recognizer = make_recognizer(kind)
+    test_case.assert_padding_invariant(
+        logits_fn(recognizer), features(seeded), {"speech_features": "speech_padding_mask"}
+    )
+
+
+def test_backend_parity(seeded, parity_worker):
+    test_case.assert_backend_parity(
+        "tests.models.test_speech_recognizer:build_recognizer", features(seeded), parity_worker=parity_worker
+    )
+
+
+def test_mixed_precision_finite(seeded):
+    test_case.assert_mixed_precision_finite("tests.models.test_speech_recognizer:build_recognizer_model", features(seeded))
+
+
+def test_serialization_roundtrip(seeded):
+    recognizer = make_recognizer(spec_augment="default")
+    test_case.assert_serialization_roundtrip(recognizer, logits_fn, features(seeded))
+
+
+def test_preset_roundtrip_keeps_logits_and_transcripts(seeded):
+    recognizer = make_recognizer()
+    waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (8000, 12000)]
+    expected = recognizer.transcribe(waveforms)
+    inputs = features(seeded)
+    with tempfile.TemporaryDirectory() as preset:
+        recognizer.save_to_preset(preset)
+        restored = SpeechRecognizer.from_preset(preset)
+    assert type(restored.preprocessor.tokenizer) is CharacterTokenizer
+    test_case.assert_outputs_close(
+        test_case.normalize_outputs(logits_fn(recognizer)(inputs)),
+        test_case.normalize_outputs(logits_fn(restored)(inputs)),
+        atol=1e-6,
+    )
+    assert restored.transcribe(waveforms) == expected
+
+
+def test_backbone_preset_gets_new_head_and_preprocessor(seeded):
+    tokenizer = make_tokenizer()
+    backbone = make_backbone("slam", tokenizer.vocabulary_size())
+    with tempfile.TemporaryDirectory() as preset:
+        tokenizer.save_to_preset(preset)
+        backbone.save_to_preset(preset)
+        recognizer = SpeechRecognizer.from_preset(preset)
+    assert recognizer.vocabulary_size == tokenizer.vocabulary_size()
+    assert recognizer.use_shared_encoder
+    for ours, theirs in zip(recognizer.backbone.weights, backbone.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+
+
+@pytest.mark.parametrize("kind", ["slam", "speech_encoder"])
+def test_short_fit_finite_loss_and_frozen_encoder(seeded, kind):
+    recognizer = make_recognizer(kind, spec_augment="default", head_dropout=0.1)
+    x = features(seeded, batch_size=2, length=64)
+    y = recognizer.preprocessor.tokenize_transcripts(["hello", "cat"])
+    recognizer.compile(learning_rate=1e-2, freeze_encoder_steps=2)
+    encoder_before = [keras.ops.convert_to_numpy(w) for w in recognizer.backbone.trainable_weights]
+    head_before = keras.ops.convert_to_numpy(recognizer.ctc_head.kernel)
+    history = recognizer.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    # Two steps, both frozen: the encoder is untouched, the head moved.
+    for before, after in zip(encoder_before, recognizer.backbone.trainable_weights):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+    assert np.abs(head_before - keras.ops.convert_to_numpy(recognizer.ctc_head.kernel)).max() > 0
+    history = recognizer.fit(x, y, epochs=4, batch_size=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)), history
+    assert history[-1] < history[0], history
+    moved = [
+        np.abs(before - keras.ops.convert_to_numpy(after)).max()
+        for before, after in zip(encoder_before, recognizer.backbone.trainable_weights)
+    ]
+    assert max(moved) > 0
+
+
+def test_encoder_learning_rate_multiplier(seeded):
+    recognizer = make_recognizer("speech_encoder")
+    x = features(seeded, batch_size=2, length=64)
+    y = recognizer.preprocessor.tokenize_transcripts(["hello", "cat"])
+    recognizer.compile(learning_rate=1e-2, encoder_learning_rate_multiplier=0.0)
+    before = [keras.ops.convert_to_numpy(w) for w in recognizer.backbone.trainable_weights]
+    recognizer.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    for a, b in zip(before, recognizer.backbone.trainable_weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def test_transcribe_raw_audio_returns_strings(seeded):
+    recognizer = make_recognizer()
+    waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (6000, 16000, 9000)]
+    texts = recognizer.transcribe(waveforms, batch_size=2)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    beam = recognizer.transcribe(waveforms, strategy="beam_search", beam_width=4)
+    assert len(beam) == 3 and all(isinstance(t, str) for t in beam)
+    vocabulary = set("".join(TEXTS)) | {"\ufffd"}
+    assert set("".join(texts)) <= vocabulary
+
+
+def _blank_biased(recognizer, favourite):
+    bias = np.zeros(recognizer.vocabulary_size, "float32")
+    bias[favourite] = 100.0
+    recognizer.ctc_head.bias.assign(bias)
+
+
+def test_blank_only_guard_fires_on_blank_model(seeded):
+    recognizer = make_recognizer()
+    batch = {**features(seeded), **recognizer.preprocessor.tokenize_transcripts(TEXTS)}
+    guard = BlankOnlyGuard(batch, check_after_steps=1)
+    guard.set_model(recognizer)
+    _blank_biased(recognizer, favourite=3)
+    assert guard.check() is None
+    _blank_biased(recognizer, favourite=recognizer.blank_index)
+    with pytest.warns(UserWarning, match="predicts the CTC blank"):
+        message = guard.check()
+    assert "frames shorter than labels" in message and "learning rate" in message
+
+
+def test_blank_only_guard_runs_inside_fit(seeded):
+    recognizer = make_recognizer()
+    _blank_biased(recognizer, favourite=recognizer.blank_index)
+    x = features(seeded, batch_size=2)
+    y = recognizer.preprocessor.tokenize_transcripts(["hello", "cat"])
+    guard = BlankOnlyGuard({**x, **y}, check_after_steps=1, stop_training=True)
+    recognizer.compile(learning_rate=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recognizer.fit(x, y, epochs=3, batch_size=2, verbose=0, callbacks=[guard])
+    assert guard.message is not None
+    assert any("predicts the CTC blank" in str(w.message) for w in caught)
+
+
+def test_error_rates_match_jiwer(seeded):
+    recognizer = make_recognizer()
+    x = features(seeded)
+    y = recognizer.preprocessor.tokenize_transcripts(TEXTS)
+    # A padded row (no audio) must be left out.
+    batch = {
+        "speech_features": np.concatenate([x["speech_features"], x["speech_features"][:1]]),
+        "speech_padding_mask": np.concatenate([x["speech_padding_mask"], np.zeros_like(x["speech_padding_mask"][:1])]),
+        "token_ids": np.concatenate([y["token_ids"], np.zeros_like(y["token_ids"][:1])]),
+        "token_padding_mask": np.concatenate([y["token_padding_mask"], np.zeros_like(y["token_padding_mask"][:1])]),
+        "language": np.array([0, 1, 0, -1]),
+    }
+    rates, examples = recognizer.evaluate_error_rates([batch], languages=["en", "de"])
+    assert [reference for _, reference, _ in examples] == TEXTS
+    hypotheses = recognizer.transcribe([x])
+    assert [h for _, _, h in examples] == hypotheses
+    assert rates["en"]["utterances"] == 2 and rates["de"]["utterances"] == 1
+    squeeze = lambda text: " ".join(text.split())  # noqa: E731 (the metric's whitespace rule)
+    english = [(r, squeeze(h)) for (language, r, h) in examples if language == "en"]
+    expected_cer = jiwer.cer([r for r, _ in english], [h for _, h in english])
+    assert rates["en"]["cer"] == pytest.approx(expected_cer)
+    assert rates["all"]["wer"] == pytest.approx(jiwer.wer(TEXTS, [squeeze(h) for h in hypotheses]))
+
+
+def test_missing_tokenizer_is_a_clear_error(seeded):
+    recognizer = SpeechRecognizer(make_backbone("speech_encoder", 0), vocabulary_size=8, spec_augment=None)
+    with pytest.raises(ValueError, match="no preprocessor"):
+        recognizer.transcribe([np.zeros(8000, "float32")])

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.speech_encoder import count_parameters
+from recipes import slam
+from tests import test_case
+
+
+@pytest.mark.parametrize("name", ["slam_600m", "mslam_2b"])
+def test_paper_configs_record_their_parameter_counts(name):
+    config = slam.CONFIGS[name]
+    assert count_parameters(SLAMBackbone, **config["backbone"]) == config["parameters"]
+
+
+def test_paper_optimizer_settings():
+    for name in ("slam_600m", "mslam_600m"):
+        assert slam.CONFIGS[name]["optimizer"] == {"peak_learning_rate": 6e-4, "warmup_steps": 40_000}
+    assert slam.CONFIGS["mslam_2b"]["optimizer"]["peak_learning_rate"] == 3.6e-4
+    assert slam.CONFIGS["mslam_600m"]["batch"] == {"speech": 2048, "text": 8192, "paired": 256}
+
+
+def test_transformer_schedule_peaks_at_warmup():
+    schedule = slam.TransformerSchedule(peak_learning_rate=6e-4, warmup_steps=40_000)
+    rates = [float(test_case.to_numpy(schedule(step))) for step in (0, 19_999, 39_999, 159_999)]
+    np.testing.assert_allclose(rates, [6e-4 / 40_000, 3e-4, 6e-4, 3e-4], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["slam_tiny", "mslam_tiny"])
+def test_tiny_configs_build_and_give_finite_losses(name, seeded):
+    pretrainer = slam.build_pretrainer(slam.CONFIGS[name], vocabulary_size=50)
+    mask = np.ones((2, 64), "float32")
+    speech = {"speech_features": seeded.normal(size=(2, 64, 80)).astype("float32"), "speech_padding_mask": mask}
+    text = {"token_ids": seeded.integers(3, 50, size=(2, 30)).astype("int32"), "token_padding_mask": np.ones((2, 30), "float32")}
+    outputs = pretrainer({"speech": speech, "text": text, "paired": dict(speech, **text)})
+    for objective in pretrainer.objectives:
+        assert np.isfinite(test_case.to_numpy(outputs[f"{objective}_loss"])), objective
+
+
+def check_every_loss_falls(history, objectives, first_epoch=0):
+    """Mean of the last 3 epochs below the mean of the first 3."""
+    for name in objectives:
+        values = np.asarray(history[f"{name}_loss"][first_epoch:])
+        assert values[-3:].mean() < values[:3].mean(), (name, values.round(3).tolist())
+
+
+@pytest.mark.slow(backend="jax")
+def test_mslam_tiny_pretrains_on_the_sample_corpus(tmp_path):
+    history = slam.pretrain("mslam_tiny", str(tmp_path), steps=150)
+    assert (tmp_path / "loss_curves.png").stat().st_size > 0
+    check_every_loss_falls(history, ("contrastive", "w2v_mlm", "text_mlm", "tlm", "ctc"))
+
+
+@pytest.mark.slow(backend="tensorflow")
+def test_slam_tiny_pretrains_on_the_sample_corpus(tmp_path):
+    history = slam.pretrain("slam_tiny", str(tmp_path), steps=150)
+    assert (tmp_path / "loss_curves.png").stat().st_size > 0
+    check_every_loss_falls(history, ("contrastive", "w2v_mlm", "text_mlm"))
+    # TLM and STM join at step 75 (epoch 8 of 15).
+    check_every_loss_falls(history, ("tlm", "stm"), first_epoch=8)
