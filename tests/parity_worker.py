@@ -19,7 +19,7 @@ from tests import test_case
 def handle(request):
     with np.load(request["inputs"]) as data:
         inputs = {key: data[key] for key in data.files}
-    obj, call_fn = test_case.resolve_builder(request["builder"])(inputs)
+    obj, call_fn = test_case.build_case(request["builder"], inputs)
     test_case.load_weights(obj, request["weights"])
     outputs = test_case.normalize_outputs(call_fn(inputs))
     arrays = {}

@@ -10,6 +10,7 @@ Every layer, loss and model test uses these:
 - `assert_backend_parity`: the same weights on another backend (a worker
   subprocess) give the same outputs.
 - `assert_mixed_precision_finite`: mixed_bfloat16 call gives finite outputs.
+- `gradients`: d loss / d variables on the current backend.
 
 Conventions. A *call function* takes a dict of numpy inputs and returns a
 dict of outputs; each output is either an array (compared whole) or a pair
@@ -17,15 +18,20 @@ dict of outputs; each output is either an array (compared whole) or a pair
 (only those are compared). A *builder* is a module-level function
 `builder(inputs) -> (obj, call_fn)` that returns a built Keras object whose
 weights fully determine `call_fn`; it is named by "module:function" so the
-parity worker can import it on another backend.
+parity worker can import it on another backend. Weights travel keyed by
+variable path (`variables_by_path`), so builders name their layers or let
+`build_case` give automatic names as a fresh process would.
 """
 
+import collections
+import contextlib
 import importlib
 import os
 import tempfile
 
 import keras
 import numpy as np
+from keras.src.backend.common import global_state
 
 BACKENDS = ("jax", "tensorflow", "torch")
 
@@ -162,20 +168,74 @@ def resolve_builder(builder):
     return getattr(importlib.import_module(module_name), function_name)
 
 
+# keras.src.utils.naming's counters of automatic layer names.
+_NAME_UIDS = "object_name_uids"
+
+
+@contextlib.contextmanager
+def fresh_auto_names():
+    """Layers named automatically get the names a fresh process gives them.
+
+    Variable paths come from layer names; this makes a builder's paths the
+    same in the test process and in the parity worker.
+    """
+    saved = global_state.get_global_attribute(_NAME_UIDS)
+    global_state.set_global_attribute(_NAME_UIDS, collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute(_NAME_UIDS, saved)
+
+
+def build_case(builder, inputs):
+    """Runs a "module:function" builder with fresh auto names -> (obj, call_fn)."""
+    with fresh_auto_names():
+        return resolve_builder(builder)(inputs)
+
+
+def variables_by_path(obj):
+    """{variable.path: variable} for every weight of `obj`.
+
+    Paths, unlike `get_weights()` positions, are the same on every backend
+    (torch lists a multi-branch functional model's weights in another
+    order). A keras-hub Task on torch tracks only the backbone layers its
+    graph uses, so a held `backbone` adds all of its weights.
+    """
+    weights = list(obj.weights)
+    backbone = getattr(obj, "backbone", None)
+    if isinstance(backbone, keras.layers.Layer):
+        weights += backbone.weights
+    by_path = {}
+    for variable in weights:
+        other = by_path.setdefault(variable.path, variable)
+        if other is not variable:
+            raise ValueError(f"two weights of {obj.name} share the path {variable.path!r}")
+    return by_path
+
+
 def save_case(directory, obj, inputs):
-    """Writes an object's weights and the inputs to npz files."""
+    """Writes an object's weights (keyed by path) and the inputs to npz files."""
     weights_path = os.path.join(directory, "weights.npz")
     inputs_path = os.path.join(directory, "inputs.npz")
-    weights = obj.get_weights()
-    np.savez(weights_path, *weights)
+    weights = {path: to_numpy(v) for path, v in variables_by_path(obj).items()}
+    np.savez(weights_path, **weights)
     np.savez(inputs_path, **inputs)
     return weights_path, inputs_path
 
 
 def load_weights(obj, weights_path):
+    """Assigns the weights `save_case` wrote, matched by variable path."""
+    variables = variables_by_path(obj)
     with np.load(weights_path) as data:
-        weights = [data[f"arr_{i}"] for i in range(len(data.files))]
-    obj.set_weights(weights)
+        missing = sorted(set(variables) - set(data.files))
+        extra = sorted(set(data.files) - set(variables))
+        if missing or extra:
+            raise ValueError(
+                f"{weights_path} does not match {obj.name}'s weights: "
+                f"missing {missing}, extra {extra}"
+            )
+        for path, variable in variables.items():
+            variable.assign(data[path])
 
 
 def next_backend(name=None):
@@ -198,7 +258,7 @@ def assert_backend_parity(builder, inputs, atol=1e-4, parity_worker=None):
         parity_worker: the `parity_worker` fixture (a running worker on
             `next_backend()`).
     """
-    obj, call_fn = resolve_builder(builder)(inputs)
+    obj, call_fn = build_case(builder, inputs)
     expected = normalize_outputs(call_fn(inputs))
     with tempfile.TemporaryDirectory() as directory:
         weights_path, inputs_path = save_case(directory, obj, inputs)
@@ -266,6 +326,30 @@ class LayerHolder(keras.Model):
         config = dict(config)
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+def gradients(variables, loss_fn):
+    """d loss_fn() / d variables as numpy arrays, on the current backend
+    (zeros for a variable the loss does not reach)."""
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)
+        return [np.zeros(v.shape) if g is None else np.asarray(g) for g, v in zip(grads, variables)]
+    if backend() == "torch":
+        for v in variables:
+            v.value.grad = None
+        loss_fn().backward()
+        return [np.zeros(v.shape) if v.value.grad is None else v.value.grad.numpy() for v in variables]
+    import jax
+
+    def stateless(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return loss_fn()
+
+    return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
 
 
 def assert_mixed_precision_finite(builder, inputs):

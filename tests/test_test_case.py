@@ -1,7 +1,7 @@
 """The shared checks themselves catch what they are meant to catch."""
 
 import keras
-import numpy as np
+import keras_hub
 import pytest
 
 from tests import test_case
@@ -62,3 +62,42 @@ def test_run_layer_test_checks_each_output_shape(seeded):
     with pytest.raises(AssertionError):
         test_case.run_layer_test(TwoOutputs(), inputs, ((2, 5, 3), (2, 4)), 0)
     test_case.run_layer_test(keras.layers.Dense(4), {"inputs": inputs["x"]}, (2, 5, 4), 2)
+
+
+class TwoBranches(keras_hub.models.Backbone):
+    """Two same-shape branches, tracked in the opposite order of the graph:
+    torch lists their weights in graph order, JAX and TensorFlow in
+    attribute order, so a positional weight copy swaps them."""
+
+    def __init__(self, **kwargs):
+        self.second_dense = keras.layers.Dense(2, name="second_dense")
+        self.first_dense = keras.layers.Dense(2, name="first_dense")
+        first = keras.Input((3,), name="first")
+        second = keras.Input((3,), name="second")
+        outputs = keras.layers.Concatenate()([self.first_dense(first), self.second_dense(second)])
+        super().__init__(inputs={"first": first, "second": second}, outputs=outputs, **kwargs)
+
+
+def build_two_branches(inputs):
+    model = TwoBranches()
+    return model, model
+
+
+def test_backend_parity_two_branch_functional_model(seeded, parity_worker):
+    inputs = {name: seeded.normal(size=(2, 3)).astype("float32") for name in ("first", "second")}
+    test_case.assert_backend_parity(
+        "tests.test_test_case:build_two_branches", inputs, parity_worker=parity_worker
+    )
+
+
+def test_load_weights_names_missing_and_extra_paths(tmp_path):
+    model, _ = build_two_branches(None)
+    first_only = keras.layers.Dense(2, name="first_dense")
+    first_only.build((None, 3))
+    (tmp_path / "model").mkdir()
+    first_path, _ = test_case.save_case(str(tmp_path), first_only, {})
+    model_path, _ = test_case.save_case(str(tmp_path / "model"), model, {})
+    with pytest.raises(ValueError, match=r"missing \['second_dense/bias', 'second_dense/kernel'\], extra \[\]"):
+        test_case.load_weights(model, first_path)
+    with pytest.raises(ValueError, match=r"missing \[\], extra \['second_dense/bias', 'second_dense/kernel'\]"):
+        test_case.load_weights(first_only, model_path)

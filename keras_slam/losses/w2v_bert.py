@@ -78,9 +78,10 @@ def sample_negative_indices(masked_frames, num_negatives=100, padding_mask=None,
 
 
 def _l2_normalize(x):
-    # Same guard as torch.cosine_similarity's eps = 1e-8.
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-    return x / ops.maximum(norm, 1e-8)
+    # x / max(|x|, 1e-8), torch.cosine_similarity's guard, without a sqrt:
+    # its infinite slope at 0 made the gradient at a zero vector 0 * inf.
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared_norm, 1e-16))
 
 
 def contrastive_logits(predictions, targets, negative_indices, counted, temperature=0.1):

@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_slam.layers.conformer import ConformerEncoder
 from keras_slam.models.speech_encoder import SpeechTower
+from keras_slam.presets.loading import PresetMixin
 
 
 def _packing_destinations(speech_padding_mask, token_padding_mask):
@@ -78,20 +79,6 @@ def unpack_sequences(packed, speech_padding_mask, token_padding_mask):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class FunctionalConformerEncoder(ConformerEncoder):
-    """`ConformerEncoder` callable on symbolic inputs in a functional graph.
-
-    Workaround: Keras matches `compute_output_shape` argument names to
-    `call` arguments (`x` -> `x_shape`); `ConformerEncoder` names its first
-    one `input_shape`, which Keras rejects. Drop this class once
-    `ConformerEncoder.compute_output_shape` takes `x_shape`.
-    """
-
-    def compute_output_shape(self, x_shape, padding_mask_shape=None):
-        return x_shape
-
-
-@keras.saving.register_keras_serializable(package="keras_slam")
 class SpeechTextPacking(keras.layers.Layer):
     """`pack_sequences` as a layer (the functional graph needs one).
 
@@ -113,7 +100,7 @@ class SpeechTextPacking(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SLAMBackbone(keras_hub.models.Backbone):
+class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
     """SLAM (Bapna et al. 2021) / mSLAM (2022) speech-text encoder.
 
     Args:
@@ -215,7 +202,7 @@ class SLAMBackbone(keras_hub.models.Backbone):
         )
         self.text_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="text_dropout")
         self.packing = SpeechTextPacking(dtype=dtype, name="packing")
-        self.shared_encoder = FunctionalConformerEncoder(
+        self.shared_encoder = ConformerEncoder(
             num_shared_layers,
             hidden_dim=hidden_dim,
             **conformer_kwargs,

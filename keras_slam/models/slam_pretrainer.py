@@ -59,6 +59,7 @@ from keras_slam.losses.w2v_bert import (
     sample_negative_indices,
 )
 from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.presets.loading import PresetMixin
 
 OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
 DEFAULT_WEIGHTS = {
@@ -100,7 +101,7 @@ def _any_real(padding_mask):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SLAMPretrainer(keras_hub.models.Task):
+class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
     """Pre-trains a `SLAMBackbone` on any mix of speech, text and pairs.
 
     Args:
@@ -427,13 +428,8 @@ class SLAMPretrainer(keras_hub.models.Task):
         present = _any_real(counted)
         results = {"speech_present": present}
         if "contrastive" in self.objectives:
-            predictions = self.contrastive_projection(context)
-            # Frames that do not count never reach the loss, but a zero
-            # vector there (padding, zero bias) has an infinite norm
-            # gradient inside the cosine and 0 * inf poisons every weight.
-            predictions = ops.where(counted[:, :, None] > 0, predictions, 1.0)
             loss, accuracy = contrastive_loss(
-                predictions,
+                self.contrastive_projection(context),
                 quantized,
                 span_mask,
                 draws["negatives"],

@@ -31,6 +31,7 @@ from keras.src.backend.common import global_state
 from keras_slam.layers.conformer import ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
+from keras_slam.presets.loading import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")
 
@@ -198,7 +199,7 @@ class SpeechTower(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechEncoder(keras_hub.models.Backbone):
+class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
     """A `SpeechTower` as a keras-hub Backbone (w2v-BERT 2.0, ASR encoders).
 
     Args: as `SpeechTower`, plus `dtype`.

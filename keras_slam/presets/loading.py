@@ -273,15 +273,3 @@ class PresetMixin:
     def save_to_preset(self, preset_dir, **kwargs):
         save_to_preset(self, preset_dir, **kwargs)
 
-
-def install(cls):
-    """Gives `cls` the `PresetMixin` methods if it does not inherit them.
-
-    Transitional, for model classes written before `PresetMixin`; a no-op
-    for classes that inherit it.
-    """
-    if issubclass(cls, PresetMixin):
-        return cls
-    cls.from_preset = classmethod(from_preset)
-    cls.save_to_preset = save_to_preset
-    return cls

@@ -191,7 +191,6 @@ def format_parameter_counts():
 
 def _register():
     for backbone_cls in {spec.backbone_cls for spec in PRESETS.values()}:
-        loading.install(backbone_cls)
         # keras-hub requires a handle; ours are resolved by `build`, never
         # by keras-hub's downloader.
         register_presets(

@@ -78,6 +78,31 @@ def test_contrastive_loss_hand_computed():
     assert float(test_case.to_numpy(accuracy)) == 1.0
 
 
+def test_gradient_at_zero_vectors_is_finite(seeded):
+    """Zero vectors (padding, a zero bias) have cosine 0 and a finite slope:
+    exactly zero gradient where frames do not count, finite where they do."""
+    case = make_case(seeded)
+    counted = (case["masked_frames"] * case["padding_mask"]).astype(bool)
+    case["predictions"][~counted] = 0.0
+    case["targets"][~counted] = 0.0
+    first_counted = tuple(np.argwhere(counted)[0])
+    case["predictions"][first_counted] = 0.0
+    expected_loss, _ = numpy_contrastive(
+        case["predictions"], case["targets"], counted, case["negative_indices"]
+    )
+    predictions = keras.Variable(case.pop("predictions"))
+    targets = keras.Variable(case.pop("targets"))
+    loss = w2v_bert.contrastive_loss(predictions, targets, **case)[0]
+    np.testing.assert_allclose(test_case.to_numpy(loss), expected_loss, rtol=1e-5)
+    grads = test_case.gradients(
+        [predictions, targets], lambda: w2v_bert.contrastive_loss(predictions, targets, **case)[0]
+    )
+    for grad in grads:
+        assert np.all(np.isfinite(grad))
+        assert np.all(grad[~counted] == 0.0)
+        assert np.any(grad[counted] != 0.0)
+
+
 def test_no_masked_frame_gives_zero_loss():
     case = make_case(np.random.default_rng(0))
     case["masked_frames"] = np.zeros_like(case["masked_frames"])

@@ -1,4 +1,3 @@
-import keras
 import keras_hub
 import numpy as np
 import pytest
@@ -55,34 +54,9 @@ def call_fn_of(backbone):
     return call_fn
 
 
-class WeightsByPath:
-    """get/set_weights in variable-path order for the parity worker.
-
-    A functional model with several branches lists its weights in a
-    backend-dependent order (torch tracks layers differently); the path of
-    a variable is the same on every backend.
-    """
-
-    def __init__(self, model):
-        self.variables = sorted(model.weights, key=lambda v: v.path)
-        assert len({v.path for v in self.variables}) == len(self.variables)
-
-    def get_weights(self):
-        return [keras.ops.convert_to_numpy(v) for v in self.variables]
-
-    def set_weights(self, weights):
-        for variable, value in zip(self.variables, weights, strict=True):
-            variable.assign(value)
-
-
 def build_backbone(inputs):
     backbone = SLAMBackbone(**TINY)
     return backbone, call_fn_of(backbone)
-
-
-def build_backbone_for_parity(inputs):
-    backbone, call_fn = build_backbone(inputs)
-    return WeightsByPath(backbone), call_fn
 
 
 PADDED = {"speech_features": "speech_padding_mask", "token_ids": "token_padding_mask"}
@@ -144,7 +118,7 @@ def test_pack_puts_real_positions_first_and_unpack_inverts(seeded):
 
 def test_backend_parity(seeded, parity_worker):
     test_case.assert_backend_parity(
-        "tests.models.test_slam_backbone:build_backbone_for_parity", make_inputs(seeded), parity_worker=parity_worker
+        "tests.models.test_slam_backbone:build_backbone", make_inputs(seeded), parity_worker=parity_worker
     )
 
 

@@ -5,7 +5,7 @@ from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_we
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from tests import test_case
-from tests.models.test_slam_backbone import TINY, WeightsByPath
+from tests.models.test_slam_backbone import TINY
 
 TASK = {"num_codes": 16, "code_dim": 8, "num_negatives": 6, "text_span_length": 2, "speech_span_length": 3, "seed": 3}
 # Deterministic corruption so that fixed draws fix every random choice.
@@ -72,7 +72,7 @@ def build_for_parity(flat_inputs):
         outputs["total"] = pretrainer.total_loss(outputs)
         return outputs
 
-    return WeightsByPath(pretrainer), call_fn
+    return pretrainer, call_fn
 
 
 def test_every_objective_is_finite_and_reported(seeded):
@@ -143,30 +143,6 @@ def test_backend_parity_of_the_losses(seeded, parity_worker):
     )
 
 
-def gradients(model, loss_fn):
-    """d loss_fn() / d trainable weights, on the current backend."""
-    backend = keras.backend.backend()
-    variables = model.trainable_variables
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        return [np.asarray(g) if g is not None else np.zeros(v.shape) for g, v in zip(tape.gradient(loss, variables), variables)]
-    if backend == "torch":
-        for v in variables:
-            v.value.grad = None
-        loss_fn().backward()
-        return [v.value.grad.numpy() if v.value.grad is not None else np.zeros(v.shape) for v in variables]
-    import jax
-
-    def stateless(values):
-        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return loss_fn()
-
-    return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
-
-
 def test_zero_weight_gives_zero_gradient(seeded):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer()
@@ -174,14 +150,14 @@ def test_zero_weight_gives_zero_gradient(seeded):
     only_text = {"text": batch["text"]}
     loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(only_text, draws=draws))
     pretrainer.set_objective_weights({"text_mlm": 0.0})
-    grads = gradients(pretrainer, loss_fn)
+    grads = test_case.gradients(pretrainer.trainable_variables, loss_fn)
     assert all(np.all(g == 0) for g in grads)
     pretrainer.set_objective_weights({"text_mlm": 1.0})
-    grads = gradients(pretrainer, loss_fn)
+    grads = test_case.gradients(pretrainer.trainable_variables, loss_fn)
     assert all(np.all(np.isfinite(g)) for g in grads)
     assert any(np.any(g != 0) for g in grads)
     # The full batch with every objective: finite gradients everywhere.
-    grads = gradients(pretrainer, lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, draws=draws)))
+    grads = test_case.gradients(pretrainer.trainable_variables, lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, draws=draws)))
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 

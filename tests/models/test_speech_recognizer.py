@@ -1,4 +1,3 @@
-import os
 import tempfile
 import warnings
 
@@ -55,36 +54,7 @@ def logits_fn(recognizer):
     return call_fn
 
 
-class BackboneAndHeadWeights:
-    """The recognizer's weights (backbone + head), ordered by variable path.
-
-    On torch a keras-hub Task tracks only the backbone layers its graph
-    uses (not SLAM's text tower), and a functional backbone lists its
-    weights in another order, so `get_weights()` lists differ between
-    backends; presets save the backbone whole, by name, instead.
-    """
-
-    def __init__(self, recognizer):
-        variables = recognizer.backbone.weights + recognizer.ctc_head.weights
-        self.variables = sorted(variables, key=lambda v: v.path)
-        assert len({v.path for v in variables}) == len(variables)
-
-    def get_weights(self):
-        return [keras.ops.convert_to_numpy(v) for v in self.variables]
-
-    def set_weights(self, weights):
-        for variable, value in zip(self.variables, weights, strict=True):
-            variable.assign(value)
-
-
 def build_recognizer(inputs):
-    recognizer = make_recognizer()
-    call_fn = logits_fn(recognizer)
-    call_fn(inputs)
-    return BackboneAndHeadWeights(recognizer), call_fn
-
-
-def build_recognizer_model(inputs):
     recognizer = make_recognizer()
     call_fn = logits_fn(recognizer)
     call_fn(inputs)
@@ -106,7 +76,7 @@ def test_backend_parity(seeded, parity_worker):
 
 
 def test_mixed_precision_finite(seeded):
-    test_case.assert_mixed_precision_finite("tests.models.test_speech_recognizer:build_recognizer_model", features(seeded))
+    test_case.assert_mixed_precision_finite("tests.models.test_speech_recognizer:build_recognizer", features(seeded))
 
 
 def test_serialization_roundtrip(seeded):
