@@ -18,7 +18,7 @@ import transformers
 
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert
-from keras_slam.presets import registry  # noqa: F401  (installs from_preset)
+from keras_slam.presets import registry  # noqa: F401  (registers the named presets)
 from tests import test_case
 
 TOLERANCE = 1e-4

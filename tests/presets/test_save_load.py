@@ -14,7 +14,7 @@ import pytest
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import loading
-from keras_slam.presets import registry  # noqa: F401  (installs from_preset)
+from keras_slam.presets import registry  # noqa: F401  (registers the named presets)
 from tests import test_case
 from tests.conftest import REPO_ROOT
 
