@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_slam import cli  # noqa: E402
-from keras_slam.models.speech_recognizer import SpeechRecognizer  # noqa: E402
-from recipes import asr  # noqa: E402
-from recipes import main as main_recipe  # noqa: E402
+from keras_slam import cli
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from recipes import asr
+from recipes import main as main_recipe
 
 TINY = "--tiny" in sys.argv or os.environ.get("KERAS_SLAM_GUIDE_TINY") == "1"
 work = tempfile.mkdtemp(prefix="keras_slam_guide_")
@@ -104,7 +104,7 @@ print(sorted(os.listdir(pretrained)))
 # blanks after a number of steps.
 
 # %%
-from keras_slam.models.speech_recognizer import BlankOnlyGuard  # noqa: E402
+from keras_slam.models.speech_recognizer import BlankOnlyGuard
 
 recognizer = SpeechRecognizer.from_preset(pretrained)
 train = asr.paired_dataset(tokenizer, front_end, "train", languages=settings.languages, batch_seconds=settings.batch_seconds, training=True)
@@ -133,7 +133,7 @@ print(asr.format_error_rates(own_rates))
 # scores it from the command line.
 
 # %%
-import soundfile  # noqa: E402
+import soundfile
 
 preset = os.path.join(work, "my_recognizer")
 recognizer.save_to_preset(preset)

@@ -15,12 +15,10 @@ import os
 import keras
 
 from keras_slam.data import pipeline
-from keras_slam.data.tokenizers import CharacterTokenizer
-from keras_slam.data.tokenizers import build_character_vocabulary
+from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
-from keras_slam.models.speech_recognizer import SpeechRecognizer
-from keras_slam.models.speech_recognizer import split_asr_batch
+from keras_slam.models.speech_recognizer import SpeechRecognizer, split_asr_batch
 
 SAMPLE_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfrecords", "sample")
 LANGUAGES = ("en", "de", "es", "it")
@@ -29,7 +27,7 @@ LANGUAGES = ("en", "de", "es", "it")
 # give 25 frames per second: too few. A 5 ms hop gives 50. Per-utterance
 # mean/variance normalisation of each mel bin gives the model inputs of one
 # scale whatever the espeak voice's level.
-FRONT_END = dict(frame_step=80, normalize_per_bin=True)
+FRONT_END = {"frame_step": 80, "normalize_per_bin": True}
 BUCKET_SECONDS = (3.0, 5.0, 8.0)
 MAX_TRANSCRIPT_LENGTH = 112
 
@@ -58,7 +56,7 @@ def paired_dataset(
     split="train",
     corpus=SAMPLE_CORPUS,
     languages=LANGUAGES,
-    batch_seconds=32.0,
+    batch_seconds=16.0,
     training=False,
     seed=0,
 ):
@@ -178,7 +176,7 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--freeze-encoder-steps", type=int, default=0)
     parser.add_argument("--encoder-lr-multiplier", type=float, default=1.0)
-    parser.add_argument("--batch-seconds", type=float, default=32.0)
+    parser.add_argument("--batch-seconds", type=float, default=16.0)
     args = parser.parse_args(argv)
     languages = tuple(args.languages.split(","))
     tokenizer = build_tokenizer(args.corpus, languages)

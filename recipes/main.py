@@ -33,22 +33,21 @@ from keras_slam.data import pipeline
 from keras_slam.data.schema import SAMPLE_RATE
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
-from keras_slam.presets import hf_w2v_bert
-from keras_slam.presets import loading
+from keras_slam.presets import hf_w2v_bert, loading
 from recipes import asr
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
-BACKBONE = dict(
-    hidden_dim=96,
-    num_speech_layers=2,
-    num_shared_layers=2,
-    num_heads=4,
-    ffn_dim=192,
-    kernel_size=15,
-    subsampling_filters=32,
-    conv_norm_groups=8,
-    dropout=0.1,
-)
+BACKBONE = {
+    "hidden_dim": 96,
+    "num_speech_layers": 2,
+    "num_shared_layers": 2,
+    "num_heads": 4,
+    "ffn_dim": 192,
+    "kernel_size": 15,
+    "subsampling_filters": 32,
+    "conv_norm_groups": 8,
+    "dropout": 0.1,
+}
 TINY_BACKBONE = dict(BACKBONE, hidden_dim=32, num_speech_layers=1, num_shared_layers=1, num_heads=2, ffn_dim=64, subsampling_filters=8, conv_norm_groups=4)
 # Pre-training reads utterances of up to 4 s in one bucket per stream, so an
 # XLA backend compiles the mixed step once (three bucketed streams would
@@ -73,17 +72,17 @@ class Settings:
     languages: tuple = asr.LANGUAGES
 
 
-DEFAULT = Settings(BACKBONE, pretrain_steps=300, finetune_steps=600)
+DEFAULT = Settings(BACKBONE, pretrain_steps=300, finetune_steps=1200)
 TINY = Settings(TINY_BACKBONE, pretrain_steps=6, finetune_steps=8, batch_seconds=12.0, text_batch_size=8, languages=("en",))
 
 
 def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS, seed=0):
     """Mixed {"speech", "text", "paired"} batches for `SLAMPretrainer.fit`."""
     languages = list(settings.languages)
-    folders = lambda kind: [os.path.join(corpus, kind, "train", lang) for lang in languages]  # noqa: E731
+    folders = lambda kind: [os.path.join(corpus, kind, "train", lang) for lang in languages]
     bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
     speech_files = pipeline.list_shards(folders("speech") + folders("paired"))
-    common = dict(too_long="skip", shuffle_buffer=512, seed=seed, repeat=True)
+    common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
     paired = pipeline.speech_dataset(
         pipeline.list_shards(folders("paired")), front_end, bucket, tokenizer=tokenizer,
@@ -98,7 +97,7 @@ def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS
     # masking needs statically on TensorFlow (one compile on every backend).
     speech_batch, frames = bucket.batch_sizes[0], front_end.num_frames(round(PRETRAIN_SECONDS * SAMPLE_RATE))
     speech_shapes = {"speech_features": (speech_batch, frames, front_end.num_mel_bins), "speech_padding_mask": (speech_batch, frames)}
-    token_shapes = lambda batch: {"token_ids": (batch, TEXT_LENGTH), "token_padding_mask": (batch, TEXT_LENGTH)}  # noqa: E731
+    token_shapes = lambda batch: {"token_ids": (batch, TEXT_LENGTH), "token_padding_mask": (batch, TEXT_LENGTH)}
     streams = {
         "speech": with_shapes(speech, speech_shapes),
         "text": with_shapes(text, token_shapes(settings.text_batch_size)),
@@ -127,7 +126,7 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,
-        objective_weights=dict(ctc=settings.pretrain_ctc_weight),
+        objective_weights={"ctc": settings.pretrain_ctc_weight},
         seed=seed,
     )
     pretrainer.compile(
@@ -209,33 +208,41 @@ def main(argv=None):
 
     print(f"== 1/3 SLAM pre-training: {settings.pretrain_steps} steps (backend {keras.backend.backend()})")
     pretrain_history = pretrain(settings, tokenizer, front_end, pretrained_dir, args.seed)
+    pretrain_seconds = time.time() - started
     loss_names = [n for n in pretrain_history if n.endswith("loss")]
+    print(f"  losses, means of the first / last {settings.pretrain_steps // len(pretrain_history['loss'])} steps:")
     for name in loss_names:
         values = pretrain_history[name]
         print(f"  {name:<20} first {values[0]:9.4f}  last {values[-1]:9.4f}")
     plots = [plot_losses({n: pretrain_history[n] for n in loss_names}, os.path.join(output, "pretraining_losses.png"), "SLAM pre-training", settings.pretrain_steps)]
-    print(f"  pre-trained preset: {pretrained_dir}")
+    print(f"  pre-trained preset: {pretrained_dir} ({pretrain_seconds:.0f} s)")
 
     runs = {"pretrained": pretrained_dir}
     if args.compare_random_init:
         runs["random_init"] = pretrained_dir  # same architecture, weights not loaded
-    results = {"settings": dataclasses.asdict(settings), "pretraining": {n: [v[0], v[-1]] for n, v in pretrain_history.items()}}
+    results = {
+        "settings": dataclasses.asdict(settings),
+        "pretraining": {n: [v[0], v[-1]] for n, v in pretrain_history.items()},
+        "pretraining_seconds": pretrain_seconds,
+    }
     curves = {}
     for name, preset in runs.items():
         print(f"== 2/3 CTC fine-tuning from {name}: {settings.finetune_steps} steps")
+        run_started = time.time()
         recognizer, losses, rates, examples = finetune_and_evaluate(
             preset, settings, tokenizer, front_end, load_weights=name == "pretrained", seed=args.seed
         )
         curves[f"ctc ({name})"] = losses
-        print(f"  ctc_loss first {losses[0]:.3f}  last {losses[-1]:.3f}")
+        print(f"  ctc_loss first {losses[0]:.3f}  last {losses[-1]:.3f}  (means of the first / last {settings.finetune_steps // len(losses)} steps)")
         print(f"== 3/3 held-out test error rates, fine-tuned from {name} (greedy):")
         print(asr.format_error_rates(rates))
         for language, reference, hypothesis in examples[:3]:
             print(f"    [{language}] ref: {reference}\n         hyp: {hypothesis}")
         recognizer_dir = os.path.join(output, f"recognizer_{name}")
         recognizer.save_to_preset(recognizer_dir)
-        print(f"  recognizer preset: {recognizer_dir}")
-        results[name] = {"ctc_loss": [losses[0], losses[-1]], "error_rates": rates, "steps": settings.finetune_steps, "preset": recognizer_dir}
+        seconds = time.time() - run_started
+        print(f"  recognizer preset: {recognizer_dir} ({seconds:.0f} s with evaluation)")
+        results[name] = {"ctc_loss": [losses[0], losses[-1]], "error_rates": rates, "steps": settings.finetune_steps, "preset": recognizer_dir, "seconds": seconds}
     plots.append(plot_losses(curves, os.path.join(output, "finetuning_losses.png"), "CTC fine-tuning", settings.finetune_steps))
     if args.compare_random_init:
         pre, rnd = (results[n]["error_rates"]["all"]["cer"] for n in ("pretrained", "random_init"))

@@ -17,7 +17,7 @@ def test_main_job_tiny(tmp_path):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "recipes.main", "--tiny", "--compare-random-init", "--output", str(tmp_path)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for text in ("ctc_loss", "contrastive_loss", "tlm_loss", "en   CER", "WER", "pre-trained preset", "random init"):
