@@ -2,6 +2,7 @@
 
     python -m recipes.slam --config mslam_tiny --output /tmp/mslam_tiny
     python -m recipes.slam --config slam_tiny --steps 200
+    python -m recipes.slam --config w2v_bert_tiny --steps 300 --output /tmp/w2v_tiny
 
 Named configs (`CONFIGS`):
 
@@ -17,7 +18,16 @@ Named configs (`CONFIGS`):
   warmup, peak 6e-4 (3.6e-4 for 2B), 1.3M / 350k steps.
 - "slam_tiny" / "mslam_tiny": dim 32, 1 + 1 layers, character vocabulary,
   one bucket per stream; they pre-train on `tfrecords/sample` on a CPU in a
-  few minutes and write `history.json` and `loss_curves.png`.
+  few minutes and write `history.json`, `loss_curves.png` (losses,
+  accuracies, codebook perplexity and usage per epoch) and
+  `codebook_usage.png` (code counts at masked frames over the last epoch).
+- "w2v_bert_tiny": the same tiny backbone with the speech objectives only
+  (contrastive + diversity + w2v_mlm), on the speech and paired-train audio
+  as unlabeled speech; a faster Gumbel anneal (2 -> 0.1 over 300 steps)
+  and the diversity loss logged at weight 0 (see the config).
+
+`pretrain` attaches a warn-only `CodebookCollapseMonitor` on
+`codebook_usage` (the fraction of codes used per epoch).
 
 Paper-scale configs are documented here and parameter-counted by the tests;
 they are not run here.
@@ -30,6 +40,7 @@ import os
 
 import keras
 
+from keras_slam.metrics.codebook import CodebookCollapseMonitor, save_codebook_usage_plot
 from keras_slam.models.schedules import MSLAM_STAGES, SLAM_STAGES, ObjectiveSchedule
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
@@ -125,6 +136,24 @@ CONFIGS["mslam_tiny"] = dict(
     steps=300,
     **_TINY_DATA,
 )
+_W2V_BERT_OBJECTIVES = ("contrastive", "diversity", "w2v_mlm")
+CONFIGS["w2v_bert_tiny"] = dict(
+    # No text objective: a token embedding of 8 ids is built but unused.
+    backbone=dict(_TINY_BACKBONE, vocabulary_size=8),
+    pretrainer=dict(_TINY_PRETRAINER, objectives=_W2V_BERT_OBJECTIVES, temperature_decay=0.99),
+    # Diversity is logged but weighted 0: at this size any weight tried
+    # (0.01-0.1) is met by uniform per-frame code logits, which leaves random
+    # targets and both losses at chance (ln 21, ln 64).
+    stages=((0, {"contrastive": 1.0, "diversity": 0.0, "w2v_mlm": 1.0}),),
+    optimizer={"peak_learning_rate": 2e-3, "warmup_steps": 30},
+    steps=300,
+    # Transcribed audio doubles as unlabeled speech.
+    speech_sources=("speech", "paired"),
+    max_seconds=_TINY_DATA["max_seconds"],
+    batch={"speech": 8},
+)
+# Below this fraction of codes used per epoch the recipes warn.
+COLLAPSE_THRESHOLD = 0.1
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -163,7 +192,9 @@ def character_tokenizer(corpus_dir, max_tokens):
 
 
 def make_dataset(config, corpus_dir, tokenizer, seed=0):
-    """The mixed {"speech", "text", "paired"} stream of the tiny recipes."""
+    """The mixed stream of the tiny recipes: one sub-batch per key of
+    `config["batch"]` ("speech", "text", "paired"); the speech stream reads
+    the shards of `config["speech_sources"]` (default: speech only)."""
     import tensorflow as tf
 
     from keras_slam.data import pipeline
@@ -172,12 +203,14 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
     frontend = LogMelSpectrogram(waveform_scale=1.0, normalize_per_bin=True)
     batch = config["batch"]
 
-    def shards(kind):
-        return pipeline.list_shards(os.path.join(corpus_dir, kind, "train", "*", "*.tfrecord.gz"))
+    def shards(*kinds):
+        return pipeline.list_shards(
+            [os.path.join(corpus_dir, kind, "train", "*", "*.tfrecord.gz") for kind in kinds]
+        )
 
-    def speech_stream(kind, batch_size, **kwargs):
+    def speech_stream(kinds, batch_size, **kwargs):
         return pipeline.speech_dataset(
-            shards(kind),
+            shards(*kinds),
             frontend,
             pipeline.Buckets((config["max_seconds"],), (batch_size,)),
             too_long="skip",
@@ -187,12 +220,15 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
             **kwargs,
         )
 
-    streams = {
-        "speech": speech_stream("speech", batch["speech"]),
-        "paired": speech_stream(
-            "paired", batch["paired"], paired=True, tokenizer=tokenizer, max_token_length=config["max_tokens"]
-        ),
-        "text": pipeline.text_dataset(
+    streams = {}
+    if "speech" in batch:
+        streams["speech"] = speech_stream(config.get("speech_sources", ("speech",)), batch["speech"])
+    if "paired" in batch:
+        streams["paired"] = speech_stream(
+            ("paired",), batch["paired"], paired=True, tokenizer=tokenizer, max_token_length=config["max_tokens"]
+        )
+    if "text" in batch:
+        streams["text"] = pipeline.text_dataset(
             shards("text"),
             tokenizer,
             pipeline.Buckets((config["max_tokens"],), (batch["text"],)),
@@ -200,15 +236,15 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
             remainder="drop",
             shuffle_buffer=2048,
             seed=seed,
-        ),
-    }
+        )
     keep = {"speech": ("speech_features", "speech_padding_mask"), "text": ("token_ids", "token_padding_mask")}
     keep["paired"] = keep["speech"] + keep["text"]
     # One bucket per stream: give every tensor its static shape, so that
     # TensorFlow traces the step with known lengths (as JAX and torch see).
     frames = frontend.num_frames(round(config["max_seconds"] * 16000))
     lengths = {"speech_features": frames, "speech_padding_mask": frames}
-    lengths.update(token_ids=config["max_tokens"], token_padding_mask=config["max_tokens"])
+    if "max_tokens" in config:
+        lengths.update(token_ids=config["max_tokens"], token_padding_mask=config["max_tokens"])
 
     def static(sub_batch, name):
         return {
@@ -235,7 +271,11 @@ def plot_history(history, path):
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    names = sorted(name for name in history if name.endswith("_loss") or name == "loss")
+    names = sorted(
+        name
+        for name in history
+        if name == "loss" or name.endswith(("_loss", "_accuracy")) or name.startswith("codebook_")
+    )
     columns = 4
     rows = math.ceil(len(names) / columns)
     figure, axes = pyplot.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
@@ -253,8 +293,9 @@ def plot_history(history, path):
 def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir=SAMPLE_CORPUS):
     """Pre-trains a tiny config on the sample corpus; returns the history dict.
 
-    Writes `history.json` (per-epoch means of every loss) and
-    `loss_curves.png` into `output_dir`.
+    Writes `history.json` (per-epoch means of every loss and metric),
+    `loss_curves.png` and, with speech objectives, `codebook_usage.png`
+    into `output_dir`.
     """
     config = CONFIGS[config_name]
     if "max_seconds" not in config:
@@ -262,19 +303,33 @@ def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir
     steps = steps or config["steps"]
     os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(0)
-    tokenizer, vocabulary_size = character_tokenizer(corpus_dir, config["max_tokens"])
+    tokenizer, vocabulary_size = None, None
+    if "max_tokens" in config:
+        tokenizer, vocabulary_size = character_tokenizer(corpus_dir, config["max_tokens"])
     pretrainer = build_pretrainer(config, vocabulary_size)
     stages = tuple((int(start * steps / config["steps"]), weights) for start, weights in config["stages"])
+    callbacks = [ObjectiveSchedule(stages)]
+    if pretrainer.codebook_usage is not None:
+        callbacks.append(
+            CodebookCollapseMonitor(COLLAPSE_THRESHOLD, check_every_n_batches=steps_per_epoch)
+        )
     history = pretrainer.fit(
         make_dataset(config, corpus_dir, tokenizer),
         epochs=max(1, steps // steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
-        callbacks=[ObjectiveSchedule(stages)],
+        callbacks=callbacks,
         verbose=2,
     ).history
     with open(os.path.join(output_dir, "history.json"), "w") as file:
         json.dump(history, file, indent=1)
     plot_history(history, os.path.join(output_dir, "loss_curves.png"))
+    if pretrainer.codebook_usage is not None:
+        # The metric resets every epoch: its counts cover the last epoch.
+        save_codebook_usage_plot(
+            pretrainer.codebook_usage.total_counts(),
+            os.path.join(output_dir, "codebook_usage.png"),
+            title=f"{config_name}: target codes at masked frames, last {steps_per_epoch} steps",
+        )
     return history
 
 
@@ -287,7 +342,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     history = pretrain(args.config, args.output, args.steps, corpus_dir=args.corpus)
     for name in sorted(history):
-        if name.endswith("loss"):
+        if name.endswith(("loss", "accuracy")) or name.startswith("codebook_"):
             print(f"{name}: {history[name][0]:.4f} -> {history[name][-1]:.4f}")
 
 

@@ -58,3 +58,14 @@ def test_slam_tiny_pretrains_on_the_sample_corpus(tmp_path):
     check_every_loss_falls(history, ("contrastive", "w2v_mlm", "text_mlm"))
     # TLM and STM join at step 75 (epoch 8 of 15).
     check_every_loss_falls(history, ("tlm", "stm"), first_epoch=8)
+
+
+@pytest.mark.slow(backend="jax")
+def test_w2v_bert_tiny_learns_without_codebook_collapse(tmp_path):
+    history = slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=300)
+    for name in ("loss_curves.png", "codebook_usage.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    check_every_loss_falls(history, ("contrastive", "w2v_mlm"))
+    # Chance is ln 21 (20 negatives) and ln 64 (64 codes): both go below.
+    assert history["contrastive_loss"][-1] < 3.0 and history["w2v_mlm_loss"][-1] < 3.5
+    assert min(history["codebook_usage"]) > 0.5

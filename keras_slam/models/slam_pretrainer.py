@@ -16,7 +16,9 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   module): contrastive loss of its projected output against the quantized
   targets with K same-utterance masked distractors, plus the diversity loss;
   the shared encoder (the masked-prediction module) predicts the code ids at
-  masked frames. With `speech_target="random_projection"` (BEST-RQ) the ids
+  masked frames. `codebook_usage` (a `CodebookUsage` metric) is the fraction
+  of codes chosen as targets at masked real frames over the last
+  `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it. With `speech_target="random_projection"` (BEST-RQ) the ids
   come from a frozen `RandomProjectionQuantizer` of the input features,
   masked frames become noise, and only "w2v_mlm" applies.
 - "text_mlm" (text; SpanBERT): span masks (15%, span 5 SLAM / 20 mSLAM),
@@ -58,6 +60,7 @@ from keras_slam.losses.w2v_bert import (
     masked_prediction_loss,
     sample_negative_indices,
 )
+from keras_slam.metrics.codebook import CodebookUsage
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.presets.loading import PresetMixin
 
@@ -132,11 +135,16 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             (True) or a separate dense head.
         ctc_input: "speech_tower" or "shared" (shared encoder over speech).
         blank_index: CTC blank (0, the padding id, never a real label).
+        codebook_usage_window_steps: steps over which `codebook_usage`
+            counts the codes in use (the metric also resets every epoch).
         seed: seed of the task's SeedGenerators.
 
     Call: `pretrainer(batch, training)` -> dict of float32 scalars: every
     `{objective}_loss`, the accuracies, `codebook_perplexity`, and
-    `{sub_batch}_present` flags. `compute_loss` weights and sums them.
+    `{sub_batch}_present` flags; with a speech sub-batch also
+    `speech_code_ids` (B, T', G) and `speech_code_mask` (B, T', 1 = masked
+    real frame), which feed `codebook_usage`. `compute_loss` weights and
+    sums the losses and updates the metrics.
     """
 
     backbone_cls = SLAMBackbone
@@ -168,6 +176,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         tie_lm_head=True,
         ctc_input="speech_tower",
         blank_index=0,
+        codebook_usage_window_steps=100,
         seed=None,
         preprocessor=None,
         compile=True,
@@ -211,6 +220,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         self.tie_lm_head = tie_lm_head
         self.ctc_input = ctc_input
         self.blank_index = blank_index
+        self.codebook_usage_window_steps = codebook_usage_window_steps
         self.seed = seed
 
         # === Layers ===
@@ -284,6 +294,11 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if self.speech_target == "gumbel" and self._any_of("contrastive", "diversity", "w2v_mlm"):
             names.append("codebook_perplexity")
         self.objective_metrics = {name: keras.metrics.Mean(name=name) for name in names}
+        self.codebook_usage = None
+        if self._any_of("contrastive", "diversity", "w2v_mlm"):
+            self.codebook_usage = CodebookUsage(
+                num_codes, self.num_code_groups, window_steps=codebook_usage_window_steps
+            )
         self.built = True
         if compile:
             self.compile()
@@ -426,7 +441,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         masked = self.speech_mask_embedding(frames, span_mask)
         context = self.backbone.encode_speech_tower(masked, frame_mask, training)
         present = _any_real(counted)
-        results = {"speech_present": present}
+        # The targets the losses see: codes at masked real frames.
+        results = {"speech_present": present, "speech_code_ids": code_ids, "speech_code_mask": counted}
         if "contrastive" in self.objectives:
             loss, accuracy = contrastive_loss(
                 self.contrastive_projection(context),
@@ -537,7 +553,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             draws: optional fixed masks/negatives (see `draw_masks`); drawn
                 from the task's seeds when None.
         Returns:
-            dict of float32 scalars (see class docstring).
+            dict of float32 scalars, plus the speech code ids and their
+            mask (see class docstring).
         """
         if draws is None:
             draws = self.draw_masks(inputs)
@@ -572,6 +589,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
                 # An absent sub-batch leaves the running mean untouched.
                 present = y_pred[f"{METRIC_SOURCES[name]}_present"]
                 metric.update_state(y_pred[name], sample_weight=present)
+        if self.codebook_usage is not None and "speech_code_ids" in y_pred:
+            self.codebook_usage.update_state(y_pred["speech_code_ids"], y_pred["speech_code_mask"])
         return self.total_loss(y_pred)
 
     def get_config(self):
@@ -601,6 +620,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             tie_lm_head=self.tie_lm_head,
             ctc_input=self.ctc_input,
             blank_index=self.blank_index,
+            codebook_usage_window_steps=self.codebook_usage_window_steps,
             seed=self.seed,
         )
         return config

@@ -1,6 +1,8 @@
 import keras
 import numpy as np
+import pytest
 
+from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_weights
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
@@ -242,3 +244,32 @@ def test_fit_with_stage_schedule_and_missing_modalities(seeded, tmp_path):
     assert any(tmp_path.rglob("*tfevents*"))
     text_only = pretrainer.fit(tf.data.Dataset.from_tensors({"text": batch["text"]}).repeat(2), verbose=0)
     assert np.isfinite(text_only.history["text_mlm_loss"][-1])
+
+
+def test_codebook_usage_counts_the_targets_at_masked_real_frames(seeded):
+    """One `compute_loss`: usage = distinct code ids at masked real frames / V,
+    counted here with numpy from the ids the step produced."""
+    batch = {"speech": sub_batch(seeded, 4, frames=48)}
+    pretrainer = build_pretrainer(num_codes=64)
+    outputs = pretrainer(batch, training=True)
+    pretrainer.compute_loss(batch, y_pred=outputs)
+    code_ids = test_case.to_numpy(outputs["speech_code_ids"]).astype("int64")
+    mask = test_case.to_numpy(outputs["speech_code_mask"])
+    expected = len(np.unique(code_ids[mask > 0])) / 64
+    assert 0 < expected < 1
+    np.testing.assert_allclose(test_case.to_numpy(pretrainer.codebook_usage.result()), expected)
+    assert build_pretrainer(objectives=("text_mlm",)).codebook_usage is None
+
+
+def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
+    import tensorflow as tf
+
+    batch = {"speech": sub_batch(seeded, 2, frames=48)}
+    pretrainer = build_pretrainer(mask_fraction=0.8, random_fraction=0.1, objectives=("contrastive", "diversity", "w2v_mlm"))
+    history = pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0).history
+    assert 0 < history["codebook_usage"][-1] <= 1
+    # No codebook can be more than fully used: a 1.01 threshold always fires.
+    monitor = CodebookCollapseMonitor(threshold=1.01, check_every_n_batches=1, stop_training=True)
+    with pytest.warns(RuntimeWarning, match="Codebook collapse"):
+        pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor])
+    assert len(monitor.history) == 1 and 0 < monitor.history[0] <= 1
