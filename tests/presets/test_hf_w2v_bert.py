@@ -239,3 +239,18 @@ def test_convert_command(tmp_path, seeded):
     expected, _ = hf_outputs(model, features, mask)
     hidden = encoder({"speech_features": features, "speech_padding_mask": mask})["sequence_output"]
     assert max_diff_at_real(test_case.to_numpy(hidden), expected, mask) < TOLERANCE
+
+
+def test_speech_recognizer_from_converted_ctc_checkpoint(tmp_path, seeded):
+    """The imported CTC head and blank index serve SpeechRecognizer as is."""
+    from keras_slam.models import SpeechRecognizer
+
+    model = save_hf_model(tmp_path / "hf", hf_config(pad_token_id=3), with_ctc=True)
+    hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    recognizer = SpeechRecognizer.from_preset(str(tmp_path / "preset"))
+    assert recognizer.blank_index == 3
+    features, mask = padded_features(seeded)
+    _, expected_logits = hf_outputs(model, features, mask)
+    outputs = recognizer({"speech_features": features, "speech_padding_mask": mask})
+    logits = test_case.to_numpy(outputs["logits"])
+    assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE
