@@ -10,7 +10,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import keras
 import numpy as np
 import pytest
 import torch
