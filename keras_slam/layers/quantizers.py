@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_slam.metrics.codebook import codebook_perplexity
+from keras_slam.metrics.codebook import codebook_perplexity, frame_perplexity
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -30,11 +30,20 @@ class GumbelVectorQuantizer(keras.layers.Layer):
     with `training=True` advances by one after using it, so call the layer
     once per training step (or set `step` yourself).
 
+    The logits see the inputs layer-normalised (no scale or offset), as
+    wav2vec 2.0 and Hugging Face quantize layer-normed features: otherwise
+    the network can flatten every frame's code distribution by shrinking
+    the features, the cheapest way to raise the diversity loss's
+    perplexity, and the targets become Gumbel noise.
+
     Perplexity, as in Hugging Face: in training from the soft distribution
     softmax(logits) (without noise), in inference from the one-hot picks;
     averaged over the frames where `padding_mask` is 1 and summed over
     groups. Pass the real frames (w2v-BERT) or the masked real frames
     (Hugging Face `Wav2Vec2ForPreTraining` passes `mask_time_indices`).
+    `frame_perplexity` (see `keras_slam.metrics.codebook.frame_perplexity`)
+    is the per-frame counterpart over the same frames: near G when each
+    frame commits to a code, near the perplexity when codes are noise.
 
     Args:
         num_groups: G (w2v-BERT 1, wav2vec 2.0 2).
@@ -42,6 +51,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         code_dim: size of the output vectors, divisible by G.
         start_temperature, end_temperature, temperature_decay: the anneal.
         seed: seed of the layer's Gumbel-noise SeedGenerator.
+        normalize_inputs: layer-normalise the inputs before the logits
+            (True; False gives Hugging Face's quantizer on raw inputs).
 
     Call args:
         inputs: (B, T, D) features.
@@ -54,7 +65,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
     Returns:
         quantized: (B, T, code_dim) in the compute dtype,
         code_ids: (B, T, G) int32,
-        perplexity: scalar float32.
+        perplexity: scalar float32,
+        frame_perplexity: scalar float32.
     """
 
     def __init__(
@@ -66,6 +78,7 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         end_temperature=0.1,
         temperature_decay=0.999995,
         seed=None,
+        normalize_inputs=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +92,10 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         self.temperature_decay = temperature_decay
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.normalize_inputs = normalize_inputs
+        self.input_norm = keras.layers.LayerNormalization(
+            epsilon=1e-5, center=False, scale=False, dtype=self.dtype_policy, name="input_norm"
+        )
         self.logits_projection = keras.layers.Dense(
             num_groups * num_codes,
             kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
@@ -87,6 +104,7 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        self.input_norm.build(input_shape)
         self.logits_projection.build(input_shape)
         self.codevectors = self.add_weight(
             shape=(self.num_groups, self.num_codes, self.code_dim // self.num_groups),
@@ -105,6 +123,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, training=None, gumbel_noise=None):
         batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        if self.normalize_inputs:
+            inputs = self.input_norm(inputs)
         logits = ops.cast(self.logits_projection(inputs), "float32")
         logits = ops.reshape(logits, (batch_size, length, self.num_groups, self.num_codes))
         if training:
@@ -122,24 +142,26 @@ class GumbelVectorQuantizer(keras.layers.Layer):
             soft = ops.softmax(noisy, axis=-1)
             hard = ops.one_hot(code_ids, self.num_codes, dtype="float32")
             code_probs = hard + soft - ops.stop_gradient(soft)
-            perplexity = codebook_perplexity(ops.softmax(logits, axis=-1), padding_mask)
+            frame_probs = ops.softmax(logits, axis=-1)
         else:
             code_ids = ops.argmax(logits, axis=-1)
             code_probs = ops.one_hot(code_ids, self.num_codes, dtype="float32")
-            perplexity = codebook_perplexity(code_probs, padding_mask)
+            frame_probs = code_probs
         codevectors = ops.cast(self.codevectors, "float32")
         quantized = ops.einsum("btgv,gvd->btgd", code_probs, codevectors)
         quantized = ops.reshape(quantized, (batch_size, length, self.code_dim))
         return (
             ops.cast(quantized, self.compute_dtype),
             ops.cast(code_ids, "int32"),
-            perplexity,
+            codebook_perplexity(frame_probs, padding_mask),
+            frame_perplexity(frame_probs, padding_mask),
         )
 
     def compute_output_shape(self, input_shape):
         return (
             (*input_shape[:2], self.code_dim),
             (*input_shape[:2], self.num_groups),
+            (),
             (),
         )
 
@@ -153,6 +175,7 @@ class GumbelVectorQuantizer(keras.layers.Layer):
             end_temperature=self.end_temperature,
             temperature_decay=self.temperature_decay,
             seed=self.seed,
+            normalize_inputs=self.normalize_inputs,
         )
         return config
 

@@ -53,6 +53,33 @@ def codebook_perplexity(probs, mask=None):
     return perplexity_of_marginals(marginals)
 
 
+def frame_perplexity(probs, mask=None):
+    """How many codes each frame hesitates between: exp(mean frame entropy).
+
+    Per group, exp of the code entropy of each frame averaged over the
+    masked frames; summed over groups like `codebook_perplexity`. Near G
+    (1 per group) every frame commits to one code; when it approaches
+    `codebook_perplexity` the code hardly depends on the frame (the marginal
+    is no more spread than each frame's own distribution), the flat state a
+    diversity loss can drive a quantizer into. exp(log marginal perplexity -
+    log frame perplexity) is exp(mutual information) between frame and code.
+
+    Args:
+        probs: (B, T, G, V) per-frame code distributions.
+        mask: optional (B, T), 1 = frame counted.
+    Returns:
+        Scalar float32 in [G, G * V]; G when no frame is counted.
+    """
+    probs = ops.cast(probs, "float32")
+    if mask is None:
+        mask = ops.ones(ops.shape(probs)[:2], "float32")
+    mask = ops.cast(mask, "float32")[:, :, None]
+    safe = ops.where(probs > 0, probs, ops.ones_like(probs))
+    entropy = -ops.sum(probs * ops.log(safe), axis=-1)
+    mean_entropy = ops.sum(entropy * mask, axis=(0, 1)) / ops.maximum(ops.sum(mask), 1.0)
+    return ops.sum(ops.exp(mean_entropy))
+
+
 def code_counts(code_ids, num_codes, mask=None):
     """How often each code is chosen over the masked frames.
 

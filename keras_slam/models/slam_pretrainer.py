@@ -18,7 +18,11 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   the shared encoder (the masked-prediction module) predicts the code ids at
   masked frames. `codebook_usage` (a `CodebookUsage` metric) is the fraction
   of codes chosen as targets at masked real frames over the last
-  `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it. With `speech_target="random_projection"` (BEST-RQ) the ids
+  `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it.
+  `codebook_perplexity` (what the diversity loss raises) and
+  `codebook_frame_perplexity` (codes each frame hesitates between) are the
+  soft views: collapse drives both to 1, flat noise-driven codes bring the
+  second up to the first. With `speech_target="random_projection"` (BEST-RQ) the ids
   come from a frozen `RandomProjectionQuantizer` of the input features,
   masked frames become noise, and only "w2v_mlm" applies.
 - "text_mlm" (text; SpanBERT): span masks (15%, span 5 SLAM / 20 mSLAM),
@@ -83,6 +87,7 @@ METRIC_SOURCES = {
     "contrastive_accuracy": "speech",
     "diversity_loss": "speech",
     "codebook_perplexity": "speech",
+    "codebook_frame_perplexity": "speech",
     "w2v_mlm_loss": "speech",
     "w2v_mlm_accuracy": "speech",
     "text_mlm_loss": "text",
@@ -140,7 +145,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         seed: seed of the task's SeedGenerators.
 
     Call: `pretrainer(batch, training)` -> dict of float32 scalars: every
-    `{objective}_loss`, the accuracies, `codebook_perplexity`, and
+    `{objective}_loss`, the accuracies, the two codebook perplexities, and
     `{sub_batch}_present` flags; with a speech sub-batch also
     `speech_code_ids` (B, T', G) and `speech_code_mask` (B, T', 1 = masked
     real frame), which feed `codebook_usage`. `compute_loss` weights and
@@ -292,7 +297,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         # === Metrics ===
         names = [f"{o}_loss" for o in self.objectives] + list(self._accuracy_names())
         if self.speech_target == "gumbel" and self._any_of("contrastive", "diversity", "w2v_mlm"):
-            names.append("codebook_perplexity")
+            names += ["codebook_perplexity", "codebook_frame_perplexity"]
         self.objective_metrics = {name: keras.metrics.Mean(name=name) for name in names}
         self.codebook_usage = None
         if self._any_of("contrastive", "diversity", "w2v_mlm"):
@@ -409,15 +414,19 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         batch, length = ops.shape(hidden)[0], ops.shape(hidden)[1]
         return ops.reshape(logits, (batch, length, self.num_code_groups, self.num_codes))
 
-    def _speech_targets(self, batch, frames, frame_mask, quantizer_mask, training):
-        """(code_ids (B, T', G), quantized or None, perplexity or None)."""
+    def _speech_targets(self, batch, frames, quantizer_mask, training):
+        """(code_ids (B, T', G), quantized or None, {perplexities} or {})."""
         if self.speech_target == "random_projection":
             code_ids, _ = self.quantizer(batch["speech_features"], batch["speech_padding_mask"])
-            return code_ids[:, :, None], None, None
-        quantized, code_ids, perplexity = self.quantizer(
+            return code_ids[:, :, None], None, {}
+        quantized, code_ids, perplexity, frame_perplexity = self.quantizer(
             frames, padding_mask=quantizer_mask, training=training
         )
-        return code_ids, quantized, perplexity
+        perplexities = {
+            "codebook_perplexity": perplexity,
+            "codebook_frame_perplexity": frame_perplexity,
+        }
+        return code_ids, quantized, perplexities
 
     def _corrupt(self, token_ids, span_mask):
         return corrupt_tokens(
@@ -435,9 +444,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         frames, frame_mask = self.backbone.subsample_speech(features, padding_mask, training)
         span_mask = draws["span_mask"]
         counted = span_mask * frame_mask
-        code_ids, quantized, perplexity = self._speech_targets(
-            batch, frames, frame_mask, counted, training
-        )
+        code_ids, quantized, perplexities = self._speech_targets(batch, frames, counted, training)
         masked = self.speech_mask_embedding(frames, span_mask)
         context = self.backbone.encode_speech_tower(masked, frame_mask, training)
         present = _any_real(counted)
@@ -453,11 +460,12 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
                 self.contrastive_temperature,
             )
             results.update(contrastive_loss=loss, contrastive_accuracy=accuracy)
-        if perplexity is not None:
+        results.update(perplexities)
+        if perplexities and "diversity" in self.objectives:
             num_codevectors = self.num_code_groups * self.num_codes
-            results["codebook_perplexity"] = perplexity
-            if "diversity" in self.objectives:
-                results["diversity_loss"] = diversity_loss(perplexity, num_codevectors) * present
+            results["diversity_loss"] = (
+                diversity_loss(perplexities["codebook_perplexity"], num_codevectors) * present
+            )
         if "w2v_mlm" in self.objectives:
             shared = self.backbone.encode_shared(context, frame_mask, training)
             loss, accuracy = masked_prediction_loss(
@@ -505,7 +513,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         token_ids, token_mask = batch["token_ids"], ops.cast(batch["token_padding_mask"], "float32")
         speech_span = draws["speech_span_mask"] * frame_mask
         text_span = draws["text_span_mask"] * token_mask
-        code_ids, _, _ = self._speech_targets(batch, frames, frame_mask, frame_mask, False)
+        code_ids, _, _ = self._speech_targets(batch, frames, frame_mask, False)
         code_ids = ops.stop_gradient(code_ids)
         speech = self.backbone.encode_speech_tower(
             self.speech_mask_embedding(frames, speech_span), frame_mask, training

@@ -43,8 +43,10 @@ def copy_weights(reference, layer, inputs):
     layer.codevectors.assign(codevectors.reshape(NUM_GROUPS, NUM_CODES, -1))
 
 
+@pytest.mark.parametrize("normalize_inputs", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_gumbel_matches_hugging_face(seeded, monkeypatch, training):
+def test_gumbel_matches_hugging_face(seeded, monkeypatch, training, normalize_inputs):
+    """HF's quantizer on the inputs, or on their layer norm (as its pre-training model feeds it)."""
     import torch
 
     inputs = seeded.normal(size=(2, 7, INPUT_DIM)).astype("float32")
@@ -54,8 +56,13 @@ def test_gumbel_matches_hugging_face(seeded, monkeypatch, training):
     noise = seeded.gumbel(size=(2, 7, NUM_GROUPS, NUM_CODES)).astype("float32")
 
     reference = hugging_face_quantizer()
-    layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM, temperature_decay=0.999)
+    layer = GumbelVectorQuantizer(
+        NUM_GROUPS, NUM_CODES, CODE_DIM, temperature_decay=0.999, normalize_inputs=normalize_inputs
+    )
     copy_weights(reference, layer, inputs)
+    reference_inputs = torch.from_numpy(inputs)
+    if normalize_inputs:
+        reference_inputs = torch.nn.functional.layer_norm(reference_inputs, (INPUT_DIM,), eps=1e-5)
     layer.step.assign(700)
     temperature = max(2.0 * 0.999**700, 0.1)
     np.testing.assert_allclose(test_case.to_numpy(layer.temperature()), temperature, rtol=1e-5)
@@ -71,14 +78,14 @@ def test_gumbel_matches_hugging_face(seeded, monkeypatch, training):
     monkeypatch.setattr(torch.Tensor, "exponential_", fixed_exponential)
     with torch.no_grad():
         expected, expected_perplexity = reference(
-            torch.from_numpy(inputs), mask_time_indices=torch.from_numpy(mask > 0)
+            reference_inputs, mask_time_indices=torch.from_numpy(mask > 0)
         )
-    quantized, code_ids, perplexity = layer(
+        logits = reference.weight_proj(reference_inputs).numpy()
+    quantized, code_ids, perplexity, _ = layer(
         inputs, padding_mask=mask, training=training, gumbel_noise=noise
     )
     np.testing.assert_allclose(test_case.to_numpy(quantized), expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(test_case.to_numpy(perplexity), float(expected_perplexity), rtol=1e-5)
-    logits = inputs @ reference.weight_proj.weight.detach().numpy().T + reference.weight_proj.bias.detach().numpy()
     logits = logits.reshape(2, 7, NUM_GROUPS, NUM_CODES) + (noise if training else 0.0)
     np.testing.assert_array_equal(test_case.to_numpy(code_ids), logits.argmax(-1))
     assert int(test_case.to_numpy(layer.step)) == 700 + int(training)
@@ -91,7 +98,7 @@ def kernel_gradient(layer, inputs):
         import jax
 
         def loss_fn(trainable):
-            (quantized, _, _), _ = layer.stateless_call(
+            (quantized, *_), _ = layer.stateless_call(
                 trainable, [v.value for v in layer.non_trainable_variables], inputs, training=True
             )
             return (quantized**2).sum()
@@ -103,10 +110,10 @@ def kernel_gradient(layer, inputs):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            quantized, _, _ = layer(inputs, training=True)
+            quantized, *_ = layer(inputs, training=True)
             loss = tf.reduce_sum(quantized**2)
         return tape.gradient(loss, layer.logits_projection.kernel.value).numpy()
-    quantized, _, _ = layer(inputs, training=True)
+    quantized, *_ = layer(inputs, training=True)
     (quantized**2).sum().backward()
     return layer.logits_projection.kernel.value.grad.numpy()
 
@@ -149,17 +156,19 @@ def build_gumbel(inputs):
 
     def call_fn(batch):
         mask = batch["padding_mask"]
-        quantized, code_ids, perplexity = layer(batch["inputs"], padding_mask=mask)
-        noisy, noisy_ids, noisy_perplexity = layer(
+        quantized, code_ids, perplexity, frame_perplexity = layer(batch["inputs"], padding_mask=mask)
+        noisy, noisy_ids, noisy_perplexity, noisy_frame_perplexity = layer(
             batch["inputs"], padding_mask=mask, training=True, gumbel_noise=batch["noise"]
         )
         return dict(
             quantized=(quantized, mask),
             code_ids=(code_ids, mask),
             perplexity=perplexity,
+            frame_perplexity=frame_perplexity,
             noisy=(noisy, mask),
             noisy_ids=(noisy_ids, mask),
             noisy_perplexity=noisy_perplexity,
+            noisy_frame_perplexity=noisy_frame_perplexity,
         )
 
     return layer, call_fn
@@ -169,10 +178,11 @@ def test_gumbel_layer_shapes_and_weights(seeded):
     inputs = gumbel_inputs(seeded)
     layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM)
     outputs = layer(inputs["inputs"], padding_mask=inputs["padding_mask"])
-    assert [tuple(x.shape) for x in outputs] == [(3, 9, CODE_DIM), (3, 9, NUM_GROUPS), ()]
+    assert [tuple(x.shape) for x in outputs] == [(3, 9, CODE_DIM), (3, 9, NUM_GROUPS), (), ()]
     assert [tuple(x) for x in layer.compute_output_shape((3, 9, INPUT_DIM))] == [
         (3, 9, CODE_DIM),
         (3, 9, NUM_GROUPS),
+        (),
         (),
     ]
     assert len(layer.trainable_weights) == 3
@@ -195,7 +205,7 @@ def test_gumbel_padding_invariant(seeded):
     padded = {key: value[:1].copy() for key, value in inputs.items()}
     padded["padding_mask"][:, 5:] = 0
     padded["inputs"][:, 5:] = 100.0
-    for key in ("perplexity", "noisy_perplexity"):
+    for key in ("perplexity", "noisy_perplexity", "frame_perplexity", "noisy_frame_perplexity"):
         np.testing.assert_allclose(
             test_case.to_numpy(call_fn(trimmed)[key]), test_case.to_numpy(call_fn(padded)[key]), rtol=1e-6
         )
@@ -208,7 +218,7 @@ def test_gumbel_serialization_keeps_step(seeded):
 
     def call_fn_of(obj):
         def call_fn(batch):
-            quantized, code_ids, perplexity = obj(batch["inputs"], padding_mask=batch["padding_mask"])
+            quantized, code_ids, perplexity, _ = obj(batch["inputs"], padding_mask=batch["padding_mask"])
             return dict(quantized=quantized, code_ids=code_ids, perplexity=perplexity, temperature=obj.temperature())
 
         return call_fn
@@ -228,9 +238,29 @@ def test_gumbel_mixed_precision_finite(seeded):
     test_case.assert_mixed_precision_finite("tests.layers.test_quantizers:build_gumbel", gumbel_inputs(seeded))
     keras.config.set_dtype_policy("mixed_bfloat16")
     layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM)
-    quantized, _, perplexity = layer(gumbel_inputs(seeded)["inputs"], training=True)
+    quantized, _, perplexity, frame_perplexity = layer(gumbel_inputs(seeded)["inputs"], training=True)
     assert keras.backend.standardize_dtype(quantized.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(perplexity.dtype) == "float32"
+    assert keras.backend.standardize_dtype(frame_perplexity.dtype) == "float32"
+
+
+def test_gumbel_codes_ignore_input_scale(seeded):
+    """Layer-normalised inputs: shrinking the features cannot flatten the code choice."""
+    inputs = gumbel_inputs(seeded)
+    layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM)
+    outputs = [
+        layer(inputs["inputs"] * scale, inputs["padding_mask"], training=True, gumbel_noise=inputs["noise"])
+        for scale in (1.0, 0.1)
+    ]
+    for full, shrunk in zip(outputs[0], outputs[1]):
+        np.testing.assert_allclose(test_case.to_numpy(full), test_case.to_numpy(shrunk), rtol=1e-3, atol=1e-4)
+    raw = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM, normalize_inputs=False)
+    raw(inputs["inputs"])
+    raw.set_weights(layer.get_weights())
+    _, _, perplexity, frame_perplexity = raw(inputs["inputs"] * 1e-3, inputs["padding_mask"], training=True)
+    # Without the norm, shrunk inputs give near-uniform frames: both perplexities near G * V.
+    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity), NUM_GROUPS * NUM_CODES, rtol=1e-2)
+    np.testing.assert_allclose(test_case.to_numpy(perplexity), NUM_GROUPS * NUM_CODES, rtol=1e-2)
 
 
 def numpy_best_rq(features, padding_mask, codebook_size, code_dim, stack_size, seed):

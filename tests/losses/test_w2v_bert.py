@@ -357,7 +357,7 @@ class ToyPretrainer(keras.Model):
         features, padding_mask = x["features"], x["padding_mask"]
         masked = self.span_masking(padding_mask)
         context = self.encoder(self.mask_embedding(features, masked))
-        quantized, code_ids, perplexity = self.quantizer(features, padding_mask, training=training)
+        quantized, code_ids, perplexity, _ = self.quantizer(features, padding_mask, training=training)
         negatives = w2v_bert.sample_negative_indices(masked, 4, padding_mask, seed=self.negatives_seed)
         contrastive, _ = w2v_bert.contrastive_loss(
             self.project_context(context), self.project_targets(quantized), masked, negatives, padding_mask

@@ -9,6 +9,7 @@ from keras_slam.metrics.codebook import (
     CodebookUsage,
     code_counts,
     codebook_perplexity,
+    frame_perplexity,
     save_codebook_usage_plot,
 )
 from tests import test_case
@@ -35,6 +36,26 @@ def test_perplexity_known_answers(seeded):
     )
     # Nothing selected: G, not NaN.
     np.testing.assert_allclose(test_case.to_numpy(codebook_perplexity(probs, np.zeros_like(mask))), 2.0)
+
+
+def test_frame_perplexity_known_answers(seeded):
+    one_hot = np.zeros((1, 4, 1, 4), "float32")
+    one_hot[0, np.arange(4), 0, np.arange(4)] = 1
+    # Every code used (marginal perplexity 4), each frame certain (1).
+    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity(one_hot)), 1.0, rtol=1e-6)
+    uniform = np.full((2, 3, 2, 4), 0.25, "float32")
+    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity(uniform)), 8.0, rtol=1e-6)
+    np.testing.assert_allclose(test_case.to_numpy(codebook_perplexity(uniform)), 8.0, rtol=1e-6)
+    logits = seeded.normal(size=(2, 5, 2, 3))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 1, 0]], "float32")
+    entropy = -(probs * np.log(probs)).sum(-1)[mask > 0].mean(0)  # (G,)
+    np.testing.assert_allclose(
+        test_case.to_numpy(frame_perplexity(probs, mask)), np.exp(entropy).sum(), rtol=1e-5
+    )
+    # Never above the marginal perplexity (entropy is concave).
+    assert test_case.to_numpy(frame_perplexity(probs, mask)) <= test_case.to_numpy(codebook_perplexity(probs, mask))
+    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity(probs, np.zeros_like(mask))), 2.0)
 
 
 def test_code_counts_known_answer(seeded):
