@@ -5,8 +5,9 @@ train audio, utterances cut to 7 s, batch 8), at each diversity-loss weight:
 
 - HF: a tiny `Wav2Vec2ForPreTraining` built locally with random weights
   (dim 32, 2 layers, 64 codes x 1 group, 20 negatives, conv front end with
-  strides 5,4,4,4 = 20 ms frames), torch, Adam with the Transformer schedule
-  (peak 2e-3, 30 warmup steps), Gumbel temperature max(2 * 0.99^step, 0.1);
+  strides 5,4,4,4 = 20 ms frames), torch, with the batch, codebook,
+  negatives, Transformer learning-rate schedule (peak 2e-3, 30 warmup
+  steps) and Gumbel anneal (2 -> 0.1) of the "w2v_bert_tiny" config;
 - keras-slam: `recipes/slam.py` "w2v_bert_tiny" with its stage weights
   changed to contrastive 1, diversity w, w2v_mlm 1 (KERAS_BACKEND=jax).
 
@@ -44,8 +45,11 @@ sys.path.insert(0, REPO_ROOT)
 from recipes import slam
 
 WINDOW = 10  # steps per window; the keras-slam history has one row per 10-step epoch
-NUM_CODES, NUM_NEGATIVES, BATCH, MAX_SECONDS = 64, 20, 8, 7.0
-PEAK_LEARNING_RATE, WARMUP_STEPS = 2e-3, 30
+# The HF run copies the keras-slam config's sizes and schedules.
+CONFIG = slam.CONFIGS["w2v_bert_tiny"]
+NUM_CODES, NUM_NEGATIVES = CONFIG["pretrainer"]["num_codes"], CONFIG["pretrainer"]["num_negatives"]
+BATCH, MAX_SECONDS = CONFIG["batch"]["speech"], CONFIG["max_seconds"]
+TEMPERATURE_DECAY = CONFIG["pretrainer"]["temperature_decay"]
 
 
 def load_audio(corpus_dir):
@@ -105,7 +109,8 @@ def train_hf(audio, diversity_weight, steps, seed=0):
     usage_noise = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = tiny_hf_model(diversity_weight)
-    optimizer = torch.optim.Adam(model.parameters(), lr=PEAK_LEARNING_RATE)
+    learning_rate = slam.TransformerSchedule(**CONFIG["optimizer"])
+    optimizer = torch.optim.Adam(model.parameters())
     # The quantizer's code logits (B, T, V), from the features it quantizes.
     code_logits = {}
     model.quantizer.weight_proj.register_forward_hook(
@@ -114,10 +119,8 @@ def train_hf(audio, diversity_weight, steps, seed=0):
     rows, window = [], []
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = PEAK_LEARNING_RATE * min(
-                (step + 1) / WARMUP_STEPS, math.sqrt(WARMUP_STEPS / (step + 1))
-            )
-        model.set_gumbel_temperature(max(2 * 0.99**step, 0.1))
+            group["lr"] = float(learning_rate(step))
+        model.set_gumbel_temperature(max(2 * TEMPERATURE_DECAY**step, 0.1))
         waveforms, attention_mask = batch_of(audio, rng)
         attention_mask = torch.tensor(attention_mask)
         frames = int(
@@ -171,7 +174,7 @@ def train_hf(audio, diversity_weight, steps, seed=0):
 def train_keras_slam(diversity_weight, steps, output_dir):
     """Runs `slam.pretrain` on a copy of "w2v_bert_tiny" with the diversity weight changed."""
     name = f"w2v_bert_tiny_div{diversity_weight:g}"
-    config = copy.deepcopy(slam.CONFIGS["w2v_bert_tiny"])
+    config = copy.deepcopy(CONFIG)
     config["stages"] = (
         (0, {"contrastive": 1.0, "diversity": diversity_weight, "w2v_mlm": 1.0}),
     )

@@ -15,6 +15,23 @@ from keras import ops
 logger = logging.getLogger(__name__)
 
 
+def _entropy(probs):
+    """-sum p log p over the last axis, with 0 log 0 = 0 (never log(0))."""
+    safe = ops.where(probs > 0, probs, ops.ones_like(probs))
+    return -ops.sum(probs * ops.log(safe), axis=-1)
+
+
+def _mean_over_frames(values, mask):
+    """(B, T, ...) float32 values averaged over the (B, T) frames where
+    `mask` is 1 (all frames when None); zeros when no frame is selected."""
+    if mask is None:
+        mask = ops.ones(ops.shape(values)[:2], "float32")
+    mask = ops.cast(mask, "float32")
+    for _ in range(len(values.shape) - 2):
+        mask = mask[..., None]
+    return ops.sum(values * mask, axis=(0, 1)) / ops.maximum(ops.sum(mask), 1.0)
+
+
 def perplexity_of_marginals(marginals):
     """Sum over groups of exp(entropy) of each group's code distribution.
 
@@ -24,11 +41,7 @@ def perplexity_of_marginals(marginals):
     Returns:
         Scalar float32 in [G, G * V].
     """
-    marginals = ops.cast(marginals, "float32")
-    # p log p with 0 log 0 = 0, never log(0).
-    safe = ops.where(marginals > 0, marginals, ops.ones_like(marginals))
-    entropy = -ops.sum(marginals * ops.log(safe), axis=-1)
-    return ops.sum(ops.exp(entropy))
+    return ops.sum(ops.exp(_entropy(ops.cast(marginals, "float32"))))
 
 
 def codebook_perplexity(probs, mask=None):
@@ -44,13 +57,7 @@ def codebook_perplexity(probs, mask=None):
     Returns:
         Scalar float32.
     """
-    probs = ops.cast(probs, "float32")
-    if mask is None:
-        mask = ops.ones(ops.shape(probs)[:2], "float32")
-    mask = ops.cast(mask, "float32")[:, :, None, None]
-    count = ops.maximum(ops.sum(mask), 1.0)
-    marginals = ops.sum(probs * mask, axis=(0, 1)) / count
-    return perplexity_of_marginals(marginals)
+    return perplexity_of_marginals(_mean_over_frames(ops.cast(probs, "float32"), mask))
 
 
 def frame_perplexity(probs, mask=None):
@@ -70,14 +77,8 @@ def frame_perplexity(probs, mask=None):
     Returns:
         Scalar float32 in [G, G * V]; G when no frame is counted.
     """
-    probs = ops.cast(probs, "float32")
-    if mask is None:
-        mask = ops.ones(ops.shape(probs)[:2], "float32")
-    mask = ops.cast(mask, "float32")[:, :, None]
-    safe = ops.where(probs > 0, probs, ops.ones_like(probs))
-    entropy = -ops.sum(probs * ops.log(safe), axis=-1)
-    mean_entropy = ops.sum(entropy * mask, axis=(0, 1)) / ops.maximum(ops.sum(mask), 1.0)
-    return ops.sum(ops.exp(mean_entropy))
+    entropy = _entropy(ops.cast(probs, "float32"))
+    return ops.sum(ops.exp(_mean_over_frames(entropy, mask)))
 
 
 def code_counts(code_ids, num_codes, mask=None):
