@@ -13,6 +13,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_slam.data import tokenizers  # noqa: F401  (registers the tokenizer classes its presets hold)
 from keras_slam.layers.log_mel import LogMelSpectrogram
 
 

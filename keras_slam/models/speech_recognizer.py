@@ -347,7 +347,9 @@ class SpeechRecognizer(keras_hub.models.Task):
                 and `tokenizer.json` become the preprocessor.
             load_weights: False gives random weights.
             **kwargs: `SpeechRecognizer` arguments (`vocabulary_size`,
-                `preprocessor`, ...), required when the preset has no head.
+                `preprocessor`, ...). Without a head or a tokenizer in the
+                preset, `vocabulary_size` defaults to a SLAM backbone's
+                text vocabulary (its pre-training CTC classes).
         """
         import tempfile
 
@@ -373,6 +375,9 @@ class SpeechRecognizer(keras_hub.models.Task):
             kwargs.setdefault("blank_index", head_config["blank_index"])
         if "preprocessor" not in kwargs and isinstance(preset, str) and os.path.isdir(preset):
             kwargs["preprocessor"] = _preset_preprocessor(preset)
+        if "vocabulary_size" not in kwargs and getattr(kwargs.get("preprocessor"), "tokenizer", None) is None:
+            # A SLAM backbone's text vocabulary: the classes its pre-training CTC head predicts.
+            kwargs["vocabulary_size"] = getattr(backbone, "vocabulary_size", None)
         recognizer = cls(backbone=backbone, **kwargs)
         if head is not None and load_weights:
             recognizer.ctc_head.set_weights(head.get_weights())
