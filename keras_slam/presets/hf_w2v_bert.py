@@ -24,22 +24,34 @@ id or null, "layer": the `get_config()` of a `keras.layers.Dense(V)`}; and
 Logits = `Dense(sequence_output)`, Hugging Face `lm_head` exactly (its
 `final_dropout` is inactive at inference).
 
-Unsupported Hugging Face options are rejected with a message naming them
-(adapters, the intermediate FFN before the adapter, rotary positions,
-activations other than swish). Options that only matter in training are
-mapped or dropped: `hidden_dropout` -> `dropout`, `attention_dropout`,
-`activation_dropout`; SpecAugment (`masked_spec_embed`), `layerdrop`,
-`feat_proj_dropout` and `conformer_conv_dropout` are not carried over.
+config.json is checked before any weight is built; errors name the file
+and every bad field: a misspelt field (close to a known one), a wrong type
+or value (`conv_depthwise_kernel_size` odd, as Hugging Face requires;
+`feature_projection_input_dim` even: the front end stacks 2 frames of
+`feature_projection_input_dim / 2` mel bins), `pad_token_id` (the CTC
+blank) outside the head's classes, and unsupported options (adapters, the
+intermediate FFN before the adapter, rotary positions, activations other
+than swish). Options that only matter in training are mapped or dropped:
+`hidden_dropout` -> `dropout`, `attention_dropout`, `activation_dropout`;
+SpecAugment (`masked_spec_embed`), `layerdrop`, `feat_proj_dropout` and
+`conformer_conv_dropout` are not carried over.
+
+`convert_to_preset` writes all or nothing: into a new folder beside
+`preset_dir`, renamed to `preset_dir` once complete.
 """
 
+import difflib
 import json
 import os
+import shutil
+import uuid
 import warnings
 
 import keras
 import numpy as np
 
 from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
+from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
 from keras_slam.layers.log_mel import LogMelSpectrogram
 
 HF_MODEL_TYPE = "wav2vec2-bert"
@@ -64,6 +76,82 @@ _POSITION_ENCODINGS = {
 }
 
 
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What a config.json field must be: description -> check.
+_KINDS = {
+    "a positive integer": lambda v: _is_int(v) and v > 0,
+    "a non-negative integer": lambda v: _is_int(v) and v >= 0,
+    "an even positive integer": lambda v: _is_int(v) and v > 0 and v % 2 == 0,
+    "an odd positive integer": lambda v: _is_int(v) and v > 0 and v % 2 == 1,
+    "a number in [0, 1)": lambda v: _is_number(v) and 0 <= v < 1,
+    "a positive number": lambda v: _is_number(v) and v > 0,
+    "a boolean": lambda v: isinstance(v, bool),
+    "a string": lambda v: isinstance(v, str),
+    "a string or null": lambda v: v is None or isinstance(v, str),
+}
+
+# The config.json fields `convert_config` reads: name -> (default, kind).
+# Defaults are Wav2Vec2BertConfig's, dropouts excepted (0: inference).
+_FIELDS = {
+    "hidden_size": (1024, "a positive integer"),
+    "num_hidden_layers": (24, "a positive integer"),
+    "num_attention_heads": (16, "a positive integer"),
+    "intermediate_size": (4096, "a positive integer"),
+    "feature_projection_input_dim": (160, "an even positive integer"),
+    # Hugging Face's Wav2Vec2BertConvolutionModule requires it odd.
+    "conv_depthwise_kernel_size": (31, "an odd positive integer"),
+    "left_max_position_embeddings": (64, "a non-negative integer"),
+    "right_max_position_embeddings": (8, "a non-negative integer"),
+    "hidden_dropout": (0.0, "a number in [0, 1)"),
+    "attention_dropout": (0.0, "a number in [0, 1)"),
+    "activation_dropout": (0.0, "a number in [0, 1)"),
+    "layer_norm_eps": (1e-5, "a positive number"),
+    "hidden_act": ("swish", "a string"),
+    "position_embeddings_type": ("relative_key", "a string or null"),
+    "add_adapter": (False, "a boolean"),
+    "use_intermediate_ffn_before_adapter": (False, "a boolean"),
+}
+
+# Read for the CTC head (`_check_ctc_head`).
+_CTC_FIELDS = ("pad_token_id", "vocab_size")
+
+# The other fields of Hugging Face's Wav2Vec2BertConfig and its base class
+# (model_type, bookkeeping; training, heads and adapters keras-slam does not
+# convert). An unknown field close to a known one is taken as misspelt.
+_OTHER_HF_FIELDS = (
+    "model_type", "_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+    "id2label", "label2id", "problem_type", "return_dict", "output_attentions", "output_hidden_states",
+    "is_encoder_decoder", "tie_encoder_decoder", "chunk_size_feed_forward", "bos_token_id",
+    "eos_token_id", "sep_token_id",
+    "initializer_range", "feat_proj_dropout", "final_dropout", "layerdrop", "conformer_conv_dropout",
+    "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
+    "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks", "ctc_loss_reduction",
+    "ctc_zero_infinity", "use_weighted_layer_sum", "classifier_proj_size", "tdnn_dim", "tdnn_kernel",
+    "tdnn_dilation", "xvector_output_dim", "output_hidden_size", "adapter_act", "adapter_kernel_size",
+    "adapter_stride", "num_adapter_layers", "max_source_positions", "rotary_embedding_base",
+)
+
+
+def _misspelt_fields(hf_config):
+    """Problems for unknown fields close to a known one (typos)."""
+    known = set(_FIELDS) | set(_CTC_FIELDS) | set(_OTHER_HF_FIELDS)
+    problems = []
+    for name in sorted(set(hf_config) - known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            problems.append(f"unknown field '{name}' (did you mean '{close[0]}'?)")
+    return problems
+
+
 def _transpose(weight):
     """torch Linear (out, in) -> Dense kernel (in, out)."""
     return weight.T
@@ -73,68 +161,102 @@ def _identity(weight):
     return weight
 
 
+def _read_json(path):
+    """The JSON in `path`; a broken file raises an error naming it."""
+    with open(path, encoding="utf-8") as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
 def is_hf_w2v_bert_dir(path):
     """True for a local directory holding a Hugging Face Wav2Vec2Bert config."""
     config_path = os.path.join(path, HF_CONFIG_FILE)
     if not os.path.isfile(config_path):
         return False
-    with open(config_path, encoding="utf-8") as file:
-        return json.load(file).get("model_type") == HF_MODEL_TYPE
+    config = _read_json(config_path)
+    return isinstance(config, dict) and config.get("model_type") == HF_MODEL_TYPE
 
 
-def convert_config(hf_config):
+def convert_config(hf_config, config_path=HF_CONFIG_FILE):
     """Hugging Face `Wav2Vec2BertConfig` dict -> `SpeechEncoder` kwargs.
 
+    Args:
+        hf_config: the dict of a config.json.
+        config_path: where it was read from (named in errors).
     Raises:
-        ValueError: naming every unsupported option found.
+        ValueError: naming `config_path` and every misspelt, mistyped or
+            unsupported field.
     """
-    if hf_config.get("model_type") != HF_MODEL_TYPE:
+    if not isinstance(hf_config, dict) or hf_config.get("model_type") != HF_MODEL_TYPE:
+        found = hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
         raise ValueError(
-            f"not a Wav2Vec2Bert config: model_type is "
-            f"{hf_config.get('model_type')!r}, expected {HF_MODEL_TYPE!r}"
+            f"{config_path}: not a Wav2Vec2Bert config: model_type is {found!r}, expected {HF_MODEL_TYPE!r}"
         )
-    problems = []
-    if hf_config.get("add_adapter", False):
+    problems = _misspelt_fields(hf_config)
+    values = {}
+    for name, (default, kind) in _FIELDS.items():
+        values[name] = hf_config.get(name, default)
+        if not _KINDS[kind](values[name]):
+            problems.append(f"field '{name}' must be {kind}, got {values[name]!r}")
+    if problems:
+        raise ValueError(f"{config_path}: " + "; ".join(problems))
+    if values["add_adapter"]:
         problems.append("add_adapter=True (the convolutional adapter is not implemented)")
-    if hf_config.get("use_intermediate_ffn_before_adapter", False):
+    if values["use_intermediate_ffn_before_adapter"]:
         problems.append("use_intermediate_ffn_before_adapter=True")
-    position_type = hf_config.get("position_embeddings_type", "relative_key")
-    if position_type not in _POSITION_ENCODINGS:
+    if values["position_embeddings_type"] not in _POSITION_ENCODINGS:
         problems.append(
-            f"position_embeddings_type={position_type!r} (supported: "
+            f"position_embeddings_type={values['position_embeddings_type']!r} (supported: "
             f"{sorted(str(k) for k in _POSITION_ENCODINGS)})"
         )
-    activation = hf_config.get("hidden_act", "swish")
-    if activation not in ("swish", "silu"):
-        problems.append(f"hidden_act={activation!r} (only swish/silu)")
-    hidden_size = hf_config.get("hidden_size", 1024)
-    num_heads = hf_config.get("num_attention_heads", 16)
-    if hidden_size % num_heads:
-        problems.append(f"hidden_size {hidden_size} not divisible by num_attention_heads {num_heads}")
-    if problems:
-        raise ValueError(
-            "unsupported Wav2Vec2Bert options: " + "; ".join(problems)
+    if values["hidden_act"] not in ("swish", "silu"):
+        problems.append(f"hidden_act={values['hidden_act']!r} (only swish/silu)")
+    if values["hidden_size"] % values["num_attention_heads"]:
+        problems.append(
+            f"hidden_size {values['hidden_size']} not divisible by num_attention_heads "
+            f"{values['num_attention_heads']}"
         )
+    if problems:
+        raise ValueError(f"{config_path}: unsupported Wav2Vec2Bert options: " + "; ".join(problems))
     return dict(
-        hidden_dim=hidden_size,
-        num_layers=hf_config.get("num_hidden_layers", 24),
-        num_heads=num_heads,
-        ffn_dim=hf_config.get("intermediate_size", 4096),
-        feature_dim=hf_config.get("feature_projection_input_dim", 160),
+        hidden_dim=values["hidden_size"],
+        num_layers=values["num_hidden_layers"],
+        num_heads=values["num_attention_heads"],
+        ffn_dim=values["intermediate_size"],
+        feature_dim=values["feature_projection_input_dim"],
         front_end="stacked_features",
         projection_dim=None,
-        kernel_size=hf_config.get("conv_depthwise_kernel_size", 31),
+        kernel_size=values["conv_depthwise_kernel_size"],
         conv_padding="causal",
         conv_norm="layer",
         pointwise_bias=False,
-        position_encoding=_POSITION_ENCODINGS[position_type],
-        left_context=hf_config.get("left_max_position_embeddings", 64),
-        right_context=hf_config.get("right_max_position_embeddings", 8),
-        dropout=hf_config.get("hidden_dropout", 0.0),
-        attention_dropout=hf_config.get("attention_dropout", 0.0),
-        activation_dropout=hf_config.get("activation_dropout", 0.0),
-        layer_norm_epsilon=hf_config.get("layer_norm_eps", 1e-5),
+        position_encoding=_POSITION_ENCODINGS[values["position_embeddings_type"]],
+        left_context=values["left_max_position_embeddings"],
+        right_context=values["right_max_position_embeddings"],
+        dropout=values["hidden_dropout"],
+        attention_dropout=values["attention_dropout"],
+        activation_dropout=values["activation_dropout"],
+        layer_norm_epsilon=values["layer_norm_eps"],
     )
+
+
+def _check_ctc_head(hf_config, head_state, config_path):
+    """Raises a ValueError naming `config_path` and the field when
+    `pad_token_id` or `vocab_size` do not fit the (V, D) `lm_head` weight."""
+    vocabulary_size = head_state["weight"].shape[0]
+    blank_index = hf_config.get("pad_token_id", 0)
+    problems = []
+    if not (_is_int(blank_index) and 0 <= blank_index < vocabulary_size):
+        problems.append(
+            f"field 'pad_token_id' (the CTC blank) must be an integer in [0, {vocabulary_size}) "
+            f"for the lm_head's {vocabulary_size} classes, got {blank_index!r}"
+        )
+    if hf_config.get("vocab_size", vocabulary_size) != vocabulary_size:
+        problems.append(f"field 'vocab_size' is {hf_config['vocab_size']!r}, the lm_head has {vocabulary_size} classes")
+    if problems:
+        raise ValueError(f"{config_path}: " + "; ".join(problems))
 
 
 def weight_table(num_layers, position_encoding="relative_key"):
@@ -163,8 +285,7 @@ def load_hf_config(hf_dir):
     path = os.path.join(hf_dir, HF_CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{hf_dir}: no {HF_CONFIG_FILE} (not a Hugging Face checkpoint directory)")
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    return _read_json(path)
 
 
 def load_hf_state(hf_dir):
@@ -318,9 +439,12 @@ def load_ctc_head(preset_dir, dtype=None):
     return head, config
 
 
-def w2v_bert_front_end():
-    """The w2v-BERT 2.0 front end (`SeamlessM4TFeatureExtractor` features)."""
-    return LogMelSpectrogram.w2v_bert_2_0(name="audio_converter")
+def w2v_bert_front_end(feature_dim=160):
+    """The w2v-BERT 2.0 front end (`SeamlessM4TFeatureExtractor` features)
+    with `feature_dim` (even) outputs: 2 stacked frames of `feature_dim / 2`
+    mel bins."""
+    num_mel_bins = feature_dim // W2V_BERT_2_0_FRONTEND["stack_frames"]
+    return LogMelSpectrogram.w2v_bert_2_0(num_mel_bins=num_mel_bins, name="audio_converter")
 
 
 def save_front_end(front_end, preset_dir):
@@ -350,8 +474,11 @@ def convert_checkpoint(hf_dir, dtype=None):
     from keras_slam.models.speech_encoder import SpeechEncoder
 
     hf_config = load_hf_config(hf_dir)
-    encoder_config = convert_config(hf_config)
+    config_path = os.path.join(hf_dir, HF_CONFIG_FILE)
+    encoder_config = convert_config(hf_config, config_path)
     encoder_state, head_state, unused = _split_state(load_hf_state(hf_dir))
+    if head_state is not None:
+        _check_ctc_head(hf_config, head_state, config_path)
     if unused:
         warnings.warn(
             f"{hf_dir}: ignoring Hugging Face head weights keras-slam does not "
@@ -367,27 +494,39 @@ def convert_checkpoint(hf_dir, dtype=None):
         head.bias.assign(head_state["bias"])
         blank_index = hf_config.get("pad_token_id", 0)
         ctc = (head, blank_index, _read_vocabulary(hf_dir, vocabulary_size))
-    return encoder, ctc, w2v_bert_front_end()
+    return encoder, ctc, w2v_bert_front_end(encoder_config["feature_dim"])
 
 
 def convert_to_preset(hf_dir, preset_dir):
     """Converts a local Hugging Face checkpoint into a keras-slam preset.
 
-    Writes the files listed in the module docstring; returns `preset_dir`.
+    Writes the files listed in the module docstring, all or nothing;
+    `preset_dir` must be new or empty. Returns `preset_dir`.
     """
     from keras_slam.presets import loading
 
+    preset_dir = os.fspath(preset_dir)
+    if os.path.exists(preset_dir) and (not os.path.isdir(preset_dir) or os.listdir(preset_dir)):
+        raise FileExistsError(f"{preset_dir} exists and is not an empty directory; choose a new preset directory")
     encoder, ctc, front_end = convert_checkpoint(hf_dir)
-    encoder.save_to_preset(preset_dir)
-    save_front_end(front_end, preset_dir)
-    if ctc is not None:
-        head, blank_index, vocabulary = ctc
-        save_ctc_head(head, preset_dir, blank_index, vocabulary)
-    loading.update_metadata(
-        preset_dir,
-        weights="converted",
-        source={"format": "huggingface", "model_type": HF_MODEL_TYPE, "path": os.path.abspath(hf_dir)},
-    )
+    parent, name = os.path.split(os.path.abspath(preset_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)
+    try:
+        encoder.save_to_preset(staging)
+        save_front_end(front_end, staging)
+        if ctc is not None:
+            head, blank_index, vocabulary = ctc
+            save_ctc_head(head, staging, blank_index, vocabulary)
+        loading.update_metadata(
+            staging,
+            weights="converted",
+            source={"format": "huggingface", "model_type": HF_MODEL_TYPE, "path": os.path.abspath(hf_dir)},
+        )
+        os.replace(staging, preset_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return preset_dir
 
 

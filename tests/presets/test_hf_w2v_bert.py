@@ -7,6 +7,7 @@ that LayerNorms and biases are not at their trivial init), saved with
 
 import json
 import os
+import re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -253,3 +254,102 @@ def test_speech_recognizer_from_converted_ctc_checkpoint(tmp_path, seeded):
     outputs = recognizer({"speech_features": features, "speech_padding_mask": mask})
     logits = test_case.to_numpy(outputs["logits"])
     assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE
+
+
+def edit_hf_config(hf_dir, **fields):
+    """Overwrites fields of a saved config.json (None writes null)."""
+    path = hf_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def assert_nothing_written(parent):
+    assert sorted(os.listdir(parent)) == ["hf"]
+
+
+@pytest.mark.parametrize("pad_token_id", [None, 13, "0"])
+def test_bad_ctc_blank_fails_before_anything_is_written(tmp_path, pad_token_id):
+    save_hf_model(tmp_path / "hf", hf_config(), with_ctc=True)
+    config_path = edit_hf_config(tmp_path / "hf", pad_token_id=pad_token_id)
+    message = f"{re.escape(config_path)}: field 'pad_token_id' \\(the CTC blank\\) must be an integer in \\[0, 13\\)"
+    with pytest.raises(ValueError, match=message):
+        hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    assert_nothing_written(tmp_path)
+
+
+def test_failed_write_leaves_no_preset(tmp_path, monkeypatch):
+    save_hf_model(tmp_path / "hf", hf_config(), with_ctc=True)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(hf_w2v_bert, "save_ctc_head", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    assert_nothing_written(tmp_path)
+
+
+def test_existing_preset_is_not_overwritten(tmp_path):
+    save_hf_model(tmp_path / "hf", hf_config(num_hidden_layers=1), with_ctc=False)
+    (tmp_path / "preset").mkdir()
+    hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")  # empty: fine
+    with pytest.raises(FileExistsError, match="preset exists and is not an empty directory"):
+        hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+
+
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        (dict(hiden_size=24), "unknown field 'hiden_size' (did you mean 'hidden_size'?)"),
+        (dict(num_hidden_layer=2), "unknown field 'num_hidden_layer' (did you mean 'num_hidden_layers'?)"),
+        (dict(num_hidden_layers="2"), "field 'num_hidden_layers' must be a positive integer, got '2'"),
+        (dict(hidden_dropout=None), "field 'hidden_dropout' must be a number in [0, 1), got None"),
+        (dict(add_adapter="false"), "field 'add_adapter' must be a boolean, got 'false'"),
+        (dict(conv_depthwise_kernel_size=4), "field 'conv_depthwise_kernel_size' must be an odd positive integer, got 4"),
+        (dict(feature_projection_input_dim=41), "field 'feature_projection_input_dim' must be an even positive integer, got 41"),
+    ],
+)
+def test_config_errors_name_the_file_and_field(tmp_path, fields, problem):
+    save_hf_model(tmp_path / "hf", hf_config(), with_ctc=True)
+    config_path = edit_hf_config(tmp_path / "hf", **fields)
+    with pytest.raises(ValueError, match=re.escape(f"{config_path}: {problem}")):
+        hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    assert_nothing_written(tmp_path)
+
+
+def test_broken_config_json_is_named(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "wav2vec2-bert",')
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: not valid JSON")):
+        SpeechEncoder.from_preset(str(tmp_path))
+
+
+def test_depthwise_kernel_rule_is_hugging_face_s():
+    """An even kernel: Hugging Face refuses to build the model, and so do we."""
+    with pytest.raises(ValueError, match="conv_depthwise_kernel_size"):
+        transformers.Wav2Vec2BertModel(hf_config(conv_depthwise_kernel_size=4))
+    with pytest.raises(ValueError, match="conv_depthwise_kernel_size"):
+        hf_w2v_bert.convert_config(hf_config(conv_depthwise_kernel_size=4).to_dict())
+    assert hf_w2v_bert.convert_config(hf_config(conv_depthwise_kernel_size=3).to_dict())["kernel_size"] == 3
+
+
+def test_front_end_follows_feature_projection_input_dim(tmp_path, seeded):
+    """feature_projection_input_dim 40: 2 stacked frames of 20 mel bins, as
+    SeamlessM4TFeatureExtractor(num_mel_bins=20) computes them."""
+    save_hf_model(tmp_path, hf_config(feature_projection_input_dim=40), with_ctc=False)
+    encoder, _, front_end = hf_w2v_bert.convert_checkpoint(tmp_path)
+    signals = [speech_like(seeded, n) for n in (9600, 7040)]
+    extractor = transformers.SeamlessM4TFeatureExtractor(feature_size=20, num_mel_bins=20)
+    expected = extractor(signals, sampling_rate=16000, return_tensors="np", padding=True)
+    waveform = np.zeros((2, 9600), "float32")
+    sample_mask = np.zeros_like(waveform)
+    for i, signal in enumerate(signals):
+        waveform[i, : len(signal)], sample_mask[i, : len(signal)] = signal, 1.0
+    features, frame_mask = front_end(waveform, sample_mask)
+    features, frame_mask = test_case.to_numpy(features), test_case.to_numpy(frame_mask)
+    assert features.shape[-1] == encoder.feature_dim == expected["input_features"].shape[-1] == 40
+    length = min(features.shape[1], expected["input_features"].shape[1])
+    np.testing.assert_array_equal(frame_mask[:, :length], expected["attention_mask"][:, :length])
+    diff = max_diff_at_real(features[:, :length], expected["input_features"][:, :length], frame_mask[:, :length])
+    assert diff < 1e-3, diff
