@@ -14,7 +14,7 @@ def run_presets(args):
 
 def add_convert_w2v_bert_arguments(parser):
     parser.add_argument("hf_dir", help="Hugging Face Wav2Vec2Bert checkpoint directory (config.json + model.safetensors)")
-    parser.add_argument("preset_dir", help="output keras-slam preset directory")
+    parser.add_argument("preset_dir", help="output keras-slam preset directory, new or empty (written all or nothing)")
 
 
 def run_convert_w2v_bert(args):

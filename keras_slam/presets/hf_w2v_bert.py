@@ -76,8 +76,6 @@ _POSITION_ENCODINGS = {
 }
 
 
-
-
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
