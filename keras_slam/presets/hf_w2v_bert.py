@@ -280,10 +280,11 @@ def weight_table(num_layers, position_encoding="relative_key"):
 
 
 def load_hf_config(hf_dir):
+    """(the config.json dict, its path) of a Hugging Face checkpoint directory."""
     path = os.path.join(hf_dir, HF_CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{hf_dir}: no {HF_CONFIG_FILE} (not a Hugging Face checkpoint directory)")
-    return _read_json(path)
+    return _read_json(path), path
 
 
 def load_hf_state(hf_dir):
@@ -471,8 +472,7 @@ def convert_checkpoint(hf_dir, dtype=None):
     """
     from keras_slam.models.speech_encoder import SpeechEncoder
 
-    hf_config = load_hf_config(hf_dir)
-    config_path = os.path.join(hf_dir, HF_CONFIG_FILE)
+    hf_config, config_path = load_hf_config(hf_dir)
     encoder_config = convert_config(hf_config, config_path)
     encoder_state, head_state, unused = _split_state(load_hf_state(hf_dir))
     if head_state is not None:
@@ -543,7 +543,7 @@ def from_hf_dir(cls, hf_dir, load_weights=True, dtype=None, **kwargs):
         if kwargs:
             raise ValueError(f"unexpected arguments for a converted SpeechEncoder: {sorted(kwargs)}")
         if not load_weights:
-            config = convert_config(load_hf_config(hf_dir))
+            config = convert_config(*load_hf_config(hf_dir))
             return SpeechEncoder(**config, dtype=dtype, name="speech_encoder")
         return convert_checkpoint(hf_dir, dtype=dtype)[0]
     with tempfile.TemporaryDirectory() as preset_dir:

@@ -319,6 +319,13 @@ def test_config_errors_name_the_file_and_field(tmp_path, fields, problem):
     assert_nothing_written(tmp_path)
 
 
+def test_config_errors_name_the_file_without_weights(tmp_path):
+    hf_config().save_pretrained(tmp_path)
+    config_path = edit_hf_config(tmp_path, hiden_size=24)
+    with pytest.raises(ValueError, match=re.escape(f"{config_path}: unknown field 'hiden_size'")):
+        SpeechEncoder.from_preset(str(tmp_path), load_weights=False)
+
+
 def test_broken_config_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "wav2vec2-bert",')
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'config.json'}: not valid JSON")):
