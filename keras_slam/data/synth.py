@@ -7,8 +7,10 @@
 libespeak-ng keeps its state in globals: there is one `Synthesiser` per
 process (`get_synthesiser()`); parallelise with processes (`synthesise_many`). That state also leaks
 from one utterance into the next (a pitch-flutter counter, filter memories),
-so each call reloads the library (about 1 ms): an utterance's audio depends
-only on its own arguments, never on what was spoken before.
+so each call reloads the library (about 1 ms) and seeds its noise generator
+(breathy variants; espeak seeds it from the clock) from the text and style:
+an utterance's audio depends only on its own arguments, never on what was
+spoken before or when.
 
 Install with `pip install keras-slam[sample]`. The committed sample corpus
 (tfrecords/sample) was made with Debian's espeak-ng 1.51 command line; the
@@ -22,6 +24,7 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+import zlib
 
 import numpy as np
 
@@ -150,6 +153,7 @@ class Synthesiser:
         library.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         library.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
         library.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.espeak_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), _INITIALIZE_DONT_EXIT)
         if self.espeak_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed for data at {self.data_path}")
@@ -194,6 +198,7 @@ class Synthesiser:
         if style.variant and style.variant not in self.variants:
             raise ValueError(f"unknown espeak-ng variant {style.variant!r}; available: {', '.join(self.variants)}")
         self._load()
+        self._library.espeak_ng_SetRandSeed(zlib.crc32(repr((text, style)).encode("utf-8")))
         name = self.voices[style.voice.lower()] + (f"+{style.variant}" if style.variant else "")
         if self._library.espeak_SetVoiceByName(name.encode()) != 0:
             raise RuntimeError(f"espeak_SetVoiceByName({name!r}) failed")
