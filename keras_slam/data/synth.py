@@ -10,7 +10,8 @@ from one utterance into the next (a pitch-flutter counter, filter memories),
 so each call reloads the library (about 1 ms) and seeds its noise generator
 (breathy variants; espeak seeds it from the clock) from the text and style:
 an utterance's audio depends only on its own arguments, never on what was
-spoken before or when.
+spoken before or when. (Reloading resets it only while nothing else in the
+process holds libespeak-ng open, e.g. another binding of the same wheel.)
 
 Install with `pip install keras-slam[sample]`. The committed sample corpus
 (tfrecords/sample) was made with Debian's espeak-ng 1.51 command line; the
@@ -179,11 +180,12 @@ class Synthesiser:
     def accents(self, language):
         """The voices of `language` ("en" -> en-029, en-gb, ..., en-us-nyc), leaving
         out voices for another script (a four-letter subtag, e.g. en-shaw)."""
-        found = {}  # identifier -> code, the voice's own code before an alias
+        language, found = language.lower(), {}  # found: identifier -> code, the voice's own code before an alias
         for code, identifier in self.voices.items():
-            if (code == language or code.startswith(language + "-")) and not any(len(part) == 4 for part in code.split("-")[1:]):
-                if identifier not in found or code in self._primary_codes:
-                    found[identifier] = code
+            of_language = code == language or code.startswith(language + "-")
+            other_script = any(len(part) == 4 for part in code.split("-")[1:])
+            if of_language and not other_script and (identifier not in found or code in self._primary_codes):
+                found[identifier] = code
         if not found:
             raise ValueError(f"espeak-ng {self.version} has no voice for language {language!r}; available: {', '.join(self.voices)}")
         return tuple(sorted(found.values()))

@@ -21,7 +21,6 @@ parameters match is a finished corpus and is reused.
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -98,6 +98,8 @@ def test_bad_requests_get_clear_errors(synthesiser):
     for empty in ("", "   "):
         with pytest.raises(ValueError, match="empty text"):
             synthesiser.synthesise(empty, synth.Style("en-us"))
+    with pytest.raises(ValueError, match=r"produced no sound for '\.\.\.'"):
+        synthesiser.synthesise("...", synth.Style("en-us"))
     with pytest.raises(RuntimeError, match="one global state per process"):
         synth.Synthesiser()
     with pytest.raises(ValueError, match=r"it: empty text at sentence index 1"):
