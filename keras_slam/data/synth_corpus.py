@@ -33,6 +33,7 @@ SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "tfrecords" / "sample"
 SHARD_SECONDS = 1800  # audio per shard (~55 MB of int16 before GZIP)
 BATCH = 64  # utterances drawn and synthesised at a time
 FORMAT_VERSION = 1
+MARKER = ".synth_corpus"  # a folder with it may be rebuilt; any other non-empty folder is refused
 
 
 def bundled_sentences(text_dir=SAMPLE_CORPUS, languages=None):
@@ -85,8 +86,8 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     """Speaks `sentences` ({language: [sentence]}) into a paired corpus at `output`.
 
     Args:
-        output: corpus folder (its `paired/`, `metadata.jsonl` and
-            `summary.json` are replaced).
+        output: corpus folder, new, empty or made by this function (its
+            `paired/`, `metadata.jsonl` and `summary.json` are replaced).
         sentences: {language code: non-empty list of sentences}.
         hours_per_language: audio hours per language (> 0); the last
             utterance may overshoot by a few seconds.
@@ -108,10 +109,13 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     for language in sentences:
         synthesiser.accents(language)  # unknown languages fail before any work
     output = Path(output)
+    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).exists():
+        raise ValueError(f"{output} is not empty and was not made by synth-corpus: choose a new or empty folder")
     for generated in ("paired", "metadata.jsonl", "summary.json"):
         path = output / generated
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
+    (output / MARKER).touch()
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
     pool = synth.make_pool(num_workers)
     bar = tqdm.tqdm(

@@ -106,6 +106,8 @@ def test_bad_requests_get_clear_errors(synthesiser):
         synth_corpus.build_synth_corpus("unused", {"it": ["Ciao a tutti.", " "]}, 0.01)
     with pytest.raises(ValueError, match=r"no voice for language 'qq'"):
         synth_corpus.build_synth_corpus("unused", {"qq": ["Hello there."]}, 0.01)
+    with pytest.raises(ValueError, match=r"sample is not empty and was not made by synth-corpus"):
+        synth_corpus.build_synth_corpus(synth_corpus.SAMPLE_CORPUS, {"it": ["Ciao a tutti."]}, 0.01)
     with pytest.raises(ValueError, match=r"no bundled text for \['qq'\] .*available: de, en, es, it"):
         synth_corpus.bundled_sentences(languages=["qq"])
 
