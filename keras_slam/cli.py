@@ -138,6 +138,43 @@ COMMANDS.append(
 )
 
 
+def add_synth_corpus_arguments(parser):
+    from keras_slam.data import synth_corpus
+
+    parser.add_argument("--output", required=True, help="corpus folder (reused when a finished corpus with the same parameters is there)")
+    parser.add_argument("--hours", type=float, default=1.0, help="hours of speech per language")
+    parser.add_argument("--languages", nargs="+", help="language codes (default: every language of the bundled text)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes sentences, voices, variants, rates, pitches and word gaps")
+    parser.add_argument("--text", default=str(synth_corpus.SAMPLE_CORPUS), help="corpus whose text/train/<lang> shards give the sentences")
+    parser.add_argument("--workers", type=int, default=1, help="synthesis processes (libespeak-ng is one per process)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_synth_corpus(args):
+    from keras_slam.data import synth_corpus
+
+    try:
+        output = synth_corpus.ensure_synth_corpus(
+            args.output, args.hours, args.languages, args.seed, args.text, args.workers, progress=not args.no_progress
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with open(os.path.join(output, "summary.json"), encoding="utf-8") as file:
+        print(file.read())
+    return 0
+
+
+COMMANDS.append(
+    (
+        "synth-corpus",
+        "speak the bundled text with espeak-ng (pip wheel, no apt) into a paired TFRecord corpus",
+        add_synth_corpus_arguments,
+        run_synth_corpus,
+    )
+)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-slam", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)

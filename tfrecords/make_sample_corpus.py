@@ -15,6 +15,11 @@ work directory, (3) write JSONL manifests and text files per kind/split,
 summary.
 
 Needs: `apt-get install espeak-ng fortunes fortunes-de fortunes-es fortunes-it`.
+The committed corpus was made with Debian's espeak-ng 1.51 command line and
+regenerates byte-identically only with it; the espeak-ng 1.52 of the
+`espeakng-loader` wheel speaks differently. Larger corpora need no apt:
+`keras-slam synth-corpus` (keras_slam/data/synth_corpus.py) speaks the
+bundled text with the wheel.
 """
 
 import argparse
@@ -37,6 +42,16 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+# Shared with the pip synthesiser (keras-slam synth-corpus), which needs none of apt.
+from keras_slam.data.synth import (
+    PEAK_LEVEL,
+    PITCH_RANGE,
+    RATE_RANGE,
+    TRIM_THRESHOLD_DB,
+    VARIANTS,
+    trim_and_normalise,
+)
+
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "sample"
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "keras_slam_sample_corpus_work"
@@ -49,30 +64,6 @@ INSTALL_HINT = (
 PAIRED, SPEECH_ONLY, TEXT_ONLY = "paired", "speech", "text"
 TRAIN, DEV, TEST = "train", "dev", "test"
 
-# espeak-ng voice variants that stay intelligible (no whisper or robots).
-VARIANTS = (
-    "",
-    "m1",
-    "m2",
-    "m3",
-    "m4",
-    "m5",
-    "m6",
-    "m7",
-    "f1",
-    "f2",
-    "f3",
-    "f4",
-    "f5",
-    "klatt",
-    "klatt2",
-    "klatt3",
-)
-SPEED_RANGE = (150, 220)  # words per minute; espeak's default is 175
-PITCH_RANGE = (30, 70)  # 0-99; espeak's default is 50
-PEAK_LEVEL = 0.125  # -18 dBFS: quieter int16 GZIPs ~10% smaller than at -6 dBFS
-TRIM_THRESHOLD_DB = -45.0  # frame RMS below this (re. loudest frame) is silence
-TRIM_MARGIN_S = 0.05
 MIN_WORDS, MAX_WORDS, MAX_CHARS = 3, 16, 110
 
 
@@ -448,7 +439,7 @@ def plan(args):
                     variant = VARIANTS[rng.integers(len(VARIANTS))]
                     voice = language.voices[rng.integers(len(language.voices))]
                     item.voice = f"{voice}+{variant}" if variant else voice
-                    item.speed = int(rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1))
+                    item.speed = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
                     item.pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
                 items.append(item)
     return items
@@ -464,20 +455,6 @@ def check_espeak():
         [ESPEAK, "--version"], check=True, capture_output=True, text=True
     )
     return version.stdout.strip()
-
-
-def trim_and_normalise(audio, rate):
-    """Cuts leading/trailing silence (frame RMS below the threshold), scales the
-    peak to PEAK_LEVEL. audio: float (samples,)."""
-    frame = int(0.01 * rate)
-    frames = len(audio) // frame
-    rms = np.sqrt(np.mean(audio[: frames * frame].reshape(frames, frame) ** 2, axis=1))
-    loud = np.flatnonzero(rms > rms.max() * 10 ** (TRIM_THRESHOLD_DB / 20))
-    margin = int(TRIM_MARGIN_S * rate)
-    start = max(0, loud[0] * frame - margin)
-    stop = min(len(audio), (loud[-1] + 1) * frame + margin)
-    audio = audio[start:stop]
-    return audio * (PEAK_LEVEL / np.abs(audio).max())
 
 
 def synthesise(item, work_dir):
@@ -608,7 +585,7 @@ def write_sources(output, espeak_version):
             "version": espeak_version,
             "license": "GPL-3.0-or-later",
             "variants": list(VARIANTS),
-            "speed_wpm": list(SPEED_RANGE),
+            "speed_wpm": list(RATE_RANGE),
             "pitch": list(PITCH_RANGE),
         },
         "languages": {},

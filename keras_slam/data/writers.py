@@ -1,7 +1,8 @@
 """Sharded TFRecord writers: items from a corpus reader -> shards + summary.
 
-An *item* is a dict. Speech items: {"id", "audio" (path), "language",
-optional "transcript", "translation", "target_language", "label"}. Text
+An *item* is a dict. Speech items: {"id", "audio" (path) or "pcm" (int16
+(samples,) at 16 kHz, already in memory), "language", optional
+"transcript", "translation", "target_language", "label"}. Text
 items: {"id", "text", "language"}. `keras_slam.data.corpora` turns corpus
 layouts into items; `write_shards` decodes, validates, shards and
 summarizes them.
@@ -17,6 +18,7 @@ import json
 import multiprocessing
 import os
 
+import numpy as np
 import tensorflow as tf
 import tqdm
 
@@ -56,9 +58,15 @@ def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
     if kind == schema.TEXT:
         check_text(item["id"], item["text"], charset)
         return schema.text_example(item["id"], item["text"], item["language"]), 0.0
+    source = item.get("audio", item["id"])
     if item.get("transcript"):
-        check_text(item["audio"], item["transcript"], charset)
-    pcm = audio_lib.load_pcm(item["audio"], downmix=downmix, decoder=decoder)
+        check_text(source, item["transcript"], charset)
+    if "pcm" in item:
+        pcm = item["pcm"]
+        if not np.any(pcm):
+            raise audio_lib.BadInputError(source, "silent", "all samples are zero")
+    else:
+        pcm = audio_lib.load_pcm(item["audio"], downmix=downmix, decoder=decoder)
     serialized = schema.speech_example(
         id=item["id"],
         pcm=pcm,
@@ -100,7 +108,7 @@ def _merge_stats(stats, more):
     stats["skipped"].extend(more["skipped"])
 
 
-def _write_json(path, payload):
+def write_json(path, payload):
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as file:
         json.dump(payload, file, indent=2, ensure_ascii=False)
@@ -199,7 +207,7 @@ def write_shards(
                     entry["seconds"] += seconds
                     stats["num_records"] += 1
                     stats["seconds"] += seconds
-            _write_json(stats_path(names[shard]), stats)
+            write_json(stats_path(names[shard]), stats)
             os.replace(temporary_path, final_path)
             _merge_stats(total, stats)
     except BaseException:
@@ -225,5 +233,5 @@ def write_shards(
         "compression": "GZIP" if compress else None,
         "resumed_shards": resumed,
     }
-    _write_json(os.path.join(output_dir, SUMMARY_NAME), summary)
+    write_json(os.path.join(output_dir, SUMMARY_NAME), summary)
     return summary

@@ -58,6 +58,13 @@ def test_corpus_is_committed_and_within_budget():
     sources = json.loads((SAMPLE / "sources.json").read_text(encoding="utf-8"))
     assert set(sources["languages"]) == set(LANGUAGES)
     assert all(entry["license"] for entry in sources["languages"].values())
+    # The synthesis settings the script shares with keras_slam.data.synth are the ones recorded.
+    recorded = sources["synthesiser"]
+    assert (list(script.VARIANTS), list(script.RATE_RANGE), list(script.PITCH_RANGE)) == (
+        recorded["variants"],
+        recorded["speed_wpm"],
+        recorded["pitch"],
+    )
 
 
 def test_every_language_has_every_kind_and_split():

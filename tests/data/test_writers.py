@@ -135,3 +135,17 @@ def test_schema_rejects_non_int16():
         schema.speech_example("x", np.zeros(10, "float32"), "en")
     parsed = tf.io.parse_single_example(schema.speech_example("x", np.arange(5, dtype="int16"), "en"), schema.feature_spec("speech"))
     assert parsed["transcript"].numpy() == b"" and int(parsed["sample_rate"]) == 16000
+
+
+def test_items_with_pcm_in_memory_are_written_as_given(tmp_path, seeded):
+    pcm = [seeded.integers(-3000, 3000, size=size).astype("int16") for size in (800, 1600, 2400)]
+    items = [{"id": f"m{index}", "pcm": samples, "language": "en", "transcript": f"words {index}"} for index, samples in enumerate(pcm)]
+    summary = writers.write_shards(items, str(tmp_path / "out"), num_shards=2, progress=False)
+    assert summary["num_records"] == 3 and abs(summary["hours"] * 3600 - 0.3) < 1e-9
+    records = read_all(tmp_path / "out")
+    for index, samples in enumerate(pcm):
+        np.testing.assert_array_equal(records[f"m{index}"]["pcm"].numpy(), samples)
+        assert records[f"m{index}"]["transcript"].numpy().decode() == f"words {index}"
+    silent = [{"id": "quiet-one", "pcm": np.zeros(100, "int16"), "language": "en"}]
+    with pytest.raises(audio.BadInputError, match="quiet-one: silent"):
+        writers.write_shards(silent, str(tmp_path / "silent"), progress=False)
