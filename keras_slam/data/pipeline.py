@@ -53,7 +53,8 @@ def list_shards(paths, num_hosts=1, host_index=0):
 
     Args:
         paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`), a glob, a
-            file, or a list of these.
+            file, or a list of these. Unfinished shards (`*.incomplete`,
+            see writers.py) never match.
         num_hosts, host_index: host `host_index` gets files
             `host_index::num_hosts`, so hosts read disjoint shards.
     """
@@ -65,7 +66,7 @@ def list_shards(paths, num_hosts=1, host_index=0):
             files += glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz"))
         else:
             files += glob.glob(path) or [path]
-    files = sorted(set(files))
+    files = sorted(set(f for f in files if not f.endswith(".incomplete")))
     if not files:
         raise FileNotFoundError(f"no shards in {paths}")
     if not 0 <= host_index < num_hosts:

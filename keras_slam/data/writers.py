@@ -9,13 +9,16 @@ summarizes them.
 Shards are named `{prefix}-{index:05d}-of-{count:05d}.tfrecord[.gz]`. Each is
 written under a temporary name and renamed when complete, with its
 statistics in `.stats/` beside it, so an interrupted run resumes by
-skipping the shards that exist.
+skipping the shards that exist. A folder holding shards of another run
+(another shard count, prefix or compression) is refused unless
+`overwrite` clears it: readers take every shard in a folder.
 """
 
 import functools
 import json
 import multiprocessing
 import os
+import shutil
 
 import tensorflow as tf
 import tqdm
@@ -107,6 +110,40 @@ def _write_json(path, payload):
     os.replace(temporary, path)
 
 
+def _clear_or_refuse(output_dir, names, kind, overwrite):
+    """Makes `output_dir` safe to write `names` into: empty, or a resumable run of the same command.
+
+    Raises FileExistsError naming the shards or summary of another run,
+    unless `overwrite`, which deletes them (and the statistics) first.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    shards = sorted(name for name in os.listdir(output_dir) if ".tfrecord" in name)
+    summary_path = os.path.join(output_dir, SUMMARY_NAME)
+    summary = None
+    if os.path.exists(summary_path):
+        with open(summary_path, encoding="utf-8") as file:
+            summary = json.load(file)
+    if overwrite:
+        for name in shards:
+            os.remove(os.path.join(output_dir, name))
+        shutil.rmtree(os.path.join(output_dir, STATS_DIR), ignore_errors=True)
+        if summary is not None:
+            os.remove(summary_path)
+        return
+    foreign = [name for name in shards if name not in names and not name.endswith(".incomplete")]
+    if foreign:
+        raise FileExistsError(
+            f"{output_dir} holds {len(foreign)} shard(s) of another run ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+            "readers would take them too: pass overwrite (--overwrite) to replace them, or choose an empty folder"
+        )
+    if summary is not None and (summary.get("shards") != names or summary.get("kind") != kind):
+        raise FileExistsError(
+            f"{summary_path} describes another run (kind {summary.get('kind')!r}, {len(summary.get('shards', []))} shard(s)); "
+            "pass overwrite (--overwrite) to replace it, or choose an empty folder"
+        )
+
+
 def write_shards(
     items,
     output_dir,
@@ -121,6 +158,7 @@ def write_shards(
     downmix=False,
     decoder="soundfile",
     progress=True,
+    overwrite=False,
 ):
     """Writes `items` to sharded TFRecords and returns the summary dict.
 
@@ -138,6 +176,9 @@ def write_shards(
         downmix: average multi-channel audio instead of rejecting it.
         decoder: "soundfile" or "tfio".
         progress: show a tqdm progress bar.
+        overwrite: delete shards, statistics and summary of an earlier run
+            in `output_dir` first; without it a folder holding another run's
+            shards or summary raises FileExistsError (the same run resumes).
     Returns:
         {"kind", "num_records", "hours", "languages": {lang: {"records",
         "hours"}}, "num_skipped", "skipped": [{"source", "reason", "detail"}],
@@ -156,6 +197,7 @@ def write_shards(
     num_shards = min(num_shards or 1, len(items))
     names = shard_names(prefix, num_shards, compress)
     bounds = [round(index * len(items) / num_shards) for index in range(num_shards + 1)]
+    _clear_or_refuse(output_dir, names, kind, overwrite)
     os.makedirs(os.path.join(output_dir, STATS_DIR), exist_ok=True)
 
     def stats_path(name):

@@ -135,3 +135,35 @@ def test_schema_rejects_non_int16():
         schema.speech_example("x", np.zeros(10, "float32"), "en")
     parsed = tf.io.parse_single_example(schema.speech_example("x", np.arange(5, dtype="int16"), "en"), schema.feature_spec("speech"))
     assert parsed["transcript"].numpy() == b"" and int(parsed["sample_rate"]) == 16000
+
+
+def test_rewriting_a_folder_with_another_shard_count_is_refused_or_overwritten(tmp_path, seeded, capsys):
+    manifest, _ = helpers.make_manifest(str(tmp_path / "corpus"), [0.4] * 6, seeded)
+    out = tmp_path / "out"
+    args = ["make-tfrecords", "--input", manifest, "--output", str(out), "--no-progress"]
+    assert cli.main(args + ["--num-shards", "3"]) == 0
+    assert cli.main(args + ["--num-shards", "2"]) == 1
+    assert "shard(s) of another run" in capsys.readouterr().err
+    assert cli.main(args + ["--num-shards", "3", "--gzip"]) == 1
+    assert len(read_all(out)) == 6  # the first run is intact
+    # A summary of another kind in an otherwise empty folder is refused too.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({"kind": "text", "shards": ["x.tfrecord"]}))
+    with pytest.raises(FileExistsError, match="describes another run"):
+        writers.write_shards(corpora.read_jsonl(manifest), str(tmp_path / "other"), progress=False)
+
+    assert cli.main(args + ["--num-shards", "2", "--overwrite"]) == 0
+    assert len(pipeline.list_shards(out)) == 2 and len(read_all(out)) == 6
+    assert sorted(os.listdir(out / ".stats")) == sorted(n + ".json" for n in json.loads((out / "summary.json").read_text())["shards"])
+    # Rerunning the same command resumes instead of refusing.
+    assert cli.main(args + ["--num-shards", "2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_shards"] == 2
+
+
+def test_list_shards_never_takes_unfinished_shards(tmp_path):
+    (tmp_path / "shard-00000-of-00002.tfrecord").write_bytes(b"")
+    (tmp_path / "shard-00001-of-00002.tfrecord.incomplete").write_bytes(b"partial")
+    (tmp_path / "shard-00001-of-00002.tfrecord.gz.incomplete").write_bytes(b"partial")
+    expected = [str(tmp_path / "shard-00000-of-00002.tfrecord")]
+    assert pipeline.list_shards(tmp_path) == expected
+    assert pipeline.list_shards(str(tmp_path / "*.tfrecord*")) == expected
