@@ -134,3 +134,98 @@ def test_corrupt_shards_name_shard_and_record(tmp_path, case, corrupt_index, mes
     assert dataset.shard_report.num_corrupt == 1
     good_in_bad = [f"r{i}" for i in range(5) if i != corrupt_index] if not case.startswith("truncated") else [f"r{i}" for i in range(corrupt_index)]
     assert ids == sorted(good_in_bad + ["r0", "r1", "r2"])
+
+
+def frame_size(record):
+    return 8 + 4 + len(record) + 4  # length, its CRC, data, data CRC
+
+
+def damaged_shard(path, case, records):
+    """Writes `records` to `path` and damages it; returns (ids still readable, records lost, bytes lost, message)."""
+    write_records(path, records)
+    data = bytearray(open(path, "rb").read())
+    ids = [f"r{i}" for i in range(len(records))]
+    start_of_3 = sum(frame_size(r) for r in records[:3])
+    if case == "flipped_data_byte":  # record 3's data: the rest of the shard is intact
+        data[start_of_3 + 12 + 5] ^= 0xFF
+        expected = ids[:3] + ids[4:], 1, frame_size(records[3]), "corrupted record at"
+    elif case == "flipped_length_byte":  # record 3's header: resync on record 4's
+        data[start_of_3 + 2] ^= 0x01
+        expected = ids[:3] + ids[4:], 1, frame_size(records[3]), "corrupted record at"
+    elif case == "truncated":
+        data = data[: start_of_3 + 100]
+        expected = ids[:3], 1, 100, "truncated record at"
+    elif case == "gzip_named_plain":
+        gzip_path = path + ".gz"
+        write_records(gzip_path, records)
+        data = bytearray(open(gzip_path, "rb").read())
+        os.remove(gzip_path)
+        expected = [], len(records), len(data), "rename it"
+    with open(path, "wb") as file:
+        file.write(data)
+    return expected
+
+
+@pytest.mark.parametrize("case", ["flipped_data_byte", "flipped_length_byte", "truncated", "gzip_named_plain"])
+def test_damaged_plain_shards_report_what_is_lost_and_recover_the_rest(tmp_path, case, caplog):
+    records = good_records(10)
+    bad = str(tmp_path / "bad-00000.tfrecord")
+    expected_ids, records_lost, bytes_lost, message = damaged_shard(bad, case, records)
+    fine = str(tmp_path / "fine-00000.tfrecord")
+    write_records(fine, good_records(2))
+
+    with pytest.raises(pipeline.CorruptShardError, match=f"bad-00000.tfrecord: record {0 if case == 'gzip_named_plain' else 3}: .*{message}"):
+        pipeline.read_records([bad, fine])
+    dataset = pipeline.read_records([bad, fine], skip_corrupt=True)
+    ids = [r["id"].numpy().decode() for r in dataset]
+    assert ids == ["r0", "r1"] + expected_ids  # intact shards first, then what was recovered
+    pcm = {r["id"].numpy().decode(): r["pcm"].numpy() for r in dataset}
+    for id in expected_ids:
+        np.testing.assert_array_equal(pcm[id], np.full(1600 + int(id[1:]), int(id[1:]) + 1, "int16"))
+    report = dataset.shard_report
+    assert (report.num_corrupt, report.bytes_lost) == (records_lost, bytes_lost)
+    assert f"skipping {records_lost} corrupt or lost record(s), {bytes_lost} unreadable byte(s)" in caplog.text
+
+
+@pytest.mark.parametrize("compression_level", [0, 6])
+def test_damaged_gzip_shard_counts_the_bytes_after_the_damage(tmp_path, compression_level):
+    """A flipped byte in GZIP data. Level 0 stores the bytes as they are, so
+    only the record holding it is lost; level 6 turns constant audio into
+    back-references, so everything after it decodes to garbage and is lost."""
+    pcm = [np.full(1600 + i, i + 1, "int16") for i in range(10)]
+    path = str(tmp_path / "bad-00000.tfrecord.gz")
+    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=compression_level)
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for i, samples in enumerate(pcm):
+            writer.write(schema.speech_example(f"r{i}", samples, "en"))
+    data = bytearray(open(path, "rb").read())
+    damage_at = len(data) // 2
+    data[damage_at] ^= 0xFF
+    open(path, "wb").write(data)
+
+    dataset = pipeline.read_records([path], skip_corrupt=True)
+    read = {r["id"].numpy().decode(): r["pcm"].numpy() for r in dataset}
+    report = dataset.shard_report
+    first = report.damage[0]
+    assert first.offset <= damage_at and "inflate() failed" in first.reason
+    for id, samples in read.items():
+        np.testing.assert_array_equal(samples, pcm[int(id[1:])])
+    if compression_level == 0:
+        assert sorted(read) == sorted(f"r{i}" for i in range(10) if i != first.record) and report.num_corrupt == 1
+        lost = first.record
+        assert first.bytes_lost == frame_size(schema.speech_example(f"r{lost}", pcm[lost], "en"))  # one stored block
+    else:
+        assert list(read) == [f"r{i}" for i in range(first.record)] and first.record < 10
+        assert report.bytes_lost == len(data) - first.offset
+
+
+def test_a_record_that_is_not_an_example_names_shard_and_record(tmp_path):
+    records = good_records(5)
+    records[2] = b"\xff\xfe not a tf.train.Example"
+    path = str(tmp_path / "bad-00000.tfrecord")
+    write_records(path, records)
+    with pytest.raises(pipeline.CorruptShardError, match="bad-00000.tfrecord: record 2: not a tf.train.Example"):
+        pipeline.read_records([path])
+    dataset = pipeline.read_records([path], skip_corrupt=True)
+    assert [r["id"].numpy().decode() for r in dataset] == ["r0", "r1", "r3", "r4"]
+    assert dataset.shard_report.num_corrupt == 1
