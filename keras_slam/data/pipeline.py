@@ -519,7 +519,8 @@ def speech_dataset(
             tokenizer); needed when `paired`.
         max_token_length: L, the fixed transcript length of paired batches;
             longer transcripts follow `too_long` (never truncated).
-        paired: keep only records with a transcript and add its tokens.
+        paired: keep only records with a transcript (not only whitespace)
+            and add its tokens.
         languages / labels: lists of names; when given, batches carry their
             indices as "language" / "label" (B,) int32.
         too_long: "error" or "skip" for audio longer than the last bucket
@@ -545,7 +546,7 @@ def speech_dataset(
         raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
     records, report = _source(files, schema.SPEECH, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
     if paired:
-        records = records.filter(lambda r: tf.strings.length(r["transcript"]) > 0)
+        records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["transcript"])) > 0)
     limits = [round(seconds * schema.SAMPLE_RATE) for seconds in buckets.boundaries]
     language_index = _index_lookup(languages, "language") if languages else None
     label_index = _index_lookup(labels, "label") if labels else None

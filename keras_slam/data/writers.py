@@ -54,24 +54,60 @@ def check_text(source, text, charset):
         raise audio_lib.BadInputError(source, "bad_characters", "characters outside the charset: " + repr("".join(outside)))
 
 
+def _check_utf8(source, item):
+    """Raises BadInputError when a string field of `item` cannot be stored as UTF-8 (a lone surrogate)."""
+    for field, value in item.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise audio_lib.BadInputError(source, "not_utf8", f"{field}: {error.reason} {value[error.start]!r} at character {error.start}") from None
+
+
 def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
-    """One item -> (serialized example, seconds). Raises BadInputError."""
+    """One item -> (serialized example, seconds). Raises BadInputError.
+
+    Whitespace-only transcripts and translations are stored empty, so such a
+    record is not paired.
+    """
+    if "bad" in item:
+        raise audio_lib.BadInputError(*item["bad"])
+    source = item["id"] if kind == schema.TEXT else item["audio"]
+    _check_utf8(source, item)
     if kind == schema.TEXT:
-        check_text(item["id"], item["text"], charset)
+        if not item["text"].strip():
+            raise audio_lib.BadInputError(source, "empty", "whitespace-only text")
+        check_text(source, item["text"], charset)
         return schema.text_example(item["id"], item["text"], item["language"]), 0.0
-    if item.get("transcript"):
-        check_text(item["audio"], item["transcript"], charset)
+    transcript, translation = (item.get(field, "") if item.get(field, "").strip() else "" for field in ("transcript", "translation"))
+    check_text(source, transcript, charset)
     pcm = audio_lib.load_pcm(item["audio"], downmix=downmix, decoder=decoder)
     serialized = schema.speech_example(
         id=item["id"],
         pcm=pcm,
         language=item["language"],
-        transcript=item.get("transcript", ""),
-        translation=item.get("translation", ""),
-        target_language=item.get("target_language", ""),
+        transcript=transcript,
+        translation=translation,
+        target_language=item.get("target_language", "") if translation else "",
         label=item.get("label", ""),
     )
     return serialized, len(pcm) / schema.SAMPLE_RATE
+
+
+def _mark_duplicate_ids(items):
+    """`items` with each repeat of an earlier id replaced by a bad item (reason "duplicate_id")."""
+    first_seen = {}
+    marked = []
+    for index, item in enumerate(items):
+        source = item.get("audio", item["id"])
+        if "bad" not in item and item["id"] in first_seen:
+            first_index, first_source = first_seen[item["id"]]
+            detail = f"id {item['id']!r} is also item {first_index} ({first_source})"
+            item = {"id": item["id"], "bad": (source, "duplicate_id", detail)}
+        else:
+            first_seen.setdefault(item["id"], (index, source))
+        marked.append(item)
+    return marked
 
 
 def _encode_safely(indexed_item, **options):
@@ -170,8 +206,9 @@ def write_shards(
         num_shards / shard_size: how to split (at most one; default 1 shard).
         num_workers: decoding processes (multiprocessing).
         compress: GZIP shards (`.tfrecord.gz`).
-        skip_bad: skip bad items with a reason in the summary; otherwise the
-            first bad item raises BadInputError naming the file and problem.
+        skip_bad: skip bad items (undecodable audio or text, repeated ids,
+            ...) with a reason in the summary; otherwise the first bad item
+            raises BadInputError naming the file and problem.
         charset: allowed transcript/text characters (set) or None.
         downmix: average multi-channel audio instead of rejecting it.
         decoder: "soundfile" or "tfio".
@@ -189,7 +226,7 @@ def write_shards(
         raise ValueError(f"kind must be one of {schema.KINDS}, got {kind!r}")
     if num_shards and shard_size:
         raise ValueError("pass num_shards or shard_size, not both")
-    items = list(items)
+    items = _mark_duplicate_ids(list(items))
     if not items:
         raise ValueError("no items to write")
     if shard_size:

@@ -229,3 +229,58 @@ def test_a_record_that_is_not_an_example_names_shard_and_record(tmp_path):
     dataset = pipeline.read_records([path], skip_corrupt=True)
     assert [r["id"].numpy().decode() for r in dataset] == ["r0", "r1", "r3", "r4"]
     assert dataset.shard_report.num_corrupt == 1
+
+
+def manifest_with(folder, bad_case):
+    """Two good lines and one bad line of `bad_case`; returns (manifest, bad source, reason)."""
+    os.makedirs(folder)
+    helpers.write_audio(os.path.join(folder, "a.wav"), helpers.tone(16000, 0.5), 16000)
+    helpers.write_audio(os.path.join(folder, "b.wav"), helpers.tone(16000, 0.5, 300.0), 16000)
+    good = [json.dumps({"audio": "a.wav", "text": "hello", "language": "en", "id": "a"}).encode()]
+    good.append(json.dumps({"audio": "b.wav", "text": "world", "language": "en", "id": "b"}).encode())
+    if bad_case == "not_utf8":
+        bad, source = b'{"audio": "a.wav", "text": "caf\xe9", "language": "en", "id": "c"}', "manifest.jsonl:2"
+    elif bad_case == "lone_surrogate":
+        bad, source = b'{"audio": "a.wav", "text": "x\\ud800", "language": "en", "id": "c"}', "a.wav"
+    elif bad_case == "truncated_wav":
+        path = helpers.write_audio(os.path.join(folder, "cut.wav"), helpers.tone(16000, 1.0), 16000)
+        with open(path, "rb+") as file:
+            file.truncate(os.path.getsize(path) // 2)
+        bad, source = json.dumps({"audio": "cut.wav", "text": "cut", "language": "en", "id": "c"}).encode(), "cut.wav"
+    elif bad_case == "duplicate_id":
+        bad, source = json.dumps({"audio": "b.wav", "text": "again", "language": "en", "id": "a"}).encode(), "b.wav"
+    manifest = os.path.join(folder, "manifest.jsonl")
+    with open(manifest, "wb") as file:
+        file.write(b"\n".join([good[0], bad, good[1]]) + b"\n")
+    return manifest, source, {"lone_surrogate": "not_utf8", "truncated_wav": "truncated"}.get(bad_case, bad_case)
+
+
+@pytest.mark.parametrize("bad_case", ["not_utf8", "lone_surrogate", "truncated_wav", "duplicate_id"])
+def test_text_encoding_truncated_audio_and_repeated_ids_are_errors_or_counted_skips(tmp_path, bad_case, capsys):
+    manifest, source, reason = manifest_with(str(tmp_path / "corpus"), bad_case)
+    base = ["make-tfrecords", "--input", manifest, "--no-progress"]
+    assert cli.main(base + ["--output", str(tmp_path / "strict")]) == 1
+    assert f"{source}: {reason}" in capsys.readouterr().err
+    assert cli.main(base + ["--output", str(tmp_path / "skip"), "--skip-bad"]) == 0
+    summary = json.loads((tmp_path / "skip" / "summary.json").read_text())
+    assert summary["num_records"] == 2 and [s["reason"] for s in summary["skipped"]] == [reason]
+    assert summary["skipped"][0]["source"].endswith(source)
+    records = pipeline.read_records(pipeline.list_shards(tmp_path / "skip"))
+    assert sorted((r["id"].numpy(), r["transcript"].numpy()) for r in records) == [(b"a", b"hello"), (b"b", b"world")]
+
+
+def test_whitespace_transcripts_are_not_paired(tmp_path):
+    path = helpers.write_audio(str(tmp_path / "a.wav"), helpers.tone(16000, 0.5), 16000)
+    item = {"id": "a", "audio": path, "language": "en", "transcript": " \t\n", "translation": "  ", "target_language": "fr"}
+    parsed = tf.io.parse_single_example(writers.encode_item(item, "speech")[0], schema.feature_spec("speech"))
+    assert [parsed[k].numpy() for k in ("transcript", "translation", "target_language")] == [b"", b"", b""]
+    with pytest.raises(audio.BadInputError, match="x:1: empty"):
+        writers.encode_item({"id": "x:1", "text": "  ", "language": "en"}, "text")
+
+    # Shards written before keep such transcripts: paired batches still leave them out.
+    shard = str(tmp_path / "s-00000.tfrecord")
+    write_records(shard, [schema.speech_example(id, np.full(1600, 5, "int16"), "en", transcript=text) for id, text in [("blank", "  "), ("real", "ab")]])
+    frontend = lambda waveform, padding_mask: (waveform[:, :, None], padding_mask)  # noqa: E731
+    dataset = pipeline.speech_dataset([shard], frontend, pipeline.Buckets((1.0,), 4), tokenizer=lambda s: tf.strings.unicode_decode(s, "UTF-8"), max_token_length=4, paired=True)
+    batch = next(iter(dataset))
+    assert batch["speech_padding_mask"].numpy().sum(axis=1).tolist() == [1600, 0, 0, 0]
