@@ -220,12 +220,11 @@ def _recover_shard(shard, tf_error, kind, spec, report):
         report.damage.append(Damage(shard, 0, 0, len(frames) + len(spans), not spans, len(data), reason))
         report.recovered[shard], report.num_records[shard] = [], 0
         return
-    if schema.is_gzip(shard):
-        stream, failure = framing.inflate(data)
-        file_offset = lambda position: framing.compressed_offset(data, position)  # noqa: E731
-    else:
-        stream, failure = data, None
-        file_offset = lambda position: position  # noqa: E731
+    stream, failure = framing.inflate(data) if schema.is_gzip(shard) else (data, None)
+
+    def file_offset(position):
+        return framing.compressed_offset(data, position) if schema.is_gzip(shard) else position
+
     frames, spans = framing.walk_frames(stream)
     events = sorted([(offset, length, None) for offset, length in frames] + [(span.start, 0, span) for span in spans], key=lambda event: event[0])
     damage, readable, index = [], [], 0
