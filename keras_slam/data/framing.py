@@ -166,7 +166,7 @@ def compressed_offset(data, position):
         except zlib.error:
             size = None
         if size is None or produced + size > position:
-            _, offset = _feed(before, first, chunk, stop=lambda more: produced + more > position)
+            _, offset = _feed(before, first, chunk, stop=lambda more, before_chunk=produced: before_chunk + more > position)
             return len(data) if offset is None else offset
         produced += size
     return len(data)

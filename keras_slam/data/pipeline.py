@@ -36,8 +36,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import message
 
-from keras_slam.data import framing
-from keras_slam.data import schema
+from keras_slam.data import framing, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 logger = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def list_shards(paths, num_hosts=1, host_index=0):
             files += glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz"))
         else:
             files += glob.glob(path) or [path]
-    files = sorted(set(f for f in files if not f.endswith(".incomplete")))
+    files = sorted({f for f in files if not f.endswith(".incomplete")})
     if not files:
         raise FileNotFoundError(f"no shards in {paths}")
     if not 0 <= host_index < num_hosts:

@@ -136,6 +136,11 @@ def test_corrupt_shards_name_shard_and_record(tmp_path, case, corrupt_index, mes
     assert ids == sorted(good_in_bad + ["r0", "r1", "r2"])
 
 
+def read_bytes(path):
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def frame_size(record):
     return 8 + 4 + len(record) + 4  # length, its CRC, data, data CRC
 
@@ -143,7 +148,7 @@ def frame_size(record):
 def damaged_shard(path, case, records):
     """Writes `records` to `path` and damages it; returns (ids still readable, records lost, bytes lost, message)."""
     write_records(path, records)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(read_bytes(path))
     ids = [f"r{i}" for i in range(len(records))]
     start_of_3 = sum(frame_size(r) for r in records[:3])
     if case == "flipped_data_byte":  # record 3's data: the rest of the shard is intact
@@ -158,7 +163,7 @@ def damaged_shard(path, case, records):
     elif case == "gzip_named_plain":
         gzip_path = path + ".gz"
         write_records(gzip_path, records)
-        data = bytearray(open(gzip_path, "rb").read())
+        data = bytearray(read_bytes(gzip_path))
         os.remove(gzip_path)
         expected = [], len(records), len(data), "rename it"
     with open(path, "wb") as file:
@@ -198,10 +203,11 @@ def test_damaged_gzip_shard_counts_the_bytes_after_the_damage(tmp_path, compress
     with tf.io.TFRecordWriter(path, options) as writer:
         for i, samples in enumerate(pcm):
             writer.write(schema.speech_example(f"r{i}", samples, "en"))
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(read_bytes(path))
     damage_at = len(data) // 2
     data[damage_at] ^= 0xFF
-    open(path, "wb").write(data)
+    with open(path, "wb") as file:
+        file.write(data)
 
     dataset = pipeline.read_records([path], skip_corrupt=True)
     read = {r["id"].numpy().decode(): r["pcm"].numpy() for r in dataset}
@@ -280,7 +286,7 @@ def test_whitespace_transcripts_are_not_paired(tmp_path):
     # Shards written before keep such transcripts: paired batches still leave them out.
     shard = str(tmp_path / "s-00000.tfrecord")
     write_records(shard, [schema.speech_example(id, np.full(1600, 5, "int16"), "en", transcript=text) for id, text in [("blank", "  "), ("real", "ab")]])
-    frontend = lambda waveform, padding_mask: (waveform[:, :, None], padding_mask)  # noqa: E731
+    frontend = lambda waveform, padding_mask: (waveform[:, :, None], padding_mask)
     dataset = pipeline.speech_dataset([shard], frontend, pipeline.Buckets((1.0,), 4), tokenizer=lambda s: tf.strings.unicode_decode(s, "UTF-8"), max_token_length=4, paired=True)
     batch = next(iter(dataset))
     assert batch["speech_padding_mask"].numpy().sum(axis=1).tolist() == [1600, 0, 0, 0]

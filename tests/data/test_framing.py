@@ -29,14 +29,15 @@ def test_crc32c_matches_the_check_value_and_tf_records(tmp_path):
     with tf.io.TFRecordWriter(path) as writer:
         for record in records:
             writer.write(record)
-    stream = open(path, "rb").read()
+    with open(path, "rb") as file:
+        stream = file.read()
     frames, spans = framing.walk_frames(stream)
     assert spans == [] and [stream[o + 12 : o + 12 + n] for o, n in frames] == records
 
 
 def test_walk_frames_resyncs_after_garbage():
     records = [np.random.default_rng(i).bytes(40 + i) for i in range(3)]
-    frame = lambda record: (  # noqa: E731
+    frame = lambda record: (
         len(record).to_bytes(8, "little")
         + framing.masked_crc32c(len(record).to_bytes(8, "little")).to_bytes(4, "little")
         + record
