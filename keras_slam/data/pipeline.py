@@ -50,13 +50,35 @@ class CorruptShardError(ValueError):
 # ------------------------------------------------------------------ shards
 
 
+def _folder_shards(folder):
+    """The shards of a folder; they must be those its writer's summary.json lists, if it has one."""
+    files = glob.glob(os.path.join(folder, "*.tfrecord")) + glob.glob(os.path.join(folder, "*.tfrecord.gz"))
+    summary_path = os.path.join(folder, "summary.json")
+    if not os.path.exists(summary_path):
+        return files
+    with open(summary_path, encoding="utf-8") as file:
+        summary = json.load(file)
+    if summary.get("kind") not in schema.KINDS or "shards" not in summary:
+        return files  # not a writers.write_shards summary (e.g. a corpus-wide one)
+    listed = summary["shards"]
+    found = sorted(os.path.basename(f) for f in files)
+    if found != sorted(listed):
+        extra, missing = sorted(set(found) - set(listed)), sorted(set(listed) - set(found))
+        raise ValueError(
+            f"{folder}: the shards disagree with summary.json (not listed: {extra[:3]}{' ...' if len(extra) > 3 else ''}, "
+            f"missing: {missing[:3]}{' ...' if len(missing) > 3 else ''}); rewrite the folder with make-tfrecords --overwrite"
+        )
+    return files
+
+
 def list_shards(paths, num_hosts=1, host_index=0):
     """Sorted shard files of this host.
 
     Args:
-        paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`), a glob, a
-            file, or a list of these. Unfinished shards (`*.incomplete`,
-            see writers.py) never match.
+        paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`, which must
+            be those its summary.json lists, if any), a glob, a file, or a
+            list of these. Unfinished shards (`*.incomplete`, see
+            writers.py) never match.
         num_hosts, host_index: host `host_index` gets files
             `host_index::num_hosts`, so hosts read disjoint shards.
     """
@@ -65,7 +87,7 @@ def list_shards(paths, num_hosts=1, host_index=0):
     files = []
     for path in map(str, paths):
         if os.path.isdir(path):
-            files += glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz"))
+            files += _folder_shards(path)
         else:
             files += glob.glob(path) or [path]
     files = sorted({f for f in files if not f.endswith(".incomplete")})

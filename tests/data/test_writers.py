@@ -73,7 +73,9 @@ def test_resume_keeps_finished_shards_and_rewrites_missing(tmp_path, seeded):
     mtimes = [os.path.getmtime(n) for n in names]
     os.remove(names[1])
     (tmp_path / "out" / (first["shards"][1] + ".incomplete")).write_bytes(b"partial")
-    assert len(pipeline.list_shards(tmp_path / "out")) == 2  # a partial shard never looks complete
+    with pytest.raises(ValueError, match=r"missing: \['shard-00001-of-00003.tfrecord'\]"):
+        pipeline.list_shards(tmp_path / "out")  # the folder no longer holds what its summary lists
+    assert len(pipeline.list_shards(str(tmp_path / "out" / "*.tfrecord*"))) == 2  # a partial shard never looks complete
     second = writers.write_shards(items, str(tmp_path / "out"), num_shards=3, num_workers=2, progress=False)
     assert second["resumed_shards"] == 2
     assert [os.path.getmtime(n) for n in (names[0], names[2])] == [mtimes[0], mtimes[2]]
@@ -167,3 +169,13 @@ def test_list_shards_never_takes_unfinished_shards(tmp_path):
     expected = [str(tmp_path / "shard-00000-of-00002.tfrecord")]
     assert pipeline.list_shards(tmp_path) == expected
     assert pipeline.list_shards(str(tmp_path / "*.tfrecord*")) == expected
+
+
+def test_list_shards_refuses_a_folder_whose_shards_disagree_with_its_summary(tmp_path, seeded):
+    """A folder an earlier writer doubled: shards of two runs, summary of one."""
+    manifest, _ = helpers.make_manifest(str(tmp_path / "corpus"), [0.4] * 4, seeded)
+    summary = writers.write_shards(corpora.read_jsonl(manifest), str(tmp_path / "out"), num_shards=2, progress=False)
+    assert len(pipeline.list_shards(tmp_path / "out")) == 2
+    (tmp_path / "out" / "shard-00000-of-00003.tfrecord").write_bytes((tmp_path / "out" / summary["shards"][0]).read_bytes())
+    with pytest.raises(ValueError, match=r"disagree with summary.json \(not listed: \['shard-00000-of-00003.tfrecord'\], missing: \[\]\)"):
+        pipeline.list_shards(tmp_path / "out")
