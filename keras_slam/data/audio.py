@@ -28,7 +28,7 @@ def check_wav_length(path):
     """Raises BadInputError when a RIFF/WAVE file's data chunk is longer than the file.
 
     libsndfile reads such a truncated file silently, up to where it ends.
-    Streamed WAVs that leave the size unset (0 or 0xFFFFFFFF) pass.
+    Streamed WAVs that leave the size unset (0xFFFFFFFF) pass.
     """
     with open(path, "rb") as file:
         header = file.read(12)
@@ -42,7 +42,7 @@ def check_wav_length(path):
             name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if name == b"data":
                 available = file_size - file.tell()
-                if size not in (0, 0xFFFFFFFF) and size > available:
+                if size != 0xFFFFFFFF and size > available:
                     raise BadInputError(path, "truncated", f"the WAV header declares {size} data bytes, the file holds {available}")
                 return
             file.seek(size + size % 2, os.SEEK_CUR)

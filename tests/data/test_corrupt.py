@@ -290,3 +290,20 @@ def test_whitespace_transcripts_are_not_paired(tmp_path):
     dataset = pipeline.speech_dataset([shard], frontend, pipeline.Buckets((1.0,), 4), tokenizer=lambda s: tf.strings.unicode_decode(s, "UTF-8"), max_token_length=4, paired=True)
     batch = next(iter(dataset))
     assert batch["speech_padding_mask"].numpy().sum(axis=1).tolist() == [1600, 0, 0, 0]
+
+
+def test_streamed_wav_sizes_are_not_truncation(tmp_path):
+    """WAVs written to a pipe leave the data size unset (0xFFFFFFFF): not flagged."""
+    samples = helpers.tone(16000, 0.5)
+    expected = audio.load_pcm(helpers.write_audio(str(tmp_path / "a.wav"), samples, 16000))
+    data = bytearray(read_bytes(str(tmp_path / "a.wav")))
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = (0xFFFFFFFF).to_bytes(4, "little")
+    with open(tmp_path / "streamed.wav", "wb") as file:
+        file.write(data)
+    np.testing.assert_array_equal(audio.load_pcm(str(tmp_path / "streamed.wav")), expected)
+    data[size_at : size_at + 4] = (len(data) - size_at - 4 + 2).to_bytes(4, "little")  # two bytes short
+    with open(tmp_path / "short.wav", "wb") as file:
+        file.write(data)
+    with pytest.raises(audio.BadInputError, match="short.wav: truncated"):
+        audio.load_pcm(str(tmp_path / "short.wav"))
