@@ -47,6 +47,7 @@ def add_make_tfrecords_arguments(parser):
     parser.add_argument("--downmix", action="store_true", help="average multi-channel audio instead of rejecting it")
     parser.add_argument("--decoder", choices=("soundfile", "tfio"), default="soundfile")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace the shards and summary of an earlier run in --output")
 
 
 def run_make_tfrecords(args):
@@ -71,9 +72,13 @@ def run_make_tfrecords(args):
             downmix=args.downmix,
             decoder=args.decoder,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     except audio.BadInputError as error:
         print(f"error: {error} (pass --skip-bad to skip such inputs)", file=sys.stderr)
+        return 1
+    except FileExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

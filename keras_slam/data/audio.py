@@ -4,6 +4,8 @@ Decoding and resampling happen once, at write time, so readers need no codec.
 """
 
 import math
+import os
+import struct
 
 import numpy as np
 import soundfile
@@ -20,6 +22,30 @@ class BadInputError(ValueError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{self.source}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def check_wav_length(path):
+    """Raises BadInputError when a RIFF/WAVE file's data chunk is longer than the file.
+
+    libsndfile reads such a truncated file silently, up to where it ends.
+    Streamed WAVs that leave the size unset (0xFFFFFFFF) pass.
+    """
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        file_size = os.fstat(file.fileno()).st_size
+        while True:
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                return
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                available = file_size - file.tell()
+                if size != 0xFFFFFFFF and size > available:
+                    raise BadInputError(path, "truncated", f"the WAV header declares {size} data bytes, the file holds {available}")
+                return
+            file.seek(size + size % 2, os.SEEK_CUR)
 
 
 def _read_soundfile(path):
@@ -66,10 +92,11 @@ def load_pcm(path, downmix=False, decoder="soundfile"):
             anything but mono is an error.
         decoder: "soundfile" or "tfio" (optional tensorflow-io).
     Raises:
-        BadInputError: unreadable, empty, non-finite, silent, or wrong
-            channel count.
+        BadInputError: unreadable, truncated (WAV), empty, non-finite,
+            silent, or wrong channel count.
     """
     try:
+        check_wav_length(path)
         audio, rate = DECODERS[decoder](path)
     except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
         raise BadInputError(path, "unreadable", str(error)) from error

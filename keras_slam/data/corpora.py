@@ -2,7 +2,10 @@
 
 Audio paths are resolved here; decoding, validation and sharding happen in
 `writers.write_shards`. Every reader is registered in `READERS` under the
-name the `make-tfrecords --format` flag uses.
+name the `make-tfrecords --format` flag uses. A line that cannot be read
+(not UTF-8, not JSON) becomes a *bad item* `{"id", "bad": (source, reason,
+detail)}`, which the writer reports as an error or, with `skip_bad`, a
+counted skip.
 """
 
 import csv
@@ -25,6 +28,21 @@ def _item(audio, id, language, transcript="", translation="", target_language=""
     }
 
 
+def bad_item(source, reason, detail):
+    """An item the writer refuses (or skips) with this reason; see writers.encode_item."""
+    return {"id": source, "bad": (source, reason, detail)}
+
+
+def _lines(path, bad_items):
+    """(line number, text) of each UTF-8 line of `path`; undecodable lines go to `bad_items`."""
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad_items.append(bad_item(f"{path}:{number}", "not_utf8", f"{error.reason} at byte {error.start}: {raw[error.start : error.start + 4]!r}"))
+
+
 def _require(value, what, source):
     if not value:
         raise ValueError(f"{source}: no {what}; pass --language")
@@ -40,33 +58,33 @@ def read_jsonl(path, kind="speech", language=None):
     """
     base = os.path.dirname(os.path.abspath(path))
     items = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON ({error})") from error
-            where = f"{path}:{number}"
-            entry_language = _require(entry.get("language") or language, "language", where)
-            if kind == "text":
-                items.append({"id": entry.get("id") or f"{os.path.basename(path)}:{number}", "text": entry["text"], "language": entry_language})
-                continue
-            if "audio" not in entry:
-                raise ValueError(f"{where}: missing 'audio'")
-            audio = os.path.join(base, entry["audio"])
-            items.append(
-                _item(
-                    audio,
-                    id=entry.get("id") or os.path.splitext(entry["audio"])[0],
-                    language=entry_language,
-                    transcript=entry.get("text", ""),
-                    translation=entry.get("translation", ""),
-                    target_language=entry.get("target_language", ""),
-                    label=entry.get("label", ""),
-                )
+    for number, line in _lines(path, items):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            items.append(bad_item(f"{path}:{number}", "not_json", str(error)))
+            continue
+        where = f"{path}:{number}"
+        entry_language = _require(entry.get("language") or language, "language", where)
+        if kind == "text":
+            items.append({"id": entry.get("id") or f"{os.path.basename(path)}:{number}", "text": entry["text"], "language": entry_language})
+            continue
+        if "audio" not in entry:
+            raise ValueError(f"{where}: missing 'audio'")
+        audio = os.path.join(base, entry["audio"])
+        items.append(
+            _item(
+                audio,
+                id=entry.get("id") or os.path.splitext(entry["audio"])[0],
+                language=entry_language,
+                transcript=entry.get("text", ""),
+                translation=entry.get("translation", ""),
+                target_language=entry.get("target_language", ""),
+                label=entry.get("label", ""),
             )
+        )
     return items
 
 
@@ -75,11 +93,10 @@ def read_text(path, kind="text", language=None):
     _require(language, "language", path)
     items = []
     for file_path in sorted(glob.glob(path)) or [path]:
-        with open(file_path, encoding="utf-8") as file:
-            for number, line in enumerate(file, start=1):
-                sentence = line.strip()
-                if sentence:
-                    items.append({"id": f"{os.path.basename(file_path)}:{number}", "text": sentence, "language": language})
+        for number, line in _lines(file_path, items):
+            sentence = line.strip()
+            if sentence:
+                items.append({"id": f"{os.path.basename(file_path)}:{number}", "text": sentence, "language": language})
     return items
 
 
@@ -88,17 +105,17 @@ def read_librispeech(root, kind="speech", language=None):
     items = []
     for transcripts in sorted(glob.glob(os.path.join(root, "*", "*", "*.trans.txt"))):
         folder = os.path.dirname(transcripts)
-        with open(transcripts, encoding="utf-8") as file:
-            for line in file:
-                if line.strip():
-                    utterance, _, text = line.strip().partition(" ")
-                    items.append(_item(os.path.join(folder, utterance + ".flac"), utterance, language or "en", text))
+        for _, line in _lines(transcripts, items):
+            if line.strip():
+                utterance, _, text = line.strip().partition(" ")
+                items.append(_item(os.path.join(folder, utterance + ".flac"), utterance, language or "en", text))
     return items
 
 
-def _read_tsv(path):
-    with open(path, encoding="utf-8", newline="") as file:
-        return list(csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE))
+def _rows(path, items, header=True, **csv_options):
+    """CSV/TSV rows (dicts with `header`, else lists) of the UTF-8 lines of `path`; others go to `items` as bad items."""
+    lines = (line for _, line in _lines(path, items))
+    return csv.DictReader(lines, **csv_options) if header else csv.reader(lines, **csv_options)
 
 
 def read_common_voice(path, kind="speech", language=None):
@@ -116,7 +133,7 @@ def read_common_voice(path, kind="speech", language=None):
     if name.startswith("covost_v2."):
         source_language, target_language = name.split(".")[1].split("_")
     items = []
-    for row in _read_tsv(path):
+    for row in _rows(path, items, delimiter="\t", quoting=csv.QUOTE_NONE):
         row_language = _require(source_language or row.get("locale") or language, "language", path)
         items.append(
             _item(
@@ -142,10 +159,9 @@ def read_fleurs(path, kind="speech", language=None):
     language = language or os.path.basename(folder)
     audio_dirs = [os.path.join(folder, "audio", split), os.path.join(folder, "audio")]
     items = []
-    with open(path, encoding="utf-8", newline="") as file:
-        for row in csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE):
-            audio = next((os.path.join(d, row[1]) for d in audio_dirs if os.path.exists(os.path.join(d, row[1]))), os.path.join(audio_dirs[0], row[1]))
-            items.append(_item(audio, id=f"{language}/{os.path.splitext(row[1])[0]}", language=language, transcript=row[2], label=language))
+    for row in _rows(path, items, header=False, delimiter="\t", quoting=csv.QUOTE_NONE):
+        audio = next((os.path.join(d, row[1]) for d in audio_dirs if os.path.exists(os.path.join(d, row[1]))), os.path.join(audio_dirs[0], row[1]))
+        items.append(_item(audio, id=f"{language}/{os.path.splitext(row[1])[0]}", language=language, transcript=row[2], label=language))
     return items
 
 
@@ -162,22 +178,21 @@ def read_minds14(path, kind="speech", language=None):
     folder = os.path.dirname(os.path.abspath(path))
     language = language or os.path.splitext(os.path.basename(path))[0]
     items = []
-    with open(path, encoding="utf-8", newline="") as file:
-        for row in csv.DictReader(file):
-            relative = _first(row, ("filepath", "path", "file"))
-            candidates = [os.path.join(folder, relative), os.path.join(os.path.dirname(folder), relative)]
-            audio = next((c for c in candidates if os.path.exists(c)), candidates[0])
-            items.append(
-                _item(
-                    audio,
-                    id=os.path.splitext(relative)[0],
-                    language=language,
-                    transcript=_first(row, ("text_asr", "transcription", "text")),
-                    translation=_first(row, ("text_translated", "english_transcription")),
-                    target_language="en" if _first(row, ("text_translated", "english_transcription")) else "",
-                    label=_first(row, ("intent", "intent_class")),
-                )
+    for row in _rows(path, items):
+        relative = _first(row, ("filepath", "path", "file"))
+        candidates = [os.path.join(folder, relative), os.path.join(os.path.dirname(folder), relative)]
+        audio = next((c for c in candidates if os.path.exists(c)), candidates[0])
+        items.append(
+            _item(
+                audio,
+                id=os.path.splitext(relative)[0],
+                language=language,
+                transcript=_first(row, ("text_asr", "transcription", "text")),
+                translation=_first(row, ("text_translated", "english_transcription")),
+                target_language="en" if _first(row, ("text_translated", "english_transcription")) else "",
+                label=_first(row, ("intent", "intent_class")),
             )
+        )
     return items
 
 

@@ -27,14 +27,16 @@ Padded rows have all-zero masks, token ids 0, language/label -1.
 
 import dataclasses
 import glob
+import gzip
 import json
 import logging
 import os
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 
-from keras_slam.data import schema
+from keras_slam.data import framing, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 logger = logging.getLogger(__name__)
@@ -48,12 +50,35 @@ class CorruptShardError(ValueError):
 # ------------------------------------------------------------------ shards
 
 
+def _folder_shards(folder):
+    """The shards of a folder; they must be those its writer's summary.json lists, if it has one."""
+    files = glob.glob(os.path.join(folder, "*.tfrecord")) + glob.glob(os.path.join(folder, "*.tfrecord.gz"))
+    summary_path = os.path.join(folder, "summary.json")
+    if not os.path.exists(summary_path):
+        return files
+    with open(summary_path, encoding="utf-8") as file:
+        summary = json.load(file)
+    if summary.get("kind") not in schema.KINDS or "shards" not in summary:
+        return files  # not a writers.write_shards summary (e.g. a corpus-wide one)
+    listed = summary["shards"]
+    found = sorted(os.path.basename(f) for f in files)
+    if found != sorted(listed):
+        extra, missing = sorted(set(found) - set(listed)), sorted(set(listed) - set(found))
+        raise ValueError(
+            f"{folder}: the shards disagree with summary.json (not listed: {extra[:3]}{' ...' if len(extra) > 3 else ''}, "
+            f"missing: {missing[:3]}{' ...' if len(missing) > 3 else ''}); rewrite the folder with make-tfrecords --overwrite"
+        )
+    return files
+
+
 def list_shards(paths, num_hosts=1, host_index=0):
     """Sorted shard files of this host.
 
     Args:
-        paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`), a glob, a
-            file, or a list of these.
+        paths: a folder (its `*.tfrecord` and `*.tfrecord.gz`, which must
+            be those its summary.json lists, if any), a glob, a file, or a
+            list of these. Unfinished shards (`*.incomplete`, see
+            writers.py) never match.
         num_hosts, host_index: host `host_index` gets files
             `host_index::num_hosts`, so hosts read disjoint shards.
     """
@@ -62,10 +87,10 @@ def list_shards(paths, num_hosts=1, host_index=0):
     files = []
     for path in map(str, paths):
         if os.path.isdir(path):
-            files += glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz"))
+            files += _folder_shards(path)
         else:
             files += glob.glob(path) or [path]
-    files = sorted(set(files))
+    files = sorted({f for f in files if not f.endswith(".incomplete")})
     if not files:
         raise FileNotFoundError(f"no shards in {paths}")
     if not 0 <= host_index < num_hosts:
@@ -97,26 +122,63 @@ def language_weights(counts, temperature=3.0):
 
 
 @dataclasses.dataclass
+class Damage:
+    """An unreadable stretch of a shard (bad checksums, truncation, GZIP damage) and what it cost."""
+
+    shard: str
+    record: int  # index of its first lost record (records read or lost before it)
+    offset: int  # byte of the file where it starts (GZIP: the compressed byte)
+    records_lost: int  # a lower bound unless `exact`
+    exact: bool
+    bytes_lost: int  # bytes of the file from `offset` that could not be read
+    reason: str
+
+    def describe(self):
+        if self.exact:
+            lost = f"{self.records_lost} record(s)"
+        else:
+            lost = f"at least {self.records_lost} record(s)" if self.records_lost else "an unknown number of records"
+        return f"{self.shard}: record {self.record}: {self.reason}; lost {lost} and {self.bytes_lost} byte(s) from byte {self.offset}"
+
+
+@dataclasses.dataclass
 class ShardReport:
-    """What `scan_shards` found: records per shard and every corrupt one."""
+    """What `scan_shards` found: records per shard, invalid records and damage.
+
+    `recovered` maps each shard tf.data could not read through to its
+    readable frames [(stream offset, length)], read back in Python.
+    """
 
     num_records: dict = dataclasses.field(default_factory=dict)
-    corrupt: list = dataclasses.field(default_factory=list)  # (shard, index, reason)
-    truncated: dict = dataclasses.field(default_factory=dict)  # shard -> readable records
+    corrupt: list = dataclasses.field(default_factory=list)  # (shard, index, reason): read but invalid
+    damage: list = dataclasses.field(default_factory=list)  # Damage
+    recovered: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def clean(self):
+        return not self.corrupt and not self.damage
 
     @property
     def num_corrupt(self):
-        return len(self.corrupt)
+        """Records skipped: invalid ones plus those lost to damage (a lower bound where not exact)."""
+        return len(self.corrupt) + sum(damage.records_lost for damage in self.damage)
+
+    @property
+    def bytes_lost(self):
+        return sum(damage.bytes_lost for damage in self.damage)
 
     def describe(self, limit=5):
-        lines = [f"{shard}: record {index}: {reason}" for shard, index, reason in self.corrupt[:limit]]
-        if self.num_corrupt > limit:
-            lines.append(f"... and {self.num_corrupt - limit} more")
-        return "\n".join(lines)
+        lines = [damage.describe() for damage in self.damage]
+        lines += [f"{shard}: record {index}: {reason}" for shard, index, reason in self.corrupt]
+        return "\n".join(lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else []))
 
 
 def _record_problem(record, kind, spec):
     """None if the serialized record is valid, else a one-line reason."""
+    try:
+        tf.train.Example.FromString(record.numpy())
+    except message.DecodeError as error:
+        return f"not a tf.train.Example ({error})"
     try:
         parsed = tf.io.parse_single_example(record, spec)
     except tf.errors.InvalidArgumentError as error:
@@ -134,7 +196,7 @@ def _record_problem(record, kind, spec):
 def _batch_is_valid(records, kind, spec):
     try:
         parsed = tf.io.parse_example(records, spec)
-    except tf.errors.InvalidArgumentError:
+    except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # TF quotes undecodable bytes of non-Examples
         return False
     if kind == schema.TEXT:
         return True
@@ -145,11 +207,85 @@ def _batch_is_valid(records, kind, spec):
     )
 
 
+def _check_records(shard, indices, records, kind, spec, report):
+    """Adds the invalid ones of `records` (B,) string tensor, numbered `indices`, to `report.corrupt`; returns their indices."""
+    if _batch_is_valid(records, kind, spec):
+        return set()
+    bad = set()
+    for index, record in zip(indices, records):
+        problem = _record_problem(record, kind, spec)
+        if problem:
+            report.corrupt.append((shard, index, problem))
+            bad.add(index)
+    return bad
+
+
+def _misnamed(shard, data):
+    """The frames of a shard whose compression contradicts its name, else None."""
+    holds_gzip = data[:2] == framing.GZIP_MAGIC
+    if holds_gzip == schema.is_gzip(shard):
+        return None
+    frames, spans = framing.walk_frames(framing.inflate(data)[0] if holds_gzip else data)
+    return (frames, spans, "GZIP" if holds_gzip else "uncompressed") if frames else None
+
+
+def _recover_shard(shard, tf_error, kind, spec, report):
+    """Reads a shard tf.data failed on frame by frame (see framing.py), recording the damage."""
+    with open(shard, "rb") as file:
+        data = file.read()
+    misnamed = _misnamed(shard, data)
+    if misnamed:
+        frames, spans, holds = misnamed
+        where = "named without .gz" if holds == "GZIP" else "named .gz"
+        reason = f"holds {holds} TFRecords but is {where}; rename it (tf.data: {tf_error})"
+        report.damage.append(Damage(shard, 0, 0, len(frames) + len(spans), not spans, len(data), reason))
+        report.recovered[shard], report.num_records[shard] = [], 0
+        return
+    stream, failure = framing.inflate(data) if schema.is_gzip(shard) else (data, None)
+
+    def file_offset(position):
+        return framing.compressed_offset(data, position) if schema.is_gzip(shard) else position
+
+    frames, spans = framing.walk_frames(stream)
+    events = sorted([(offset, length, None) for offset, length in frames] + [(span.start, 0, span) for span in spans], key=lambda event: event[0])
+    damage, readable, index = [], [], 0
+    for offset, length, span in events:
+        if span is None:
+            readable.append((index, offset, length))
+        else:
+            ends_stream = span.end == len(stream)
+            if span.exact:
+                reason = "record checksum mismatch"
+            elif ends_stream and failure:
+                reason = f"GZIP data unreadable from compressed byte {failure[0]} ({failure[1]})"
+            elif ends_stream:
+                reason = "file ends inside a record (truncated)"
+            else:
+                reason = f"bad frame header; resumed at byte {file_offset(span.end)}"
+            end = len(data) if ends_stream and failure else file_offset(span.end)
+            damage.append(Damage(shard, index, file_offset(span.start), 1, span.exact, end - file_offset(span.start), reason))
+        index += 1
+    if failure and not (spans and spans[-1].end == len(stream)):  # inflation failed between records
+        damage.append(Damage(shard, index, failure[0], 0, False, len(data) - failure[0], f"GZIP data unreadable ({failure[1]})"))
+    if not damage:
+        damage.append(Damage(shard, index, len(data), 0, True, 0, "tf.data failed but every frame checks out"))
+    damage[0].reason += f" (tf.data: {tf_error})"
+    report.damage += damage
+    records = tf.constant([stream[offset + framing.HEADER_BYTES : offset + framing.HEADER_BYTES + length] for _, offset, length in readable], tf.string)
+    bad = _check_records(shard, [index for index, _, _ in readable], records, kind, spec, report) if readable else set()
+    report.recovered[shard] = [(offset, length) for i, offset, length in readable if i not in bad]
+    report.num_records[shard] = len(readable)
+
+
 def scan_shards(files, kind=schema.SPEECH):
     """Parses every record of `files` once (no audio decoding) -> ShardReport.
 
-    Finds truncated or undecodable files, missing keys, wrong feature types
-    and PCM whose length disagrees with `num_samples`.
+    Finds missing keys, wrong feature types, records that are not
+    `tf.train.Example`s and PCM whose length disagrees with `num_samples`.
+    A shard tf.data cannot read through (bad checksums, truncation, GZIP
+    damage, compression other than its name says) is read again frame by
+    frame: its records after the damage are recovered where the framing
+    allows, and what was lost (records, bytes, tf.data's error) is recorded.
     """
     spec = schema.feature_spec(kind)
     report = ShardReport()
@@ -157,27 +293,31 @@ def scan_shards(files, kind=schema.SPEECH):
         count = 0
         try:
             for records in tf.data.TFRecordDataset(shard, schema.compression_type(shard)).batch(512):
-                if not _batch_is_valid(records, kind, spec):
-                    for offset, record in enumerate(records):
-                        problem = _record_problem(record, kind, spec)
-                        if problem:
-                            report.corrupt.append((shard, count + offset, problem))
+                _check_records(shard, range(count, count + int(records.shape[0])), records, kind, spec, report)
                 count += int(records.shape[0])
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
-            # Batches hide how far the file was readable: count one by one.
-            readable = 0
-            try:
-                for _ in tf.data.TFRecordDataset(shard, schema.compression_type(shard)):
-                    readable += 1
-            except tf.errors.OpError:
-                pass
-            report.truncated[shard] = readable
-            report.corrupt.append((shard, readable, f"truncated or unreadable file ({error.message.splitlines()[0][:120]})"))
-            count = readable
         except tf.errors.NotFoundError as error:
             raise FileNotFoundError(f"{shard}: {error.message}") from error
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
+            report.corrupt = [entry for entry in report.corrupt if entry[0] != shard]  # found again below
+            _recover_shard(shard, " ".join(error.message.split()), kind, spec, report)
+            continue
         report.num_records[shard] = count
     return report
+
+
+def _raw_records(shard, report):
+    """Serialized records of one shard: tf.data's reader, or the frames recovered in Python."""
+    if shard not in report.recovered:
+        return tf.data.TFRecordDataset(shard, schema.compression_type(shard))
+    frames = report.recovered[shard]
+
+    def generate():
+        with (gzip.open if schema.is_gzip(shard) else open)(shard, "rb") as file:
+            for offset, length in frames:
+                file.seek(offset + framing.HEADER_BYTES)
+                yield file.read(length)
+
+    return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec([], tf.string))
 
 
 def read_records(
@@ -194,8 +334,11 @@ def read_records(
     Args:
         files: shard paths (see `list_shards`).
         kind: "speech" or "text".
-        skip_corrupt: skip corrupt records (counted, logged, and reported in
-            `dataset.shard_report`) instead of raising CorruptShardError.
+        skip_corrupt: skip corrupt records and read damaged shards as far as
+            they can be (counted, logged, and reported with the records and
+            bytes lost in `dataset.shard_report`) instead of raising
+            CorruptShardError. Records recovered from damaged shards come
+            after those of the intact shards.
         verify: scan the shards once first (`scan_shards`); without it TF's
             own errors, which do not name the record, surface at read time.
         shuffle_files: reshuffle the file order every epoch (with `seed`).
@@ -203,38 +346,44 @@ def read_records(
     """
     files = [str(f) for f in files]
     report = scan_shards(files, kind) if verify else ShardReport()
-    if report.num_corrupt and not skip_corrupt:
-        raise CorruptShardError(f"{report.num_corrupt} corrupt record(s); pass skip_corrupt=True to skip them:\n" + report.describe())
-    if report.num_corrupt:
-        logger.warning("skipping %d corrupt record(s):\n%s", report.num_corrupt, report.describe())
-    limits = [report.truncated.get(f, -1) for f in files]
-    bad_keys = [files.index(shard) * 2**32 + index for shard, index, _ in report.corrupt if shard not in report.truncated]
-    bad_keys = tf.constant(bad_keys or [-1], tf.int64)
+    if not report.clean:
+        summary = f"{report.num_corrupt} corrupt or lost record(s), {report.bytes_lost} unreadable byte(s)"
+        if not skip_corrupt:
+            raise CorruptShardError(f"{summary}; pass skip_corrupt=True to skip them:\n" + report.describe())
+        logger.warning("skipping %s:\n%s", summary, report.describe())
     compression = {schema.compression_type(f) for f in files}
     if len(compression) != 1:
         raise ValueError("mix of GZIP (.gz) and plain shards; keep one compression per dataset")
     compression = compression.pop()
+    readable = [(file_id, f) for file_id, f in enumerate(files) if f not in report.recovered]
+    bad_keys = tf.constant([files.index(shard) * 2**32 + index for shard, index, _ in report.corrupt if shard not in report.recovered] or [-1], tf.int64)
 
-    def file_records(file_id, path, limit):
-        records = tf.data.TFRecordDataset(path, compression).take(limit).enumerate()
+    def file_records(file_id, path):
+        records = tf.data.TFRecordDataset(path, compression).enumerate()
         keys = tf.data.Dataset.from_tensors(file_id).repeat()
         return tf.data.Dataset.zip(keys, records)
 
-    file_list = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), files, tf.constant(limits, tf.int64)))
-    if shuffle_files:
-        file_list = file_list.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = file_list.interleave(
-        file_records,
-        cycle_length=min(len(files), 16),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic,
-    )
-    if report.num_corrupt:
-        records = records.filter(lambda file_id, indexed: tf.logical_not(tf.reduce_any(bad_keys == file_id * 2**32 + indexed[0])))
+    records = None
+    if readable:
+        file_ids, paths = zip(*readable)
+        file_list = tf.data.Dataset.from_tensor_slices((tf.constant(file_ids, tf.int64), list(paths)))
+        if shuffle_files:
+            file_list = file_list.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        indexed = file_list.interleave(
+            file_records,
+            cycle_length=min(len(paths), 16),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+        if report.corrupt:
+            indexed = indexed.filter(lambda file_id, indexed: tf.logical_not(tf.reduce_any(bad_keys == file_id * 2**32 + indexed[0])))
+        records = indexed.map(lambda file_id, indexed: indexed[1])
+    for shard in report.recovered:
+        records = _raw_records(shard, report) if records is None else records.concatenate(_raw_records(shard, report))
     spec = schema.feature_spec(kind)
 
-    def parse(file_id, indexed):
-        example = tf.io.parse_single_example(indexed[1], spec)
+    def parse(record):
+        example = tf.io.parse_single_example(record, spec)
         if kind == schema.SPEECH:
             example["pcm"] = tf.io.decode_raw(example["pcm"], tf.int16, little_endian=True)
         return example
@@ -390,7 +539,8 @@ def speech_dataset(
             tokenizer); needed when `paired`.
         max_token_length: L, the fixed transcript length of paired batches;
             longer transcripts follow `too_long` (never truncated).
-        paired: keep only records with a transcript and add its tokens.
+        paired: keep only records with a transcript (not only whitespace)
+            and add its tokens.
         languages / labels: lists of names; when given, batches carry their
             indices as "language" / "label" (B,) int32.
         too_long: "error" or "skip" for audio longer than the last bucket
@@ -416,7 +566,7 @@ def speech_dataset(
         raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
     records, report = _source(files, schema.SPEECH, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
     if paired:
-        records = records.filter(lambda r: tf.strings.length(r["transcript"]) > 0)
+        records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["transcript"])) > 0)
     limits = [round(seconds * schema.SAMPLE_RATE) for seconds in buckets.boundaries]
     language_index = _index_lookup(languages, "language") if languages else None
     label_index = _index_lookup(labels, "label") if labels else None
@@ -486,11 +636,10 @@ def _count_too_long(files, report, limit):
     spec = {"num_samples": tf.io.FixedLenFeature([], tf.int64)}
     total = 0
     for shard in files:
-        dataset = tf.data.TFRecordDataset(shard, schema.compression_type(shard)).take(report.truncated.get(shard, -1))
-        for records in dataset.batch(1024):
+        for records in _raw_records(shard, report).batch(1024):
             try:
                 total += int(tf.reduce_sum(tf.cast(tf.io.parse_example(records, spec)["num_samples"] > limit, tf.int32)))
-            except tf.errors.InvalidArgumentError:
+            except (tf.errors.InvalidArgumentError, UnicodeDecodeError):
                 pass  # corrupt records are counted in shard_report
     return total
 

@@ -4,7 +4,8 @@ Two record kinds share a file format (`tf.train.Example`):
 
 - speech records (speech-only and paired): 16 kHz mono int16 PCM stored as
   little-endian bytes, so reading needs no audio codec, plus metadata. A
-  record is *paired* when its transcript is non-empty.
+  record is *paired* when its transcript has a non-whitespace character (the
+  writers store whitespace-only transcripts empty).
 - text records: a sentence and its language.
 
 Optional string fields are always written (empty when absent) so every

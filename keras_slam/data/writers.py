@@ -10,13 +10,16 @@ summarizes them.
 Shards are named `{prefix}-{index:05d}-of-{count:05d}.tfrecord[.gz]`. Each is
 written under a temporary name and renamed when complete, with its
 statistics in `.stats/` beside it, so an interrupted run resumes by
-skipping the shards that exist.
+skipping the shards that exist. A folder holding shards of another run
+(another shard count, prefix or compression) is refused unless
+`overwrite` clears it: readers take every shard in a folder.
 """
 
 import functools
 import json
 import multiprocessing
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -53,14 +56,33 @@ def check_text(source, text, charset):
         raise audio_lib.BadInputError(source, "bad_characters", "characters outside the charset: " + repr("".join(outside)))
 
 
+def _check_utf8(source, item):
+    """Raises BadInputError when a string field of `item` cannot be stored as UTF-8 (a lone surrogate)."""
+    for field, value in item.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise audio_lib.BadInputError(source, "not_utf8", f"{field}: {error.reason} {value[error.start]!r} at character {error.start}") from None
+
+
 def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
-    """One item -> (serialized example, seconds). Raises BadInputError."""
+    """One item -> (serialized example, seconds). Raises BadInputError.
+
+    Whitespace-only transcripts and translations are stored empty, so such a
+    record is not paired.
+    """
+    if "bad" in item:
+        raise audio_lib.BadInputError(*item["bad"])
+    source = item["id"] if kind == schema.TEXT else item.get("audio", item["id"])
+    _check_utf8(source, item)
     if kind == schema.TEXT:
-        check_text(item["id"], item["text"], charset)
+        if not item["text"].strip():
+            raise audio_lib.BadInputError(source, "empty", "whitespace-only text")
+        check_text(source, item["text"], charset)
         return schema.text_example(item["id"], item["text"], item["language"]), 0.0
-    source = item.get("audio", item["id"])
-    if item.get("transcript"):
-        check_text(source, item["transcript"], charset)
+    transcript, translation = (item.get(field, "") if item.get(field, "").strip() else "" for field in ("transcript", "translation"))
+    check_text(source, transcript, charset)
     if "pcm" in item:
         pcm = item["pcm"]
         if not np.any(pcm):
@@ -71,12 +93,28 @@ def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
         id=item["id"],
         pcm=pcm,
         language=item["language"],
-        transcript=item.get("transcript", ""),
-        translation=item.get("translation", ""),
-        target_language=item.get("target_language", ""),
+        transcript=transcript,
+        translation=translation,
+        target_language=item.get("target_language", "") if translation else "",
         label=item.get("label", ""),
     )
     return serialized, len(pcm) / schema.SAMPLE_RATE
+
+
+def _mark_duplicate_ids(items):
+    """`items` with each repeat of an earlier id replaced by a bad item (reason "duplicate_id")."""
+    first_seen = {}
+    marked = []
+    for index, item in enumerate(items):
+        source = item.get("audio", item["id"])
+        if "bad" not in item and item["id"] in first_seen:
+            first_index, first_source = first_seen[item["id"]]
+            detail = f"id {item['id']!r} is also item {first_index} ({first_source})"
+            item = {"id": item["id"], "bad": (source, "duplicate_id", detail)}
+        else:
+            first_seen.setdefault(item["id"], (index, source))
+        marked.append(item)
+    return marked
 
 
 def _encode_safely(indexed_item, **options):
@@ -115,6 +153,40 @@ def write_json(path, payload):
     os.replace(temporary, path)
 
 
+def _clear_or_refuse(output_dir, names, kind, overwrite):
+    """Makes `output_dir` safe to write `names` into: empty, or a resumable run of the same command.
+
+    Raises FileExistsError naming the shards or summary of another run,
+    unless `overwrite`, which deletes them (and the statistics) first.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    shards = sorted(name for name in os.listdir(output_dir) if ".tfrecord" in name)
+    summary_path = os.path.join(output_dir, SUMMARY_NAME)
+    summary = None
+    if os.path.exists(summary_path):
+        with open(summary_path, encoding="utf-8") as file:
+            summary = json.load(file)
+    if overwrite:
+        for name in shards:
+            os.remove(os.path.join(output_dir, name))
+        shutil.rmtree(os.path.join(output_dir, STATS_DIR), ignore_errors=True)
+        if summary is not None:
+            os.remove(summary_path)
+        return
+    foreign = [name for name in shards if name not in names and not name.endswith(".incomplete")]
+    if foreign:
+        raise FileExistsError(
+            f"{output_dir} holds {len(foreign)} shard(s) of another run ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+            "readers would take them too: pass overwrite (--overwrite) to replace them, or choose an empty folder"
+        )
+    if summary is not None and (summary.get("shards") != names or summary.get("kind") != kind):
+        raise FileExistsError(
+            f"{summary_path} describes another run (kind {summary.get('kind')!r}, {len(summary.get('shards', []))} shard(s)); "
+            "pass overwrite (--overwrite) to replace it, or choose an empty folder"
+        )
+
+
 def write_shards(
     items,
     output_dir,
@@ -129,6 +201,7 @@ def write_shards(
     downmix=False,
     decoder="soundfile",
     progress=True,
+    overwrite=False,
 ):
     """Writes `items` to sharded TFRecords and returns the summary dict.
 
@@ -140,12 +213,16 @@ def write_shards(
         num_shards / shard_size: how to split (at most one; default 1 shard).
         num_workers: decoding processes (multiprocessing).
         compress: GZIP shards (`.tfrecord.gz`).
-        skip_bad: skip bad items with a reason in the summary; otherwise the
-            first bad item raises BadInputError naming the file and problem.
+        skip_bad: skip bad items (undecodable audio or text, repeated ids,
+            ...) with a reason in the summary; otherwise the first bad item
+            raises BadInputError naming the file and problem.
         charset: allowed transcript/text characters (set) or None.
         downmix: average multi-channel audio instead of rejecting it.
         decoder: "soundfile" or "tfio".
         progress: show a tqdm progress bar.
+        overwrite: delete shards, statistics and summary of an earlier run
+            in `output_dir` first; without it a folder holding another run's
+            shards or summary raises FileExistsError (the same run resumes).
     Returns:
         {"kind", "num_records", "hours", "languages": {lang: {"records",
         "hours"}}, "num_skipped", "skipped": [{"source", "reason", "detail"}],
@@ -156,7 +233,7 @@ def write_shards(
         raise ValueError(f"kind must be one of {schema.KINDS}, got {kind!r}")
     if num_shards and shard_size:
         raise ValueError("pass num_shards or shard_size, not both")
-    items = list(items)
+    items = _mark_duplicate_ids(list(items))
     if not items:
         raise ValueError("no items to write")
     if shard_size:
@@ -164,6 +241,7 @@ def write_shards(
     num_shards = min(num_shards or 1, len(items))
     names = shard_names(prefix, num_shards, compress)
     bounds = [round(index * len(items) / num_shards) for index in range(num_shards + 1)]
+    _clear_or_refuse(output_dir, names, kind, overwrite)
     os.makedirs(os.path.join(output_dir, STATS_DIR), exist_ok=True)
 
     def stats_path(name):

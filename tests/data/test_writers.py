@@ -73,7 +73,9 @@ def test_resume_keeps_finished_shards_and_rewrites_missing(tmp_path, seeded):
     mtimes = [os.path.getmtime(n) for n in names]
     os.remove(names[1])
     (tmp_path / "out" / (first["shards"][1] + ".incomplete")).write_bytes(b"partial")
-    assert len(pipeline.list_shards(tmp_path / "out")) == 2  # a partial shard never looks complete
+    with pytest.raises(ValueError, match=r"missing: \['shard-00001-of-00003.tfrecord'\]"):
+        pipeline.list_shards(tmp_path / "out")  # the folder no longer holds what its summary lists
+    assert len(pipeline.list_shards(str(tmp_path / "out" / "*.tfrecord*"))) == 2  # a partial shard never looks complete
     second = writers.write_shards(items, str(tmp_path / "out"), num_shards=3, num_workers=2, progress=False)
     assert second["resumed_shards"] == 2
     assert [os.path.getmtime(n) for n in (names[0], names[2])] == [mtimes[0], mtimes[2]]
@@ -149,3 +151,45 @@ def test_items_with_pcm_in_memory_are_written_as_given(tmp_path, seeded):
     silent = [{"id": "quiet-one", "pcm": np.zeros(100, "int16"), "language": "en"}]
     with pytest.raises(audio.BadInputError, match="quiet-one: silent"):
         writers.write_shards(silent, str(tmp_path / "silent"), progress=False)
+
+
+def test_rewriting_a_folder_with_another_shard_count_is_refused_or_overwritten(tmp_path, seeded, capsys):
+    manifest, _ = helpers.make_manifest(str(tmp_path / "corpus"), [0.4] * 6, seeded)
+    out = tmp_path / "out"
+    args = ["make-tfrecords", "--input", manifest, "--output", str(out), "--no-progress"]
+    assert cli.main(args + ["--num-shards", "3"]) == 0
+    assert cli.main(args + ["--num-shards", "2"]) == 1
+    assert "shard(s) of another run" in capsys.readouterr().err
+    assert cli.main(args + ["--num-shards", "3", "--gzip"]) == 1
+    assert len(read_all(out)) == 6  # the first run is intact
+    # A summary of another kind in an otherwise empty folder is refused too.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({"kind": "text", "shards": ["x.tfrecord"]}))
+    with pytest.raises(FileExistsError, match="describes another run"):
+        writers.write_shards(corpora.read_jsonl(manifest), str(tmp_path / "other"), progress=False)
+
+    assert cli.main(args + ["--num-shards", "2", "--overwrite"]) == 0
+    assert len(pipeline.list_shards(out)) == 2 and len(read_all(out)) == 6
+    assert sorted(os.listdir(out / ".stats")) == sorted(n + ".json" for n in json.loads((out / "summary.json").read_text())["shards"])
+    # Rerunning the same command resumes instead of refusing.
+    assert cli.main(args + ["--num-shards", "2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_shards"] == 2
+
+
+def test_list_shards_never_takes_unfinished_shards(tmp_path):
+    (tmp_path / "shard-00000-of-00002.tfrecord").write_bytes(b"")
+    (tmp_path / "shard-00001-of-00002.tfrecord.incomplete").write_bytes(b"partial")
+    (tmp_path / "shard-00001-of-00002.tfrecord.gz.incomplete").write_bytes(b"partial")
+    expected = [str(tmp_path / "shard-00000-of-00002.tfrecord")]
+    assert pipeline.list_shards(tmp_path) == expected
+    assert pipeline.list_shards(str(tmp_path / "*.tfrecord*")) == expected
+
+
+def test_list_shards_refuses_a_folder_whose_shards_disagree_with_its_summary(tmp_path, seeded):
+    """A folder an earlier writer doubled: shards of two runs, summary of one."""
+    manifest, _ = helpers.make_manifest(str(tmp_path / "corpus"), [0.4] * 4, seeded)
+    summary = writers.write_shards(corpora.read_jsonl(manifest), str(tmp_path / "out"), num_shards=2, progress=False)
+    assert len(pipeline.list_shards(tmp_path / "out")) == 2
+    (tmp_path / "out" / "shard-00000-of-00003.tfrecord").write_bytes((tmp_path / "out" / summary["shards"][0]).read_bytes())
+    with pytest.raises(ValueError, match=r"disagree with summary.json \(not listed: \['shard-00000-of-00003.tfrecord'\], missing: \[\]\)"):
+        pipeline.list_shards(tmp_path / "out")
