@@ -128,7 +128,8 @@ print(asr.format_error_rates(own_rates))
 # %% [markdown]
 # ## 6. Save, reload, transcribe
 # A recognizer preset holds the backbone, the head, the tokenizer and the
-# front end; `transcribe` takes raw 16 kHz audio (greedy or beam search).
+# front end; `transcribe` takes raw audio, one transcript per waveform
+# (greedy or beam search), and resamples it to the front end's 16 kHz.
 # `keras-slam evaluate-asr --preset <dir> --data <shards> --languages en`
 # scores it from the command line.
 
@@ -141,14 +142,10 @@ reloaded = SpeechRecognizer.from_preset(preset)
 waveforms = []
 for i in range(len(SENTENCES)):
     audio, rate = soundfile.read(os.path.join(work, f"utt{i}.wav"), dtype="float32")
-    if rate != 16000:  # espeak-ng writes 22.05 kHz
-        from scipy.signal import resample_poly
-
-        audio = resample_poly(audio, 16000, rate).astype("float32")
-    waveforms.append(audio)
-for text, greedy, beam in zip(
-    SENTENCES, reloaded.transcribe(waveforms), reloaded.transcribe(waveforms, strategy="beam_search", beam_width=8)
-):
-    print(f"{text!r:32} greedy {greedy!r:32} beam {beam!r}")
-assert reloaded.transcribe(waveforms) == recognizer.transcribe(waveforms)
+    waveforms.append(audio)  # one rate for all files (espeak-ng: 22.05 kHz)
+greedy = reloaded.transcribe(waveforms, sample_rate=rate)
+beam = reloaded.transcribe(waveforms, strategy="beam_search", beam_width=8, sample_rate=rate)
+for text, greedy_text, beam_text in zip(SENTENCES, greedy, beam):
+    print(f"{text!r:32} greedy {greedy_text!r:32} beam {beam_text!r}")
+assert greedy == recognizer.transcribe(waveforms, sample_rate=rate)
 print("guide finished")

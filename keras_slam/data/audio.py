@@ -70,12 +70,13 @@ def _read_tfio(path):
 DECODERS = {"soundfile": _read_soundfile, "tfio": _read_tfio}
 
 
-def resample(audio, rate):
-    """Polyphase resampling of float audio (samples, ...) from `rate` to 16 kHz."""
-    if rate == SAMPLE_RATE:
+def resample(audio, rate, target_rate=SAMPLE_RATE):
+    """Polyphase resampling of float audio (samples, ...) from `rate` to
+    `target_rate` Hz (both whole numbers)."""
+    if rate == target_rate:
         return audio
-    divisor = math.gcd(int(rate), SAMPLE_RATE)
-    return signal.resample_poly(audio, SAMPLE_RATE // divisor, int(rate) // divisor, axis=0)
+    divisor = math.gcd(int(rate), int(target_rate))
+    return signal.resample_poly(audio, int(target_rate) // divisor, int(rate) // divisor, axis=0)
 
 
 def to_int16(audio):

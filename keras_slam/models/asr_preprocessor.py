@@ -14,7 +14,55 @@ import keras_hub
 import numpy as np
 
 from keras_slam.data import tokenizers  # noqa: F401  (registers the tokenizer classes its presets hold)
+from keras_slam.data.audio import resample
 from keras_slam.layers.log_mel import LogMelSpectrogram
+
+CHANNEL_MODES = (None, "mean")
+
+
+def standardize_waveform(waveform, sample_rate, target_rate, channels=None, where="waveform"):
+    """One waveform -> 1-D float32 samples at `target_rate` Hz.
+
+    Args:
+        waveform: (S,) mono or (S, C) samples (channels last, as soundfile
+            reads them); floats in [-1, 1], or signed integers (PCM, scaled
+            by their full range).
+        sample_rate: the waveform's rate in Hz; resampled with a polyphase
+            filter when it differs from `target_rate`.
+        channels: None: only mono ((S,), (S, 1) or (1, S)) is accepted;
+            "mean": the C channels of (S, C) are averaged.
+        where: names the waveform in errors (e.g. "audio item 3").
+    Raises:
+        ValueError: a non-integer rate, more than two dimensions,
+            multi-channel audio without channels="mean", or an array that
+            looks like (C, S) (fewer samples than channels).
+    """
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {channels!r}")
+    if sample_rate != int(sample_rate) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    waveform = np.asarray(waveform)
+    if waveform.dtype.kind == "i":
+        waveform = waveform / float(np.iinfo(waveform.dtype).max + 1)
+    waveform = waveform.astype("float32")
+    if waveform.ndim == 2 and 1 in waveform.shape:
+        waveform = waveform.reshape(-1)
+    if waveform.ndim == 2:
+        samples, num_channels = waveform.shape
+        if samples < num_channels:
+            raise ValueError(
+                f"{where}: shape {waveform.shape} looks like (channels, samples); "
+                "pass (samples, channels), e.g. `waveform.T`"
+            )
+        if channels != "mean":
+            raise ValueError(
+                f"{where}: {num_channels} channels (shape {waveform.shape}); pass mono "
+                "audio or `channels=\"mean\"` to average the channels"
+            )
+        waveform = waveform.mean(axis=1)
+    if waveform.ndim != 1:
+        raise ValueError(f"{where}: expected (samples,) or (samples, channels), got shape {waveform.shape}")
+    return resample(waveform, sample_rate, target_rate).astype("float32")
 
 
 def pad_waveforms(waveforms, multiple=1):
@@ -23,9 +71,15 @@ def pad_waveforms(waveforms, multiple=1):
     `S` is the longest length rounded up to `multiple` samples (fewer
     distinct shapes, fewer compiles on XLA backends).
     """
-    waveforms = [np.asarray(w, dtype="float32").reshape(-1) for w in waveforms]
+    waveforms = [np.asarray(w, dtype="float32") for w in waveforms]
     if not waveforms:
         raise ValueError("no waveforms given")
+    for index, waveform in enumerate(waveforms):
+        if waveform.ndim != 1:
+            raise ValueError(
+                f"waveform {index}: shape {waveform.shape}, expected 1-D mono samples "
+                "(`SpeechRecognizer.transcribe(..., channels=\"mean\")` downmixes)"
+            )
     longest = max(len(w) for w in waveforms)
     longest = -(-longest // multiple) * multiple
     batch = np.zeros((len(waveforms), longest), "float32")

@@ -37,6 +37,7 @@ from keras_slam.losses.ctc import ctc_loss
 from keras_slam.losses.ctc import minimum_frames
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.asr_preprocessor import standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode
 from keras_slam.models.ctc_decoding import token_id_lists
 
@@ -256,41 +257,100 @@ class SpeechRecognizer(keras_hub.models.Task):
         )
         return self._preprocessor_or_error().detokenize(token_id_lists(token_ids))
 
-    def transcribe(self, audio, strategy="greedy", beam_width=16, batch_size=8):
+    def transcribe(
+        self,
+        audio,
+        strategy="greedy",
+        beam_width=16,
+        batch_size=8,
+        sample_rate=None,
+        channels=None,
+        non_finite="raise",
+    ):
         """Transcribes raw audio or feature batches.
 
         Args:
-            audio: a list of 1-D waveforms (16 kHz floats in [-1, 1]), a
-                (B, S) array, or an iterable of feature batches (dicts with
-                "speech_features" and "speech_padding_mask", e.g. a
+            audio: a list of waveforms, each (S,) mono or (S, C) channels
+                last, floats in [-1, 1] or signed-integer PCM; one (S,)
+                waveform; a (B, S) array of B mono waveforms; or an iterable
+                of feature batches (dicts with "speech_features" and
+                "speech_padding_mask", e.g. a
                 `keras_slam.data.pipeline.speech_dataset`).
             strategy, beam_width: see `keras_slam.models.ctc_decoding`.
             batch_size: waveforms per model call.
+            sample_rate: the waveforms' rate in Hz, resampled (polyphase)
+                to the front end's; default: the front end's (16 kHz).
+            channels: None accepts only mono; "mean" averages the channels
+                of (S, C) waveforms.
+            non_finite: a waveform with NaN or Inf samples raises
+                ValueError ("raise") or, with "empty", is transcribed as ""
+                and counted in a warning.
         Returns:
-            list of str, one per utterance (padded rows of feature batches,
-            those without real frames, are left out).
+            For waveforms: list of str, one per waveform, in order ("" for
+            one shorter than the front end's first window). For feature
+            batches: one per row with real frames (rows without any are
+            batch padding and are left out).
+        Raises:
+            ValueError naming the item index for bad waveforms (see
+            `standardize_waveform`, and `non_finite`).
         """
+        if isinstance(audio, np.ndarray):
+            audio = _waveform_list(audio)
+        if isinstance(audio, (list, tuple)) and not (audio and isinstance(audio[0], dict)):
+            return self._transcribe_waveforms(
+                audio, strategy, beam_width, batch_size, sample_rate, channels, non_finite
+            )
         texts = []
-        for batch in self._feature_batches(audio, batch_size):
-            texts += self._transcribe_batch(batch, strategy, beam_width)[0]
+        for batch in audio:
+            texts += self._transcribe_rows_with_audio(batch, strategy, beam_width)[0]
         return texts
 
-    def _feature_batches(self, audio, batch_size):
-        if isinstance(audio, np.ndarray) and audio.ndim == 2:
-            audio = list(audio)
-        if isinstance(audio, (list, tuple)) and not isinstance(audio[0], dict):
-            preprocessor = self._preprocessor_or_error()
-            for start in range(0, len(audio), batch_size):
-                yield preprocessor(list(audio[start : start + batch_size]))
-            return
-        yield from audio
+    def _transcribe_waveforms(self, waveforms, strategy, beam_width, batch_size, sample_rate, channels, non_finite):
+        """List of waveforms -> one text per waveform (see `transcribe`)."""
+        if non_finite not in ("raise", "empty"):
+            raise ValueError(f'non_finite must be "raise" or "empty", got {non_finite!r}')
+        preprocessor = self._preprocessor_or_error()
+        target_rate = preprocessor.audio_converter.sample_rate
+        prepared, non_finite_items = [], []
+        for index, waveform in enumerate(waveforms):
+            waveform = standardize_waveform(
+                waveform, target_rate if sample_rate is None else sample_rate, target_rate, channels, where=f"audio item {index}"
+            )
+            if not np.all(np.isfinite(waveform)):
+                if non_finite == "raise":
+                    raise ValueError(
+                        f"audio item {index}: NaN or Inf samples (pass non_finite=\"empty\" "
+                        "to transcribe such items as \"\")"
+                    )
+                non_finite_items.append(index)
+                waveform = waveform[:0]
+            prepared.append(waveform)
+        if non_finite_items:
+            warnings.warn(
+                f"transcribe: {len(non_finite_items)} of {len(prepared)} waveforms have NaN or "
+                f'Inf samples and are transcribed as "": items {non_finite_items}',
+                stacklevel=3,
+            )
+        # Shorter than one window: no frames, nothing to run the model on.
+        texts = [""] * len(prepared)
+        audible = [i for i, w in enumerate(prepared) if len(w) >= preprocessor.audio_converter.frame_length]
+        for start in range(0, len(audible), batch_size):
+            rows = audible[start : start + batch_size]
+            batch = preprocessor([prepared[i] for i in rows])
+            for row, text in zip(rows, self._transcribe_batch(batch, strategy, beam_width)):
+                texts[row] = text
+        return texts
 
     def _transcribe_batch(self, batch, strategy, beam_width):
-        """-> (texts of the rows with audio, their row indices)."""
+        """Feature batch -> one text per row ("" for rows without real frames)."""
         inputs = {k: np.asarray(batch[k]) for k in FEATURE_KEYS}
         outputs = self.predict_on_batch(inputs)
-        texts = self.decode(outputs["logits"], outputs["padding_mask"], strategy, beam_width)
-        rows = np.flatnonzero(inputs["speech_padding_mask"].sum(axis=1) > 0)
+        return self.decode(outputs["logits"], outputs["padding_mask"], strategy, beam_width)
+
+    def _transcribe_rows_with_audio(self, batch, strategy, beam_width):
+        """Feature batch -> (texts of the rows with real frames, their indices)."""
+        texts = self._transcribe_batch(batch, strategy, beam_width)
+        rows = np.flatnonzero(np.asarray(batch["speech_padding_mask"]).sum(axis=1) > 0)
         return [texts[i] for i in rows], rows
 
     def evaluate_error_rates(self, dataset, languages=None, strategy="greedy", beam_width=16, **normalization):
@@ -311,7 +371,7 @@ class SpeechRecognizer(keras_hub.models.Task):
         preprocessor = self._preprocessor_or_error()
         examples = []
         for batch in dataset:
-            hypotheses, rows = self._transcribe_batch(batch, strategy, beam_width)
+            hypotheses, rows = self._transcribe_rows_with_audio(batch, strategy, beam_width)
             token_ids = np.asarray(batch["token_ids"])[rows]
             references = preprocessor.detokenize(token_ids)
             if languages is not None and "language" in batch:
@@ -407,6 +467,21 @@ class SpeechRecognizer(keras_hub.models.Task):
         if isinstance(config.get("spec_augment"), dict) and "class_name" in config["spec_augment"]:
             config["spec_augment"] = keras.layers.deserialize(config["spec_augment"])
         return super().from_config(config)
+
+
+def _waveform_list(array):
+    """A (B, S) array of waveforms, or one (S,) waveform -> list of waveforms."""
+    if array.ndim == 1:
+        return [array]
+    if array.ndim == 2 and array.shape[1] < array.shape[0]:
+        raise ValueError(
+            f"audio: a 2-D array is a (B, S) batch of mono waveforms, but shape {array.shape} "
+            "has fewer samples than waveforms; for one multi-channel (S, C) waveform pass "
+            "[waveform] with channels=\"mean\""
+        )
+    if array.ndim != 2:
+        raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
+    return list(array)
 
 
 def _preset_preprocessor(preset_dir):

@@ -1,3 +1,5 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -134,3 +136,66 @@ def test_rejects_unknown_strategy(seeded):
             np.ones((1, 2), "float32"),
             strategy="prefix",
         )
+
+
+def exact_labelling_log_probs(log_probs, blank_index=0):
+    """{labels: log p(labels)} summed over every alignment (brute force)."""
+    totals = {}
+    frames, classes = log_probs.shape
+    for path in itertools.product(range(classes), repeat=frames):
+        labels = tuple(k for i, k in enumerate(path) if k != blank_index and (i == 0 or k != path[i - 1]))
+        totals[labels] = np.logaddexp(totals.get(labels, -np.inf), log_probs[np.arange(frames), path].sum())
+    return totals
+
+
+def test_wide_beam_search_finds_the_most_probable_labelling(seeded):
+    # A beam wider than the number of prefixes keeps every alignment, so it
+    # must return the labelling with the largest exact probability.
+    for length in (1, 3, 6):
+        logits = seeded.normal(size=(1, length, 3)).astype("float32")
+        log_probs = logits[0] - np.logaddexp.reduce(logits[0].astype("float64"), axis=-1, keepdims=True)
+        exact = exact_labelling_log_probs(log_probs)
+        best = max(exact, key=exact.get)
+        ids, score = ctc_decode(logits, np.ones((1, length), "float32"), strategy="beam_search", beam_width=64)
+        assert token_id_lists(ids) == [list(best)]
+        np.testing.assert_allclose(test_case.to_numpy(score), [exact[best]], rtol=1e-5)
+
+
+def test_beam_search_agrees_with_keras_kernel(seeded):
+    # Narrow beams prune; the host search keeps the same prefixes as
+    # `keras.ops.ctc_decode`'s kernel.
+    for beam_width in (1, 2, 4):
+        logits = 2.0 * seeded.normal(size=(4, 9, 5)).astype("float32")
+        mask = test_case.random_padding_mask(seeded, 4, 9, min_length=1)
+        ids, _ = ctc_decode(logits, mask, strategy="beam_search", beam_width=beam_width)
+        keras_ids, _ = keras.ops.ctc_decode(
+            keras.ops.log_softmax(logits, axis=-1),
+            mask.sum(axis=1).astype("int32"),
+            strategy="beam_search",
+            beam_width=beam_width,
+            mask_index=0,
+        )
+        assert token_id_lists(ids) == token_id_lists(keras_ids[0]), beam_width
+
+
+@pytest.mark.slow(backend="jax")
+def test_beam_search_compiles_nothing_per_shape(seeded):
+    # keras' JAX beam kernel was traced and compiled on every call (18 min
+    # instead of 2 for 113 utterances); the host search compiles nothing.
+    import jax
+
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for frames in (5, 9, 13, 17):
+            logits = seeded.normal(size=(2, frames, 6)).astype("float32")
+            mask = test_case.random_padding_mask(seeded, 2, frames)
+            ctc_decode(logits, mask, strategy="beam_search", beam_width=4)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert not compiles, f"{len(compiles)} compiles for 4 shapes"

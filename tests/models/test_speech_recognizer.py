@@ -5,6 +5,7 @@ import jiwer
 import keras
 import numpy as np
 import pytest
+import scipy.signal
 
 from keras_slam.data.tokenizers import CharacterTokenizer
 from keras_slam.data.tokenizers import build_character_vocabulary
@@ -220,3 +221,74 @@ def test_missing_tokenizer_is_a_clear_error(seeded):
     recognizer = SpeechRecognizer(make_backbone("speech_encoder", 0), vocabulary_size=8, spec_augment=None)
     with pytest.raises(ValueError, match="no preprocessor"):
         recognizer.transcribe([np.zeros(8000, "float32")])
+
+
+def speech(rng, samples):
+    return 0.1 * rng.normal(size=samples).astype("float32")
+
+
+def test_transcribe_returns_one_text_per_waveform(seeded):
+    # Shorter than one 400-sample window, or empty: "" in its place, not
+    # dropped (which shifted every later transcript onto the wrong input).
+    recognizer = make_recognizer()
+    waveforms = [speech(seeded, 300), speech(seeded, 16000), np.zeros(0, "float32"), speech(seeded, 9000)]
+    alone = [recognizer.transcribe([w])[0] for w in waveforms[1::2]]
+    assert any(alone)
+    for batch_size in (1, 3, 8):
+        texts = recognizer.transcribe(waveforms, batch_size=batch_size)
+        assert texts == ["", alone[0], "", alone[1]], batch_size
+    assert recognizer.transcribe(waveforms[:1] + waveforms[2:3]) == ["", ""]
+    assert recognizer.transcribe([]) == []
+
+
+def test_transcribe_non_finite_waveform(seeded):
+    recognizer = make_recognizer()
+    waveforms = [speech(seeded, 12000), speech(seeded, 9000), speech(seeded, 10000)]
+    waveforms[1][500] = np.nan
+    with pytest.raises(ValueError, match="audio item 1: NaN or Inf"):
+        recognizer.transcribe(waveforms)
+    waveforms[1][600] = np.inf
+    with pytest.warns(UserWarning, match=r"1 of 3 waveforms have NaN or Inf .* items \[1\]"):
+        texts = recognizer.transcribe(waveforms, non_finite="empty")
+    assert texts == [recognizer.transcribe([waveforms[0]])[0], "", recognizer.transcribe([waveforms[2]])[0]]
+
+
+@pytest.mark.parametrize("rate, up, down", [(8000, 2, 1), (44100, 160, 441)])
+def test_transcribe_resamples_to_the_front_end_rate(seeded, rate, up, down):
+    from keras_slam.models.asr_preprocessor import standardize_waveform
+
+    recognizer = make_recognizer()
+    waveform = speech(seeded, rate)  # one second
+    reference = scipy.signal.resample_poly(waveform.astype("float64"), up, down).astype("float32")
+    resampled = standardize_waveform(waveform, rate, 16000)
+    assert resampled.shape == (16000,)
+    np.testing.assert_allclose(resampled, reference, atol=1e-6)
+    texts = recognizer.transcribe([speech(seeded, 12000), waveform], sample_rate=rate)
+    assert texts[1] == recognizer.transcribe([reference])[0]
+    with pytest.raises(ValueError, match="sample_rate"):
+        recognizer.transcribe([waveform], sample_rate=22050.5)
+
+
+def test_transcribe_multichannel_needs_explicit_downmix(seeded):
+    recognizer = make_recognizer()
+    left, right = speech(seeded, 12000), speech(seeded, 12000)
+    stereo = np.stack([left, right], axis=1)  # (S, C), as soundfile reads
+    mono = recognizer.transcribe([(left + right) / 2])
+    with pytest.raises(ValueError, match=r'audio item 1: 2 channels .*channels="mean"'):
+        recognizer.transcribe([left, stereo])
+    assert recognizer.transcribe([stereo], channels="mean") == mono
+    with pytest.raises(ValueError, match=r"audio item 0: shape \(2, 12000\) looks like \(channels, samples\)"):
+        recognizer.transcribe([stereo.T], channels="mean")
+    # One (S, C) array is not a batch of S two-sample waveforms.
+    with pytest.raises(ValueError, match="fewer samples than waveforms"):
+        recognizer.transcribe(stereo)
+    # Single-channel 2-D arrays and one bare waveform are mono.
+    assert recognizer.transcribe([left[:, None]]) == recognizer.transcribe(left) == recognizer.transcribe([left])
+    with pytest.raises(ValueError, match="waveform 0: shape"):
+        recognizer.preprocessor([stereo])
+
+
+def test_transcribe_integer_pcm_is_scaled(seeded):
+    recognizer = make_recognizer()
+    pcm = (32768 * speech(seeded, 12000)).astype("int16")
+    assert recognizer.transcribe([pcm]) == recognizer.transcribe([pcm / 32768.0])
