@@ -118,8 +118,30 @@ def run_layer_test(
     return outputs
 
 
+def with_non_finite_padding(inputs, padded):
+    """A copy of `inputs` whose float arrays named in `padded` hold NaN, +inf
+    and -inf (in turn) at every padded position (integer arrays unchanged)."""
+    poisoned = dict(inputs)
+    for key, mask_key in padded.items():
+        array = inputs[key]
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        pad = inputs[mask_key] <= 0
+        pad = pad.reshape(pad.shape + (1,) * (array.ndim - pad.ndim))
+        pad = np.broadcast_to(pad, array.shape)
+        cycle = np.array([np.nan, np.inf, -np.inf], array.dtype)
+        garbage = cycle[np.arange(array.size).reshape(array.shape) % len(cycle)]
+        poisoned[key] = np.where(pad, garbage, array)
+    return poisoned
+
+
 def assert_padding_invariant(call_fn, inputs, padded, atol=1e-5):
     """Checks that padding never changes the outputs at real positions.
+
+    The batch runs twice: as given, and with NaN/inf at every padded
+    position of its float arrays (`with_non_finite_padding`); both must give
+    each item's outputs alone, so padding is removed by a select, never by a
+    multiply (0 * NaN = NaN).
 
     Args:
         call_fn: dict of numpy inputs -> outputs (see module docstring).
@@ -129,6 +151,14 @@ def assert_padding_invariant(call_fn, inputs, padded, atol=1e-5):
             Arrays not named here are sliced per item.
         atol: max |diff| allowed (fp32 default 1e-5, DESIGN.md).
     """
+    for padding, batch in (
+        ("", inputs),
+        ("non-finite padding, ", with_non_finite_padding(inputs, padded)),
+    ):
+        _assert_batch_matches_items(call_fn, batch, padded, atol, where=padding)
+
+
+def _assert_batch_matches_items(call_fn, inputs, padded, atol, where):
     batched = normalize_outputs(call_fn(inputs))
     batch_size = next(iter(inputs.values())).shape[0]
     mask_keys = set(padded.values())
@@ -146,20 +176,20 @@ def assert_padding_invariant(call_fn, inputs, padded, atol=1e-5):
             alone_array, alone_mask = alone[name]
             if mask is None:
                 np.testing.assert_allclose(
-                    array[i], alone_array[0], atol=atol, err_msg=f"item {i} {name}"
+                    array[i], alone_array[0], atol=atol, err_msg=f"{where}item {i} {name}"
                 )
                 continue
             real = mask[i].astype(bool)
             alone_real = alone_mask[0].astype(bool)
             assert real.sum() == alone_real.sum(), (
-                f"item {i} {name}: {real.sum()} real positions in the batch, "
+                f"{where}item {i} {name}: {real.sum()} real positions in the batch, "
                 f"{alone_real.sum()} alone"
             )
             np.testing.assert_allclose(
                 array[i][real],
                 alone_array[0][alone_real],
                 atol=atol,
-                err_msg=f"item {i} {name}",
+                err_msg=f"{where}item {i} {name}",
             )
 
 

@@ -37,6 +37,28 @@ def test_padding_invariance_catches_a_leak(seeded):
         )
 
 
+class MultipliedMaskMean(keras.layers.Layer):
+    """Masked mean over time that zeroes padding by a multiply: right for
+    finite padding, NaN when a padded frame holds NaN/inf (0 * NaN)."""
+
+    def call(self, x, padding_mask):
+        mask = padding_mask[:, :, None]
+        return keras.ops.sum(x * mask, axis=1) / keras.ops.sum(mask, axis=1)
+
+
+def test_padding_invariance_catches_non_finite_padding_leak(seeded):
+    x = seeded.normal(size=(3, 7, 2)).astype("float32")
+    mask = test_case.random_padding_mask(seeded, 3, 7, min_length=2)
+    mask[1, 3:] = 0
+    layer = MultipliedMaskMean()
+    with pytest.raises(AssertionError, match="non-finite padding, item 1"):
+        test_case.assert_padding_invariant(
+            lambda b: layer(b["x"], b["padding_mask"]),
+            {"x": x, "padding_mask": mask},
+            {"x": "padding_mask"},
+        )
+
+
 def test_serialization_roundtrip_dense(seeded):
     layer = keras.layers.Dense(3)
     inputs = {"inputs": seeded.normal(size=(2, 4)).astype("float32")}

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_slam.layers.padding import zero_padded_frames
+
 POSITION_ENCODINGS = ("relative_key", "relative_sinusoidal", "none")
 
 # Added to the logits of padded keys: far below any real logit, so padded keys
@@ -200,6 +202,9 @@ class RelativePositionAttention(keras.layers.Layer):
         return gather_relative_logits(per_distance, index), query + pos_bias_u
 
     def call(self, x, padding_mask, training=False):
+        # A padded frame's NaN/inf would reach real queries through
+        # 0 (softmax weight) * NaN (value).
+        x = zero_padded_frames(x, padding_mask)
         query = self._split_heads(self.query_dense(x))
         key = self._split_heads(self.key_dense(x))
         value = self._split_heads(self.value_dense(x))
@@ -226,7 +231,7 @@ class RelativePositionAttention(keras.layers.Layer):
             )
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         attended = ops.reshape(attended, (batch, length, self.hidden_dim))
-        return self.output_dense(attended) * mask[:, :, None]
+        return zero_padded_frames(self.output_dense(attended), padding_mask)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return x_shape

@@ -21,14 +21,10 @@ import keras
 from keras import ops
 
 from keras_slam.layers.attention import RelativePositionAttention
+from keras_slam.layers.padding import zero_padded_frames
 
 CONV_NORMS = ("group", "layer", "batch")
 CONV_PADDINGS = ("same", "causal")
-
-
-def _frame_mask(padding_mask, dtype):
-    """(B, T) -> (B, T, 1) in `dtype`, for multiplying (B, T, C) frames."""
-    return ops.cast(padding_mask, dtype)[:, :, None]
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -66,13 +62,13 @@ class MaskedGroupNormalization(keras.layers.Layer):
     def call(self, x, padding_mask):
         batch, length, channels = ops.shape(x)
         grouped = ops.reshape(
-            ops.cast(x, "float32"),
+            ops.cast(zero_padded_frames(x, padding_mask), "float32"),
             (batch, length, self.groups, channels // self.groups),
         )
         mask = ops.cast(padding_mask, "float32")[:, :, None, None]
         count = ops.sum(mask, axis=(1, 3), keepdims=True) * (channels // self.groups)
         count = ops.maximum(count, 1.0)
-        mean = ops.sum(grouped * mask, axis=(1, 3), keepdims=True) / count
+        mean = ops.sum(grouped, axis=(1, 3), keepdims=True) / count
         centered = (grouped - mean) * mask
         variance = ops.sum(ops.square(centered), axis=(1, 3), keepdims=True) / count
         normalized = (grouped - mean) * ops.rsqrt(variance + self.epsilon)
@@ -301,13 +297,12 @@ class ConformerConvolution(keras.layers.Layer):
         return self.depthwise_norm(x)
 
     def call(self, x, padding_mask, training=False):
-        frame_mask = _frame_mask(padding_mask, x.dtype)
         x = self.pointwise_conv1(self.layer_norm(x))
         values, gates = ops.split(x, 2, axis=-1)
-        x = values * ops.sigmoid(gates) * frame_mask
+        x = zero_padded_frames(values * ops.sigmoid(gates), padding_mask)
         x = self._normalize(self._depthwise_conv(x), padding_mask, training)
         x = self.pointwise_conv2(self.activation(x))
-        return self.output_dropout(x, training=training) * frame_mask
+        return zero_padded_frames(self.output_dropout(x, training=training), padding_mask)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return x_shape
@@ -467,7 +462,7 @@ class ConformerBlock(keras.layers.Layer):
         x = x + self.self_attention_dropout(attended, training=training)
         x = x + self.convolution(x, padding_mask, training=training)
         x = x + 0.5 * self.ffn2(x, training=training)
-        return self.final_layer_norm(x) * _frame_mask(padding_mask, x.dtype)
+        return zero_padded_frames(self.final_layer_norm(x), padding_mask)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
         return x_shape
@@ -535,7 +530,7 @@ class ConformerEncoder(keras.layers.Layer):
         self.built = True
 
     def call(self, x, padding_mask, training=False):
-        x = x * _frame_mask(padding_mask, x.dtype)
+        x = zero_padded_frames(x, padding_mask)
         for block in self.blocks:
             x = block(x, padding_mask, training=training)
         return x

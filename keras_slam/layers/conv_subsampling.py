@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_slam.layers.padding import zero_padded_frames
+
 _STRIDE = 2
 _NUM_CONVS = 2
 
@@ -30,7 +32,7 @@ class ConvSubsampling(keras.layers.Layer):
     Both axes are padded with one zero on each side (a symmetric "same"
     padding whose alignment does not depend on the batch's length, unlike
     TensorFlow's "SAME"), and frames past each item's length are zeroed
-    before every convolution, so real outputs never see padding and a padded
+    (by a select, so NaN/inf there cannot leak) before every convolution, so real outputs never see padding and a padded
     batch gives exactly the outputs of each item alone. Output frame t covers
     input frames [4t - 3, 4t + 3].
 
@@ -84,13 +86,13 @@ class ConvSubsampling(keras.layers.Layer):
         x = ops.cast(features, self.compute_dtype)[..., None]
         mask = ops.cast(padding_mask, "float32")
         for conv in self.convs:
-            x = x * ops.cast(mask, x.dtype)[:, :, None, None]
+            x = zero_padded_frames(x, mask)
             x = conv(ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
             # Output frame t is centred on input frame 2t: real iff 2t is.
             mask = mask[:, ::_STRIDE]
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (batch, length, x.shape[2] * self.filters))
-        return self.projection(x) * ops.cast(mask, x.dtype)[:, :, None], mask
+        return zero_padded_frames(self.projection(x), mask), mask
 
     def compute_output_shape(self, features_shape, padding_mask_shape=None):
         batch, length, _ = features_shape

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_slam.layers.padding import zero_padded_frames
 from keras_slam.metrics.codebook import codebook_perplexity, frame_perplexity
 
 
@@ -253,7 +254,7 @@ class RandomProjectionQuantizer(keras.layers.Layer):
         if padding_mask is None:
             padding_mask = ops.ones((batch_size, length), "float32")
         padding_mask = ops.cast(padding_mask, "float32")
-        inputs = inputs * padding_mask[:, :, None]
+        inputs = zero_padded_frames(inputs, padding_mask)
         stacked_length = -(-length // self.stack_size)
         inputs = ops.pad(inputs, ((0, 0), (0, stacked_length * self.stack_size - length), (0, 0)))
         stacked = ops.reshape(inputs, (batch_size, stacked_length, self.stack_size * dim))

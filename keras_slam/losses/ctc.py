@@ -24,6 +24,8 @@ zero_infinity=True)`.
 import keras
 from keras import ops
 
+from keras_slam.layers.padding import zero_padded_frames
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -60,7 +62,8 @@ def ctc_loss(
     if labels.shape[1] == 0:  # keras' CTC kernels need one label slot
         labels = ops.zeros((ops.shape(labels)[0], 1), "int32")
         label_padding_mask = ops.zeros((ops.shape(labels)[0], 1), "float32")
-    logits = ops.cast(logits, "float32")
+    # Backends' CTC kernels normalise every frame, padded ones too.
+    logits = zero_padded_frames(ops.cast(logits, "float32"), logit_padding_mask)
     label_mask = ops.cast(label_padding_mask, "bool")
     label_lengths = ops.sum(ops.cast(label_mask, "int32"), axis=1)
     logit_lengths = ops.sum(ops.cast(logit_padding_mask, "int32"), axis=1)

@@ -66,6 +66,7 @@ from keras_slam.losses.w2v_bert import (
 )
 from keras_slam.metrics.codebook import CodebookUsage
 from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.optimizers import skip_non_finite_steps
 from keras_slam.presets.loading import PresetMixin
 
 OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
@@ -325,8 +326,10 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         return tuple(name for name in ACCURACIES if wanted[name] in self.objectives)
 
     def compile(self, optimizer="adam", **kwargs):
-        """Compiles with Adam by default; the loss is `compute_loss`."""
-        super().compile(optimizer=optimizer, **kwargs)
+        """Compiles with Adam by default; the loss is `compute_loss`. Steps
+        with a non-finite loss or gradient are skipped and counted
+        (`keras_slam.optimizers.skip_non_finite_steps`)."""
+        super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
 
     def set_objective_weights(self, weights):
         """Assigns {objective: weight}; no recompilation needed."""

@@ -31,6 +31,7 @@ from keras.src.backend.common import global_state
 from keras_slam.layers.conformer import ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
+from keras_slam.layers.padding import zero_padded_frames
 from keras_slam.presets.loading import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")
@@ -158,8 +159,7 @@ class SpeechTower(keras.layers.Layer):
         else:
             frames = self.feature_projection(self.feature_layer_norm(features))
         frames = self.front_end_dropout(frames, training=training)
-        frame_mask = keras.ops.cast(padding_mask, frames.dtype)[..., None]
-        return frames * frame_mask, padding_mask
+        return zero_padded_frames(frames, padding_mask), padding_mask
 
     def encode(self, frames, padding_mask, training=False):
         """Conformer stack + projection over (possibly masked) frames."""

@@ -40,6 +40,7 @@ from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.asr_preprocessor import standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode
 from keras_slam.models.ctc_decoding import token_id_lists
+from keras_slam.optimizers import skip_non_finite_steps
 
 HEAD_NAME = "ctc_head"
 FEATURE_KEYS = ("speech_features", "speech_padding_mask")
@@ -217,6 +218,9 @@ class SpeechRecognizer(keras_hub.models.Task):
     ):
         """Compiles with the CTC loss (`compute_loss`) and `EncoderHeadAdam`.
 
+        Steps with a non-finite loss or gradient are skipped and counted
+        (`keras_slam.optimizers.skip_non_finite_steps`).
+
         Args:
             optimizer: "auto" builds `EncoderHeadAdam` from the next four
                 arguments; any other optimizer is used as given.
@@ -233,7 +237,7 @@ class SpeechRecognizer(keras_hub.models.Task):
                 learning_rate=learning_rate,
                 global_clipnorm=global_clipnorm,
             )
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """CTC negative log-likelihood, mean over the items with audio."""

@@ -133,6 +133,11 @@ def test_masked_group_norm_matches_keras_group_norm_per_item(seeded):
     for i, length in enumerate(mask.sum(axis=1).astype(int)):
         expected = test_case.to_numpy(reference(x[i : i + 1, :length]))[0]
         np.testing.assert_allclose(batched[i, :length], expected, atol=1e-5)
+    test_case.assert_padding_invariant(
+        lambda b: (ours(b["x"], b["padding_mask"]), b["padding_mask"]),
+        {"x": x, "padding_mask": mask},
+        {"x": "padding_mask"},
+    )
 
 
 @pytest.mark.parametrize("name", ["slam", "w2v_bert_encoder"])

@@ -246,6 +246,23 @@ def test_fit_with_stage_schedule_and_missing_modalities(seeded, tmp_path):
     assert np.isfinite(text_only.history["text_mlm_loss"][-1])
 
 
+def test_non_finite_step_is_skipped_and_counted(seeded):
+    """A NaN in a real speech frame: the step compile installs changes no
+    trainable weight and no optimizer state; it is counted."""
+    import tensorflow as tf
+
+    batch = make_batch(seeded)
+    batch["speech"]["speech_features"][0, 0, 0] = np.nan
+    pretrainer = build_pretrainer()
+    pretrainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [test_case.to_numpy(w) for w in pretrainer.trainable_weights]
+    pretrainer.fit(tf.data.Dataset.from_tensors(batch), verbose=0)
+    for a, b in zip(before, pretrainer.trainable_weights):
+        np.testing.assert_array_equal(a, test_case.to_numpy(b))
+    assert int(test_case.to_numpy(pretrainer.optimizer.skipped_steps)) == 1
+    assert int(test_case.to_numpy(pretrainer.optimizer.iterations)) == 0
+
+
 def test_codebook_usage_counts_the_targets_at_masked_real_frames(seeded):
     """One `compute_loss`: usage = distinct code ids at masked real frames / V,
     counted here with numpy from the ids the step produced."""

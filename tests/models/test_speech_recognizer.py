@@ -138,6 +138,21 @@ def test_short_fit_finite_loss_and_frozen_encoder(seeded, kind):
     assert max(moved) > 0
 
 
+def test_non_finite_step_is_skipped_and_counted(seeded):
+    """A NaN in a real frame: the step compile installs changes no weight."""
+    recognizer = make_recognizer("speech_encoder")
+    x = features(seeded, batch_size=2, length=64)
+    x["speech_features"][1, 5, 7] = np.nan
+    y = recognizer.preprocessor.tokenize_transcripts(["hello", "cat"])
+    recognizer.compile(learning_rate=1e-2)
+    before = [keras.ops.convert_to_numpy(w) for w in recognizer.trainable_weights]
+    recognizer.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    for a, b in zip(before, recognizer.trainable_weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    assert int(keras.ops.convert_to_numpy(recognizer.optimizer.skipped_steps)) == 1
+    assert int(keras.ops.convert_to_numpy(recognizer.optimizer.iterations)) == 0
+
+
 def test_encoder_learning_rate_multiplier(seeded):
     recognizer = make_recognizer("speech_encoder")
     x = features(seeded, batch_size=2, length=64)
