@@ -63,10 +63,6 @@ class Settings:
     finetune_steps: int
     learning_rate: float = 2e-3
     pretrain_learning_rate: float = 1e-3
-    # The pre-trainer's CTC loss is summed over an utterance's frames (~100x
-    # the other objectives, which are per-token / per-frame means); this
-    # weight brings it to their scale so that it does not drown them.
-    pretrain_ctc_weight: float = 0.02
     batch_seconds: float = 16.0
     text_batch_size: int = 32
     languages: tuple = asr.LANGUAGES
@@ -126,7 +122,6 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,
-        objective_weights={"ctc": settings.pretrain_ctc_weight},
         seed=seed,
     )
     pretrainer.compile(

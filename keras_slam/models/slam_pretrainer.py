@@ -34,7 +34,10 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
 - "stm" (paired): matched vs mismatched pairs (text rolled by one among
   present rows), binary head on the masked mean of the joint encoding.
 - "ctc" (paired): CTC of the transcript on the speech half (speech-tower or
-  shared-encoder output, `ctc_input`).
+  shared-encoder output, `ctc_input`), per target token: each utterance's
+  negative log-likelihood divided by its transcript length, averaged over
+  the rows with speech and text (torch's `ctc_loss(reduction="mean")`), so
+  its scale does not grow with the clip length and weight 1 suits it.
 
 Loss weights are non-trainable float32 variables (`objective_weights`):
 `set_objective_weights` changes them between steps without recompiling
@@ -504,8 +507,16 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if "ctc" in self.objectives:
             if self.ctc_input == "shared":
                 speech = self.backbone.encode_shared(speech, frame_mask, training)
+            # Per target token (torch's reduction="mean"), on the same scale
+            # as the per-token / per-frame means of the other objectives
+            # whatever the clip length; rows without text are left out.
             results["ctc_loss"] = ctc_loss(
-                token_ids, token_mask, self.ctc_head(speech), frame_mask, self.blank_index
+                token_ids,
+                token_mask,
+                self.ctc_head(speech),
+                frame_mask * ops.cast(rows_present, frame_mask.dtype)[:, None],
+                self.blank_index,
+                divide_by_target_length=True,
             )
         return results
 

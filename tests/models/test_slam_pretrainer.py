@@ -273,3 +273,27 @@ def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
     with pytest.warns(RuntimeWarning, match="Codebook collapse"):
         pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor])
     assert len(monitor.history) == 1 and 0 < monitor.history[0] <= 1
+
+
+def test_ctc_is_per_target_token_as_torch_mean(seeded):
+    """The pre-trainer's CTC equals torch's `ctc_loss(reduction="mean")` on
+    the CTC head's logits (per utterance / transcript length, batch mean);
+    a row with speech but no text is left out, not divided by zero."""
+    import torch
+
+    batch = {"paired": sub_batch(seeded, 3, frames=48, tokens=8)}
+    batch["paired"]["token_padding_mask"][2] = 0.0
+    batch["paired"]["token_ids"][2] = 0
+    pretrainer = build_pretrainer(objectives=("ctc",))
+    loss = test_case.to_numpy(pretrainer.compute_objectives(batch)["ctc_loss"])
+    paired = batch["paired"]
+    frames, frame_mask = pretrainer.backbone.subsample_speech(paired["speech_features"], paired["speech_padding_mask"])
+    logits = test_case.to_numpy(pretrainer.ctc_head(pretrainer.backbone.encode_speech_tower(frames, frame_mask)))
+    frame_lengths = test_case.to_numpy(frame_mask).sum(1).astype("int64")[:2]
+    label_lengths = paired["token_padding_mask"].sum(1).astype("int64")[:2]
+    log_probs = torch.log_softmax(torch.tensor(logits[:2], dtype=torch.float64), -1).transpose(0, 1)
+    expected = torch.nn.functional.ctc_loss(
+        log_probs, torch.tensor(paired["token_ids"][:2], dtype=torch.long), torch.tensor(frame_lengths),
+        torch.tensor(label_lengths), blank=0, reduction="mean",
+    ).item()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
