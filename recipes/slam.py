@@ -37,8 +37,10 @@ Named configs (`CONFIGS`):
   random-projection targets, 64 codes): fixed, diverse targets, so masked
   prediction learns at this size.
 
-`pretrain` attaches a warn-only `CodebookCollapseMonitor` on
-`codebook_usage` (the fraction of codes used per epoch).
+`pretrain` attaches a `CodebookCollapseMonitor` that stops training with a
+`CodebookCollapseError` (naming the metric, value, threshold and step)
+when a metric of `COLLAPSE_THRESHOLDS` (or the config's
+`collapse_thresholds`) falls below its threshold at an epoch's end.
 
 Paper-scale configs are documented here and parameter-counted by the tests;
 they are not run here.
@@ -170,8 +172,9 @@ CONFIGS["best_rq_tiny"] = dict(
     ),
     stages=((0, {"w2v_mlm": 1.0}),),
 )
-# Below this fraction of codes used per epoch the recipes warn.
-COLLAPSE_THRESHOLD = 0.1
+# Below these the recipes stop: fewer than 10% of the codes used as targets
+# over the last 10 steps.
+COLLAPSE_THRESHOLDS = {"codebook_usage": 0.1}
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -329,7 +332,9 @@ def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir
     callbacks = [ObjectiveSchedule(stages)]
     if pretrainer.codebook_usage is not None:
         callbacks.append(
-            CodebookCollapseMonitor(COLLAPSE_THRESHOLD, check_every_n_batches=steps_per_epoch)
+            CodebookCollapseMonitor(
+                config.get("collapse_thresholds", COLLAPSE_THRESHOLDS), check_every_n_batches=steps_per_epoch
+            )
         )
     history = pretrainer.fit(
         make_dataset(config, corpus_dir, tokenizer),
