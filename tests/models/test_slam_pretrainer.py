@@ -66,7 +66,7 @@ def build_pretrainer(inputs=None, **overrides):
 
 # The options that decide where the speech targets come from.
 TARGET_OPTIONS = [
-    {"quantizer_input": "features"},
+    {"quantizer_input": "frontend"},
     {"quantizer_input": "detached_frontend"},
     {"target_projection_dim": 6},
 ]
@@ -86,8 +86,9 @@ def build_for_parity(flat_inputs, **options):
 
 
 def build_for_parity_with_target_options(flat_inputs):
-    """Targets from the stacked input features, projected before the cosine."""
-    return build_for_parity(flat_inputs, quantizer_input="features", target_projection_dim=6)
+    """Targets from the front end, projected before the cosine (the default
+    builder covers targets from the stacked input features)."""
+    return build_for_parity(flat_inputs, quantizer_input="frontend", target_projection_dim=6)
 
 
 def test_every_objective_is_finite_and_reported(seeded):
