@@ -474,8 +474,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             code_ids, _ = self.quantizer(batch["speech_features"], batch["speech_padding_mask"])
             return code_ids[:, :, None], None, {}
         if self.quantizer_input == "features":
-            frames = stack_frames(
-                ops.stop_gradient(batch["speech_features"]), batch["speech_padding_mask"], self.target_stack_size
+            frames = ops.stop_gradient(
+                stack_frames(batch["speech_features"], batch["speech_padding_mask"], self.target_stack_size)
             )
         elif self.quantizer_input == "detached_frontend":
             frames = ops.stop_gradient(frames)
