@@ -5,7 +5,9 @@ CPU:
 
 1. SLAM pre-training (`SLAMPretrainer`): speech (w2v-BERT contrastive +
    masked prediction), text (span MLM) and paired (TLM, STM, CTC)
-   objectives on speech-only, text-only and paired training shards.
+   objectives on speech-only, text-only and paired training shards, every
+   objective at weight 1; it stops loudly (`CodebookCollapseError`) when
+   the codebook collapses.
 2. The pre-trained backbone, its tokenizer and front end are saved as a
    preset (`<output>/pretrained`).
 3. CTC fine-tuning (`SpeechRecognizer.from_preset(<output>/pretrained)`) on
@@ -31,10 +33,11 @@ import tensorflow as tf
 
 from keras_slam.data import pipeline
 from keras_slam.data.schema import SAMPLE_RATE
+from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.presets import hf_w2v_bert, loading
-from recipes import asr
+from recipes import asr, slam
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
 BACKBONE = {
@@ -63,10 +66,6 @@ class Settings:
     finetune_steps: int
     learning_rate: float = 2e-3
     pretrain_learning_rate: float = 1e-3
-    # The pre-trainer's CTC loss is summed over an utterance's frames (~100x
-    # the other objectives, which are per-token / per-frame means); this
-    # weight brings it to their scale so that it does not drown them.
-    pretrain_ctc_weight: float = 0.02
     batch_seconds: float = 16.0
     text_batch_size: int = 32
     languages: tuple = asr.LANGUAGES
@@ -126,7 +125,6 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,
-        objective_weights={"ctc": settings.pretrain_ctc_weight},
         seed=seed,
     )
     pretrainer.compile(
@@ -138,7 +136,11 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
             global_clipnorm=5.0,
         )
     )
-    history = asr.fit_logged(pretrainer, pretraining_dataset(settings, tokenizer, front_end, seed=seed), settings.pretrain_steps)
+    # Stops with a CodebookCollapseError naming the metric and step when the
+    # codebook collapses (the thresholds of the tiny pre-training recipes).
+    monitor = CodebookCollapseMonitor(slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20))
+    dataset = pretraining_dataset(settings, tokenizer, front_end, seed=seed)
+    history = asr.fit_logged(pretrainer, dataset, settings.pretrain_steps, callbacks=[monitor])
     save_pretrained(backbone, tokenizer, front_end, preset_dir)
     return history
 
@@ -210,8 +212,11 @@ def main(argv=None):
     pretrain_history = pretrain(settings, tokenizer, front_end, pretrained_dir, args.seed)
     pretrain_seconds = time.time() - started
     loss_names = [n for n in pretrain_history if n.endswith("loss")]
-    print(f"  losses, means of the first / last {settings.pretrain_steps // len(pretrain_history['loss'])} steps:")
-    for name in loss_names:
+    # Losses, then the views that collapse cannot fool (codebook usage and
+    # perplexities, masked-prediction gain, valid negatives) and accuracies.
+    reported = loss_names + sorted(n for n in pretrain_history if n not in loss_names)
+    print(f"  means of the first / last {settings.pretrain_steps // len(pretrain_history['loss'])} steps:")
+    for name in reported:
         values = pretrain_history[name]
         print(f"  {name:<20} first {values[0]:9.4f}  last {values[-1]:9.4f}")
     plots = [plot_losses({n: pretrain_history[n] for n in loss_names}, os.path.join(output, "pretraining_losses.png"), "SLAM pre-training", settings.pretrain_steps)]

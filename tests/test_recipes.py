@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from keras_slam.metrics.codebook import CodebookCollapseError
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import count_parameters
 from recipes import slam
@@ -65,9 +66,9 @@ def test_slam_tiny_pretrains_on_the_sample_corpus(tmp_path):
 
 @pytest.mark.slow(backend="torch")
 def test_w2v_bert_tiny_runs_and_reports_its_codebook(tmp_path):
-    """At this size the codebook either collapses or goes flat, depending on
-    the random draws (see the recipe's docstring), so only what holds for
-    every run is asserted: finite losses, both perplexities, the plots."""
+    """Finite losses, consistent perplexities, the plots; the collapse
+    monitor (on by default) stops the run if fewer than 10% of the codes
+    are used."""
     history = slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=100)
     for name in ("loss_curves.png", "codebook_usage.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -86,3 +87,12 @@ def test_best_rq_tiny_learns_its_targets(tmp_path):
     # Chance is at most 1/64 for the most frequent code's share; well above it.
     assert accuracies[-3:].mean() > 3 / 64, accuracies.round(3).tolist()
     assert min(history["codebook_usage"]) > 0.9
+
+
+@pytest.mark.slow(backend="jax")
+def test_recipes_stop_loudly_on_collapse(tmp_path, monkeypatch):
+    """The monitor is on by default: a threshold no codebook can reach
+    stops the recipe at the first check, naming metric, threshold and step."""
+    monkeypatch.setattr(slam, "COLLAPSE_THRESHOLDS", {"codebook_usage": 1.01})
+    with pytest.raises(CodebookCollapseError, match=r"codebook_usage = .* < threshold 1\.01 at step 5 "):
+        slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=10, steps_per_epoch=5)

@@ -190,6 +190,22 @@ def stack_frame_mask(mask, stack_size):
     return ops.max(ops.reshape(mask, (-1, stacked_length, stack_size)), axis=-1)
 
 
+def stack_frames(inputs, padding_mask, stack_size):
+    """Concatenates consecutive frames, padding zeroed, the end zero-filled.
+
+    Args:
+        inputs: (B, T, D); padding_mask: (B, T), 1 = real.
+        stack_size: frames per stack.
+    Returns:
+        (B, ceil(T / stack_size), stack_size * D) float32.
+    """
+    inputs = zero_padded_frames(ops.cast(inputs, "float32"), padding_mask)
+    batch_size, length, dim = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
+    stacked_length = -(-length // stack_size)
+    inputs = ops.pad(inputs, ((0, 0), (0, stacked_length * stack_size - length), (0, 0)))
+    return ops.reshape(inputs, (batch_size, stacked_length, stack_size * dim))
+
+
 @keras.saving.register_keras_serializable(package="keras_slam")
 class RandomProjectionQuantizer(keras.layers.Layer):
     """BEST-RQ targets: nearest code of a frozen random projection.
@@ -249,15 +265,9 @@ class RandomProjectionQuantizer(keras.layers.Layer):
         )
 
     def call(self, inputs, padding_mask=None):
-        inputs = ops.cast(ops.stop_gradient(inputs), "float32")
-        batch_size, length, dim = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
         if padding_mask is None:
-            padding_mask = ops.ones((batch_size, length), "float32")
-        padding_mask = ops.cast(padding_mask, "float32")
-        inputs = zero_padded_frames(inputs, padding_mask)
-        stacked_length = -(-length // self.stack_size)
-        inputs = ops.pad(inputs, ((0, 0), (0, stacked_length * self.stack_size - length), (0, 0)))
-        stacked = ops.reshape(inputs, (batch_size, stacked_length, self.stack_size * dim))
+            padding_mask = ops.ones(ops.shape(inputs)[:2], "float32")
+        stacked = stack_frames(ops.stop_gradient(inputs), padding_mask, self.stack_size)
         projected = ops.matmul(stacked, self.projection)
         norm = ops.sqrt(ops.sum(ops.square(projected), axis=-1, keepdims=True))
         projected = projected / ops.maximum(norm, 1e-12)

@@ -152,14 +152,22 @@ def contrastive_loss(
         padding_mask: optional (B, T), 1 = real.
         temperature: logit temperature (0.1).
     Returns:
-        (loss, accuracy): scalar float32 each; accuracy is the fraction of
-        counted frames whose target logit is the largest.
+        (loss, accuracy, valid_negatives): scalar float32 each; accuracy is
+        the fraction of counted frames whose target logit is the largest,
+        valid_negatives the mean number of negatives per counted frame that
+        differ from its target (K when codes are diverse, near 0 when the
+        codebook collapses and the task becomes trivial).
     """
     counted = _counted_frames(masked_frames, padding_mask)
     logits = contrastive_logits(predictions, targets, negative_indices, counted, temperature)
     cross_entropy = -ops.log_softmax(logits, axis=-1)[:, :, 0]
     correct = ops.cast(ops.argmax(logits, axis=-1) == 0, "float32")
-    return _mean_over(cross_entropy, counted), _mean_over(correct, counted)
+    valid_negatives = ops.sum(ops.cast(logits[:, :, 1:] > _INVALID_LOGIT, "float32"), axis=-1)
+    return (
+        _mean_over(cross_entropy, counted),
+        _mean_over(correct, counted),
+        _mean_over(valid_negatives, counted),
+    )
 
 
 def diversity_loss(perplexity, num_codevectors):

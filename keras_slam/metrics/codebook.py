@@ -110,6 +110,25 @@ def code_counts(code_ids, num_codes, mask=None):
     return ops.reshape(counts, (num_groups, num_codes))
 
 
+def code_entropy(code_ids, num_codes, mask=None):
+    """Entropy (nats) of the chosen codes' marginal over the masked frames.
+
+    The cross-entropy of always predicting that marginal, the best a
+    predictor ignoring its input can do: log of the hard codes' perplexity,
+    per group, averaged over groups (as `masked_prediction_loss` averages).
+
+    Args:
+        code_ids: (B, T) or (B, T, G) integer code ids.
+        num_codes: V, codes per group.
+        mask: optional (B, T), 1 = frame counted.
+    Returns:
+        Scalar float32 in [0, log V]; 0 when no frame is counted.
+    """
+    counts = code_counts(code_ids, num_codes, mask)
+    marginals = counts / ops.maximum(ops.sum(counts, axis=-1, keepdims=True), 1.0)
+    return ops.mean(_entropy(marginals))
+
+
 @keras.saving.register_keras_serializable(package="keras_slam")
 class CodebookUsage(keras.metrics.Metric):
     """Fraction of codes chosen at least once over the last `window_steps`.
@@ -170,59 +189,79 @@ class CodebookUsage(keras.metrics.Metric):
         return config
 
 
-class CodebookCollapseMonitor(keras.callbacks.Callback):
-    """Warns (and optionally stops training) when codebook usage collapses.
+class CodebookCollapseError(RuntimeError):
+    """Raised by `CodebookCollapseMonitor` when a codebook metric collapses."""
 
-    Reads `logs[monitor]` (e.g. a `CodebookUsage` metric named
-    "codebook_usage") every `check_every_n_batches` batches.
+
+class CodebookCollapseMonitor(keras.callbacks.Callback):
+    """Stops training loudly when a codebook-health metric falls too low.
+
+    Every `check_every_n_batches` training steps (counted across epochs)
+    reads each `logs[name]` of `thresholds`; a value below its threshold at
+    `patience` checks in a row raises `CodebookCollapseError` naming the
+    metric, its value, the threshold and the step (or, with
+    `on_collapse="warn"`, warns and goes on).
+
+    Metrics (`SLAMPretrainer`): "codebook_usage" (fraction of codes used as
+    targets), "w2v_mlm_gain" (nats by which masked prediction beats the
+    code marginal: <= 0 when the targets are unpredictable noise or a
+    collapsed code), "valid_negatives" (negatives that differ from the
+    target).
 
     Args:
-        threshold: usage below this fraction counts as collapsed.
-        monitor: log key holding the usage fraction.
+        thresholds: {log key: minimum}; default {"codebook_usage": 0.1}.
         check_every_n_batches: how often to look.
-        patience: consecutive collapsed checks before stopping.
-        stop_training: whether to set `model.stop_training`.
+        patience: consecutive low checks of one metric before acting.
+        start_step: steps before which nothing is checked (a gain needs
+            some training before it can be positive).
+        on_collapse: "raise" or "warn".
     """
 
     def __init__(
         self,
-        threshold=0.1,
-        monitor="codebook_usage",
+        thresholds=None,
         check_every_n_batches=100,
         patience=1,
-        stop_training=False,
+        start_step=0,
+        on_collapse="raise",
     ):
         super().__init__()
-        self.threshold = threshold
-        self.monitor = monitor
+        if on_collapse not in ("raise", "warn"):
+            raise ValueError(f"on_collapse must be 'raise' or 'warn', got {on_collapse!r}")
+        self.thresholds = dict({"codebook_usage": 0.1} if thresholds is None else thresholds)
         self.check_every_n_batches = check_every_n_batches
         self.patience = patience
-        self.stop_training = stop_training
-        self.collapsed_checks = 0
+        self.start_step = start_step
+        self.on_collapse = on_collapse
+        self.step = 0
+        self.low_checks = {name: 0 for name in self.thresholds}
         self.history = []
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.check_every_n_batches or not logs:
+        self.step += 1
+        if self.step % self.check_every_n_batches or self.step < self.start_step or not logs:
             return
-        if self.monitor not in logs:
+        missing = sorted(set(self.thresholds) - set(logs))
+        if missing:
             raise KeyError(
-                f"CodebookCollapseMonitor: no '{self.monitor}' in the training "
-                f"logs (have {sorted(logs)}); add a CodebookUsage metric to the model."
+                f"CodebookCollapseMonitor: no {missing} in the training logs "
+                f"(have {sorted(logs)}); the model must report them."
             )
-        usage = float(logs[self.monitor])
-        self.history.append(usage)
-        if usage >= self.threshold:
-            self.collapsed_checks = 0
-            return
-        self.collapsed_checks += 1
-        message = (
-            f"Codebook collapse: {self.monitor} = {usage:.4f} < {self.threshold} "
-            f"at batch {batch + 1} ({self.collapsed_checks} check(s) in a row)."
-        )
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-        logger.warning(message)
-        if self.stop_training and self.collapsed_checks >= self.patience:
-            self.model.stop_training = True
+        values = {name: float(logs[name]) for name in self.thresholds}
+        self.history.append((self.step, values))
+        for name, threshold in self.thresholds.items():
+            self.low_checks[name] = self.low_checks[name] + 1 if values[name] < threshold else 0
+            if self.low_checks[name] < self.patience:
+                continue
+            message = (
+                f"Codebook collapse: {name} = {values[name]:.4f} < threshold {threshold} "
+                f"at step {self.step} ({self.low_checks[name]} check(s) in a row, "
+                f"every {self.check_every_n_batches} steps)."
+            )
+            if self.on_collapse == "raise":
+                raise CodebookCollapseError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            logger.warning(message)
 
 
 def save_codebook_usage_plot(counts, path, title="Codebook usage"):

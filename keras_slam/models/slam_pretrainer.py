@@ -16,7 +16,14 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   module): contrastive loss of its projected output against the quantized
   targets with K same-utterance masked distractors, plus the diversity loss;
   the shared encoder (the masked-prediction module) predicts the code ids at
-  masked frames. `codebook_usage` (a `CodebookUsage` metric) is the fraction
+  masked frames. Collapse (few codes, trivially predicted) can make these
+  losses look good, so three views that it cannot fool are reported:
+  `w2v_mlm_gain` = H(code marginal at masked frames) - w2v_mlm_loss, in
+  nats, how much better than always predicting the batch's code frequencies
+  the encoder does (<= 0 for a collapsed or unpredictable codebook);
+  `valid_negatives`, the mean number of contrastive negatives per masked
+  frame that differ from the target (K when codes are diverse); and
+  `codebook_usage` (a `CodebookUsage` metric), the fraction
   of codes chosen as targets at masked real frames over the last
   `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it.
   `codebook_perplexity` (what the diversity loss raises) and
@@ -34,7 +41,10 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
 - "stm" (paired): matched vs mismatched pairs (text rolled by one among
   present rows), binary head on the masked mean of the joint encoding.
 - "ctc" (paired): CTC of the transcript on the speech half (speech-tower or
-  shared-encoder output, `ctc_input`).
+  shared-encoder output, `ctc_input`), per target token: each utterance's
+  negative log-likelihood divided by its transcript length, averaged over
+  the rows with speech and text (torch's `ctc_loss(reduction="mean")`), so
+  its scale does not grow with the clip length and weight 1 suits it.
 
 Loss weights are non-trainable float32 variables (`objective_weights`):
 `set_objective_weights` changes them between steps without recompiling
@@ -54,6 +64,7 @@ from keras_slam.layers.masking import MaskEmbedding, compute_span_mask
 from keras_slam.layers.quantizers import (
     GumbelVectorQuantizer,
     RandomProjectionQuantizer,
+    stack_frames,
 )
 from keras_slam.losses.ctc import ctc_loss
 from keras_slam.losses.mlm import corrupt_tokens, masked_token_loss
@@ -64,7 +75,7 @@ from keras_slam.losses.w2v_bert import (
     masked_prediction_loss,
     sample_negative_indices,
 )
-from keras_slam.metrics.codebook import CodebookUsage
+from keras_slam.metrics.codebook import CodebookUsage, code_entropy
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.optimizers import skip_non_finite_steps
 from keras_slam.presets.loading import PresetMixin
@@ -82,6 +93,9 @@ ACCURACIES = (
     "tlm_speech_accuracy",
     "stm_accuracy",
 )
+# Views of the speech objectives that collapse cannot fool, and the
+# objective each needs.
+SPEECH_DIAGNOSTICS = {"valid_negatives": "contrastive", "w2v_mlm_gain": "w2v_mlm"}
 # The sub-batch each reported value comes from.
 METRIC_SOURCES = {
     "contrastive_loss": "speech",
@@ -91,6 +105,8 @@ METRIC_SOURCES = {
     "codebook_frame_perplexity": "speech",
     "w2v_mlm_loss": "speech",
     "w2v_mlm_accuracy": "speech",
+    "w2v_mlm_gain": "speech",
+    "valid_negatives": "speech",
     "text_mlm_loss": "text",
     "text_mlm_accuracy": "text",
     "tlm_loss": "paired",
@@ -101,6 +117,7 @@ METRIC_SOURCES = {
     "ctc_loss": "paired",
 }
 SPEECH_TARGETS = ("gumbel", "random_projection")
+QUANTIZER_INPUTS = ("frontend", "detached_frontend", "features")
 CTC_INPUTS = ("speech_tower", "shared")
 
 
@@ -141,13 +158,33 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             (True) or a separate dense head.
         ctc_input: "speech_tower" or "shared" (shared encoder over speech).
         blank_index: CTC blank (0, the padding id, never a real label).
+        quantizer_input: what the Gumbel quantizer turns into targets:
+            "frontend" (w2v-BERT: the front end's frames, trained by every
+            loss that reaches the front end, so the targets move with
+            them), "detached_frontend" (the same frames behind a
+            stop-gradient), or "features" (fairseq2's w2v-BERT 2.0: the
+            input features stacked to the frame rate and layer-normalised,
+            behind a stop-gradient: targets that only the quantizer's own
+            weights move). Default "features": on the w2v_bert_tiny recipe
+            (JAX, 200 steps) its codes are used (usage 1.0, perplexity 44
+            of 64) and committed (frame perplexity 1.3, so not Gumbel
+            noise), masked prediction 6% accurate, gain -0.18 nats;
+            "frontend" gives noise codes (frame perplexity 6.8, accuracy
+            1.7%, gain -0.22) and "detached_frontend" a half-collapsed
+            codebook (usage 0.44, perplexity 10, gain -0.08).
+        target_projection_dim: None, or the size of a linear projection of
+            the quantized targets before the contrastive cosine (fairseq
+            `project_q`, fairseq2 `final_target_proj`); the context is
+            projected to the same size. Default None: with "features"
+            a 32-dim projection changed little in the same run (usage 1.0,
+            accuracy 4.4%, gain -0.19).
         codebook_usage_window_steps: steps over which `codebook_usage`
             counts the codes in use (the metric also resets every epoch).
         seed: seed of the task's SeedGenerators.
 
     Call: `pretrainer(batch, training)` -> dict of float32 scalars: every
-    `{objective}_loss`, the accuracies, the two codebook perplexities, and
-    `{sub_batch}_present` flags; with a speech sub-batch also
+    `{objective}_loss`, the accuracies, `w2v_mlm_gain`, `valid_negatives`,
+    the two codebook perplexities, and `{sub_batch}_present` flags; with a speech sub-batch also
     `speech_code_ids` (B, T', G) and `speech_code_mask` (B, T', 1 = masked
     real frame), which feed `codebook_usage`. `compute_loss` weights and
     sums the losses and updates the metrics.
@@ -182,6 +219,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         tie_lm_head=True,
         ctc_input="speech_tower",
         blank_index=0,
+        quantizer_input="features",
+        target_projection_dim=None,
         codebook_usage_window_steps=100,
         seed=None,
         preprocessor=None,
@@ -193,6 +232,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             raise ValueError(f"Unknown objectives {sorted(unknown)}; choose from {OBJECTIVES}")
         if speech_target not in SPEECH_TARGETS:
             raise ValueError(f"speech_target must be one of {SPEECH_TARGETS}, got {speech_target!r}")
+        if quantizer_input not in QUANTIZER_INPUTS:
+            raise ValueError(f"quantizer_input must be one of {QUANTIZER_INPUTS}, got {quantizer_input!r}")
         if ctc_input not in CTC_INPUTS:
             raise ValueError(f"ctc_input must be one of {CTC_INPUTS}, got {ctc_input!r}")
         if speech_target == "random_projection":
@@ -226,8 +267,12 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         self.tie_lm_head = tie_lm_head
         self.ctc_input = ctc_input
         self.blank_index = blank_index
+        self.quantizer_input = quantizer_input
+        self.target_projection_dim = target_projection_dim
         self.codebook_usage_window_steps = codebook_usage_window_steps
         self.seed = seed
+        # Input feature frames per target frame.
+        self.target_stack_size = 4 if backbone.speech_front_end == "conv_subsampling" else 1
 
         # === Layers ===
         self.backbone = backbone
@@ -254,17 +299,25 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
                 dtype=dtype,
                 name="quantizer",
             )
-            self.quantizer.build(frames_shape)
+            if quantizer_input == "features":
+                self.quantizer.build((None, None, backbone.feature_dim * self.target_stack_size))
+            else:
+                self.quantizer.build(frames_shape)
             self.contrastive_projection = keras.layers.Dense(
-                self.code_dim, dtype=dtype, name="contrastive_projection"
+                target_projection_dim or self.code_dim, dtype=dtype, name="contrastive_projection"
             )
             self.contrastive_projection.build(frames_shape)
+            self.target_projection = None
+            if target_projection_dim:
+                self.target_projection = keras.layers.Dense(
+                    target_projection_dim, dtype=dtype, name="target_projection"
+                )
+                self.target_projection.build((None, None, self.code_dim))
         else:
-            stack_size = 4 if backbone.speech_front_end == "conv_subsampling" else 1
             self.quantizer = RandomProjectionQuantizer(
                 codebook_size=num_codes,
                 code_dim=self.code_dim,
-                stack_size=stack_size,
+                stack_size=self.target_stack_size,
                 seed=seed or 0,
                 dtype=dtype,
                 name="quantizer",
@@ -297,6 +350,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
 
         # === Metrics ===
         names = [f"{o}_loss" for o in self.objectives] + list(self._accuracy_names())
+        names += [name for name, needs in SPEECH_DIAGNOSTICS.items() if needs in self.objectives]
         if self.speech_target == "gumbel" and self._any_of("contrastive", "diversity", "w2v_mlm"):
             names += ["codebook_perplexity", "codebook_frame_perplexity"]
         self.objective_metrics = {name: keras.metrics.Mean(name=name) for name in names}
@@ -422,6 +476,12 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if self.speech_target == "random_projection":
             code_ids, _ = self.quantizer(batch["speech_features"], batch["speech_padding_mask"])
             return code_ids[:, :, None], None, {}
+        if self.quantizer_input == "features":
+            frames = ops.stop_gradient(
+                stack_frames(batch["speech_features"], batch["speech_padding_mask"], self.target_stack_size)
+            )
+        elif self.quantizer_input == "detached_frontend":
+            frames = ops.stop_gradient(frames)
         quantized, code_ids, perplexity, frame_perplexity = self.quantizer(
             frames, padding_mask=quantizer_mask, training=training
         )
@@ -454,15 +514,18 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         # The targets the losses see: codes at masked real frames.
         results = {"speech_present": present, "speech_code_ids": code_ids, "speech_code_mask": counted}
         if "contrastive" in self.objectives:
-            loss, accuracy = contrastive_loss(
+            targets = quantized if self.target_projection is None else self.target_projection(quantized)
+            loss, accuracy, valid_negatives = contrastive_loss(
                 self.contrastive_projection(context),
-                quantized,
+                targets,
                 span_mask,
                 draws["negatives"],
                 frame_mask,
                 self.contrastive_temperature,
             )
-            results.update(contrastive_loss=loss, contrastive_accuracy=accuracy)
+            results.update(
+                contrastive_loss=loss, contrastive_accuracy=accuracy, valid_negatives=valid_negatives
+            )
         results.update(perplexities)
         if perplexities and "diversity" in self.objectives:
             num_codevectors = self.num_code_groups * self.num_codes
@@ -474,7 +537,10 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             loss, accuracy = masked_prediction_loss(
                 self._code_logits(shared), code_ids, span_mask, frame_mask
             )
-            results.update(w2v_mlm_loss=loss, w2v_mlm_accuracy=accuracy)
+            marginal_entropy = code_entropy(ops.stop_gradient(code_ids), self.num_codes, counted)
+            results.update(
+                w2v_mlm_loss=loss, w2v_mlm_accuracy=accuracy, w2v_mlm_gain=marginal_entropy - loss
+            )
         return results
 
     def _text_objectives(self, batch, draws, training):
@@ -507,8 +573,16 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if "ctc" in self.objectives:
             if self.ctc_input == "shared":
                 speech = self.backbone.encode_shared(speech, frame_mask, training)
+            # Per target token (torch's reduction="mean"), on the same scale
+            # as the per-token / per-frame means of the other objectives
+            # whatever the clip length; rows without text are left out.
             results["ctc_loss"] = ctc_loss(
-                token_ids, token_mask, self.ctc_head(speech), frame_mask, self.blank_index
+                token_ids,
+                token_mask,
+                self.ctc_head(speech),
+                frame_mask * ops.cast(rows_present, frame_mask.dtype)[:, None],
+                self.blank_index,
+                divide_by_target_length=True,
             )
         return results
 
@@ -631,6 +705,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             tie_lm_head=self.tie_lm_head,
             ctc_input=self.ctc_input,
             blank_index=self.blank_index,
+            quantizer_input=self.quantizer_input,
+            target_projection_dim=self.target_projection_dim,
             codebook_usage_window_steps=self.codebook_usage_window_steps,
             seed=self.seed,
         )

@@ -54,7 +54,7 @@ def make_case(rng, batch_size=3, length=12, dim=6, num_negatives=5):
 
 def test_contrastive_loss_known_answer(seeded):
     case = make_case(seeded)
-    loss, accuracy = w2v_bert.contrastive_loss(**case)
+    loss, accuracy, _ = w2v_bert.contrastive_loss(**case)
     counted = case["masked_frames"] * case["padding_mask"]
     expected_loss, expected_accuracy = numpy_contrastive(
         case["predictions"], case["targets"], counted, case["negative_indices"]
@@ -69,13 +69,25 @@ def test_contrastive_loss_hand_computed():
     targets = np.array([[[1.0, 1.0], [0.0, 1.0], [9.0, 9.0]]], "float32")
     masked = np.array([[1.0, 1.0, 0.0]], "float32")
     negatives = np.array([[[1], [0], [0]]], "int32")
-    loss, accuracy = w2v_bert.contrastive_loss(predictions, targets, masked, negatives)
+    loss, accuracy, valid_negatives = w2v_bert.contrastive_loss(predictions, targets, masked, negatives)
     s = 1 / np.sqrt(2)
     # frame 0: target cos s, negative cos 0; frame 1: target cos 1, negative cos s.
     frame0 = -np.log(np.exp(s / 0.1) / (np.exp(s / 0.1) + np.exp(0.0)))
     frame1 = -np.log(np.exp(10.0) / (np.exp(10.0) + np.exp(s / 0.1)))
     np.testing.assert_allclose(test_case.to_numpy(loss), (frame0 + frame1) / 2, rtol=1e-5)
     assert float(test_case.to_numpy(accuracy)) == 1.0
+    assert float(test_case.to_numpy(valid_negatives)) == 1.0
+
+
+def test_valid_negatives_count_those_unlike_the_target():
+    """Frames 0 and 1 share a code (a partly collapsed codebook): each is
+    the other's only invalid negative; frame 2 is unlike both."""
+    targets = np.array([[[1.0, 2.0], [1.0, 2.0], [3.0, -1.0], [0.0, 0.0]]], "float32")
+    predictions = np.ones_like(targets)
+    masked = np.array([[1.0, 1.0, 1.0, 0.0]], "float32")
+    negatives = np.array([[[1, 2], [0, 2], [0, 1], [3, 3]]], "int32")
+    valid_negatives = w2v_bert.contrastive_loss(predictions, targets, masked, negatives)[2]
+    np.testing.assert_allclose(test_case.to_numpy(valid_negatives), (1 + 1 + 2) / 3, rtol=1e-6)
 
 
 def test_gradient_at_zero_vectors_is_finite(seeded):
@@ -122,9 +134,10 @@ def test_single_masked_frame_has_no_negative_and_no_nan():
     negatives = test_case.to_numpy(w2v_bert.sample_negative_indices(masked, 6, seed=3))
     np.testing.assert_array_equal(negatives[0], np.repeat(np.arange(8)[:, None], 6, axis=1))
     x = np.random.default_rng(1).normal(size=(1, 8, 4)).astype("float32")
-    loss, accuracy = w2v_bert.contrastive_loss(x, x[:, ::-1], masked, negatives)
+    loss, accuracy, valid_negatives = w2v_bert.contrastive_loss(x, x[:, ::-1], masked, negatives)
     assert float(test_case.to_numpy(loss)) == 0.0
     assert float(test_case.to_numpy(accuracy)) == 1.0
+    assert float(test_case.to_numpy(valid_negatives)) == 0.0
 
 
 def test_negatives_only_other_masked_real_frames(seeded):
@@ -214,7 +227,7 @@ def test_matches_hugging_face_wav2vec2_pretraining():
     identical = np.all(targets[b, t][:, None] == targets[b[:, None], negatives[b, t]], axis=-1)
     assert identical.any() and not identical.all()
 
-    contrastive, _ = w2v_bert.contrastive_loss(
+    contrastive, _, _ = w2v_bert.contrastive_loss(
         hf["predictions"], hf["targets"], hf["masked_frames"], hf["negative_indices"]
     )
     diversity = w2v_bert.diversity_loss(hf["perplexity"], hf["num_codevectors"])
@@ -296,7 +309,7 @@ def build_losses(inputs):
         case = {key: batch[key] for key in ("masked_frames", "padding_mask", "negative_indices")}
         for key in ("predictions", "targets"):
             case[key] = keras.ops.cast(batch[key], holder.compute_dtype)
-        contrastive, contrastive_accuracy = w2v_bert.contrastive_loss(**case)
+        contrastive, contrastive_accuracy, _ = w2v_bert.contrastive_loss(**case)
         prediction, prediction_accuracy = w2v_bert.masked_prediction_loss(
             keras.ops.cast(batch["logits"], holder.compute_dtype),
             batch["ids"], batch["masked_frames"], batch["padding_mask"]
@@ -359,7 +372,7 @@ class ToyPretrainer(keras.Model):
         context = self.encoder(self.mask_embedding(features, masked))
         quantized, code_ids, perplexity, _ = self.quantizer(features, padding_mask, training=training)
         negatives = w2v_bert.sample_negative_indices(masked, 4, padding_mask, seed=self.negatives_seed)
-        contrastive, _ = w2v_bert.contrastive_loss(
+        contrastive, _, _ = w2v_bert.contrastive_loss(
             self.project_context(context), self.project_targets(quantized), masked, negatives, padding_mask
         )
         diversity = w2v_bert.diversity_loss(perplexity, 8)
@@ -382,7 +395,7 @@ def test_compute_loss_under_jit_fit(seeded, policy):
     }
     model.compute_loss(x={k: v[:2] for k, v in data.items()}, training=False)  # builds every layer
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=test_case.backend() != "torch")
-    monitor = CodebookCollapseMonitor(threshold=1.1, check_every_n_batches=1, stop_training=False)
+    monitor = CodebookCollapseMonitor({"codebook_usage": 1.1}, check_every_n_batches=1, on_collapse="warn")
     with pytest.warns(RuntimeWarning, match="collapse"):
         history = model.fit(data, batch_size=4, epochs=2, verbose=0, callbacks=[monitor])
     for name in ("loss", "contrastive", "diversity", "prediction", "codebook_usage"):

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_slam.metrics.codebook import CodebookCollapseMonitor
+from keras_slam.metrics.codebook import CodebookCollapseError, CodebookCollapseMonitor
 from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_weights
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
@@ -64,8 +64,16 @@ def build_pretrainer(inputs=None, **overrides):
     return SLAMPretrainer(SLAMBackbone(**TINY), **dict(FIXED, **overrides))
 
 
-def build_for_parity(flat_inputs):
-    pretrainer = build_pretrainer()
+# The options that decide where the speech targets come from.
+TARGET_OPTIONS = [
+    {"quantizer_input": "frontend"},
+    {"quantizer_input": "detached_frontend"},
+    {"target_projection_dim": 6},
+]
+
+
+def build_for_parity(flat_inputs, **options):
+    pretrainer = build_pretrainer(**options)
 
     def call_fn(flat):
         tree = unflatten(flat)
@@ -75,6 +83,12 @@ def build_for_parity(flat_inputs):
         return outputs
 
     return pretrainer, call_fn
+
+
+def build_for_parity_with_target_options(flat_inputs):
+    """Targets from the front end, projected before the cosine (the default
+    builder covers targets from the stacked input features)."""
+    return build_for_parity(flat_inputs, quantizer_input="frontend", target_projection_dim=6)
 
 
 def test_every_objective_is_finite_and_reported(seeded):
@@ -109,9 +123,10 @@ def pad_time(array, extra, value=0):
     return np.pad(array, widths, constant_values=value)
 
 
-def test_total_loss_is_padding_invariant_with_fixed_draws(seeded):
+@pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS, ids=str)
+def test_total_loss_is_padding_invariant_with_fixed_draws(seeded, options):
     batch = make_batch(seeded)
-    pretrainer = build_pretrainer()
+    pretrainer = build_pretrainer(**options)
     draws = numpy_tree(pretrainer.draw_masks(batch))
     reference = numpy_tree(pretrainer.compute_objectives(batch, draws=draws))
     # 8 more input frames = 2 more subsampled frames; 5 more tokens.
@@ -132,16 +147,17 @@ def test_total_loss_is_padding_invariant_with_fixed_draws(seeded):
         },
     }
     outputs = numpy_tree(pretrainer.compute_objectives(padded, draws=padded_draws))
-    for name in LOSSES + ["codebook_perplexity"]:
+    for name in LOSSES + ["codebook_perplexity", "w2v_mlm_gain", "valid_negatives"]:
         np.testing.assert_allclose(outputs[name], reference[name], atol=1e-5, rtol=1e-5, err_msg=name)
 
 
-def test_backend_parity_of_the_losses(seeded, parity_worker):
+@pytest.mark.parametrize("builder", ["build_for_parity", "build_for_parity_with_target_options"])
+def test_backend_parity_of_the_losses(seeded, parity_worker, builder):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer()
     flat = flatten(dict(batch, draws=numpy_tree(pretrainer.draw_masks(batch))))
     test_case.assert_backend_parity(
-        "tests.models.test_slam_pretrainer:build_for_parity", flat, parity_worker=parity_worker
+        f"tests.models.test_slam_pretrainer:{builder}", flat, parity_worker=parity_worker
     )
 
 
@@ -286,7 +302,76 @@ def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
     history = pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0).history
     assert 0 < history["codebook_usage"][-1] <= 1
     # No codebook can be more than fully used: a 1.01 threshold always fires.
-    monitor = CodebookCollapseMonitor(threshold=1.01, check_every_n_batches=1, stop_training=True)
-    with pytest.warns(RuntimeWarning, match="Codebook collapse"):
+    for name in ("w2v_mlm_gain", "valid_negatives"):
+        assert np.isfinite(history[name][-1]), name
+    # No codebook can be more than fully used: a 1.01 threshold always fires.
+    monitor = CodebookCollapseMonitor({"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1)
+    with pytest.raises(CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "):
         pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor])
-    assert len(monitor.history) == 1 and 0 < monitor.history[0] <= 1
+    assert len(monitor.history) == 1 and 0 < monitor.history[0][1]["codebook_usage"] <= 1
+
+
+def test_w2v_mlm_gain_is_code_marginal_entropy_minus_masked_prediction_loss(seeded):
+    batch = {"speech": sub_batch(seeded, 4, frames=48)}
+    pretrainer = build_pretrainer(num_codes=64, objectives=("contrastive", "w2v_mlm"))
+    outputs = numpy_tree(pretrainer(batch, training=True))
+    code_ids = outputs["speech_code_ids"][..., 0][outputs["speech_code_mask"] > 0]
+    frequencies = np.unique(code_ids, return_counts=True)[1] / code_ids.size
+    entropy = -np.sum(frequencies * np.log(frequencies))
+    np.testing.assert_allclose(outputs["w2v_mlm_gain"], entropy - outputs["w2v_mlm_loss"], rtol=1e-5, atol=1e-6)
+    assert 0 < outputs["valid_negatives"] <= TASK["num_negatives"]
+
+
+def test_ctc_is_per_target_token_as_torch_mean(seeded):
+    """The pre-trainer's CTC equals torch's `ctc_loss(reduction="mean")` on
+    the CTC head's logits (per utterance / transcript length, batch mean);
+    a row with speech but no text is left out, not divided by zero."""
+    import torch
+
+    batch = {"paired": sub_batch(seeded, 3, frames=48, tokens=8)}
+    batch["paired"]["token_padding_mask"][2] = 0.0
+    batch["paired"]["token_ids"][2] = 0
+    pretrainer = build_pretrainer(objectives=("ctc",))
+    loss = test_case.to_numpy(pretrainer.compute_objectives(batch)["ctc_loss"])
+    paired = batch["paired"]
+    frames, frame_mask = pretrainer.backbone.subsample_speech(paired["speech_features"], paired["speech_padding_mask"])
+    logits = test_case.to_numpy(pretrainer.ctc_head(pretrainer.backbone.encode_speech_tower(frames, frame_mask)))
+    frame_lengths = test_case.to_numpy(frame_mask).sum(1).astype("int64")[:2]
+    label_lengths = paired["token_padding_mask"].sum(1).astype("int64")[:2]
+    log_probs = torch.log_softmax(torch.tensor(logits[:2], dtype=torch.float64), -1).transpose(0, 1)
+    expected = torch.nn.functional.ctc_loss(
+        log_probs, torch.tensor(paired["token_ids"][:2], dtype=torch.long), torch.tensor(frame_lengths),
+        torch.tensor(label_lengths), blank=0, reduction="mean",
+    ).item()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "quantizer_input, moves_the_front_end",
+    [("frontend", True), ("detached_frontend", False), ("features", False)],
+)
+def test_quantizer_input_decides_whether_targets_train_the_front_end(seeded, quantizer_input, moves_the_front_end):
+    batch = {"speech": sub_batch(seeded, 2, frames=48)}
+    pretrainer = build_pretrainer(objectives=("diversity",), quantizer_input=quantizer_input)
+    draws = pretrainer.draw_masks(batch)
+    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, training=True, draws=draws))
+    grads = test_case.gradients(pretrainer.backbone.speech_tower.subsampling.trainable_variables, loss_fn)
+    assert any(np.any(g != 0) for g in grads) == moves_the_front_end
+    quantizer_grads = test_case.gradients(pretrainer.quantizer.trainable_variables, loss_fn)
+    assert any(np.any(g != 0) for g in quantizer_grads)
+
+
+@pytest.mark.parametrize("quantizer_input", ["frontend", "features"])
+def test_quantizer_gets_no_gradient_from_text_and_paired_objectives(seeded, quantizer_input):
+    batch = make_batch(seeded)
+    del batch["speech"]
+    pretrainer = build_pretrainer(quantizer_input=quantizer_input)
+    draws = pretrainer.draw_masks(batch)
+    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, training=True, draws=draws))
+    for grad in test_case.gradients(pretrainer.quantizer.trainable_variables, loss_fn):
+        assert np.all(grad == 0)
+
+
+def test_rejects_an_unknown_quantizer_input():
+    with pytest.raises(ValueError, match="quantizer_input"):
+        build_pretrainer(quantizer_input="waveform")
