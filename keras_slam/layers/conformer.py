@@ -28,6 +28,28 @@ CONV_PADDINGS = ("same", "causal")
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
+class FiniteBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose moving statistics skip a non-finite batch.
+
+    A batch with NaN/inf in a real frame gives non-finite batch statistics;
+    the training step is then skipped (`keras_slam.optimizers`), and so is
+    the moving-average update: moving mean and variance keep their values
+    unless every new value is finite.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not training or not self.trainable:
+            return super().call(inputs, training=training, mask=mask)
+        statistics = (self.moving_mean, self.moving_variance)
+        previous = [ops.copy(variable.value) for variable in statistics]
+        outputs = super().call(inputs, training=training, mask=mask)
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(variable.value)) for variable in statistics]))
+        for variable, old in zip(statistics, previous):
+            variable.assign(ops.where(finite, variable.value, old))
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
 class MaskedGroupNormalization(keras.layers.Layer):
     """GroupNorm over (time, channels in group) of the real frames only.
 
@@ -188,7 +210,8 @@ class ConformerConvolution(keras.layers.Layer):
             pad kernel_size - 1, w2v-BERT 2.0).
         conv_norm: "group" (masked GroupNorm, SLAM), "layer" (per frame,
             w2v-BERT 2.0 `depthwise_layer_norm`) or "batch" (BatchNorm with
-            statistics over real frames).
+            statistics over real frames; a non-finite batch leaves the
+            moving statistics unchanged).
         conv_norm_groups: groups of the "group" norm.
         pointwise_bias: bias in both pointwise convolutions (Hugging Face
             w2v-BERT 2.0 has none).
@@ -251,7 +274,7 @@ class ConformerConvolution(keras.layers.Layer):
                 epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
             )
         else:
-            self.depthwise_norm = keras.layers.BatchNormalization(
+            self.depthwise_norm = FiniteBatchNormalization(
                 epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
             )
         self.pointwise_conv2 = keras.layers.Dense(

@@ -124,6 +124,21 @@ def test_batch_norm_statistics_ignore_padded_frames(seeded):
     np.testing.assert_allclose(outputs[1], outputs[3], atol=1e-6)
 
 
+def test_batch_norm_moving_statistics_skip_a_non_finite_batch(seeded):
+    """A NaN in one real frame: the step is skipped, and the moving statistics stay."""
+    inputs = make_inputs(seeded)
+    layer = ConformerBlock(**BATCH_NORM_BLOCK, dropout=0.0)
+    layer(inputs["x"], inputs["padding_mask"], training=True)
+    before = [test_case.to_numpy(variable) for variable in layer.non_trainable_weights]
+    poisoned = inputs["x"].copy()
+    poisoned[0, 0, 0] = np.nan
+    layer(poisoned, inputs["padding_mask"], training=True)
+    for variable, expected in zip(layer.non_trainable_weights, before):
+        np.testing.assert_array_equal(test_case.to_numpy(variable), expected)
+    layer(inputs["x"], inputs["padding_mask"], training=True)  # a finite batch still updates them
+    assert not np.array_equal(test_case.to_numpy(layer.non_trainable_weights[0]), before[0])
+
+
 def test_masked_group_norm_matches_keras_group_norm_per_item(seeded):
     x = seeded.normal(2.0, 3.0, size=(3, LENGTH, HIDDEN)).astype("float32")
     mask = test_case.random_padding_mask(seeded, 3, LENGTH, min_length=2)
