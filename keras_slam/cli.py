@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from keras_slam.data import audio, corpora, pipeline, synth_corpus, writers
+from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.presets import commands as presets_commands
 
 
@@ -29,8 +31,6 @@ def _infer_format(path):
 
 
 def add_make_tfrecords_arguments(parser):
-    from keras_slam.data import corpora
-
     parser.add_argument("--input", required=True, help="corpus root, TSV/CSV, JSONL manifest or text file (glob for text)")
     parser.add_argument("--output", required=True, help="output folder for shards and summary.json")
     parser.add_argument("--format", choices=sorted(corpora.READERS), help="corpus layout (default: inferred from --input)")
@@ -51,8 +51,6 @@ def add_make_tfrecords_arguments(parser):
 
 
 def run_make_tfrecords(args):
-    from keras_slam.data import audio, corpora, writers
-
     corpus_format = args.format or _infer_format(args.input)
     kind = args.kind or ("text" if corpus_format == "text" else "speech")
     items = corpora.READERS[corpus_format](args.input, kind=kind, language=args.language)
@@ -108,9 +106,6 @@ def add_evaluate_asr_arguments(parser):
 
 
 def run_evaluate_asr(args):
-    from keras_slam.data import pipeline
-    from keras_slam.models.speech_recognizer import SpeechRecognizer
-
     recognizer = SpeechRecognizer.from_preset(args.preset)
     preprocessor = recognizer.preprocessor
     languages = args.languages.split(",")
@@ -144,8 +139,6 @@ COMMANDS.append(
 
 
 def add_synth_corpus_arguments(parser):
-    from keras_slam.data import synth_corpus
-
     parser.add_argument("--output", required=True, help="corpus folder (reused when a finished corpus with the same parameters is there)")
     parser.add_argument("--hours", type=float, default=1.0, help="hours of speech per language")
     parser.add_argument("--languages", nargs="+", help="language codes (default: every language of the bundled text)")
@@ -156,8 +149,6 @@ def add_synth_corpus_arguments(parser):
 
 
 def run_synth_corpus(args):
-    from keras_slam.data import synth_corpus
-
     try:
         output = synth_corpus.ensure_synth_corpus(
             args.output, args.hours, args.languages, args.seed, args.text, args.workers, progress=not args.no_progress

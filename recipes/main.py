@@ -36,7 +36,7 @@ from keras_slam.data.schema import SAMPLE_RATE
 from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
-from keras_slam.presets import hf_w2v_bert, loading
+from keras_slam.presets import hf_w2v_bert
 from recipes import asr, slam
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
@@ -150,7 +150,6 @@ def save_pretrained(backbone, tokenizer, front_end, preset_dir):
     tokenizer.save_to_preset(preset_dir)
     backbone.save_to_preset(preset_dir)  # after the tokenizer: its metadata.json wins
     hf_w2v_bert.save_front_end(front_end, preset_dir)
-    loading.update_metadata(preset_dir)
 
 
 def plot_losses(curves, path, title, steps):

@@ -26,3 +26,61 @@ def test_layers_and_losses_import_without_tensorflow():
     )
     env = dict(os.environ, KERAS_BACKEND="jax")
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def _modules():
+    """Dotted names of every keras_slam module."""
+    root = PACKAGE.parent
+    return sorted(
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__main__.py"
+    )
+
+
+def test_no_function_level_import_of_keras_slam():
+    """Imports inside functions were how the preset modules dodged an import
+    circle; keras_slam modules import each other at the top only."""
+    import ast
+
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["keras_slam" if node.level else node.module or ""]
+                else:
+                    continue
+                if any(name.split(".")[0] == "keras_slam" for name in names):
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_every_module_imports_in_a_fresh_process():
+    """`import keras_slam` exposes its subpackages lazily; then the deepest
+    importer first (the converter imports the models, which import the
+    registry and the converter back), then every module."""
+    modules = ["keras_slam.presets.hf_w2v_bert"] + _modules()[::-1]
+    code = (
+        "import importlib, sys, keras_slam\n"
+        "assert 'keras_slam.layers' not in sys.modules\n"
+        "assert keras_slam.layers.ConformerBlock\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "from keras_slam.utils import preset_utils\n"
+        "print(sorted(preset_utils.NAMED_PRESETS), [s.name for s in preset_utils.PRESET_SOURCES])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE.parent,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'slam_tiny'" in result.stdout and "huggingface_w2v_bert" in result.stdout
+

@@ -23,7 +23,7 @@ from keras import ops
 
 from keras_slam.layers.conformer import ConformerEncoder
 from keras_slam.models.speech_encoder import SpeechTower
-from keras_slam.presets.loading import PresetMixin
+from keras_slam.utils.preset_utils import PresetMixin
 
 
 def _packing_destinations(speech_padding_mask, token_padding_mask):

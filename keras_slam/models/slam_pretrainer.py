@@ -78,7 +78,7 @@ from keras_slam.losses.w2v_bert import (
 from keras_slam.metrics.codebook import CodebookUsage, code_entropy
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.optimizers import skip_non_finite_steps
-from keras_slam.presets.loading import PresetMixin
+from keras_slam.utils.preset_utils import PresetMixin
 
 OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
 DEFAULT_WEIGHTS = {

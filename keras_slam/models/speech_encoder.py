@@ -32,7 +32,7 @@ from keras_slam.layers.conformer import ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames
-from keras_slam.presets.loading import PresetMixin
+from keras_slam.utils.preset_utils import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")
 

@@ -24,7 +24,6 @@ variables, the optimizer state and the compiled step stay the same; the
 price is that encoder gradients are still computed while frozen.
 """
 
-import os
 import warnings
 
 import keras
@@ -41,6 +40,7 @@ from keras_slam.models.asr_preprocessor import standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode
 from keras_slam.models.ctc_decoding import token_id_lists
 from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.utils.preset_utils import PresetMixin
 
 HEAD_NAME = "ctc_head"
 FEATURE_KEYS = ("speech_features", "speech_padding_mask")
@@ -113,14 +113,14 @@ class EncoderHeadAdam(keras.optimizers.Adam):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechRecognizer(keras_hub.models.Task):
+class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
     """CTC speech recognizer (see the module docstring for the graph).
 
     Args:
         backbone: `SLAMBackbone` or `SpeechEncoder`.
-        vocabulary_size: CTC classes V, blank included (the tokenizer's
-            `vocabulary_size()`; taken from the preprocessor's tokenizer
-            when omitted).
+        vocabulary_size: CTC classes V, blank included; when omitted, the
+            preprocessor's tokenizer's `vocabulary_size()`, else a SLAM
+            backbone's text vocabulary (its pre-training CTC classes).
         preprocessor: `SpeechRecognizerPreprocessor` (front end + tokenizer)
             for `transcribe` on raw audio and for decoding to strings.
         use_shared_encoder: run the SLAM shared encoder after the speech
@@ -130,6 +130,12 @@ class SpeechRecognizer(keras_hub.models.Task):
             and 2 time masks of 5% of each utterance.
         head_dropout: dropout before the head.
         blank_index: CTC blank class.
+
+    `from_preset` (`keras_slam.utils.preset_utils`) takes a task preset
+    (`save_to_preset`, a converted Hugging Face `Wav2Vec2BertForCTC`), or
+    any backbone preset (a name, a directory, a Hugging Face w2v-BERT 2.0
+    checkpoint) to which a new head is added, with the preprocessor the
+    preset holds.
 
     Example:
     ```python
@@ -155,9 +161,7 @@ class SpeechRecognizer(keras_hub.models.Task):
         **kwargs,
     ):
         if vocabulary_size is None:
-            if preprocessor is None or preprocessor.tokenizer is None:
-                raise ValueError("pass vocabulary_size or a preprocessor with a tokenizer")
-            vocabulary_size = preprocessor.tokenizer.vocabulary_size()
+            vocabulary_size = _default_vocabulary_size(backbone, preprocessor)
         has_shared = hasattr(backbone, "shared_encoder")
         if use_shared_encoder is None:
             use_shared_encoder = has_shared
@@ -394,64 +398,6 @@ class SpeechRecognizer(keras_hub.models.Task):
             )
         return self.preprocessor
 
-    # --- presets ----------------------------------------------------------
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """A recognizer from a task preset or from any backbone preset.
-
-        Args:
-            preset: a directory written by `SpeechRecognizer.save_to_preset`
-                (the whole task); or a backbone preset (a registered name,
-                a directory saved by a backbone or a pre-trainer, or a
-                Hugging Face w2v-BERT 2.0 checkpoint directory) to which a
-                new CTC head is added. A converted w2v-BERT 2.0 CTC
-                checkpoint (`ctc_head.json`) brings its head and blank
-                index along; a backbone preset's `audio_converter.json`
-                and `tokenizer.json` become the preprocessor.
-            load_weights: False gives random weights.
-            **kwargs: `SpeechRecognizer` arguments (`vocabulary_size`,
-                `preprocessor`, ...). Without a head or a tokenizer in the
-                preset, `vocabulary_size` defaults to a SLAM backbone's
-                text vocabulary (its pre-training CTC classes).
-        """
-        import tempfile
-
-        from keras_hub.src.utils.preset_utils import get_preset_loader
-
-        from keras_slam.presets import hf_w2v_bert
-        from keras_slam.presets import loading
-
-        if isinstance(preset, str) and os.path.isdir(preset):
-            if hf_w2v_bert.is_hf_w2v_bert_dir(preset):
-                with tempfile.TemporaryDirectory() as converted:
-                    hf_w2v_bert.convert_to_preset(preset, converted)
-                    return cls.from_preset(converted, load_weights, **kwargs)
-            if _is_recognizer_preset(preset):
-                loading.check_preset_dir(preset, load_weights)
-                loader = get_preset_loader(preset)
-                return loader.load_task(cls, load_weights, True, **kwargs)
-        backbone = loading.from_preset(keras_hub.models.Backbone, preset, load_weights=load_weights)
-        head = None
-        if isinstance(preset, str) and os.path.isfile(os.path.join(preset, hf_w2v_bert.CTC_HEAD_CONFIG_FILE)):
-            head, head_config = hf_w2v_bert.load_ctc_head(preset)
-            kwargs.setdefault("vocabulary_size", head_config["vocabulary_size"])
-            kwargs.setdefault("blank_index", head_config["blank_index"])
-        if "preprocessor" not in kwargs and isinstance(preset, str) and os.path.isdir(preset):
-            kwargs["preprocessor"] = _preset_preprocessor(preset)
-        if "vocabulary_size" not in kwargs and getattr(kwargs.get("preprocessor"), "tokenizer", None) is None:
-            # A SLAM backbone's text vocabulary: the classes its pre-training CTC head predicts.
-            kwargs["vocabulary_size"] = getattr(backbone, "vocabulary_size", None)
-        recognizer = cls(backbone=backbone, **kwargs)
-        if head is not None and load_weights:
-            recognizer.ctc_head.set_weights(head.get_weights())
-        return recognizer
-
-    def save_to_preset(self, preset_dir, **kwargs):
-        from keras_slam.presets import loading
-
-        loading.save_to_preset(self, preset_dir, **kwargs)
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -473,6 +419,19 @@ class SpeechRecognizer(keras_hub.models.Task):
         return super().from_config(config)
 
 
+def _default_vocabulary_size(backbone, preprocessor):
+    """The tokenizer's vocabulary, else a SLAM backbone's text vocabulary
+    (the classes its pre-training CTC head predicts)."""
+    if preprocessor is not None and preprocessor.tokenizer is not None:
+        return preprocessor.tokenizer.vocabulary_size()
+    if hasattr(backbone, "vocabulary_size"):
+        return backbone.vocabulary_size
+    raise ValueError(
+        f"pass vocabulary_size or a preprocessor with a tokenizer ({type(backbone).__name__} "
+        "has no text vocabulary to default to)"
+    )
+
+
 def _waveform_list(array):
     """A (B, S) array of waveforms, or one (S,) waveform -> list of waveforms."""
     if array.ndim == 1:
@@ -486,35 +445,6 @@ def _waveform_list(array):
     if array.ndim != 2:
         raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
     return list(array)
-
-
-def _preset_preprocessor(preset_dir):
-    """Front end (`audio_converter.json`) and tokenizer (`tokenizer.json`) of a
-    backbone preset directory, or None when it has neither."""
-    from keras_hub.src.utils.preset_utils import get_preset_loader
-
-    from keras_slam.presets import hf_w2v_bert
-
-    has_front_end = os.path.isfile(os.path.join(preset_dir, hf_w2v_bert.AUDIO_CONVERTER_FILE))
-    has_tokenizer = os.path.isfile(os.path.join(preset_dir, "tokenizer.json"))
-    if not (has_front_end or has_tokenizer):
-        return None
-    return SpeechRecognizerPreprocessor(
-        audio_converter=hf_w2v_bert.load_front_end(preset_dir) if has_front_end else None,
-        tokenizer=get_preset_loader(preset_dir).load_tokenizer(None) if has_tokenizer else None,
-    )
-
-
-def _is_recognizer_preset(preset_dir):
-    import json
-
-    from keras_slam.presets.loading import TASK_CONFIG_FILE
-
-    path = os.path.join(preset_dir, TASK_CONFIG_FILE)
-    if not os.path.isfile(path):
-        return False
-    with open(path, encoding="utf-8") as file:
-        return json.load(file).get("class_name") == SpeechRecognizer.__name__
 
 
 # --- the blank-only guard ----------------------------------------------------

@@ -1,13 +1,14 @@
 """`keras-slam presets` and `keras-slam convert-w2v-bert` (registered in cli.py)."""
 
+from keras_slam.presets.hf_w2v_bert import convert_to_preset
+from keras_slam.presets.registry import format_parameter_counts
+
 
 def add_presets_arguments(parser):
     del parser  # no options
 
 
 def run_presets(args):
-    from keras_slam.presets.registry import format_parameter_counts
-
     print(format_parameter_counts())
     return 0
 
@@ -18,8 +19,6 @@ def add_convert_w2v_bert_arguments(parser):
 
 
 def run_convert_w2v_bert(args):
-    from keras_slam.presets.hf_w2v_bert import convert_to_preset
-
     convert_to_preset(args.hf_dir, args.preset_dir)
     print(f"wrote {args.preset_dir}")
     return 0

@@ -5,24 +5,29 @@ Input: a local directory in the format of `facebook/w2v-bert-2.0`:
 `model.safetensors.index.json`), of a `Wav2Vec2BertModel` or a
 `Wav2Vec2BertForCTC` (keys under `wav2vec2_bert.` plus `lm_head`).
 
-Output: a keras-hub preset directory:
+Output: a keras-hub preset directory (`metadata.json` records
+`keras_slam_version`, `"weights": "converted"` and the source checkpoint):
 
-- `config.json`, `model.weights.h5`, `metadata.json`: the `SpeechEncoder`
-  (`metadata.json` also records `keras_slam_version`, `"weights":
-  "converted"` and the source checkpoint);
-- `audio_converter.json`: the front end, a serialized `LogMelSpectrogram`
-  in the w2v-BERT 2.0 configuration (Hugging Face's
-  `SeamlessM4TFeatureExtractor`); `load_front_end(preset)` rebuilds it;
-- for `Wav2Vec2BertForCTC` only, the CTC head (format below).
+- of a `Wav2Vec2BertForCTC`: a `SpeechRecognizer` task preset (task.json +
+  task.weights.h5, config.json + model.weights.h5 for the `SpeechEncoder`,
+  preprocessor.json whose audio converter is the front end), read back by
+  `SpeechRecognizer.from_preset` through keras-hub's loader. Its CTC head
+  is Hugging Face's `lm_head` exactly (`final_dropout` is inactive at
+  inference) and its `blank_index` is Hugging Face's `pad_token_id`; the
+  tokens of a monolingual vocab.json, ordered by id, are kept in
+  `metadata.json["vocabulary"]` (its `|` word delimiter and special tokens
+  do not fit the keras-slam tokenizers' reserved ids, so no tokenizer is
+  written);
+- of a `Wav2Vec2BertModel`: the `SpeechEncoder` backbone preset and
+  `audio_converter.json`, the front end.
 
-CTC head format (read with `load_ctc_head`, written with `save_ctc_head`):
-`ctc_head.json` = {"format": "keras_slam.ctc_head", "version": 1,
-"hidden_dim": D, "vocabulary_size": V, "blank_index": int (Hugging Face's
-`pad_token_id`, the CTC blank), "vocabulary": list of V strings ordered by
-id or null, "layer": the `get_config()` of a `keras.layers.Dense(V)`}; and
-`ctc_head.weights.h5` with two datasets, "kernel" (D, V) and "bias" (V,).
-Logits = `Dense(sequence_output)`, Hugging Face `lm_head` exactly (its
-`final_dropout` is inactive at inference).
+The front end is a `LogMelSpectrogram` in the w2v-BERT 2.0 configuration
+(Hugging Face's `SeamlessM4TFeatureExtractor`).
+
+`is_w2v_bert_checkpoint` / `from_hf_preset` are registered as a preset
+source (`keras_slam.utils.preset_utils`), so every keras-slam class's
+`from_preset` takes a Hugging Face checkpoint directory or an "hf://"
+handle of one, converted on the fly.
 
 config.json is checked before any weight is built; errors name the file
 and every bad field: a misspelt field (close to a known one), a wrong type
@@ -40,10 +45,12 @@ SpecAugment (`masked_spec_embed`), `layerdrop`, `feat_proj_dropout` and
 `preset_dir`, renamed to `preset_dir` once complete.
 """
 
+import dataclasses
 import difflib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 
@@ -53,6 +60,10 @@ import numpy as np
 from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
 from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
 from keras_slam.layers.log_mel import LogMelSpectrogram
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.speech_encoder import SpeechEncoder
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.utils import preset_utils
 
 HF_MODEL_TYPE = "wav2vec2-bert"
 HF_CONFIG_FILE = "config.json"
@@ -60,9 +71,7 @@ HF_WEIGHTS_FILE = "model.safetensors"
 HF_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 HF_VOCABULARY_FILE = "vocab.json"
 AUDIO_CONVERTER_FILE = "audio_converter.json"
-CTC_HEAD_CONFIG_FILE = "ctc_head.json"
-CTC_HEAD_WEIGHTS_FILE = "ctc_head.weights.h5"
-CTC_HEAD_FORMAT = "keras_slam.ctc_head"
+HF_PREFIX = "hf://"
 
 # Prefix of the encoder keys in `Wav2Vec2BertForCTC` (and the other heads).
 _HEADED_PREFIX = "wav2vec2_bert."
@@ -166,15 +175,6 @@ def _read_json(path):
             return json.load(file)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-
-
-def is_hf_w2v_bert_dir(path):
-    """True for a local directory holding a Hugging Face Wav2Vec2Bert config."""
-    config_path = os.path.join(path, HF_CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        return False
-    config = _read_json(config_path)
-    return isinstance(config, dict) and config.get("model_type") == HF_MODEL_TYPE
 
 
 def convert_config(hf_config, config_path=HF_CONFIG_FILE):
@@ -376,68 +376,6 @@ def _read_vocabulary(hf_dir, vocabulary_size):
     return vocabulary if all(token is not None for token in vocabulary) else None
 
 
-def make_ctc_head(hidden_dim, vocabulary_size, dtype=None):
-    """A built `Dense(vocabulary_size)` named "ctc_head"."""
-    head = keras.layers.Dense(vocabulary_size, dtype=dtype, name="ctc_head")
-    head.build((None, None, hidden_dim))
-    return head
-
-
-def save_ctc_head(head, preset_dir, blank_index, vocabulary=None):
-    """Writes `ctc_head.json` + `ctc_head.weights.h5` (format in module doc)."""
-    import h5py
-
-    hidden_dim, vocabulary_size = head.kernel.shape
-    config = {
-        "format": CTC_HEAD_FORMAT,
-        "version": 1,
-        "hidden_dim": int(hidden_dim),
-        "vocabulary_size": int(vocabulary_size),
-        "blank_index": int(blank_index),
-        "vocabulary": vocabulary,
-        "layer": head.get_config(),
-    }
-    os.makedirs(preset_dir, exist_ok=True)
-    with open(os.path.join(preset_dir, CTC_HEAD_CONFIG_FILE), "w", encoding="utf-8") as file:
-        json.dump(config, file, indent=2, ensure_ascii=False)
-    with h5py.File(os.path.join(preset_dir, CTC_HEAD_WEIGHTS_FILE), "w") as file:
-        file["kernel"] = keras.ops.convert_to_numpy(head.kernel)
-        file["bias"] = keras.ops.convert_to_numpy(head.bias)
-
-
-def load_ctc_head(preset_dir, dtype=None):
-    """Reads a CTC head: returns (built Dense layer, ctc_head.json dict).
-
-    Raises:
-        FileNotFoundError: naming the missing file.
-        ValueError: on a shape mismatch between the config and the weights.
-    """
-    import h5py
-
-    for name in (CTC_HEAD_CONFIG_FILE, CTC_HEAD_WEIGHTS_FILE):
-        if not os.path.isfile(os.path.join(preset_dir, name)):
-            raise FileNotFoundError(f"{preset_dir}: no {name} (this preset has no CTC head)")
-    with open(os.path.join(preset_dir, CTC_HEAD_CONFIG_FILE), encoding="utf-8") as file:
-        config = json.load(file)
-    if config.get("format") != CTC_HEAD_FORMAT:
-        raise ValueError(f"{preset_dir}/{CTC_HEAD_CONFIG_FILE}: not a {CTC_HEAD_FORMAT} file")
-    layer_config = dict(config["layer"])
-    if dtype is not None:
-        layer_config["dtype"] = dtype
-    head = keras.layers.Dense.from_config(layer_config)
-    head.build((None, None, config["hidden_dim"]))
-    with h5py.File(os.path.join(preset_dir, CTC_HEAD_WEIGHTS_FILE), "r") as file:
-        for variable, name in ((head.kernel, "kernel"), (head.bias, "bias")):
-            value = file[name][()]
-            if tuple(variable.shape) != value.shape:
-                raise ValueError(
-                    f"{preset_dir}/{CTC_HEAD_WEIGHTS_FILE}: ctc_head/{name} has "
-                    f"shape {value.shape}, the config needs {tuple(variable.shape)}"
-                )
-            variable.assign(value)
-    return head, config
-
-
 def w2v_bert_front_end(feature_dim=160):
     """The w2v-BERT 2.0 front end (`SeamlessM4TFeatureExtractor` features)
     with `feature_dim` (even) outputs: 2 stacked frames of `feature_dim / 2`
@@ -451,27 +389,34 @@ def save_front_end(front_end, preset_dir):
         json.dump(keras.saving.serialize_keras_object(front_end), file, indent=2)
 
 
-def load_front_end(preset_dir):
-    """The preset's `LogMelSpectrogram` front end (from audio_converter.json)."""
-    path = os.path.join(preset_dir, AUDIO_CONVERTER_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{preset_dir}: no {AUDIO_CONVERTER_FILE} (this preset has no front end)")
-    with open(path, encoding="utf-8") as file:
-        return keras.saving.deserialize_keras_object(json.load(file))
+@dataclasses.dataclass
+class ConvertedCheckpoint:
+    """What `convert_checkpoint` builds.
+
+    Attributes:
+        encoder: the `SpeechEncoder`.
+        front_end: the w2v-BERT 2.0 `LogMelSpectrogram`.
+        recognizer: for a `Wav2Vec2BertForCTC`, the `SpeechRecognizer` on
+            `encoder` with the converted head, its blank and `front_end` in
+            its preprocessor; else None.
+        vocabulary: vocab.json's tokens ordered by id, or None.
+    """
+
+    encoder: SpeechEncoder
+    front_end: LogMelSpectrogram
+    recognizer: SpeechRecognizer | None = None
+    vocabulary: list | None = None
 
 
 def convert_checkpoint(hf_dir, dtype=None):
-    """Builds keras-slam objects from a local Hugging Face checkpoint.
+    """Builds keras-slam models from a local Hugging Face checkpoint.
 
     Args:
         hf_dir: directory with config.json + model.safetensors.
-        dtype: dtype policy of the encoder and head (default: Keras').
+        dtype: dtype policy of the models (default: Keras').
     Returns:
-        (encoder `SpeechEncoder`, ctc `(Dense, blank_index, vocabulary)` or
-        None, front_end `LogMelSpectrogram`).
+        A `ConvertedCheckpoint`.
     """
-    from keras_slam.models.speech_encoder import SpeechEncoder
-
     hf_config, config_path = load_hf_config(hf_dir)
     encoder_config = convert_config(hf_config, config_path)
     encoder_state, head_state, unused = _split_state(load_hf_state(hf_dir))
@@ -484,15 +429,19 @@ def convert_checkpoint(hf_dir, dtype=None):
         )
     encoder = SpeechEncoder(**encoder_config, dtype=dtype, name="speech_encoder")
     assign_weights(encoder, encoder_state)
-    ctc = None
+    converted = ConvertedCheckpoint(encoder, w2v_bert_front_end(encoder_config["feature_dim"]))
     if head_state is not None:
-        vocabulary_size, hidden_dim = head_state["weight"].shape
-        head = make_ctc_head(hidden_dim, vocabulary_size, dtype=dtype)
-        head.kernel.assign(head_state["weight"].T)
-        head.bias.assign(head_state["bias"])
-        blank_index = hf_config.get("pad_token_id", 0)
-        ctc = (head, blank_index, _read_vocabulary(hf_dir, vocabulary_size))
-    return encoder, ctc, w2v_bert_front_end(encoder_config["feature_dim"])
+        vocabulary_size = head_state["weight"].shape[0]
+        converted.recognizer = SpeechRecognizer(
+            encoder,
+            vocabulary_size=vocabulary_size,
+            preprocessor=SpeechRecognizerPreprocessor(audio_converter=converted.front_end),
+            blank_index=hf_config.get("pad_token_id", 0),
+        )
+        converted.recognizer.ctc_head.kernel.assign(head_state["weight"].T)
+        converted.recognizer.ctc_head.bias.assign(head_state["bias"])
+        converted.vocabulary = _read_vocabulary(hf_dir, vocabulary_size)
+    return converted
 
 
 def convert_to_preset(hf_dir, preset_dir):
@@ -501,26 +450,27 @@ def convert_to_preset(hf_dir, preset_dir):
     Writes the files listed in the module docstring, all or nothing;
     `preset_dir` must be new or empty. Returns `preset_dir`.
     """
-    from keras_slam.presets import loading
-
     preset_dir = os.fspath(preset_dir)
     if os.path.exists(preset_dir) and (not os.path.isdir(preset_dir) or os.listdir(preset_dir)):
         raise FileExistsError(f"{preset_dir} exists and is not an empty directory; choose a new preset directory")
-    encoder, ctc, front_end = convert_checkpoint(hf_dir)
+    converted = convert_checkpoint(hf_dir)
     parent, name = os.path.split(os.path.abspath(preset_dir))
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:8]}")
     os.mkdir(staging)
     try:
-        encoder.save_to_preset(staging)
-        save_front_end(front_end, staging)
-        if ctc is not None:
-            head, blank_index, vocabulary = ctc
-            save_ctc_head(head, staging, blank_index, vocabulary)
-        loading.update_metadata(
+        extra = {}
+        if converted.recognizer is not None:
+            converted.recognizer.save_to_preset(staging)
+            extra["vocabulary"] = converted.vocabulary
+        else:
+            converted.encoder.save_to_preset(staging)
+            save_front_end(converted.front_end, staging)
+        preset_utils.update_metadata(
             staging,
             weights="converted",
             source={"format": "huggingface", "model_type": HF_MODEL_TYPE, "path": os.path.abspath(hf_dir)},
+            **extra,
         )
         os.replace(staging, preset_dir)
     finally:
@@ -534,44 +484,28 @@ def from_hf_dir(cls, hf_dir, load_weights=True, dtype=None, **kwargs):
     A Backbone class gets the converted `SpeechEncoder` directly; any other
     class (a task) loads from a converted copy in a temporary directory.
     """
-    import tempfile
-
-    from keras_slam.models.speech_encoder import SpeechEncoder
-    from keras_slam.presets import loading
-
     if issubclass(SpeechEncoder, cls):
         if kwargs:
             raise ValueError(f"unexpected arguments for a converted SpeechEncoder: {sorted(kwargs)}")
         if not load_weights:
             config = convert_config(*load_hf_config(hf_dir))
             return SpeechEncoder(**config, dtype=dtype, name="speech_encoder")
-        return convert_checkpoint(hf_dir, dtype=dtype)[0]
+        return convert_checkpoint(hf_dir, dtype=dtype).encoder
     with tempfile.TemporaryDirectory() as preset_dir:
         convert_to_preset(hf_dir, preset_dir)
-        return loading.from_preset(cls, preset_dir, load_weights=load_weights, dtype=dtype, **kwargs)
+        return preset_utils.from_preset(cls, preset_dir, load_weights=load_weights, dtype=dtype, **kwargs)
 
 
-def download(preset):
-    """Downloads "hf://org/name" and returns the local directory.
-
-    A Wav2Vec2Bert checkpoint is fetched whole (config, safetensors,
-    vocab.json); a keras preset hosted on the Hub is left to keras-hub
-    (the handle is returned unchanged).
+def _from_hub(preset, fetch):
+    """`fetch(huggingface_hub, repo_id)` for an "hf://org/name" handle.
 
     Raises:
         OSError: when the Hub cannot be reached, saying what to do offline.
     """
-    repo_id = preset[len("hf://"):]
     try:
-        import huggingface_hub
+        import huggingface_hub  # optional (the "hf" extra)
 
-        config_path = huggingface_hub.hf_hub_download(repo_id, HF_CONFIG_FILE)
-        with open(config_path, encoding="utf-8") as file:
-            if json.load(file).get("model_type") != HF_MODEL_TYPE:
-                return preset
-        return huggingface_hub.snapshot_download(
-            repo_id, allow_patterns=["*.json", "*.safetensors"]
-        )
+        return fetch(huggingface_hub, preset[len(HF_PREFIX):])
     except Exception as error:
         raise OSError(
             f"cannot download {preset} from the Hugging Face Hub "
@@ -580,3 +514,32 @@ def download(preset):
             "here and pass its path to from_preset, or convert it once with "
             "`keras-slam convert-w2v-bert <hf_dir> <preset_dir>`."
         ) from error
+
+
+def is_w2v_bert_checkpoint(preset):
+    """True for a local Wav2Vec2Bert checkpoint directory, or an "hf://"
+    handle of one (its config.json is downloaded to tell; a keras preset on
+    the Hub is left to keras-hub)."""
+    if preset.startswith(HF_PREFIX):
+        config_path = _from_hub(preset, lambda hub, repo_id: hub.hf_hub_download(repo_id, HF_CONFIG_FILE))
+        return _read_json(config_path).get("model_type") == HF_MODEL_TYPE
+    config_path = os.path.join(preset, HF_CONFIG_FILE)
+    if not (os.path.isdir(preset) and os.path.isfile(config_path)):
+        return False
+    config = _read_json(config_path)
+    return isinstance(config, dict) and config.get("model_type") == HF_MODEL_TYPE
+
+
+def from_hf_preset(cls, preset, **kwargs):
+    """`cls.from_preset(preset)` for a checkpoint `is_w2v_bert_checkpoint` accepts."""
+    if preset.startswith(HF_PREFIX):
+        preset = _from_hub(
+            preset,
+            lambda hub, repo_id: hub.snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"]),
+        )
+    return from_hf_dir(cls, preset, **kwargs)
+
+
+preset_utils.register_preset_source(
+    preset_utils.PresetSource("huggingface_w2v_bert", is_w2v_bert_checkpoint, from_hf_preset)
+)

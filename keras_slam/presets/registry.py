@@ -1,12 +1,12 @@
-"""Named keras-slam presets, registered with keras-hub.
+"""Named keras-slam presets, registered into `keras_slam.utils.preset_utils`.
 
 Each preset is a backbone class and its config, plus metadata: a
 description, the paper, the parameter count the paper (or the published
 checkpoint) gives, and `weights`: "random" for presets whose weights are not
 published (all of them today) or the handle of a published preset
-directory. Registration uses keras-hub's `register_presets`, so
-`SLAMBackbone.presets` lists them; `from_preset(name)` (through
-`loading.PresetMixin`) builds them:
+directory. Registration (on import; `import keras_slam.models` imports this
+module) also lists them in keras-hub, so `SLAMBackbone.presets` shows them;
+`from_preset(name)` builds them (`preset_utils.from_preset`):
 
     backbone = SLAMBackbone.from_preset("slam_tiny")   # warns: random weights
     encoder = SpeechEncoder.from_preset("w2v_bert_2_0", load_weights=False)
@@ -16,17 +16,13 @@ passing on the remaining keyword arguments.
 """
 
 import dataclasses
-import warnings
-
-from keras_hub.src.utils.preset_utils import register_presets
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import W2V_BERT_2_CONFIG
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_encoder import count_parameters
-from keras_slam.presets import loading
-
-RANDOM_WEIGHTS = "random"
+from keras_slam.utils.preset_utils import RANDOM_WEIGHTS
+from keras_slam.utils.preset_utils import register_named_presets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,36 +138,6 @@ PRESETS = {
 }
 
 
-def build(cls, name, load_weights=True, dtype=None, **kwargs):
-    """`cls.from_preset(name)` for a named preset.
-
-    Args:
-        cls: the calling class: the preset's backbone class (or a base of
-            it), or a task whose `backbone_cls` it is.
-        name: a key of `PRESETS`.
-        load_weights: False skips the published weights (and the warning).
-        dtype: dtype policy.
-        **kwargs: backbone config overrides, or task arguments.
-    """
-    spec = PRESETS[name]
-    if spec.weights != RANDOM_WEIGHTS:
-        return loading.from_preset(cls, spec.weights, load_weights=load_weights, dtype=dtype, **kwargs)
-    if load_weights:
-        warnings.warn(
-            f"preset {name!r} has no published weights: "
-            f"{spec.backbone_cls.__name__} is randomly initialised"
-        )
-    if issubclass(spec.backbone_cls, cls):
-        return spec.backbone_cls(**{**spec.config, **kwargs}, dtype=dtype)
-    task_backbone = getattr(cls, "backbone_cls", None)
-    if task_backbone is not None and issubclass(spec.backbone_cls, task_backbone):
-        return cls(backbone=spec.backbone_cls(**spec.config, dtype=dtype), **kwargs)
-    raise ValueError(
-        f"preset {name!r} is a {spec.backbone_cls.__name__}; {cls.__name__} "
-        "cannot be built from it"
-    )
-
-
 def parameter_counts():
     """{name: (our count, the paper's count or None)}, no weight allocated."""
     return {name: (spec.parameter_count(), spec.paper_params) for name, spec in PRESETS.items()}
@@ -189,18 +155,4 @@ def format_parameter_counts():
     return "\n".join(lines)
 
 
-def _register():
-    for backbone_cls in {spec.backbone_cls for spec in PRESETS.values()}:
-        # keras-hub requires a handle; ours are resolved by `build`, never
-        # by keras-hub's downloader.
-        register_presets(
-            {
-                name: {"metadata": spec.metadata(name), "kaggle_handle": f"keras_slam://{name}"}
-                for name, spec in PRESETS.items()
-                if spec.backbone_cls is backbone_cls
-            },
-            backbone_cls,
-        )
-
-
-_register()
+register_named_presets(PRESETS)

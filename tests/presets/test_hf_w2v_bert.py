@@ -16,9 +16,11 @@ import pytest
 import torch
 import transformers
 
+from keras_hub.src.utils.preset_utils import get_preset_loader
+
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert
-from keras_slam.presets import registry  # noqa: F401  (registers the named presets)
+from keras_slam.utils import preset_utils
 from tests import test_case
 
 TOLERANCE = 1e-4
@@ -95,20 +97,20 @@ def max_diff_at_real(a, b, mask):
 )
 def test_converted_matches_hugging_face(name, with_ctc, tmp_path, seeded):
     model = save_hf_model(tmp_path, hf_config(**CONFIGS[name]), with_ctc)
-    encoder, ctc, _ = hf_w2v_bert.convert_checkpoint(tmp_path)
+    converted = hf_w2v_bert.convert_checkpoint(tmp_path)
     features, mask = padded_features(seeded)
     expected_hidden, expected_logits = hf_outputs(model, features, mask)
 
-    outputs = encoder({"speech_features": features, "speech_padding_mask": mask})
+    inputs = {"speech_features": features, "speech_padding_mask": mask}
+    outputs = converted.encoder(inputs)
     hidden = test_case.to_numpy(outputs["sequence_output"])
     np.testing.assert_array_equal(test_case.to_numpy(outputs["padding_mask"]), mask)
     hidden_diff = max_diff_at_real(hidden, expected_hidden, mask)
     assert hidden_diff < TOLERANCE, hidden_diff
-    assert (ctc is not None) == with_ctc
+    assert (converted.recognizer is not None) == with_ctc
     if with_ctc:
-        head, blank_index, _ = ctc
-        assert blank_index == model.config.pad_token_id
-        logits = test_case.to_numpy(head(hidden))
+        assert converted.recognizer.blank_index == model.config.pad_token_id
+        logits = test_case.to_numpy(converted.recognizer(inputs)["logits"])
         logits_diff = max_diff_at_real(logits, expected_logits, mask)
         assert logits_diff < TOLERANCE, logits_diff
 
@@ -123,30 +125,44 @@ def test_weight_table_covers_every_key(tmp_path):
     assert {ours for ours, _, _ in table} == {v.path for v in encoder.weights}
 
 
-def test_preset_round_trip_with_ctc_head_and_front_end(tmp_path, seeded):
+def test_ctc_checkpoint_becomes_an_ordinary_task_preset(tmp_path, seeded):
+    """A converted Wav2Vec2BertForCTC is a SpeechRecognizer task preset that
+    keras-hub's task loader reads: head, blank, front end and all."""
+    from keras_slam.models import SpeechRecognizer
+
     hf_dir, preset_dir = tmp_path / "hf", tmp_path / "preset"
     vocabulary = {token: i for i, token in enumerate("<pad> <s> </s> <unk> | a b c d e f g h".split())}
-    model = save_hf_model(hf_dir, hf_config(), with_ctc=True)
+    model = save_hf_model(hf_dir, hf_config(pad_token_id=3), with_ctc=True)
     (hf_dir / "vocab.json").write_text(json.dumps(vocabulary))
     hf_w2v_bert.convert_to_preset(hf_dir, preset_dir)
 
     files = set(os.listdir(preset_dir))
-    assert {"config.json", "model.weights.h5", "metadata.json", "audio_converter.json",
-            "ctc_head.json", "ctc_head.weights.h5"} <= files
+    assert {"config.json", "model.weights.h5", "metadata.json", "task.json", "task.weights.h5",
+            "preprocessor.json"} <= files
+    assert not any(name.startswith("ctc_head") for name in files)
+    assert json.loads((preset_dir / "task.json").read_text())["class_name"] == "SpeechRecognizer"
     metadata = json.loads((preset_dir / "metadata.json").read_text())
     assert metadata["weights"] == "converted" and metadata["keras_slam_version"]
+    assert metadata["vocabulary"] == list(vocabulary)
 
-    encoder = SpeechEncoder.from_preset(str(preset_dir))
-    head, head_config = hf_w2v_bert.load_ctc_head(str(preset_dir))
-    assert head_config["vocabulary"] == list(vocabulary)
-    assert head_config["blank_index"] == 0
+    recognizer = get_preset_loader(str(preset_dir)).load_task(SpeechRecognizer, True, True)
+    assert recognizer.blank_index == 3
+    assert recognizer.preprocessor.audio_converter.get_config()["stack_frames"] == 2
     features, mask = padded_features(seeded)
-    expected_hidden, expected_logits = hf_outputs(model, features, mask)
-    hidden = encoder({"speech_features": features, "speech_padding_mask": mask})["sequence_output"]
-    logits = test_case.to_numpy(head(hidden))
-    assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE
-    front_end = hf_w2v_bert.load_front_end(str(preset_dir))
-    assert front_end.get_config()["stack_frames"] == 2
+    _, expected_logits = hf_outputs(model, features, mask)
+    logits = recognizer({"speech_features": features, "speech_padding_mask": mask})["logits"]
+    assert max_diff_at_real(test_case.to_numpy(logits), expected_logits, mask) < TOLERANCE
+
+
+def test_bare_checkpoint_becomes_a_backbone_preset_with_its_front_end(tmp_path):
+    from keras_slam.models import SpeechRecognizer
+
+    save_hf_model(tmp_path / "hf", hf_config(feature_projection_input_dim=40), with_ctc=False)
+    hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    assert "task.json" not in os.listdir(tmp_path / "preset")
+    recognizer = SpeechRecognizer.from_preset(str(tmp_path / "preset"), vocabulary_size=7)
+    assert isinstance(recognizer.backbone, SpeechEncoder) and recognizer.vocabulary_size == 7
+    assert recognizer.preprocessor.audio_converter.num_mel_bins == 20
 
 
 def test_from_preset_on_hugging_face_directory(tmp_path, seeded):
@@ -174,7 +190,7 @@ def test_raw_audio_end_to_end(tmp_path, seeded):
     LayerNorms after each block, does not grow such differences.
     """
     model = save_hf_model(tmp_path, hf_config(), with_ctc=True)
-    encoder, (head, _, _), front_end = hf_w2v_bert.convert_checkpoint(tmp_path)
+    converted = hf_w2v_bert.convert_checkpoint(tmp_path)
     lengths = [9600, 7040, 5000]
     signals = [speech_like(seeded, n) for n in lengths]
     extractor = transformers.SeamlessM4TFeatureExtractor()
@@ -187,9 +203,9 @@ def test_raw_audio_end_to_end(tmp_path, seeded):
     for i, signal in enumerate(signals):
         waveform[i, : len(signal)] = signal
         sample_mask[i, : len(signal)] = 1.0
-    features, frame_mask = front_end(waveform, sample_mask)
-    hidden = encoder({"speech_features": features, "speech_padding_mask": frame_mask})["sequence_output"]
-    logits = test_case.to_numpy(head(hidden))
+    features, frame_mask = converted.front_end(waveform, sample_mask)
+    outputs = converted.recognizer({"speech_features": features, "speech_padding_mask": frame_mask})
+    logits = test_case.to_numpy(outputs["logits"])
     frame_mask = test_case.to_numpy(frame_mask)
 
     hf_mask = hf_inputs["attention_mask"].numpy()
@@ -242,18 +258,20 @@ def test_convert_command(tmp_path, seeded):
 
 
 def test_speech_recognizer_from_converted_ctc_checkpoint(tmp_path, seeded):
-    """The imported CTC head and blank index serve SpeechRecognizer as is."""
+    """The imported CTC head and blank index serve SpeechRecognizer as is,
+    from the converted preset and from the Hugging Face directory itself."""
     from keras_slam.models import SpeechRecognizer
 
     model = save_hf_model(tmp_path / "hf", hf_config(pad_token_id=3), with_ctc=True)
     hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
-    recognizer = SpeechRecognizer.from_preset(str(tmp_path / "preset"))
-    assert recognizer.blank_index == 3
     features, mask = padded_features(seeded)
     _, expected_logits = hf_outputs(model, features, mask)
-    outputs = recognizer({"speech_features": features, "speech_padding_mask": mask})
-    logits = test_case.to_numpy(outputs["logits"])
-    assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE
+    for preset in (tmp_path / "preset", tmp_path / "hf"):
+        recognizer = SpeechRecognizer.from_preset(str(preset))
+        assert recognizer.blank_index == 3
+        outputs = recognizer({"speech_features": features, "speech_padding_mask": mask})
+        logits = test_case.to_numpy(outputs["logits"])
+        assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE, preset
 
 
 def edit_hf_config(hf_dir, **fields):
@@ -285,7 +303,7 @@ def test_failed_write_leaves_no_preset(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(hf_w2v_bert, "save_ctc_head", disk_full)
+    monkeypatch.setattr(preset_utils, "update_metadata", disk_full)
     with pytest.raises(OSError, match="No space left"):
         hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
     assert_nothing_written(tmp_path)
@@ -345,7 +363,8 @@ def test_front_end_follows_feature_projection_input_dim(tmp_path, seeded):
     """feature_projection_input_dim 40: 2 stacked frames of 20 mel bins, as
     SeamlessM4TFeatureExtractor(num_mel_bins=20) computes them."""
     save_hf_model(tmp_path, hf_config(feature_projection_input_dim=40), with_ctc=False)
-    encoder, _, front_end = hf_w2v_bert.convert_checkpoint(tmp_path)
+    converted = hf_w2v_bert.convert_checkpoint(tmp_path)
+    encoder, front_end = converted.encoder, converted.front_end
     signals = [speech_like(seeded, n) for n in (9600, 7040)]
     extractor = transformers.SeamlessM4TFeatureExtractor(feature_size=20, num_mel_bins=20)
     expected = extractor(signals, sampling_rate=16000, return_tensors="np", padding=True)

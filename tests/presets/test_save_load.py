@@ -13,8 +13,7 @@ import pytest
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
-from keras_slam.presets import loading
-from keras_slam.presets import registry  # noqa: F401  (registers the named presets)
+from keras_slam.utils import preset_utils
 from tests import test_case
 from tests.conftest import REPO_ROOT
 
@@ -36,7 +35,7 @@ TINY_ENCODER = dict(
 
 
 @keras.saving.register_keras_serializable(package="keras_slam_tests")
-class TinyFrameClassifier(loading.PresetMixin, keras_hub.models.Task):
+class TinyFrameClassifier(preset_utils.PresetMixin, keras_hub.models.Task):
     """A task with weights of its own (a frame classifier on SpeechEncoder)."""
 
     backbone_cls = SpeechEncoder
@@ -122,7 +121,7 @@ def test_backbone_and_task_round_trip_here_and_on_another_backend(tmp_path, seed
     backbone.save_to_preset(tmp_path / "slam")
     assert {"config.json", "metadata.json", "model.weights.h5"} <= set(os.listdir(tmp_path / "slam"))
     metadata = json.loads((tmp_path / "slam" / "metadata.json").read_text())
-    assert metadata["keras_slam_version"] == loading.KERAS_SLAM_VERSION
+    assert metadata["keras_slam_version"] == preset_utils.KERAS_SLAM_VERSION
     restored = SLAMBackbone.from_preset(str(tmp_path / "slam"))
     assert_same_outputs(expected, outputs_of(restored, inputs), atol=1e-6)
     # keras-hub's own entry point reads our preset too.
@@ -205,7 +204,7 @@ def set_version(preset, version):
 
 
 def test_version_policy(saved_encoder):
-    major, minor = (int(x) for x in loading.KERAS_SLAM_VERSION.split(".")[:2])
+    major, minor = (int(x) for x in preset_utils.KERAS_SLAM_VERSION.split(".")[:2])
     set_version(saved_encoder, f"{major}.{minor + 1}.0")
     with pytest.raises(ValueError, match=f"saved by keras-slam {major}.{minor + 1}.0, newer"):
         SpeechEncoder.from_preset(str(saved_encoder))
