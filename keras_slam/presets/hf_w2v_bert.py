@@ -289,7 +289,7 @@ def load_hf_config(hf_dir):
 
 def load_hf_state(hf_dir):
     """{key: float32 numpy array} from model.safetensors or its shards."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file  # optional (the "hf" extra)
 
     single = os.path.join(hf_dir, HF_WEIGHTS_FILE)
     index = os.path.join(hf_dir, HF_WEIGHTS_INDEX_FILE)
