@@ -50,11 +50,16 @@ def parity_worker():
     worker.close()
 
 
+def reset_seeds_and_policy():
+    """The seeds and float32 policy every test (and shared fixture) starts from."""
+    keras.utils.set_random_seed(1234)
+    keras.config.set_dtype_policy("float32")
+
+
 @pytest.fixture(autouse=True)
 def seeded():
     """Every test starts from the same seeds and the float32 policy."""
-    keras.utils.set_random_seed(1234)
-    keras.config.set_dtype_policy("float32")
+    reset_seeds_and_policy()
     yield np.random.default_rng(1234)
 
 

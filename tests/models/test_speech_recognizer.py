@@ -15,6 +15,7 @@ from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_recognizer import BlankOnlyGuard
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from tests import test_case
+from tests.conftest import reset_seeds_and_policy
 
 TEXTS = ["hello world", "a cat sat", "good day"]
 TINY = dict(hidden_dim=16, num_heads=2, ffn_dim=32, kernel_size=3, subsampling_filters=4, conv_norm_groups=4, dropout=0.0)
@@ -38,6 +39,15 @@ def make_recognizer(kind="slam", spec_augment=None, head_dropout=0.0):
         spec_augment=spec_augment,
         head_dropout=head_dropout,
     )
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    """One recognizer for the tests that only run it (no fit, no weight
+    change): its compiled predict steps serve them all, where a new model
+    compiles again for every input shape (JAX, TensorFlow)."""
+    reset_seeds_and_policy()
+    return make_recognizer()
 
 
 def features(rng, batch_size=3, length=48):
@@ -85,8 +95,7 @@ def test_serialization_roundtrip(seeded):
     test_case.assert_serialization_roundtrip(recognizer, logits_fn, features(seeded))
 
 
-def test_preset_roundtrip_keeps_logits_and_transcripts(seeded):
-    recognizer = make_recognizer()
+def test_preset_roundtrip_keeps_logits_and_transcripts(seeded, recognizer):
     waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (8000, 12000)]
     expected = recognizer.transcribe(waveforms)
     inputs = features(seeded)
@@ -164,8 +173,7 @@ def test_encoder_learning_rate_multiplier(seeded):
         np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
 
 
-def test_transcribe_raw_audio_returns_strings(seeded):
-    recognizer = make_recognizer()
+def test_transcribe_raw_audio_returns_strings(seeded, recognizer):
     waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (6000, 16000, 9000)]
     texts = recognizer.transcribe(waveforms, batch_size=2)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
@@ -208,8 +216,7 @@ def test_blank_only_guard_runs_inside_fit(seeded):
     assert any("predicts the CTC blank" in str(w.message) for w in caught)
 
 
-def test_error_rates_match_jiwer(seeded):
-    recognizer = make_recognizer()
+def test_error_rates_match_jiwer(seeded, recognizer):
     x = features(seeded)
     y = recognizer.preprocessor.tokenize_transcripts(TEXTS)
     # A padded row (no audio) must be left out.
@@ -242,10 +249,9 @@ def speech(rng, samples):
     return 0.1 * rng.normal(size=samples).astype("float32")
 
 
-def test_transcribe_returns_one_text_per_waveform(seeded):
+def test_transcribe_returns_one_text_per_waveform(seeded, recognizer):
     # Shorter than one 400-sample window, or empty: "" in its place, not
     # dropped (which shifted every later transcript onto the wrong input).
-    recognizer = make_recognizer()
     waveforms = [speech(seeded, 300), speech(seeded, 16000), np.zeros(0, "float32"), speech(seeded, 9000)]
     alone = [recognizer.transcribe([w])[0] for w in waveforms[1::2]]
     assert any(alone)
@@ -256,8 +262,7 @@ def test_transcribe_returns_one_text_per_waveform(seeded):
     assert recognizer.transcribe([]) == []
 
 
-def test_transcribe_non_finite_waveform(seeded):
-    recognizer = make_recognizer()
+def test_transcribe_non_finite_waveform(seeded, recognizer):
     waveforms = [speech(seeded, 12000), speech(seeded, 9000), speech(seeded, 10000)]
     waveforms[1][500] = np.nan
     with pytest.raises(ValueError, match="audio item 1: NaN or Inf"):
@@ -269,10 +274,9 @@ def test_transcribe_non_finite_waveform(seeded):
 
 
 @pytest.mark.parametrize("rate, up, down", [(8000, 2, 1), (44100, 160, 441)])
-def test_transcribe_resamples_to_the_front_end_rate(seeded, rate, up, down):
+def test_transcribe_resamples_to_the_front_end_rate(seeded, rate, up, down, recognizer):
     from keras_slam.models.asr_preprocessor import standardize_waveform
 
-    recognizer = make_recognizer()
     waveform = speech(seeded, rate)  # one second
     reference = scipy.signal.resample_poly(waveform.astype("float64"), up, down).astype("float32")
     resampled = standardize_waveform(waveform, rate, 16000)
@@ -284,8 +288,7 @@ def test_transcribe_resamples_to_the_front_end_rate(seeded, rate, up, down):
         recognizer.transcribe([waveform], sample_rate=22050.5)
 
 
-def test_transcribe_multichannel_needs_explicit_downmix(seeded):
-    recognizer = make_recognizer()
+def test_transcribe_multichannel_needs_explicit_downmix(seeded, recognizer):
     left, right = speech(seeded, 12000), speech(seeded, 12000)
     stereo = np.stack([left, right], axis=1)  # (S, C), as soundfile reads
     mono = recognizer.transcribe([(left + right) / 2])
@@ -303,7 +306,6 @@ def test_transcribe_multichannel_needs_explicit_downmix(seeded):
         recognizer.preprocessor([stereo])
 
 
-def test_transcribe_integer_pcm_is_scaled(seeded):
-    recognizer = make_recognizer()
+def test_transcribe_integer_pcm_is_scaled(seeded, recognizer):
     pcm = (32768 * speech(seeded, 12000)).astype("int16")
     assert recognizer.transcribe([pcm]) == recognizer.transcribe([pcm / 32768.0])
