@@ -46,7 +46,9 @@ BACKBONE = {
     "num_speech_layers": 2,
     "num_shared_layers": 2,
     "subsampling_filters": 32,
-    "conformer": ConformerConfig(num_heads=4, ffn_dim=192, kernel_size=15, conv_norm_groups=8, dropout=0.1),
+    "conformer": ConformerConfig(
+        num_heads=4, ffn_dim=192, kernel_size=15, conv_norm_groups=8, dropout=0.1
+    ),
 }
 TINY_BACKBONE = dict(
     BACKBONE,
@@ -54,7 +56,9 @@ TINY_BACKBONE = dict(
     num_speech_layers=1,
     num_shared_layers=1,
     subsampling_filters=8,
-    conformer=dataclasses.replace(BACKBONE["conformer"], num_heads=2, ffn_dim=64, conv_norm_groups=4),
+    conformer=dataclasses.replace(
+        BACKBONE["conformer"], num_heads=2, ffn_dim=64, conv_norm_groups=4
+    ),
 )
 # Pre-training reads utterances of up to 4 s in one bucket per stream, so an
 # XLA backend compiles the mixed step once (three bucketed streams would

@@ -104,9 +104,10 @@ CONFIGS = {
 
 # The "slam_tiny" preset's model without dropout; `pretrain` sets the
 # vocabulary size from the corpus' characters.
+_TINY_PRESET = PRESETS["slam_tiny"].config
 _TINY_BACKBONE = dict(
-    PRESETS["slam_tiny"].config,
-    conformer=dataclasses.replace(PRESETS["slam_tiny"].config["conformer"], dropout=0.0),
+    _TINY_PRESET,
+    conformer=dataclasses.replace(_TINY_PRESET["conformer"], dropout=0.0),
 )
 _TINY_PRETRAINER = {"num_codes": 64, "code_dim": 32, "num_negatives": 20, "seed": 0}
 _TINY_DATA = {"max_seconds": 7.0, "max_tokens": 120, "batch": {"speech": 8, "text": 16, "paired": 8}}

@@ -16,9 +16,10 @@ def test_paper_configs_take_their_model_from_the_preset_table(name):
 
 def test_tiny_configs_are_the_tiny_preset_without_dropout():
     preset = registry.PRESETS["slam_tiny"].config
+    conformer = dataclasses.replace(preset["conformer"], dropout=0.0)
     for name in ("slam_tiny", "mslam_tiny", "w2v_bert_tiny", "best_rq_tiny"):
         backbone = dict(slam.CONFIGS[name]["backbone"])
-        assert backbone.pop("conformer") == dataclasses.replace(preset["conformer"], dropout=0.0)
+        assert backbone.pop("conformer") == conformer
         assert {k: v for k, v in backbone.items() if k != "vocabulary_size"} == {
             k: v for k, v in preset.items() if k not in ("vocabulary_size", "conformer")
         }

@@ -412,7 +412,8 @@ class ConformerConfig:
             return value
         if not isinstance(value, dict):
             raise TypeError(
-                f"conformer must be a ConformerConfig or a dict, got {type(value).__name__}"
+                "conformer must be a ConformerConfig or a dict, "
+                f"got {type(value).__name__}"
             )
         fields = {field.name: field for field in dataclasses.fields(cls)}
         unknown = sorted(set(value) - set(fields))

@@ -21,8 +21,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.layers.conformer import ConformerEncoder
+from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.models.speech_encoder import SpeechTower
 from keras_slam.presets.loading import PresetMixin
 

@@ -28,8 +28,7 @@ import keras
 import keras_hub
 from keras.src.backend.common import global_state
 
-from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.layers.conformer import ConformerEncoder
+from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames

@@ -116,7 +116,8 @@ def test_padding_invariance(seeded, name):
 
 def test_batch_norm_statistics_ignore_padded_frames(seeded):
     inputs = make_inputs(seeded)
-    layer = ConformerBlock(HIDDEN, dataclasses.replace(BATCH_NORM_BLOCK, dropout=0.0))  # deterministic training call
+    # dropout 0: a deterministic training call
+    layer = ConformerBlock(HIDDEN, dataclasses.replace(BATCH_NORM_BLOCK, dropout=0.0))
     garbage = dict(inputs, x=np.where(inputs["padding_mask"][..., None] > 0, inputs["x"], 1e3))
     outputs = []
     for batch in (inputs, garbage):
@@ -208,9 +209,9 @@ def test_default_block_is_slams_with_sinusoidal_positions():
 
 
 def test_config_errors_name_the_fields():
-    with pytest.raises(ValueError, match=r"unknown fields \['num_head'\], missing fields \['num_heads'\]"):
+    with pytest.raises(ValueError, match=r"unknown fields \['num_head'\], missing"):
         ConformerConfig.coerce({"num_head": 2, "ffn_dim": 8})
-    with pytest.raises(TypeError, match="conformer must be a ConformerConfig or a dict, got list"):
+    with pytest.raises(TypeError, match="ConformerConfig or a dict, got list"):
         ConformerBlock(HIDDEN, [2, 8])
     assert ConformerConfig.coerce(dataclasses.asdict(SLAM_BLOCK)) == SLAM_BLOCK
 
@@ -242,7 +243,10 @@ def test_block_matches_hugging_face_layer(seeded, left_context, right_context):
     block = ConformerBlock(
         HIDDEN,
         dataclasses.replace(
-            W2V_BERT_BLOCK, kernel_size=31, left_context=left_context, right_context=right_context
+            W2V_BERT_BLOCK,
+            kernel_size=31,
+            left_context=left_context,
+            right_context=right_context,
         ),
     )
     block(inputs["x"], inputs["padding_mask"])
@@ -274,9 +278,10 @@ def test_encoder_matches_hugging_face_encoder(seeded, position_encoding):
     inputs = make_inputs(seeded)
     encoder, call_fn = build_w2v_bert_encoder(inputs)
     if position_encoding != "relative_key":
-        encoder = ConformerEncoder(
-            2, HIDDEN, dataclasses.replace(W2V_BERT_BLOCK, position_encoding=position_encoding)
+        conformer = dataclasses.replace(
+            W2V_BERT_BLOCK, position_encoding=position_encoding
         )
+        encoder = ConformerEncoder(2, HIDDEN, conformer)
         encoder(inputs["x"], inputs["padding_mask"])
     hf_weights = {k: v.numpy() for k, v in reference.state_dict().items()}
     for i, block in enumerate(encoder.blocks):

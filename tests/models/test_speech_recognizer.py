@@ -21,7 +21,9 @@ TEXTS = ["hello world", "a cat sat", "good day"]
 TINY = dict(
     hidden_dim=16,
     subsampling_filters=4,
-    conformer=ConformerConfig(num_heads=2, ffn_dim=32, kernel_size=3, conv_norm_groups=4, dropout=0.0),
+    conformer=ConformerConfig(
+        num_heads=2, ffn_dim=32, kernel_size=3, conv_norm_groups=4, dropout=0.0
+    ),
 )
 
 
