@@ -37,15 +37,13 @@ def run_keras(warmup, steps):
     import keras
     import numpy as np
 
-    from keras_slam.layers.conformer import ConformerEncoder
+    from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 
     features = keras.Input((FRAMES, FEATURES), batch_size=BATCH, name="features")
     padding_mask = keras.Input((FRAMES,), batch_size=BATCH, name="padding_mask")
     x = keras.layers.LayerNormalization(epsilon=1e-5)(features)
     x = keras.layers.Dense(HIDDEN)(x)
-    x = ConformerEncoder(
-        LAYERS,
-        hidden_dim=HIDDEN,
+    conformer = ConformerConfig(
         num_heads=HEADS,
         ffn_dim=FFN,
         kernel_size=KERNEL,
@@ -56,7 +54,8 @@ def run_keras(warmup, steps):
         left_context=64,
         right_context=8,
         dropout=0.0,
-    )(x, padding_mask)
+    )
+    x = ConformerEncoder(LAYERS, HIDDEN, conformer)(x, padding_mask)
     model = keras.Model([features, padding_mask], x)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=True)
     rng = np.random.default_rng(0)

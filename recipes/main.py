@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from keras_slam.data import pipeline
 from keras_slam.data.schema import SAMPLE_RATE
+from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
@@ -44,14 +45,21 @@ BACKBONE = {
     "hidden_dim": 96,
     "num_speech_layers": 2,
     "num_shared_layers": 2,
-    "num_heads": 4,
-    "ffn_dim": 192,
-    "kernel_size": 15,
     "subsampling_filters": 32,
-    "conv_norm_groups": 8,
-    "dropout": 0.1,
+    "conformer": ConformerConfig(
+        num_heads=4, ffn_dim=192, kernel_size=15, conv_norm_groups=8, dropout=0.1
+    ),
 }
-TINY_BACKBONE = dict(BACKBONE, hidden_dim=32, num_speech_layers=1, num_shared_layers=1, num_heads=2, ffn_dim=64, subsampling_filters=8, conv_norm_groups=4)
+TINY_BACKBONE = dict(
+    BACKBONE,
+    hidden_dim=32,
+    num_speech_layers=1,
+    num_shared_layers=1,
+    subsampling_filters=8,
+    conformer=dataclasses.replace(
+        BACKBONE["conformer"], num_heads=2, ffn_dim=64, conv_norm_groups=4
+    ),
+)
 # Pre-training reads utterances of up to 4 s in one bucket per stream, so an
 # XLA backend compiles the mixed step once (three bucketed streams would
 # compile once per combination of buckets).

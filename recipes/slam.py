@@ -4,7 +4,9 @@
     python -m recipes.slam --config slam_tiny --steps 200
     python -m recipes.slam --config w2v_bert_tiny --steps 300 --output /tmp/w2v_tiny
 
-Named configs (`CONFIGS`):
+Named configs (`CONFIGS`); each takes its model from the preset table
+(`keras_slam.presets.registry.PRESETS`) and adds the recipe: objectives,
+stages, tokenizer, batches, optimizer, steps.
 
 - "slam_600m" (Bapna et al. 2021): dim 1024, 8 speech + 16 shared Conformer
   layers, 8 heads, FFN 4096, kernel 5, GroupNorm conv, 32k SentencePiece;
@@ -49,6 +51,7 @@ they are not run here.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -59,21 +62,11 @@ from keras_slam.metrics.codebook import CodebookCollapseMonitor, save_codebook_u
 from keras_slam.models.schedules import MSLAM_STAGES, SLAM_STAGES, ObjectiveSchedule
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.presets.registry import PRESETS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CORPUS = os.path.join(REPO_ROOT, "tfrecords", "sample")
 
-_SLAM_600M_BACKBONE = {
-    "vocabulary_size": 32000,
-    "hidden_dim": 1024,
-    "num_speech_layers": 8,
-    "num_shared_layers": 16,
-    "num_heads": 8,
-    "ffn_dim": 4096,
-    "kernel_size": 5,
-    "conv_norm": "group",
-    "feature_dim": 80,
-}
 _PAPER_STEPS = 1_300_000
 # SLAM has no CTC; mSLAM has no STM (its TLM variant adds "tlm").
 _SLAM_OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm")
@@ -81,17 +74,16 @@ _MSLAM_OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "ctc")
 
 CONFIGS = {
     "slam_600m": {
-        "backbone": _SLAM_600M_BACKBONE,
+        "backbone": PRESETS["slam_600m"].config,
         "pretrainer": {"text_span_length": 5, "objectives": _SLAM_OBJECTIVES},
         "stages": SLAM_STAGES,
         "tokenizer": "sentencepiece",
         "batch": {"speech": 2048, "text": 8192, "paired": 256},
         "optimizer": {"peak_learning_rate": 6e-4, "warmup_steps": 40_000},
         "steps": 1_000_000,
-        "parameters": 641_455_488,
     },
     "mslam_600m": {
-        "backbone": dict(_SLAM_600M_BACKBONE, vocabulary_size=4096),
+        "backbone": PRESETS["mslam_600m"].config,
         "pretrainer": {"text_span_length": 20, "objectives": _MSLAM_OBJECTIVES},
         "stages": MSLAM_STAGES,
         "tokenizer": "characters",
@@ -100,36 +92,23 @@ CONFIGS = {
         "steps": _PAPER_STEPS,
     },
     "mslam_2b": {
-        "backbone": dict(
-            _SLAM_600M_BACKBONE,
-            vocabulary_size=4096,
-            hidden_dim=1408,
-            num_shared_layers=32,
-            num_heads=16,
-            ffn_dim=4 * 1408,
-        ),
+        "backbone": PRESETS["mslam_2b"].config,
         "pretrainer": {"text_span_length": 20, "objectives": _MSLAM_OBJECTIVES},
         "stages": MSLAM_STAGES,
         "tokenizer": "characters",
         "batch": {"speech": 2048, "text": 8192, "paired": 256},
         "optimizer": {"peak_learning_rate": 3.6e-4, "warmup_steps": 40_000},
         "steps": 350_000,
-        "parameters": 1_916_701_568,
     },
 }
 
-_TINY_BACKBONE = {
-    "hidden_dim": 32,
-    "num_speech_layers": 1,
-    "num_shared_layers": 1,
-    "num_heads": 2,
-    "ffn_dim": 64,
-    "kernel_size": 5,
-    "conv_norm_groups": 4,
-    "subsampling_filters": 8,
-    "dropout": 0.0,
-    "feature_dim": 80,
-}
+# The "slam_tiny" preset's model without dropout; `pretrain` sets the
+# vocabulary size from the corpus' characters.
+_TINY_PRESET = PRESETS["slam_tiny"].config
+_TINY_BACKBONE = dict(
+    _TINY_PRESET,
+    conformer=dataclasses.replace(_TINY_PRESET["conformer"], dropout=0.0),
+)
 _TINY_PRETRAINER = {"num_codes": 64, "code_dim": 32, "num_negatives": 20, "seed": 0}
 _TINY_DATA = {"max_seconds": 7.0, "max_tokens": 120, "batch": {"speech": 8, "text": 16, "paired": 8}}
 CONFIGS["slam_tiny"] = dict(

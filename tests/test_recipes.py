@@ -1,17 +1,28 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from keras_slam.metrics.codebook import CodebookCollapseError
-from keras_slam.models.slam_backbone import SLAMBackbone
-from keras_slam.models.speech_encoder import count_parameters
+from keras_slam.presets import registry
 from recipes import slam
 from tests import test_case
 
 
-@pytest.mark.parametrize("name", ["slam_600m", "mslam_2b"])
-def test_paper_configs_record_their_parameter_counts(name):
-    config = slam.CONFIGS[name]
-    assert count_parameters(SLAMBackbone, **config["backbone"]) == config["parameters"]
+@pytest.mark.parametrize("name", ["slam_600m", "mslam_600m", "mslam_2b"])
+def test_paper_configs_take_their_model_from_the_preset_table(name):
+    assert slam.CONFIGS[name]["backbone"] is registry.PRESETS[name].config
+
+
+def test_tiny_configs_are_the_tiny_preset_without_dropout():
+    preset = registry.PRESETS["slam_tiny"].config
+    conformer = dataclasses.replace(preset["conformer"], dropout=0.0)
+    for name in ("slam_tiny", "mslam_tiny", "w2v_bert_tiny", "best_rq_tiny"):
+        backbone = dict(slam.CONFIGS[name]["backbone"])
+        assert backbone.pop("conformer") == conformer
+        assert {k: v for k, v in backbone.items() if k != "vocabulary_size"} == {
+            k: v for k, v in preset.items() if k not in ("vocabulary_size", "conformer")
+        }
 
 
 def test_paper_optimizer_settings():

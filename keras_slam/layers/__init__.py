@@ -3,6 +3,7 @@
 from keras_slam.layers.attention import RelativePositionAttention
 from keras_slam.layers.conformer import (
     ConformerBlock,
+    ConformerConfig,
     ConformerConvolution,
     ConformerEncoder,
     ConformerFeedForward,

@@ -13,9 +13,12 @@ Conv(x) = Dropout(P2 swish(Norm(Depthwise(GLU(P1 LayerNorm(x))))))
 
 Padded frames are zeroed before the depthwise convolution, never enter
 normalisation statistics or attention, and are zero in every output.
+
+`ConformerConfig` holds a block's hyper-parameters once; every stack of
+blocks (`ConformerEncoder`, the speech tower, the backbones) takes one.
 """
 
-import inspect
+import dataclasses
 
 import keras
 from keras import ops
@@ -347,23 +350,97 @@ class ConformerConvolution(keras.layers.Layer):
         return config
 
 
+@dataclasses.dataclass(frozen=True)
+class ConformerConfig:
+    """The hyper-parameters of a Conformer block, besides its width D.
+
+    One config serves every block of a model: `ConformerBlock`,
+    `ConformerEncoder`, `SpeechTower`, `SpeechEncoder` and `SLAMBackbone`
+    take it as `conformer=` (a `ConformerConfig` or its dict) and store it
+    in `get_config` as a plain dict (`to_dict`), so presets and `.keras`
+    files hold JSON. Vary one field with `dataclasses.replace`.
+
+    The defaults are SLAM's block (Bapna et al. 2021, PAPERS.md): depthwise
+    kernel 5, centred, GroupNorm, and "relative_sinusoidal" positions, the
+    Transformer-XL relative positions of the Conformer (Gulati et al. 2020)
+    that SLAM builds on. w2v-BERT 2.0 (Hugging Face `Wav2Vec2Bert`) sets
+    kernel 31, causal padding, LayerNorm, no pointwise bias and clipped
+    "relative_key" positions.
+
+    Attributes:
+        num_heads: attention heads (D must be divisible by it).
+        ffn_dim: inner width of both feed-forward modules.
+        kernel_size, conv_padding, conv_norm, conv_norm_groups,
+            pointwise_bias: see `ConformerConvolution`.
+        position_encoding, left_context, right_context: see
+            `RelativePositionAttention` (the contexts clip "relative_key").
+        dropout: on each module's output (FFN, MHSA, conv); the towers also
+            apply it to their front end and text embedding.
+        attention_dropout: on the attention probabilities.
+        activation_dropout: inside the feed-forward modules.
+        layer_norm_epsilon: of every LayerNorm (and the conv norm).
+        activation: Keras name of the feed-forward and conv activation.
+        kernel_initializer: Keras name of the kernels' initializer.
+    """
+
+    num_heads: int
+    ffn_dim: int
+    kernel_size: int = 5
+    conv_padding: str = "same"
+    conv_norm: str = "group"
+    conv_norm_groups: int = 32
+    pointwise_bias: bool = True
+    position_encoding: str = "relative_sinusoidal"
+    left_context: int = 64
+    right_context: int = 8
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    layer_norm_epsilon: float = 1e-5
+    activation: str = "swish"
+    kernel_initializer: str = "glorot_uniform"
+
+    @classmethod
+    def coerce(cls, value):
+        """`value` (a `ConformerConfig` or its dict) as a `ConformerConfig`.
+
+        Raises:
+            TypeError: for any other type.
+            ValueError: naming the dict's unknown or missing fields.
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(
+                "conformer must be a ConformerConfig or a dict, "
+                f"got {type(value).__name__}"
+            )
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - set(fields))
+        missing = sorted(
+            name
+            for name, field in fields.items()
+            if name not in value and field.default is dataclasses.MISSING
+        )
+        if unknown or missing:
+            raise ValueError(
+                f"conformer config {value}: unknown fields {unknown}, missing "
+                f"fields {missing}; the fields are {list(fields)}"
+            )
+        return cls(**value)
+
+    def to_dict(self):
+        """The fields as a JSON-ready dict (what `get_config` stores)."""
+        return dataclasses.asdict(self)
+
+
 @keras.saving.register_keras_serializable(package="keras_slam")
 class ConformerBlock(keras.layers.Layer):
     """One Conformer block (formula in the module docstring).
 
     Args:
         hidden_dim: model width D.
-        num_heads: attention heads.
-        ffn_dim: inner width of both feed-forward modules.
-        kernel_size, conv_padding, conv_norm, conv_norm_groups,
-            pointwise_bias: see `ConformerConvolution`.
-        position_encoding, left_context, right_context: see
-            `RelativePositionAttention`.
-        dropout: on each module's output (FFN, MHSA, conv).
-        attention_dropout: on the attention probabilities.
-        activation_dropout: inside the feed-forward modules.
-        layer_norm_epsilon: of every LayerNorm (and the conv norm).
-        activation: of the feed-forward and conv modules.
+        conformer: `ConformerConfig` (or its dict).
 
     Call args:
         x: (B, T, D).
@@ -373,95 +450,66 @@ class ConformerBlock(keras.layers.Layer):
         (B, T, D), zero at padded frames.
     """
 
-    def __init__(
-        self,
-        hidden_dim,
-        num_heads,
-        ffn_dim,
-        kernel_size=5,
-        conv_padding="same",
-        conv_norm="group",
-        conv_norm_groups=32,
-        pointwise_bias=True,
-        position_encoding="relative_key",
-        left_context=64,
-        right_context=8,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layer_norm_epsilon=1e-5,
-        activation="swish",
-        kernel_initializer="glorot_uniform",
-        **kwargs,
-    ):
+    def __init__(self, hidden_dim, conformer, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.ffn_dim = ffn_dim
-        self.kernel_size = kernel_size
-        self.conv_padding = conv_padding
-        self.conv_norm = conv_norm
-        self.conv_norm_groups = conv_norm_groups
-        self.pointwise_bias = pointwise_bias
-        self.position_encoding = position_encoding
-        self.left_context = left_context
-        self.right_context = right_context
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.activation_dropout = activation_dropout
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.conformer = ConformerConfig.coerce(conformer)
+        config = self.conformer
         policy = self.dtype_policy
+        # One instance for every sub-layer, as before. Unseeded, it gives
+        # same-shaped kernels (ffn1/ffn2, q/k/v) equal initial values.
+        kernel_initializer = keras.initializers.get(config.kernel_initializer)
 
         def feed_forward(name):
             return ConformerFeedForward(
                 hidden_dim,
-                ffn_dim,
-                activation=self.activation,
-                dropout=dropout,
-                activation_dropout=activation_dropout,
-                layer_norm_epsilon=layer_norm_epsilon,
-                kernel_initializer=self.kernel_initializer,
+                config.ffn_dim,
+                activation=config.activation,
+                dropout=config.dropout,
+                activation_dropout=config.activation_dropout,
+                layer_norm_epsilon=config.layer_norm_epsilon,
+                kernel_initializer=kernel_initializer,
                 dtype=policy,
                 name=name,
             )
 
         self.ffn1 = feed_forward("ffn1")
         self.self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="self_attention_layer_norm"
+            epsilon=config.layer_norm_epsilon,
+            dtype=policy,
+            name="self_attention_layer_norm",
         )
         self.self_attention = RelativePositionAttention(
             hidden_dim,
-            num_heads,
-            position_encoding=position_encoding,
-            left_context=left_context,
-            right_context=right_context,
-            attention_dropout=attention_dropout,
-            kernel_initializer=self.kernel_initializer,
+            config.num_heads,
+            position_encoding=config.position_encoding,
+            left_context=config.left_context,
+            right_context=config.right_context,
+            attention_dropout=config.attention_dropout,
+            kernel_initializer=kernel_initializer,
             dtype=policy,
             name="self_attention",
         )
         self.self_attention_dropout = keras.layers.Dropout(
-            dropout, dtype=policy, name="self_attention_dropout"
+            config.dropout, dtype=policy, name="self_attention_dropout"
         )
         self.convolution = ConformerConvolution(
             hidden_dim,
-            kernel_size=kernel_size,
-            conv_padding=conv_padding,
-            conv_norm=conv_norm,
-            conv_norm_groups=conv_norm_groups,
-            pointwise_bias=pointwise_bias,
-            activation=self.activation,
-            dropout=dropout,
-            layer_norm_epsilon=layer_norm_epsilon,
-            kernel_initializer=self.kernel_initializer,
+            kernel_size=config.kernel_size,
+            conv_padding=config.conv_padding,
+            conv_norm=config.conv_norm,
+            conv_norm_groups=config.conv_norm_groups,
+            pointwise_bias=config.pointwise_bias,
+            activation=config.activation,
+            dropout=config.dropout,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
             dtype=policy,
             name="convolution",
         )
         self.ffn2 = feed_forward("ffn2")
         self.final_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
+            epsilon=config.layer_norm_epsilon, dtype=policy, name="final_layer_norm"
         )
 
     def build(self, input_shape):
@@ -492,30 +540,8 @@ class ConformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            ffn_dim=self.ffn_dim,
-            kernel_size=self.kernel_size,
-            conv_padding=self.conv_padding,
-            conv_norm=self.conv_norm,
-            conv_norm_groups=self.conv_norm_groups,
-            pointwise_bias=self.pointwise_bias,
-            position_encoding=self.position_encoding,
-            left_context=self.left_context,
-            right_context=self.right_context,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            activation_dropout=self.activation_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            activation=keras.activations.serialize(self.activation),
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
+        config.update(hidden_dim=self.hidden_dim, conformer=self.conformer.to_dict())
         return config
-
-
-# The `ConformerBlock` arguments that `ConformerEncoder` passes to each block.
-BLOCK_ARGUMENTS = tuple(inspect.signature(ConformerBlock).parameters)[:-1]
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -524,7 +550,8 @@ class ConformerEncoder(keras.layers.Layer):
 
     Args:
         num_layers: number of blocks.
-        **block_kwargs: `ConformerBlock` arguments, shared by every block.
+        hidden_dim: model width D.
+        conformer: `ConformerConfig` (or its dict) of every block.
 
     Call args:
         x: (B, T, D).
@@ -534,15 +561,18 @@ class ConformerEncoder(keras.layers.Layer):
         (B, T, D), zero at padded frames.
     """
 
-    def __init__(self, num_layers, **kwargs):
-        block_kwargs = {
-            key: kwargs.pop(key) for key in list(kwargs) if key in BLOCK_ARGUMENTS
-        }
+    def __init__(self, num_layers, hidden_dim, conformer, **kwargs):
         super().__init__(**kwargs)
         self.num_layers = num_layers
-        self.block_kwargs = block_kwargs
+        self.hidden_dim = hidden_dim
+        self.conformer = ConformerConfig.coerce(conformer)
         self.blocks = [
-            ConformerBlock(**block_kwargs, dtype=self.dtype_policy, name=f"conformer_block_{i}")
+            ConformerBlock(
+                hidden_dim,
+                self.conformer,
+                dtype=self.dtype_policy,
+                name=f"conformer_block_{i}",
+            )
             for i in range(num_layers)
         ]
 
@@ -563,10 +593,10 @@ class ConformerEncoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        block_config = self.blocks[0].get_config() if self.blocks else self.block_kwargs
         config.update(
             num_layers=self.num_layers,
-            **{key: block_config[key] for key in self.block_kwargs},
+            hidden_dim=self.hidden_dim,
+            conformer=self.conformer.to_dict(),
         )
         return config
 
@@ -604,8 +634,9 @@ def _dense_rows(ours, theirs, transform=_linear, use_bias=True):
 def wav2vec2_bert_layer_weights(position_encoding="relative_key"):
     """Weight table of a Hugging Face `Wav2Vec2BertEncoderLayer`.
 
-    Matches a `ConformerBlock(conv_padding="causal", conv_norm="layer",
-    pointwise_bias=False, position_encoding=...)`; "relative_key" is the
+    Matches a `ConformerBlock` whose `ConformerConfig` has
+    `conv_padding="causal", conv_norm="layer", pointwise_bias=False` and
+    `position_encoding`; "relative_key" is the
     w2v-BERT 2.0 setting, "relative_sinusoidal" is HF's "relative".
 
     Returns:
@@ -650,7 +681,7 @@ def load_wav2vec2_bert_layer(block, hf_layer_weights):
         hf_layer_weights: {HF key inside the layer: numpy array}.
     """
     variables = {v.path.split(f"{block.name}/", 1)[1]: v for v in block.weights}
-    table = wav2vec2_bert_layer_weights(block.position_encoding)
+    table = wav2vec2_bert_layer_weights(block.conformer.position_encoding)
     if len(table) != len(variables):
         raise ValueError(
             f"{block.name} has {len(variables)} variables, the Wav2Vec2Bert "

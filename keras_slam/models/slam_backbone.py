@@ -21,7 +21,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_slam.layers.conformer import ConformerEncoder
+from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.models.speech_encoder import SpeechTower
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -109,11 +109,9 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
         hidden_dim: D of both towers and the shared encoder.
         num_speech_layers: N, Conformer blocks of the speech tower.
         num_shared_layers: M, Conformer blocks of the shared encoder.
-        num_heads, ffn_dim, kernel_size, conv_padding, conv_norm,
-            conv_norm_groups, pointwise_bias, position_encoding,
-            left_context, right_context, dropout, attention_dropout,
-            activation_dropout, layer_norm_epsilon: `ConformerBlock` args,
-            shared by all blocks.
+        conformer: `ConformerConfig` (or its dict) of every block of both
+            stacks; its `dropout` and `layer_norm_epsilon` also serve the
+            front end and the text tower.
         feature_dim, speech_front_end, subsampling_filters: the speech
             front end (see `SpeechTower`).
         max_wavelength: of the sinusoidal text positions.
@@ -135,53 +133,25 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
         hidden_dim,
         num_speech_layers,
         num_shared_layers,
-        num_heads,
-        ffn_dim,
+        conformer,
         feature_dim=80,
         speech_front_end="conv_subsampling",
         subsampling_filters=128,
-        kernel_size=5,
-        conv_padding="same",
-        conv_norm="group",
-        conv_norm_groups=32,
-        pointwise_bias=True,
-        position_encoding="relative_sinusoidal",
-        left_context=64,
-        right_context=8,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layer_norm_epsilon=1e-5,
         max_wavelength=10000,
         dtype=None,
         **kwargs,
     ):
-        conformer_kwargs = {
-            "num_heads": num_heads,
-            "ffn_dim": ffn_dim,
-            "kernel_size": kernel_size,
-            "conv_padding": conv_padding,
-            "conv_norm": conv_norm,
-            "conv_norm_groups": conv_norm_groups,
-            "pointwise_bias": pointwise_bias,
-            "position_encoding": position_encoding,
-            "left_context": left_context,
-            "right_context": right_context,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "activation_dropout": activation_dropout,
-            "layer_norm_epsilon": layer_norm_epsilon,
-        }
+        conformer = ConformerConfig.coerce(conformer)
 
         # === Layers ===
         self.speech_tower = SpeechTower(
-            hidden_dim=hidden_dim,
-            num_layers=num_speech_layers,
+            hidden_dim,
+            num_speech_layers,
+            conformer,
             feature_dim=feature_dim,
             front_end=speech_front_end,
             subsampling_filters=subsampling_filters,
             projection_dim=hidden_dim,
-            **conformer_kwargs,
             dtype=dtype,
             name="speech_tower",
         )
@@ -198,16 +168,14 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
             max_wavelength=max_wavelength, dtype="float32", name="text_position_embedding"
         )
         self.text_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=dtype, name="text_layer_norm"
+            epsilon=conformer.layer_norm_epsilon, dtype=dtype, name="text_layer_norm"
         )
-        self.text_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="text_dropout")
+        self.text_dropout = keras.layers.Dropout(
+            conformer.dropout, dtype=dtype, name="text_dropout"
+        )
         self.packing = SpeechTextPacking(dtype=dtype, name="packing")
         self.shared_encoder = ConformerEncoder(
-            num_shared_layers,
-            hidden_dim=hidden_dim,
-            **conformer_kwargs,
-            dtype=dtype,
-            name="shared_encoder",
+            num_shared_layers, hidden_dim, conformer, dtype=dtype, name="shared_encoder"
         )
 
         # === Functional Model ===
@@ -245,13 +213,11 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
         self.hidden_dim = hidden_dim
         self.num_speech_layers = num_speech_layers
         self.num_shared_layers = num_shared_layers
+        self.conformer = conformer
         self.feature_dim = feature_dim
         self.speech_front_end = speech_front_end
         self.subsampling_filters = subsampling_filters
         self.max_wavelength = max_wavelength
-        self.conformer_kwargs = conformer_kwargs
-        for key, value in conformer_kwargs.items():
-            setattr(self, key, value)
 
     # Step-by-step pieces, for pre-training and downstream tasks.
 
@@ -309,10 +275,10 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
             hidden_dim=self.hidden_dim,
             num_speech_layers=self.num_speech_layers,
             num_shared_layers=self.num_shared_layers,
+            conformer=self.conformer.to_dict(),
             feature_dim=self.feature_dim,
             speech_front_end=self.speech_front_end,
             subsampling_filters=self.subsampling_filters,
             max_wavelength=self.max_wavelength,
-            **self.conformer_kwargs,
         )
         return config

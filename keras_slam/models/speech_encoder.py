@@ -28,7 +28,7 @@ import keras
 import keras_hub
 from keras.src.backend.common import global_state
 
-from keras_slam.layers.conformer import ConformerEncoder
+from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames
@@ -44,10 +44,8 @@ class SpeechTower(keras.layers.Layer):
     Args:
         hidden_dim: Conformer width D.
         num_layers: Conformer blocks.
-        num_heads, ffn_dim, kernel_size, conv_padding, conv_norm,
-            conv_norm_groups, pointwise_bias, position_encoding,
-            left_context, right_context, dropout, attention_dropout,
-            activation_dropout, layer_norm_epsilon: `ConformerBlock` args.
+        conformer: `ConformerConfig` (or its dict) of every block; its
+            `dropout` and `layer_norm_epsilon` also serve the front end.
         feature_dim: F, size of an input feature frame (80 log-mel; 160 for
             stacked features).
         front_end: "conv_subsampling" or "stacked_features" (see module).
@@ -68,24 +66,11 @@ class SpeechTower(keras.layers.Layer):
         self,
         hidden_dim,
         num_layers,
-        num_heads,
-        ffn_dim,
+        conformer,
         feature_dim=80,
         front_end="conv_subsampling",
         subsampling_filters=128,
         projection_dim=None,
-        kernel_size=5,
-        conv_padding="same",
-        conv_norm="group",
-        conv_norm_groups=32,
-        pointwise_bias=True,
-        position_encoding="relative_sinusoidal",
-        left_context=64,
-        right_context=8,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layer_norm_epsilon=1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -93,29 +78,11 @@ class SpeechTower(keras.layers.Layer):
             raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.ffn_dim = ffn_dim
+        self.conformer = ConformerConfig.coerce(conformer)
         self.feature_dim = feature_dim
         self.front_end = front_end
         self.subsampling_filters = subsampling_filters
         self.projection_dim = projection_dim
-        self.conformer_kwargs = {
-            "hidden_dim": hidden_dim,
-            "num_heads": num_heads,
-            "ffn_dim": ffn_dim,
-            "kernel_size": kernel_size,
-            "conv_padding": conv_padding,
-            "conv_norm": conv_norm,
-            "conv_norm_groups": conv_norm_groups,
-            "pointwise_bias": pointwise_bias,
-            "position_encoding": position_encoding,
-            "left_context": left_context,
-            "right_context": right_context,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "activation_dropout": activation_dropout,
-            "layer_norm_epsilon": layer_norm_epsilon,
-        }
         policy = self.dtype_policy
         if front_end == "conv_subsampling":
             self.subsampling = ConvSubsampling(
@@ -123,16 +90,18 @@ class SpeechTower(keras.layers.Layer):
             )
         else:
             self.feature_layer_norm = keras.layers.LayerNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name="feature_layer_norm"
+                epsilon=self.conformer.layer_norm_epsilon,
+                dtype=policy,
+                name="feature_layer_norm",
             )
             self.feature_projection = keras.layers.Dense(
                 hidden_dim, dtype=policy, name="feature_projection"
             )
         self.front_end_dropout = keras.layers.Dropout(
-            dropout, dtype=policy, name="front_end_dropout"
+            self.conformer.dropout, dtype=policy, name="front_end_dropout"
         )
         self.encoder = ConformerEncoder(
-            num_layers, **self.conformer_kwargs, dtype=policy, name="encoder"
+            num_layers, hidden_dim, self.conformer, dtype=policy, name="encoder"
         )
         self.output_projection = None
         if projection_dim is not None:
@@ -188,12 +157,13 @@ class SpeechTower(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
+            hidden_dim=self.hidden_dim,
             num_layers=self.num_layers,
+            conformer=self.conformer.to_dict(),
             feature_dim=self.feature_dim,
             front_end=self.front_end,
             subsampling_filters=self.subsampling_filters,
             projection_dim=self.projection_dim,
-            **self.conformer_kwargs,
         )
         return config
 
@@ -207,9 +177,9 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
     Inputs: {"speech_features" (B, T, F), "speech_padding_mask" (B, T)}.
     Outputs: {"sequence_output" (B, T', D'), "padding_mask" (B, T')}.
 
-    Example (the w2v-BERT 2.0 layout, `W2V_BERT_2_CONFIG`):
+    Example (the w2v-BERT 2.0 layout of the "w2v_bert_2_0" preset):
     ```python
-    encoder = SpeechEncoder(**W2V_BERT_2_CONFIG)
+    encoder = SpeechEncoder.from_preset("w2v_bert_2_0", load_weights=False)
     ```
     """
 
@@ -217,51 +187,26 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
         self,
         hidden_dim,
         num_layers,
-        num_heads,
-        ffn_dim,
+        conformer,
         feature_dim=80,
         front_end="conv_subsampling",
         subsampling_filters=128,
         projection_dim=None,
-        kernel_size=5,
-        conv_padding="same",
-        conv_norm="group",
-        conv_norm_groups=32,
-        pointwise_bias=True,
-        position_encoding="relative_sinusoidal",
-        left_context=64,
-        right_context=8,
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layer_norm_epsilon=1e-5,
         dtype=None,
         **kwargs,
     ):
-        tower_config = {
-            "hidden_dim": hidden_dim,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "ffn_dim": ffn_dim,
-            "feature_dim": feature_dim,
-            "front_end": front_end,
-            "subsampling_filters": subsampling_filters,
-            "projection_dim": projection_dim,
-            "kernel_size": kernel_size,
-            "conv_padding": conv_padding,
-            "conv_norm": conv_norm,
-            "conv_norm_groups": conv_norm_groups,
-            "pointwise_bias": pointwise_bias,
-            "position_encoding": position_encoding,
-            "left_context": left_context,
-            "right_context": right_context,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "activation_dropout": activation_dropout,
-            "layer_norm_epsilon": layer_norm_epsilon,
-        }
         # === Layers ===
-        self.speech_tower = SpeechTower(**tower_config, dtype=dtype, name="speech_tower")
+        self.speech_tower = SpeechTower(
+            hidden_dim,
+            num_layers,
+            conformer,
+            feature_dim=feature_dim,
+            front_end=front_end,
+            subsampling_filters=subsampling_filters,
+            projection_dim=projection_dim,
+            dtype=dtype,
+            name="speech_tower",
+        )
 
         # === Functional Model ===
         speech_features = keras.Input((None, feature_dim), name="speech_features")
@@ -280,35 +225,26 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
         )
 
         # === Config ===
-        self.tower_config = tower_config
-        for key, value in tower_config.items():
-            setattr(self, key, value)
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.conformer = self.speech_tower.conformer
+        self.feature_dim = feature_dim
+        self.front_end = front_end
+        self.subsampling_filters = subsampling_filters
+        self.projection_dim = projection_dim
 
     def get_config(self):
         config = super().get_config()
-        config.update(self.tower_config)
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            conformer=self.conformer.to_dict(),
+            feature_dim=self.feature_dim,
+            front_end=self.front_end,
+            subsampling_filters=self.subsampling_filters,
+            projection_dim=self.projection_dim,
+        )
         return config
-
-
-# Hugging Face `facebook/w2v-bert-2.0` (Wav2Vec2Bert): 160-dim stacked
-# log-mel frames, 24 causal-conv Conformer layers with clipped relative keys.
-W2V_BERT_2_CONFIG = {
-    "hidden_dim": 1024,
-    "num_layers": 24,
-    "num_heads": 16,
-    "ffn_dim": 4096,
-    "feature_dim": 160,
-    "front_end": "stacked_features",
-    "projection_dim": None,
-    "kernel_size": 31,
-    "conv_padding": "causal",
-    "conv_norm": "layer",
-    "pointwise_bias": False,
-    "position_encoding": "relative_key",
-    "left_context": 64,
-    "right_context": 8,
-    "layer_norm_epsilon": 1e-5,
-}
 
 
 def count_parameters(model_cls, **config):

@@ -57,6 +57,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
 from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
 from keras_slam.layers.log_mel import LogMelSpectrogram
@@ -218,14 +219,9 @@ def convert_config(hf_config, config_path=HF_CONFIG_FILE):
         )
     if problems:
         raise ValueError(f"{config_path}: unsupported Wav2Vec2Bert options: " + "; ".join(problems))
-    return dict(
-        hidden_dim=values["hidden_size"],
-        num_layers=values["num_hidden_layers"],
+    conformer = ConformerConfig(
         num_heads=values["num_attention_heads"],
         ffn_dim=values["intermediate_size"],
-        feature_dim=values["feature_projection_input_dim"],
-        front_end="stacked_features",
-        projection_dim=None,
         kernel_size=values["conv_depthwise_kernel_size"],
         conv_padding="causal",
         conv_norm="layer",
@@ -237,6 +233,14 @@ def convert_config(hf_config, config_path=HF_CONFIG_FILE):
         attention_dropout=values["attention_dropout"],
         activation_dropout=values["activation_dropout"],
         layer_norm_epsilon=values["layer_norm_eps"],
+    )
+    return dict(
+        hidden_dim=values["hidden_size"],
+        num_layers=values["num_hidden_layers"],
+        conformer=conformer,
+        feature_dim=values["feature_projection_input_dim"],
+        front_end="stacked_features",
+        projection_dim=None,
     )
 
 
@@ -337,7 +341,7 @@ def assign_weights(encoder, hf_encoder_state):
             (naming the variable, the key and both shapes).
     """
     variables = {variable.path: variable for variable in encoder.weights}
-    table = weight_table(encoder.num_layers, encoder.position_encoding)
+    table = weight_table(encoder.num_layers, encoder.conformer.position_encoding)
     mapped = {ours for ours, _, _ in table}
     unmapped_variables = sorted(set(variables) - mapped)
     if unmapped_variables:

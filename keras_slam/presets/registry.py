@@ -17,8 +17,8 @@ passing on the remaining keyword arguments.
 
 import dataclasses
 
+from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.slam_backbone import SLAMBackbone
-from keras_slam.models.speech_encoder import W2V_BERT_2_CONFIG
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_encoder import count_parameters
 from keras_slam.utils.preset_utils import RANDOM_WEIGHTS
@@ -59,14 +59,13 @@ _SLAM_PAPER = "Bapna et al. 2021, SLAM, arXiv 2110.10329"
 _MSLAM_PAPER = "Bapna et al. 2022, mSLAM, arXiv 2202.01374"
 
 # SLAM / mSLAM 600M: dim 1024, 8 speech + 16 shared Conformer layers, FFN
-# 4096, 8 heads, depthwise kernel 5 with GroupNorm (PAPERS.md).
+# 4096, 8 heads, depthwise kernel 5 with GroupNorm (PAPERS.md; the
+# `ConformerConfig` defaults are SLAM's block).
 _SLAM_600M = dict(
     hidden_dim=1024,
     num_speech_layers=8,
     num_shared_layers=16,
-    num_heads=8,
-    ffn_dim=4096,
-    kernel_size=5,
+    conformer=ConformerConfig(num_heads=8, ffn_dim=4096),
 )
 
 # Test/demo size: runs on a CPU in milliseconds.
@@ -74,13 +73,30 @@ _TINY = dict(
     hidden_dim=32,
     num_speech_layers=1,
     num_shared_layers=1,
-    num_heads=2,
-    ffn_dim=64,
-    kernel_size=5,
     subsampling_filters=8,
-    conv_norm_groups=4,
+    conformer=ConformerConfig(num_heads=2, ffn_dim=64, conv_norm_groups=4),
 )
 
+# Hugging Face `facebook/w2v-bert-2.0` (Wav2Vec2Bert): 160-dim stacked
+# log-mel frames, 24 causal-conv Conformer layers with clipped relative keys.
+_W2V_BERT_2_0 = dict(
+    hidden_dim=1024,
+    num_layers=24,
+    feature_dim=160,
+    front_end="stacked_features",
+    conformer=ConformerConfig(
+        num_heads=16,
+        ffn_dim=4096,
+        kernel_size=31,
+        conv_padding="causal",
+        conv_norm="layer",
+        pointwise_bias=False,
+        position_encoding="relative_key",
+    ),
+)
+
+# The model configs of the presets and of the paper recipes
+# (`recipes/slam.py` reads them here): name -> what `from_preset` builds.
 PRESETS = {
     "slam_tiny": PresetSpec(
         SLAMBackbone,
@@ -117,9 +133,7 @@ PRESETS = {
             hidden_dim=1408,
             num_speech_layers=8,
             num_shared_layers=32,
-            num_heads=16,
-            ffn_dim=5632,
-            kernel_size=5,
+            conformer=ConformerConfig(num_heads=16, ffn_dim=4 * 1408),
         ),
         "mSLAM 2B: 8 speech + 32 shared Conformer layers, dim 1408.",
         _MSLAM_PAPER,
@@ -127,7 +141,7 @@ PRESETS = {
     ),
     "w2v_bert_2_0": PresetSpec(
         SpeechEncoder,
-        dict(W2V_BERT_2_CONFIG),
+        _W2V_BERT_2_0,
         "The architecture of Meta's w2v-BERT 2.0 (Hugging Face "
         "facebook/w2v-bert-2.0) as a SpeechEncoder: 24 Conformer layers, dim "
         "1024. For its weights, convert the checkpoint with "

@@ -1,9 +1,13 @@
+import dataclasses
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from keras_slam.layers.conformer import (
     ConformerBlock,
+    ConformerConfig,
     ConformerEncoder,
     MaskedGroupNormalization,
     load_wav2vec2_bert_layer,
@@ -20,8 +24,7 @@ from tests.layers.test_attention import (
 )
 
 # SLAM: kernel 5, centred conv, GroupNorm, sinusoidal relative positions.
-SLAM_BLOCK = dict(
-    hidden_dim=HIDDEN,
+SLAM_BLOCK = ConformerConfig(
     num_heads=HEADS,
     ffn_dim=FFN,
     kernel_size=5,
@@ -30,8 +33,7 @@ SLAM_BLOCK = dict(
     position_encoding="relative_sinusoidal",
 )
 # w2v-BERT 2.0 / Hugging Face Wav2Vec2Bert, with a shorter kernel and context.
-W2V_BERT_BLOCK = dict(
-    hidden_dim=HIDDEN,
+W2V_BERT_BLOCK = ConformerConfig(
     num_heads=HEADS,
     ffn_dim=FFN,
     kernel_size=7,
@@ -42,7 +44,9 @@ W2V_BERT_BLOCK = dict(
     left_context=4,
     right_context=2,
 )
-BATCH_NORM_BLOCK = dict(SLAM_BLOCK, conv_norm="batch", position_encoding="relative_key")
+BATCH_NORM_BLOCK = dataclasses.replace(
+    SLAM_BLOCK, conv_norm="batch", position_encoding="relative_key"
+)
 
 
 def _call_fn(layer):
@@ -53,19 +57,19 @@ def _call_fn(layer):
 
 
 def build_slam_block(inputs):
-    layer = ConformerBlock(**SLAM_BLOCK)
+    layer = ConformerBlock(HIDDEN, SLAM_BLOCK)
     layer(inputs["x"], inputs["padding_mask"])
     return layer, _call_fn(layer)
 
 
 def build_w2v_bert_encoder(inputs):
-    layer = ConformerEncoder(2, **W2V_BERT_BLOCK)
+    layer = ConformerEncoder(2, HIDDEN, W2V_BERT_BLOCK)
     layer(inputs["x"], inputs["padding_mask"])
     return layer, _call_fn(layer)
 
 
 def build_batch_norm_block(inputs):
-    layer = ConformerBlock(**BATCH_NORM_BLOCK)
+    layer = ConformerBlock(HIDDEN, BATCH_NORM_BLOCK)
     layer(inputs["x"], inputs["padding_mask"])
     return layer, _call_fn(layer)
 
@@ -85,7 +89,7 @@ BUILDERS = {
 def test_block_layer(seeded, config, num_weights):
     inputs = make_inputs(seeded)
     outputs = test_case.run_layer_test(
-        ConformerBlock(**config),
+        ConformerBlock(HIDDEN, config),
         inputs,
         (3, LENGTH, HIDDEN),
         num_weights,
@@ -96,7 +100,7 @@ def test_block_layer(seeded, config, num_weights):
 
 def test_encoder_layer(seeded):
     inputs = make_inputs(seeded)
-    encoder = ConformerEncoder(2, **W2V_BERT_BLOCK)
+    encoder = ConformerEncoder(2, HIDDEN, W2V_BERT_BLOCK)
     test_case.run_layer_test(encoder, inputs, (3, LENGTH, HIDDEN), 64)
     assert [block.name for block in encoder.blocks] == ["conformer_block_0", "conformer_block_1"]
 
@@ -112,7 +116,8 @@ def test_padding_invariance(seeded, name):
 
 def test_batch_norm_statistics_ignore_padded_frames(seeded):
     inputs = make_inputs(seeded)
-    layer = ConformerBlock(**BATCH_NORM_BLOCK, dropout=0.0)  # deterministic training call
+    # dropout 0: a deterministic training call
+    layer = ConformerBlock(HIDDEN, dataclasses.replace(BATCH_NORM_BLOCK, dropout=0.0))
     garbage = dict(inputs, x=np.where(inputs["padding_mask"][..., None] > 0, inputs["x"], 1e3))
     outputs = []
     for batch in (inputs, garbage):
@@ -127,7 +132,7 @@ def test_batch_norm_statistics_ignore_padded_frames(seeded):
 def test_batch_norm_moving_statistics_skip_a_non_finite_batch(seeded):
     """A NaN in one real frame: the step is skipped, and the moving statistics stay."""
     inputs = make_inputs(seeded)
-    layer = ConformerBlock(**BATCH_NORM_BLOCK, dropout=0.0)
+    layer = ConformerBlock(HIDDEN, dataclasses.replace(BATCH_NORM_BLOCK, dropout=0.0))
     layer(inputs["x"], inputs["padding_mask"], training=True)
     before = [test_case.to_numpy(variable) for variable in layer.non_trainable_weights]
     poisoned = inputs["x"].copy()
@@ -166,6 +171,51 @@ def test_serialization_roundtrip(seeded):
     test_case.assert_serialization_roundtrip(layer, _call_fn, inputs)
 
 
+@pytest.mark.parametrize("layer_cls", [ConformerBlock, ConformerEncoder])
+def test_config_is_stored_as_json_and_restored(layer_cls):
+    """get_config holds the ConformerConfig as a plain (JSON) dict;
+    from_config, given that dict, rebuilds the same config."""
+    args = (2,) if layer_cls is ConformerEncoder else ()
+    layer = layer_cls(*args, HIDDEN, W2V_BERT_BLOCK)
+    config = json.loads(json.dumps(layer.get_config()))
+    assert config["conformer"] == dataclasses.asdict(W2V_BERT_BLOCK)
+    restored = layer_cls.from_config(config)
+    assert restored.conformer == W2V_BERT_BLOCK
+    assert restored.get_config() == layer.get_config()
+
+
+def test_default_block_is_slams_with_sinusoidal_positions():
+    """One set of defaults: a block, an encoder and a backbone built from
+    the same `ConformerConfig` use the same (SLAM) position encoding."""
+    from keras_slam.models.slam_backbone import SLAMBackbone
+
+    config = ConformerConfig(num_heads=HEADS, ffn_dim=FFN, conv_norm_groups=4)
+    backbone = SLAMBackbone(
+        vocabulary_size=8,
+        hidden_dim=HIDDEN,
+        num_speech_layers=1,
+        num_shared_layers=1,
+        conformer=config,
+        subsampling_filters=4,
+    )
+    blocks = [
+        ConformerBlock(HIDDEN, config),
+        ConformerEncoder(1, HIDDEN, config).blocks[0],
+        backbone.speech_tower.encoder.blocks[0],
+        backbone.shared_encoder.blocks[0],
+    ]
+    encodings = {block.self_attention.position_encoding for block in blocks}
+    assert encodings == {"relative_sinusoidal"}
+
+
+def test_config_errors_name_the_fields():
+    with pytest.raises(ValueError, match=r"unknown fields \['num_head'\], missing"):
+        ConformerConfig.coerce({"num_head": 2, "ffn_dim": 8})
+    with pytest.raises(TypeError, match="ConformerConfig or a dict, got list"):
+        ConformerBlock(HIDDEN, [2, 8])
+    assert ConformerConfig.coerce(dataclasses.asdict(SLAM_BLOCK)) == SLAM_BLOCK
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_mixed_bfloat16_finite(seeded, name):
     test_case.assert_mixed_precision_finite(BUILDERS[name], make_inputs(seeded))
@@ -191,7 +241,13 @@ def test_block_matches_hugging_face_layer(seeded, left_context, right_context):
     reference = randomize_(hf.Wav2Vec2BertEncoderLayer(config)).eval()
     inputs = make_inputs(seeded)
     block = ConformerBlock(
-        **dict(W2V_BERT_BLOCK, kernel_size=31, left_context=left_context, right_context=right_context)
+        HIDDEN,
+        dataclasses.replace(
+            W2V_BERT_BLOCK,
+            kernel_size=31,
+            left_context=left_context,
+            right_context=right_context,
+        ),
     )
     block(inputs["x"], inputs["padding_mask"])
     load_wav2vec2_bert_layer(block, {k: v.numpy() for k, v in reference.state_dict().items()})
@@ -222,7 +278,10 @@ def test_encoder_matches_hugging_face_encoder(seeded, position_encoding):
     inputs = make_inputs(seeded)
     encoder, call_fn = build_w2v_bert_encoder(inputs)
     if position_encoding != "relative_key":
-        encoder = ConformerEncoder(2, **dict(W2V_BERT_BLOCK, position_encoding=position_encoding))
+        conformer = dataclasses.replace(
+            W2V_BERT_BLOCK, position_encoding=position_encoding
+        )
+        encoder = ConformerEncoder(2, HIDDEN, conformer)
         encoder(inputs["x"], inputs["padding_mask"])
     hf_weights = {k: v.numpy() for k, v in reference.state_dict().items()}
     for i, block in enumerate(encoder.blocks):

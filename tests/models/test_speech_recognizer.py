@@ -9,6 +9,7 @@ import scipy.signal
 
 from keras_slam.data.tokenizers import CharacterTokenizer
 from keras_slam.data.tokenizers import build_character_vocabulary
+from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
@@ -18,7 +19,13 @@ from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 
 TEXTS = ["hello world", "a cat sat", "good day"]
-TINY = dict(hidden_dim=16, num_heads=2, ffn_dim=32, kernel_size=3, subsampling_filters=4, conv_norm_groups=4, dropout=0.0)
+TINY = dict(
+    hidden_dim=16,
+    subsampling_filters=4,
+    conformer=ConformerConfig(
+        num_heads=2, ffn_dim=32, kernel_size=3, conv_norm_groups=4, dropout=0.0
+    ),
+)
 
 
 def make_tokenizer():

@@ -356,7 +356,9 @@ def test_depthwise_kernel_rule_is_hugging_face_s():
         transformers.Wav2Vec2BertModel(hf_config(conv_depthwise_kernel_size=4))
     with pytest.raises(ValueError, match="conv_depthwise_kernel_size"):
         hf_w2v_bert.convert_config(hf_config(conv_depthwise_kernel_size=4).to_dict())
-    assert hf_w2v_bert.convert_config(hf_config(conv_depthwise_kernel_size=3).to_dict())["kernel_size"] == 3
+    odd_kernel = hf_config(conv_depthwise_kernel_size=3).to_dict()
+    converted = hf_w2v_bert.convert_config(odd_kernel)
+    assert converted["conformer"].kernel_size == 3
 
 
 def test_front_end_follows_feature_projection_input_dim(tmp_path, seeded):

@@ -11,6 +11,7 @@ import keras_hub
 import numpy as np
 import pytest
 
+from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.utils import preset_utils
@@ -20,17 +21,19 @@ from tests.conftest import REPO_ROOT
 TINY_ENCODER = dict(
     hidden_dim=16,
     num_layers=1,
-    num_heads=2,
-    ffn_dim=32,
     feature_dim=20,
     front_end="stacked_features",
-    kernel_size=3,
-    conv_padding="causal",
-    conv_norm="layer",
-    pointwise_bias=False,
-    position_encoding="relative_key",
-    left_context=4,
-    right_context=2,
+    conformer=ConformerConfig(
+        num_heads=2,
+        ffn_dim=32,
+        kernel_size=3,
+        conv_padding="causal",
+        conv_norm="layer",
+        pointwise_bias=False,
+        position_encoding="relative_key",
+        left_context=4,
+        right_context=2,
+    ),
 )
 
 
@@ -225,7 +228,7 @@ def test_version_policy(saved_encoder):
 def test_weights_not_matching_config_name_variable_and_shapes(saved_encoder):
     path = saved_encoder / "config.json"
     config = json.loads(path.read_text())
-    config["config"]["ffn_dim"] = 48
+    config["config"]["conformer"]["ffn_dim"] = 48
     path.write_text(json.dumps(config))
     with pytest.raises(
         ValueError,
