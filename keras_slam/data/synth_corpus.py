@@ -108,14 +108,7 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     synthesiser = synth.get_synthesiser()
     for language in sentences:
         synthesiser.accents(language)  # unknown languages fail before any work
-    output = Path(output)
-    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).exists():
-        raise ValueError(f"{output} is not empty and was not made by synth-corpus: choose a new or empty folder")
-    for generated in ("paired", "metadata.jsonl", "summary.json"):
-        path = output / generated
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER).touch()
+    output = prepare_output(output, MARKER, "synth-corpus", ("paired", "metadata.jsonl", "summary.json"))
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
     pool = synth.make_pool(num_workers)
     bar = tqdm.tqdm(
@@ -157,6 +150,31 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     return summary
 
 
+def prepare_output(output, marker, command, generated):
+    """Makes `output` ready for `command`'s files: refuses a non-empty folder
+    without `marker` (so it never deletes what it did not make), deletes the
+    `generated` files and folders of an earlier build, marks the folder."""
+    output = Path(output)
+    if output.is_dir() and any(output.iterdir()) and not (output / marker).exists():
+        raise ValueError(f"{output} is not empty and was not made by {command}: choose a new or empty folder")
+    for name in generated:
+        path = output / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / marker).touch()
+    return output
+
+
+def is_built(output, parameters):
+    """Whether `output` holds a finished build (its top summary.json, written
+    last) made with `parameters`."""
+    summary_path = Path(output) / "summary.json"
+    if not summary_path.is_file():
+        return False
+    with open(summary_path, encoding="utf-8") as file:
+        return json.load(file).get("parameters") == parameters
+
+
 def _parameters(sentences, hours_per_language, seed, espeak_version):
     """What a cached corpus must match to be reused."""
     return {
@@ -173,11 +191,7 @@ def ensure_synth_corpus(output, hours_per_language=1.0, languages=None, seed=0, 
     with the same parameters is already there. Returns `output`; read it with
     `pipeline.list_shards(f"{output}/paired/train/*/*.tfrecord.gz")`."""
     sentences = bundled_sentences(text_dir, languages)
-    summary_path = Path(output) / "summary.json"
-    if summary_path.is_file():
-        with open(summary_path, encoding="utf-8") as file:
-            cached = json.load(file).get("parameters")
-        if cached == _parameters(sentences, hours_per_language, seed, synth.get_synthesiser().version):
-            return str(output)
+    if is_built(output, _parameters(sentences, hours_per_language, seed, synth.get_synthesiser().version)):
+        return str(output)
     build_synth_corpus(output, sentences, hours_per_language, seed, num_workers, progress)
     return str(output)
