@@ -1,6 +1,7 @@
 """Parallel text from gettext catalogs (keras_slam.data.gettext_pairs), on
 small catalogs written here byte by byte, and the committed tfrecords/parallel."""
 
+import gettext
 import gzip
 import json
 import struct
@@ -75,6 +76,46 @@ def test_mo_reader_decodes_the_catalog_charset_and_drops_header_context_and_plur
         )
     )
     assert gettext_pairs.read_mo(path) == ([("Good morning to you", "Guten Morgen")], 1)
+
+
+def python_gettext_entries(path):
+    """Singular (msgid, msgstr) of a catalog as Python's gettext reads it."""
+    with open(path, "rb") as file:
+        catalog = gettext.GNUTranslations(file)._catalog
+    return sorted(
+        (key.split("\x04")[-1], value)
+        for key, value in catalog.items()
+        if isinstance(key, str) and key
+    )
+
+
+def test_mo_reader_agrees_with_python_gettext(tmp_path):
+    path = write_catalog(
+        tmp_path,
+        "de",
+        "c",
+        [
+            ("Cannot open the file.", "Datei nicht lesbar."),
+            ("menu\x04Quit the program", "Programm beenden"),
+        ],
+    )
+    catalogs = [path] + [
+        catalog
+        for language in gettext_pairs.SAMPLE_LANGUAGES
+        for catalog in gettext_pairs.catalog_files(gettext_pairs.LOCALE_ROOT, language)
+    ]
+    compared = 0
+    for catalog in catalogs:
+        try:
+            expected = python_gettext_entries(catalog)
+        except (
+            UnicodeDecodeError,
+            IndexError,
+        ):  # catalogs Python cannot read (see read_mo)
+            continue
+        assert sorted(gettext_pairs.read_mo(catalog)[0]) == expected, catalog
+        compared += 1
+    assert compared >= 1
 
 
 def test_mo_reader_names_the_file_and_entry_of_a_damaged_catalog(tmp_path):
