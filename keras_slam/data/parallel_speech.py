@@ -24,7 +24,6 @@ parameters match is a finished corpus and is reused.
 import dataclasses
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import tqdm
@@ -95,45 +94,21 @@ def _speak(pairs, spoken, translated, split, seed, synthesiser, pool, bar):
     return items, rows
 
 
-def build_parallel_speech(
-    output,
-    directions=DIRECTIONS,
-    splits=gettext_pairs.SPLITS,
-    max_pairs=MAX_PAIRS,
-    seed=0,
-    text_dir=gettext_pairs.PARALLEL_TEXT,
-    num_workers=1,
-    progress=True,
-):
-    """Speaks the pairs of `text_dir` into a speech-translation corpus at `output`.
-
-    Args:
-        output: corpus folder, new, empty or made by this function (its
-            direction folders, `metadata.jsonl` and `summary.json` are replaced).
-        directions: (spoken, translated) language pairs, one of them "en".
-        splits: which of "train", "dev", "test".
-        max_pairs: at most this many pairs per direction and split (the
-            first ones of each file, which is in random id order); None: all.
-        seed: fixes every style; the same seed gives the same bytes whatever
-            `num_workers`.
-        num_workers: synthesis processes.
-    Returns:
-        The summary dict (also `output/summary.json`).
-    """
-    chosen = _pairs(directions, splits, max_pairs, text_dir)
+def _build(output, chosen, seed, num_workers, progress):
+    """Speaks `chosen` ({(spoken, translated, split): [pair]}) into `output`;
+    returns the summary."""
     synthesiser = synth.get_synthesiser()
-    for spoken, _ in directions:
+    for spoken, _, _ in chosen:
         synthesiser.accents(spoken)  # unknown languages fail before any work
-    names = [direction_name(*direction) for direction in directions]
-    output = synth_corpus.prepare_output(
-        output, MARKER, "parallel-speech", [*names, "metadata.jsonl", "summary.json"]
+    names = sorted(
+        {direction_name(spoken, translated) for spoken, translated, _ in chosen}
     )
+    generated = [*names, "metadata.jsonl", "summary.json"]
+    output = synth_corpus.prepare_output(output, MARKER, "parallel-speech", generated)
     pool = synth.make_pool(num_workers)
+    total = sum(map(len, chosen.values()))
     bar = tqdm.tqdm(
-        total=sum(map(len, chosen.values())),
-        unit="utterance",
-        desc="espeak-ng",
-        disable=not progress,
+        total=total, unit="utterance", desc="espeak-ng", disable=not progress
     )
     corpus, metadata = {}, []
     try:
@@ -144,19 +119,10 @@ def build_parallel_speech(
                 pairs, spoken, translated, split, seed, synthesiser, pool, bar
             )
             name = direction_name(spoken, translated)
-            folder = output / name / split
             seconds = sum(row["duration"] for row in rows)
-            shards = writers.write_shards(
-                items,
-                str(folder),
-                prefix=name,
-                num_shards=max(1, round(seconds / synth_corpus.SHARD_SECONDS)),
-                compress=True,
-                progress=False,
+            shards = synth_corpus.write_corpus_shards(
+                items, output / name / split, name, seconds
             )
-            shutil.rmtree(
-                folder / writers.STATS_DIR
-            )  # resume notes; the top summary marks completion
             corpus.setdefault(name, {})[split] = {
                 "records": shards["num_records"],
                 "hours": shards["hours"],
@@ -166,15 +132,12 @@ def build_parallel_speech(
         bar.close()
         if pool:
             pool.terminate()
-    with open(output / "metadata.jsonl", "w", encoding="utf-8") as file:
-        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in metadata)
+    synth_corpus.write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(chosen, seed, synthesiser.version),
         "utterances": len(metadata),
         "hours": sum(
-            entry["hours"]
-            for splits_done in corpus.values()
-            for entry in splits_done.values()
+            entry["hours"] for done in corpus.values() for entry in done.values()
         ),
         "directions": corpus,
     }
@@ -208,14 +171,24 @@ def ensure_parallel_speech(
     num_workers=1,
     progress=True,
 ):
-    """The corpus at `output`, built unless a finished one with the same
-    parameters (pairs, seed, espeak-ng version) is there. Returns `output`."""
+    """Speaks the pairs of `text_dir` into a speech-translation corpus at
+    `output`, unless a finished one with the same parameters (pairs, seed,
+    espeak-ng version) is there. Returns `output`; its summary.json gives
+    records and hours per direction and split.
+
+    Args:
+        output: corpus folder, new, empty or made by this function (its
+            direction folders, `metadata.jsonl` and `summary.json` are replaced).
+        directions: (spoken, translated) language pairs, one of them "en".
+        splits: which of "train", "dev", "test".
+        max_pairs: at most this many pairs per direction and split (the
+            first ones of each file, which is in random id order); None: all.
+        seed: fixes every style; the same seed gives the same bytes whatever
+            `num_workers`.
+        num_workers: synthesis processes.
+    """
     chosen = _pairs(directions, splits, max_pairs, text_dir)
-    if synth_corpus.is_built(
-        output, _parameters(chosen, seed, synth.get_synthesiser().version)
-    ):
-        return str(output)
-    build_parallel_speech(
-        output, directions, splits, max_pairs, seed, text_dir, num_workers, progress
-    )
+    parameters = _parameters(chosen, seed, synth.get_synthesiser().version)
+    if not synth_corpus.is_built(output, parameters):
+        _build(output, chosen, seed, num_workers, progress)
     return str(output)

@@ -121,19 +121,14 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     try:
         for language in sorted(sentences):
             items, rows, seconds = _synthesise_language(language, sentences[language], samples_wanted, seed, synthesiser, pool, bar)
-            directory = output / "paired" / "train" / language
-            shards = writers.write_shards(
-                items, str(directory), prefix=language, num_shards=max(1, round(seconds / SHARD_SECONDS)), compress=True, progress=False
-            )
-            shutil.rmtree(directory / writers.STATS_DIR)  # resume notes; the top summary marks completion
+            shards = write_corpus_shards(items, output / "paired" / "train" / language, language, seconds)
             languages[language] = {"records": shards["num_records"], "hours": shards["hours"], "voices": list(synthesiser.accents(language))}
             metadata += rows
     finally:
         bar.close()
         if pool:
             pool.terminate()
-    with open(output / "metadata.jsonl", "w", encoding="utf-8") as file:
-        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in metadata)
+    write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(sentences, hours_per_language, seed, synthesiser.version),
         "utterances": sum(entry["records"] for entry in languages.values()),
@@ -148,6 +143,23 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     }
     writers.write_json(str(output / "summary.json"), summary)
     return summary
+
+
+def write_corpus_shards(items, folder, prefix, seconds):
+    """GZIP shards of about SHARD_SECONDS of audio each; the writer's summary."""
+    num_shards = max(1, round(seconds / SHARD_SECONDS))
+    shards = writers.write_shards(
+        items, str(folder), prefix=prefix, num_shards=num_shards, compress=True, progress=False
+    )
+    # The writer's resume notes go: the top summary.json marks completion.
+    shutil.rmtree(Path(folder) / writers.STATS_DIR)
+    return shards
+
+
+def write_metadata(output, rows):
+    """`output/metadata.jsonl`: one JSON row per utterance."""
+    with open(Path(output) / "metadata.jsonl", "w", encoding="utf-8") as file:
+        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def prepare_output(output, marker, command, generated):

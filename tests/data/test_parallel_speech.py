@@ -47,7 +47,7 @@ def write_text(folder, pairs=PAIRS, language="de"):
 
 def test_both_directions_speak_one_side_and_carry_the_other_as_translation(tmp_path):
     text = write_text(tmp_path / "text")
-    summary = parallel_speech.build_parallel_speech(
+    corpus = parallel_speech.ensure_parallel_speech(
         tmp_path / "corpus",
         (("de", "en"), ("en", "de")),
         ("train", "dev"),
@@ -56,7 +56,8 @@ def test_both_directions_speak_one_side_and_carry_the_other_as_translation(tmp_p
         text_dir=text,
         progress=False,
     )
-    assert summary["utterances"] == 6
+    summary = json.loads((tmp_path / "corpus" / "summary.json").read_text())
+    assert corpus == str(tmp_path / "corpus") and summary["utterances"] == 6
     assert {
         name: {split: entry["records"] for split, entry in splits.items()}
         for name, splits in summary["directions"].items()
@@ -150,13 +151,13 @@ def test_bad_requests_get_clear_errors(tmp_path, capsys):
         ValueError,
         match=r"direction 'de-fr': give spoken-translated languages, one of them 'en'",
     ):
-        parallel_speech.build_parallel_speech(
+        parallel_speech.ensure_parallel_speech(
             tmp_path / "a", (("de", "fr"),), text_dir=text
         )
     with pytest.raises(
         FileNotFoundError, match=r"no parallel text .*it/train\.jsonl\.gz"
     ):
-        parallel_speech.build_parallel_speech(
+        parallel_speech.ensure_parallel_speech(
             tmp_path / "a", (("it", "en"),), text_dir=text
         )
     (tmp_path / "mine").mkdir()
@@ -164,7 +165,7 @@ def test_bad_requests_get_clear_errors(tmp_path, capsys):
     with pytest.raises(
         ValueError, match=r"mine is not empty and was not made by parallel-speech"
     ):
-        parallel_speech.build_parallel_speech(
+        parallel_speech.ensure_parallel_speech(
             tmp_path / "mine", (("de", "en"),), ("dev",), text_dir=text, progress=False
         )
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
