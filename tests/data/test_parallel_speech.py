@@ -184,3 +184,24 @@ def test_bad_requests_get_clear_errors(tmp_path, capsys):
         == 1
     )
     assert "direction 'deen'" in capsys.readouterr().err
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
+    text = write_text(tmp_path / "text")
+    for name, seed, workers in (("a", 5, 1), ("b", 5, 2), ("c", 6, 1)):
+        parallel_speech.ensure_parallel_speech(
+            tmp_path / name,
+            (("de", "en"),),
+            ("train",),
+            seed=seed,
+            text_dir=text,
+            num_workers=workers,
+            progress=False,
+        )
+
+    def shard_bytes(name):
+        return [path.read_bytes() for path in sorted((tmp_path / name).rglob("*.gz"))]
+
+    assert shard_bytes("a") == shard_bytes("b") and shard_bytes("a") != shard_bytes("c")
+    metadata = (tmp_path / "a" / "metadata.jsonl").read_bytes()
+    assert metadata == (tmp_path / "b" / "metadata.jsonl").read_bytes()
