@@ -580,10 +580,14 @@ def speech_dataset(
     if paired:
         records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["transcript"])) > 0)
     if translation_tokenizer is not None:
-        records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["translation"])) > 0)
+        records = records.filter(
+            lambda r: tf.strings.length(tf.strings.strip(r["translation"])) > 0
+        )
     limits = [round(seconds * schema.SAMPLE_RATE) for seconds in buckets.boundaries]
     language_index = _index_lookup(languages, "language") if languages else None
-    target_language_index = _index_lookup(target_languages, "target language") if target_languages else None
+    target_language_index = (
+        _index_lookup(target_languages, "target language") if target_languages else None
+    )
     label_index = _index_lookup(labels, "label") if labels else None
 
     def prepare(record):
@@ -596,27 +600,43 @@ def speech_dataset(
             item["token_ids"] = ids
             item["token_padding_mask"] = tf.ones_like(ids, tf.float32)
         if translation_tokenizer is not None:
-            translation_ids = tf.cast(translation_tokenizer(record["translation"]), tf.int32)
+            translation_ids = tf.cast(
+                translation_tokenizer(record["translation"]), tf.int32
+            )
             item["translation_ids"] = translation_ids
             item["translation_padding_mask"] = tf.ones_like(translation_ids, tf.float32)
         if language_index:
             item["language"] = language_index(record["language"], record["id"])
         if target_language_index:
-            item["target_language"] = target_language_index(record["target_language"], record["id"])
+            item["target_language"] = target_language_index(
+                record["target_language"], record["id"]
+            )
         if label_index:
             item["label"] = label_index(record["label"], record["id"])
         fits = tf.shape(record["pcm"])[0] <= limits[-1]
         if paired:
             fits = tf.logical_and(fits, tf.shape(item["token_ids"])[0] <= max_token_length)
         if translation_tokenizer is not None:
-            fits = tf.logical_and(fits, tf.shape(item["translation_ids"])[0] <= max_translation_length)
+            translation_fits = tf.shape(item["translation_ids"])[0] <= max_translation_length
+            fits = tf.logical_and(fits, translation_fits)
         if too_long == "error":
             check = tf.debugging.Assert(
                 fits,
                 [
-                    "record", record["id"], "does not fit the last bucket: seconds", record["duration"], "limit", buckets.boundaries[-1],
-                    "tokens (if paired)", tf.shape(item.get("token_ids", record["pcm"]))[0], "limit", max_token_length or 0,
-                    "translation tokens (if any)", tf.shape(item.get("translation_ids", record["pcm"]))[0], "limit", max_translation_length or 0,
+                    "record",
+                    record["id"],
+                    "does not fit the last bucket: seconds",
+                    record["duration"],
+                    "limit",
+                    buckets.boundaries[-1],
+                    "tokens (if paired)",
+                    tf.shape(item.get("token_ids", record["pcm"]))[0],
+                    "limit",
+                    max_token_length or 0,
+                    "translation tokens (if any)",
+                    tf.shape(item.get("translation_ids", record["pcm"]))[0],
+                    "limit",
+                    max_translation_length or 0,
                 ],
             )
             with tf.control_dependencies([check]):
@@ -637,14 +657,28 @@ def speech_dataset(
         if paired:
             shapes.update(token_ids=[max_token_length], token_padding_mask=[max_token_length])
         if translation_tokenizer is not None:
-            shapes.update(translation_ids=[max_translation_length], translation_padding_mask=[max_translation_length])
-        names = {"language": languages, "target_language": target_languages, "label": labels}
+            shapes.update(
+                translation_ids=[max_translation_length],
+                translation_padding_mask=[max_translation_length],
+            )
+        names = {
+            "language": languages,
+            "target_language": target_languages,
+            "label": labels,
+        }
         shapes.update({name: [] for name, given in names.items() if given})
         return shapes
 
     padding_values = {
-        "waveform": 0.0, "waveform_mask": 0.0, "token_ids": 0, "token_padding_mask": 0.0, "translation_ids": 0,
-        "translation_padding_mask": 0.0, "language": -1, "target_language": -1, "label": -1,
+        "waveform": 0.0,
+        "waveform_mask": 0.0,
+        "token_ids": 0,
+        "token_padding_mask": 0.0,
+        "translation_ids": 0,
+        "translation_padding_mask": 0.0,
+        "language": -1,
+        "target_language": -1,
+        "label": -1,
     }
     padding_values = {name: tf.constant(value, tf.float32 if isinstance(value, float) else tf.int32) for name, value in padding_values.items()}
     example_keys = padded_shapes(tf.constant(0, tf.int64)).keys()

@@ -108,7 +108,8 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     synthesiser = synth.get_synthesiser()
     for language in sentences:
         synthesiser.accents(language)  # unknown languages fail before any work
-    output = prepare_output(output, MARKER, "synth-corpus", ("paired", "metadata.jsonl", "summary.json"))
+    generated = ("paired", "metadata.jsonl", "summary.json")
+    output = prepare_output(output, MARKER, "synth-corpus", generated)
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
     pool = synth.make_pool(num_workers)
     bar = tqdm.tqdm(
@@ -121,7 +122,8 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     try:
         for language in sorted(sentences):
             items, rows, seconds = _synthesise_language(language, sentences[language], samples_wanted, seed, synthesiser, pool, bar)
-            shards = write_corpus_shards(items, output / "paired" / "train" / language, language, seconds)
+            folder = output / "paired" / "train" / language
+            shards = write_corpus_shards(items, folder, language, seconds)
             languages[language] = {"records": shards["num_records"], "hours": shards["hours"], "voices": list(synthesiser.accents(language))}
             metadata += rows
     finally:
@@ -149,7 +151,12 @@ def write_corpus_shards(items, folder, prefix, seconds):
     """GZIP shards of about SHARD_SECONDS of audio each; the writer's summary."""
     num_shards = max(1, round(seconds / SHARD_SECONDS))
     shards = writers.write_shards(
-        items, str(folder), prefix=prefix, num_shards=num_shards, compress=True, progress=False
+        items,
+        str(folder),
+        prefix=prefix,
+        num_shards=num_shards,
+        compress=True,
+        progress=False,
     )
     # The writer's resume notes go: the top summary.json marks completion.
     shutil.rmtree(Path(folder) / writers.STATS_DIR)
@@ -168,7 +175,9 @@ def prepare_output(output, marker, command, generated):
     `generated` files and folders of an earlier build, marks the folder."""
     output = Path(output)
     if output.is_dir() and any(output.iterdir()) and not (output / marker).exists():
-        raise ValueError(f"{output} is not empty and was not made by {command}: choose a new or empty folder")
+        raise ValueError(
+            f"{output} is not empty and was not made by {command}: choose a new or empty folder"
+        )
     for name in generated:
         path = output / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -203,7 +212,12 @@ def ensure_synth_corpus(output, hours_per_language=1.0, languages=None, seed=0, 
     with the same parameters is already there. Returns `output`; read it with
     `pipeline.list_shards(f"{output}/paired/train/*/*.tfrecord.gz")`."""
     sentences = bundled_sentences(text_dir, languages)
-    if is_built(output, _parameters(sentences, hours_per_language, seed, synth.get_synthesiser().version)):
+    if is_built(
+        output,
+        _parameters(
+            sentences, hours_per_language, seed, synth.get_synthesiser().version
+        ),
+    ):
         return str(output)
     build_synth_corpus(output, sentences, hours_per_language, seed, num_workers, progress)
     return str(output)
