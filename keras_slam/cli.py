@@ -186,7 +186,7 @@ def add_parallel_text_arguments(parser):
     parser.add_argument(
         "--output",
         default=str(gettext_pairs.PARALLEL_TEXT),
-        help="folder for <lang>/{train,dev,test}.jsonl.gz and summary.json",
+        help="folder for <lang>/{train,dev,test}.jsonl.xz and summary.json",
     )
     parser.add_argument(
         "--languages",
@@ -209,6 +209,13 @@ def add_parallel_text_arguments(parser):
         default=gettext_pairs.DOC_ROOT,
         help="folder of <package>/copyright (licences)",
     )
+    parser.add_argument(
+        "--max-train-pairs",
+        type=int,
+        default=gettext_pairs.MAX_TRAIN_PAIRS,
+        help="train pairs written per language, the first by id (0: all); "
+        "dev and test are written whole",
+    )
 
 
 def run_parallel_text(args):
@@ -216,9 +223,14 @@ def run_parallel_text(args):
 
     try:
         summary = gettext_pairs.write_parallel_text(
-            args.output, args.languages, args.locale_root, args.dpkg_info, args.doc_root
+            args.output,
+            args.languages,
+            args.locale_root,
+            args.dpkg_info,
+            args.doc_root,
+            args.max_train_pairs,
         )
-    except FileNotFoundError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -4,7 +4,7 @@
     files = pipeline.list_shards(f"{corpus}/de-en/train")
 
 A direction (spoken, translated) speaks one side of each pair of
-`tfrecords/parallel/<lang>/<split>.jsonl.gz` (see `gettext_pairs`): X->En
+`tfrecords/parallel/<lang>/<split>.jsonl.xz` (see `gettext_pairs`): X->En
 speaks the X side and translates into English, En->X the reverse. Every
 utterance draws a `synth.Style` from one random stream per (seed, direction,
 split). Records (the bundled schema, `writers.write_shards`): `language` =
@@ -33,6 +33,7 @@ from keras_slam.data import gettext_pairs, schema, synth, synth_corpus, writers
 DIRECTIONS = (("de", "en"), ("es", "en"), ("fr", "en"), ("it", "en"), ("en", "de"))
 # Pairs per direction and split. A split's audio is held in memory until its
 # shards are written (~0.75 h of speech, ~85 MB of int16 per 1,000 pairs).
+# At most gettext_pairs.MAX_TRAIN_PAIRS: the committed text's train pairs.
 MAX_PAIRS = 2500
 MARKER = ".parallel_speech"
 FORMAT_VERSION = 1

@@ -2,8 +2,8 @@
 small catalogs written here byte by byte, and the committed tfrecords/parallel."""
 
 import gettext
-import gzip
 import json
+import lzma
 import struct
 from pathlib import Path
 
@@ -316,6 +316,45 @@ def test_extraction_filters_deduplicates_splits_and_records_provenance(tmp_path)
     assert read_split_files(tmp_path / "again") == first  # byte-identical
 
 
+def test_train_is_capped_at_the_first_pairs_by_id_dev_and_test_are_whole(tmp_path):
+    locale, info, doc = make_system(tmp_path)
+    nouns = ["apple", "bird", "cloud", "door", "engine"]
+    nouns += ["forest", "garden", "harbour", "island", "jacket"]
+    write_catalog(
+        locale,
+        "de",
+        "delta",
+        [(f"The {noun} is over there", f"Dort drüben ist {noun}") for noun in nouns]
+        + [(f"Look at the {noun} now", f"Schau jetzt {noun} an") for noun in nouns],
+    )
+    full = gettext_pairs.write_parallel_text(
+        tmp_path / "all", ("de",), locale, info, doc, max_train_pairs=0
+    )
+    capped = gettext_pairs.write_parallel_text(
+        tmp_path / "capped", ("de",), locale, info, doc, max_train_pairs=5
+    )
+    assert full["max_train_pairs"] is None and capped["max_train_pairs"] == 5
+    train = full["languages"]["de"]["splits"]["train"]
+    assert train > 5 and full["languages"]["de"]["written"]["train"] == train
+    assert capped["languages"]["de"]["splits"] == full["languages"]["de"]["splits"]
+    assert capped["languages"]["de"]["written"] == {
+        **full["languages"]["de"]["splits"],
+        "train": 5,
+    }
+    for split in gettext_pairs.SPLITS:
+        every = gettext_pairs.read_pairs("de", split, tmp_path / "all")
+        kept = gettext_pairs.read_pairs("de", split, tmp_path / "capped")
+        assert kept == (every[:5] if split == "train" else every), split
+    with pytest.raises(ValueError, match="max_train_pairs must be >= 0"):
+        gettext_pairs.write_parallel_text(
+            tmp_path / "x", ("de",), locale, info, doc, max_train_pairs=-1
+        )
+    args = ["parallel-text", "--output", str(tmp_path / "cli"), "--languages", "de"]
+    args += ["--locale-root", str(locale), "--dpkg-info", str(info)]
+    assert cli.main([*args, "--doc-root", str(doc), "--max-train-pairs", "5"]) == 0
+    assert read_split_files(tmp_path / "cli") == read_split_files(tmp_path / "capped")
+
+
 def test_a_damaged_catalog_is_a_reported_skip_and_a_missing_language_an_error(
     tmp_path, capsys
 ):
@@ -346,22 +385,31 @@ def test_a_damaged_catalog_is_a_reported_skip_and_a_missing_language_an_error(
     assert "no catalogs for language 'pt'" in capsys.readouterr().err
     with pytest.raises(
         FileNotFoundError,
-        match=r"no parallel text .*pt/train\.jsonl\.gz; make it with `keras-slam parallel-text",
+        match=r"no parallel text .*pt/train\.jsonl\.xz; make it with `keras-slam parallel-text",
     ):
         gettext_pairs.read_pairs("pt", "train", tmp_path / "out")
 
 
 def test_committed_text_has_enough_pairs_and_no_english_sentence_in_two_splits():
     summary = json.loads((COMMITTED / "summary.json").read_text(encoding="utf-8"))
+    assert summary["max_train_pairs"] == gettext_pairs.MAX_TRAIN_PAIRS
     split_of_key = {}
     for language in gettext_pairs.SAMPLE_LANGUAGES:
         entry = summary["languages"][language]
+        assert entry["pairs"] == sum(entry["splits"].values()), language
+        assert entry["written"] == {
+            **entry["splits"],
+            "train": min(entry["splits"]["train"], summary["max_train_pairs"]),
+        }, language
         for split in gettext_pairs.SPLITS:
-            with gzip.open(
-                COMMITTED / language / f"{split}.jsonl.gz", "rt", encoding="utf-8"
+            with lzma.open(
+                COMMITTED / language / f"{split}.jsonl.xz", "rt", encoding="utf-8"
             ) as file:
                 pairs = [json.loads(line) for line in file]
-            assert len(pairs) == entry["splits"][split], (language, split)
+            assert len(pairs) == entry["written"][split], (language, split)
+            assert [pair["id"] for pair in pairs] == sorted(
+                pair["id"] for pair in pairs
+            ), (language, split)
             for pair in pairs:
                 assert (
                     pair["split"] == split
@@ -376,7 +424,7 @@ def test_committed_text_has_enough_pairs_and_no_english_sentence_in_two_splits()
                     language,
                     pair["en"],
                 )
-        assert entry["splits"]["train"] >= 2000 and entry["splits"]["test"] >= 400, (
+        assert entry["written"]["train"] >= 2000 and entry["written"]["test"] >= 400, (
             language
         )
         assert not any(
@@ -392,7 +440,9 @@ def test_committed_text_regenerates_byte_identically_from_this_image(tmp_path):
                 f"no gettext catalogs for {language} in {gettext_pairs.LOCALE_ROOT}: not the image the text was made on"
             )
     regenerated = gettext_pairs.write_parallel_text(
-        tmp_path, gettext_pairs.SAMPLE_LANGUAGES
+        tmp_path,
+        gettext_pairs.SAMPLE_LANGUAGES,
+        max_train_pairs=summary["max_train_pairs"],
     )
     digests = {
         language: entry["catalog_digest"]

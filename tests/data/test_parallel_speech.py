@@ -1,7 +1,7 @@
 """Speech-translation corpora spoken from parallel text (data.parallel_speech)."""
 
-import gzip
 import json
+import lzma
 
 import pytest
 
@@ -38,8 +38,8 @@ def write_text(folder, pairs=PAIRS, language="de"):
             }
             for english, other in pairs.get(split, [])
         ]
-        with gzip.open(
-            folder / language / f"{split}.jsonl.gz", "wt", encoding="utf-8"
+        with lzma.open(
+            folder / language / f"{split}.jsonl.xz", "wt", encoding="utf-8"
         ) as file:
             file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return folder
@@ -155,7 +155,7 @@ def test_bad_requests_get_clear_errors(tmp_path, capsys):
             tmp_path / "a", (("de", "fr"),), text_dir=text
         )
     with pytest.raises(
-        FileNotFoundError, match=r"no parallel text .*it/train\.jsonl\.gz"
+        FileNotFoundError, match=r"no parallel text .*it/train\.jsonl\.xz"
     ):
         parallel_speech.ensure_parallel_speech(
             tmp_path / "a", (("it", "en"),), text_dir=text
