@@ -171,6 +171,154 @@ COMMANDS.append(
 )
 
 
+def add_parallel_text_arguments(parser):
+    from keras_slam.data import gettext_pairs
+
+    parser.add_argument(
+        "--output",
+        default=str(gettext_pairs.PARALLEL_TEXT),
+        help="folder for <lang>/{train,dev,test}.jsonl.xz and summary.json",
+    )
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        default=list(gettext_pairs.SAMPLE_LANGUAGES),
+        help="catalog languages (folders of --locale-root)",
+    )
+    parser.add_argument(
+        "--locale-root",
+        default=gettext_pairs.LOCALE_ROOT,
+        help="folder of <lang>/LC_MESSAGES/*.mo",
+    )
+    parser.add_argument(
+        "--dpkg-info",
+        default=gettext_pairs.DPKG_INFO,
+        help="dpkg's *.list files (which package ships a catalog)",
+    )
+    parser.add_argument(
+        "--doc-root",
+        default=gettext_pairs.DOC_ROOT,
+        help="folder of <package>/copyright (licences)",
+    )
+    parser.add_argument(
+        "--max-train-pairs",
+        type=int,
+        default=gettext_pairs.MAX_TRAIN_PAIRS,
+        help="train pairs written per language, the first by id (0: all); "
+        "dev and test are written whole",
+    )
+
+
+def run_parallel_text(args):
+    from keras_slam.data import gettext_pairs
+
+    try:
+        summary = gettext_pairs.write_parallel_text(
+            args.output,
+            args.languages,
+            args.locale_root,
+            args.dpkg_info,
+            args.doc_root,
+            args.max_train_pairs,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def add_parallel_speech_arguments(parser):
+    from keras_slam.data import gettext_pairs, parallel_speech
+
+    directions = [
+        parallel_speech.direction_name(*direction)
+        for direction in parallel_speech.DIRECTIONS
+    ]
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="corpus folder (reused when a finished corpus with the same parameters is there)",
+    )
+    parser.add_argument(
+        "--directions",
+        nargs="+",
+        default=directions,
+        help="spoken-translated language pairs, one side en",
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=list(gettext_pairs.SPLITS),
+        choices=gettext_pairs.SPLITS,
+    )
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        default=parallel_speech.MAX_PAIRS,
+        help="pairs per direction and split (0: all)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fixes voices, variants, rates, pitches and word gaps",
+    )
+    parser.add_argument(
+        "--text",
+        default=str(gettext_pairs.PARALLEL_TEXT),
+        help="parallel text made by parallel-text",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="synthesis processes (libespeak-ng is one per process)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+
+
+def run_parallel_speech(args):
+    from keras_slam.data import parallel_speech
+
+    directions = [tuple(name.split("-")) for name in args.directions]
+    try:
+        output = parallel_speech.ensure_parallel_speech(
+            args.output,
+            directions,
+            args.splits,
+            args.max_pairs or None,
+            args.seed,
+            args.text,
+            args.workers,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with open(os.path.join(output, "summary.json"), encoding="utf-8") as file:
+        print(file.read())
+    return 0
+
+
+COMMANDS += [
+    (
+        "parallel-text",
+        "extract English-X sentence pairs from the system's gettext catalogs (human translations) into JSONL",
+        add_parallel_text_arguments,
+        run_parallel_text,
+    ),
+    (
+        "parallel-speech",
+        "speak the parallel text with espeak-ng into a speech-translation TFRecord corpus",
+        add_parallel_speech_arguments,
+        run_parallel_speech,
+    ),
+]
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-slam", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)

@@ -18,7 +18,9 @@ sequences are capped at `max_length` tokens (mSLAM: 512 characters).
 
 Speech batch: {"speech_features" (B, T, F) float32, "speech_padding_mask"
 (B, T) float32, ["token_ids" (B, L) int32, "token_padding_mask" (B, L)
-float32 when paired], ["language" (B,) int32], ["label" (B,) int32]}.
+float32 when paired], ["translation_ids" (B, L') int32,
+"translation_padding_mask" (B, L') float32 with a translation tokenizer],
+["language" (B,) int32], ["target_language" (B,) int32], ["label" (B,) int32]}.
 Text batch: {"token_ids" (B, L) int32, "token_padding_mask" (B, L) float32,
 ["language" (B,) int32]}. Strings never leave the pipeline (JAX and torch
 cannot take them): languages and labels become indices into the given lists.
@@ -514,7 +516,10 @@ def speech_dataset(
     tokenizer=None,
     max_token_length=None,
     paired=False,
+    translation_tokenizer=None,
+    max_translation_length=None,
     languages=None,
+    target_languages=None,
     labels=None,
     too_long="error",
     remainder="pad",
@@ -541,8 +546,13 @@ def speech_dataset(
             longer transcripts follow `too_long` (never truncated).
         paired: keep only records with a transcript (not only whitespace)
             and add its tokens.
-        languages / labels: lists of names; when given, batches carry their
-            indices as "language" / "label" (B,) int32.
+        translation_tokenizer: the target side's `tokenizer(string) -> int
+            ids`; when given, keep only records with a translation and add
+            its tokens as "translation_ids" (needs `max_translation_length`,
+            the fixed L'; longer translations follow `too_long`).
+        languages / target_languages / labels: lists of names; when given,
+            batches carry their indices as "language" / "target_language" /
+            "label" (B,) int32.
         too_long: "error" or "skip" for audio longer than the last bucket
             (the count is `dataset.num_too_long` when `verify`).
         remainder: "pad" (fully-masked rows) or "drop" for partial batches.
@@ -562,13 +572,22 @@ def speech_dataset(
     """
     if paired and (tokenizer is None or max_token_length is None):
         raise ValueError("paired batches need a tokenizer and max_token_length")
+    if translation_tokenizer is not None and max_translation_length is None:
+        raise ValueError("translation_tokenizer needs max_translation_length")
     if too_long not in ("error", "skip"):
         raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
     records, report = _source(files, schema.SPEECH, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
     if paired:
         records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["transcript"])) > 0)
+    if translation_tokenizer is not None:
+        records = records.filter(
+            lambda r: tf.strings.length(tf.strings.strip(r["translation"])) > 0
+        )
     limits = [round(seconds * schema.SAMPLE_RATE) for seconds in buckets.boundaries]
     language_index = _index_lookup(languages, "language") if languages else None
+    target_language_index = (
+        _index_lookup(target_languages, "target language") if target_languages else None
+    )
     label_index = _index_lookup(labels, "label") if labels else None
 
     def prepare(record):
@@ -580,17 +599,45 @@ def speech_dataset(
             ids = tf.cast(tokenizer(record["transcript"]), tf.int32)
             item["token_ids"] = ids
             item["token_padding_mask"] = tf.ones_like(ids, tf.float32)
+        if translation_tokenizer is not None:
+            translation_ids = tf.cast(
+                translation_tokenizer(record["translation"]), tf.int32
+            )
+            item["translation_ids"] = translation_ids
+            item["translation_padding_mask"] = tf.ones_like(translation_ids, tf.float32)
         if language_index:
             item["language"] = language_index(record["language"], record["id"])
+        if target_language_index:
+            item["target_language"] = target_language_index(
+                record["target_language"], record["id"]
+            )
         if label_index:
             item["label"] = label_index(record["label"], record["id"])
         fits = tf.shape(record["pcm"])[0] <= limits[-1]
         if paired:
             fits = tf.logical_and(fits, tf.shape(item["token_ids"])[0] <= max_token_length)
+        if translation_tokenizer is not None:
+            translation_fits = tf.shape(item["translation_ids"])[0] <= max_translation_length
+            fits = tf.logical_and(fits, translation_fits)
         if too_long == "error":
             check = tf.debugging.Assert(
                 fits,
-                ["record", record["id"], "does not fit the last bucket: seconds", record["duration"], "limit", buckets.boundaries[-1], "tokens (if paired)", tf.shape(item.get("token_ids", record["pcm"]))[0], "limit", max_token_length or 0],
+                [
+                    "record",
+                    record["id"],
+                    "does not fit the last bucket: seconds",
+                    record["duration"],
+                    "limit",
+                    buckets.boundaries[-1],
+                    "tokens (if paired)",
+                    tf.shape(item.get("token_ids", record["pcm"]))[0],
+                    "limit",
+                    max_token_length or 0,
+                    "translation tokens (if any)",
+                    tf.shape(item.get("translation_ids", record["pcm"]))[0],
+                    "limit",
+                    max_translation_length or 0,
+                ],
             )
             with tf.control_dependencies([check]):
                 item["waveform"] = tf.identity(item["waveform"])
@@ -609,10 +656,30 @@ def speech_dataset(
         shapes = {"waveform": tf.reshape(limit, [1]), "waveform_mask": tf.reshape(limit, [1])}
         if paired:
             shapes.update(token_ids=[max_token_length], token_padding_mask=[max_token_length])
-        shapes.update({name: [] for name in ("language", "label") if (languages if name == "language" else labels)})
+        if translation_tokenizer is not None:
+            shapes.update(
+                translation_ids=[max_translation_length],
+                translation_padding_mask=[max_translation_length],
+            )
+        names = {
+            "language": languages,
+            "target_language": target_languages,
+            "label": labels,
+        }
+        shapes.update({name: [] for name, given in names.items() if given})
         return shapes
 
-    padding_values = {"waveform": 0.0, "waveform_mask": 0.0, "token_ids": 0, "token_padding_mask": 0.0, "language": -1, "label": -1}
+    padding_values = {
+        "waveform": 0.0,
+        "waveform_mask": 0.0,
+        "token_ids": 0,
+        "token_padding_mask": 0.0,
+        "translation_ids": 0,
+        "translation_padding_mask": 0.0,
+        "language": -1,
+        "target_language": -1,
+        "label": -1,
+    }
     padding_values = {name: tf.constant(value, tf.float32 if isinstance(value, float) else tf.int32) for name, value in padding_values.items()}
     example_keys = padded_shapes(tf.constant(0, tf.int64)).keys()
     padding_values = {name: padding_values[name] for name in example_keys}

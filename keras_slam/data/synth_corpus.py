@@ -108,14 +108,8 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     synthesiser = synth.get_synthesiser()
     for language in sentences:
         synthesiser.accents(language)  # unknown languages fail before any work
-    output = Path(output)
-    if output.is_dir() and any(output.iterdir()) and not (output / MARKER).exists():
-        raise ValueError(f"{output} is not empty and was not made by synth-corpus: choose a new or empty folder")
-    for generated in ("paired", "metadata.jsonl", "summary.json"):
-        path = output / generated
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER).touch()
+    generated = ("paired", "metadata.jsonl", "summary.json")
+    output = prepare_output(output, MARKER, "synth-corpus", generated)
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
     pool = synth.make_pool(num_workers)
     bar = tqdm.tqdm(
@@ -128,19 +122,15 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     try:
         for language in sorted(sentences):
             items, rows, seconds = _synthesise_language(language, sentences[language], samples_wanted, seed, synthesiser, pool, bar)
-            directory = output / "paired" / "train" / language
-            shards = writers.write_shards(
-                items, str(directory), prefix=language, num_shards=max(1, round(seconds / SHARD_SECONDS)), compress=True, progress=False
-            )
-            shutil.rmtree(directory / writers.STATS_DIR)  # resume notes; the top summary marks completion
+            folder = output / "paired" / "train" / language
+            shards = write_corpus_shards(items, folder, language, seconds)
             languages[language] = {"records": shards["num_records"], "hours": shards["hours"], "voices": list(synthesiser.accents(language))}
             metadata += rows
     finally:
         bar.close()
         if pool:
             pool.terminate()
-    with open(output / "metadata.jsonl", "w", encoding="utf-8") as file:
-        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in metadata)
+    write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(sentences, hours_per_language, seed, synthesiser.version),
         "utterances": sum(entry["records"] for entry in languages.values()),
@@ -155,6 +145,55 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     }
     writers.write_json(str(output / "summary.json"), summary)
     return summary
+
+
+def write_corpus_shards(items, folder, prefix, seconds):
+    """GZIP shards of about SHARD_SECONDS of audio each; the writer's summary."""
+    num_shards = max(1, round(seconds / SHARD_SECONDS))
+    shards = writers.write_shards(
+        items,
+        str(folder),
+        prefix=prefix,
+        num_shards=num_shards,
+        compress=True,
+        progress=False,
+    )
+    # The writer's resume notes go: the top summary.json marks completion.
+    shutil.rmtree(Path(folder) / writers.STATS_DIR)
+    return shards
+
+
+def write_metadata(output, rows):
+    """`output/metadata.jsonl`: one JSON row per utterance."""
+    with open(Path(output) / "metadata.jsonl", "w", encoding="utf-8") as file:
+        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def prepare_output(output, marker, command, generated):
+    """Makes `output` ready for `command`'s files: refuses a non-empty folder
+    without `marker` (so it never deletes what it did not make), deletes the
+    `generated` files and folders of an earlier build, marks the folder."""
+    output = Path(output)
+    if output.is_dir() and any(output.iterdir()) and not (output / marker).exists():
+        raise ValueError(
+            f"{output} is not empty and was not made by {command}: choose a new or empty folder"
+        )
+    for name in generated:
+        path = output / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / marker).touch()
+    return output
+
+
+def is_built(output, parameters):
+    """Whether `output` holds a finished build (its top summary.json, written
+    last) made with `parameters`."""
+    summary_path = Path(output) / "summary.json"
+    if not summary_path.is_file():
+        return False
+    with open(summary_path, encoding="utf-8") as file:
+        return json.load(file).get("parameters") == parameters
 
 
 def _parameters(sentences, hours_per_language, seed, espeak_version):
@@ -173,11 +212,12 @@ def ensure_synth_corpus(output, hours_per_language=1.0, languages=None, seed=0, 
     with the same parameters is already there. Returns `output`; read it with
     `pipeline.list_shards(f"{output}/paired/train/*/*.tfrecord.gz")`."""
     sentences = bundled_sentences(text_dir, languages)
-    summary_path = Path(output) / "summary.json"
-    if summary_path.is_file():
-        with open(summary_path, encoding="utf-8") as file:
-            cached = json.load(file).get("parameters")
-        if cached == _parameters(sentences, hours_per_language, seed, synth.get_synthesiser().version):
-            return str(output)
+    if is_built(
+        output,
+        _parameters(
+            sentences, hours_per_language, seed, synth.get_synthesiser().version
+        ),
+    ):
+        return str(output)
     build_synth_corpus(output, sentences, hours_per_language, seed, num_workers, progress)
     return str(output)
