@@ -1,7 +1,8 @@
 """Span masking for masked speech and text modelling, and mask embeddings.
 
 `compute_span_mask` draws the (B, T) mask with `keras.random` and fixed
-shapes, so it runs inside a jitted step. Each real frame t with
+shapes, so it runs inside a jitted step; T may be unknown until run time
+(a TensorFlow step traced for batches of several length buckets). Each real frame t with
 t <= length - span_length (t = 0 if the utterance is shorter than a span)
 starts a span with probability p; a span covers span_length frames, spans
 may overlap, and padding is never masked (right padding assumed). If fewer
