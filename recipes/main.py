@@ -29,10 +29,8 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 
 from keras_slam.data import pipeline
-from keras_slam.data.schema import SAMPLE_RATE
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
@@ -100,22 +98,7 @@ def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS
         pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size), max_length=TEXT_LENGTH,
         shuffle_buffer=2048, seed=seed, repeat=True,
     )
-    # One bucket per stream: declare its shapes, which the pre-trainer's
-    # masking needs statically on TensorFlow (one compile on every backend).
-    speech_batch, frames = bucket.batch_sizes[0], front_end.num_frames(round(PRETRAIN_SECONDS * SAMPLE_RATE))
-    speech_shapes = {"speech_features": (speech_batch, frames, front_end.num_mel_bins), "speech_padding_mask": (speech_batch, frames)}
-    token_shapes = lambda batch: {"token_ids": (batch, TEXT_LENGTH), "token_padding_mask": (batch, TEXT_LENGTH)}
-    streams = {
-        "speech": with_shapes(speech, speech_shapes),
-        "text": with_shapes(text, token_shapes(settings.text_batch_size)),
-        "paired": with_shapes(paired, {**speech_shapes, **token_shapes(speech_batch)}),
-    }
-    return pipeline.mix_streams(streams)
-
-
-def with_shapes(dataset, shapes):
-    """`dataset` with the static shapes `shapes` (name -> shape) set on its batches."""
-    return dataset.map(lambda batch: {k: tf.ensure_shape(v, shapes[k]) if k in shapes else v for k, v in batch.items()})
+    return pipeline.mix_streams({"speech": speech, "text": text, "paired": paired})
 
 
 def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):

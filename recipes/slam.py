@@ -198,8 +198,6 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
     """The mixed stream of the tiny recipes: one sub-batch per key of
     `config["batch"]` ("speech", "text", "paired"); the speech stream reads
     the shards of `config["speech_sources"]` (default: speech only)."""
-    import tensorflow as tf
-
     from keras_slam.data import pipeline
     from keras_slam.layers.log_mel import LogMelSpectrogram
 
@@ -240,22 +238,6 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
             shuffle_buffer=2048,
             seed=seed,
         )
-    keep = {"speech": ("speech_features", "speech_padding_mask"), "text": ("token_ids", "token_padding_mask")}
-    keep["paired"] = keep["speech"] + keep["text"]
-    # One bucket per stream: give every tensor its static shape, so that
-    # TensorFlow traces the step with known lengths (as JAX and torch see).
-    frames = frontend.num_frames(round(config["max_seconds"] * 16000))
-    lengths = {"speech_features": frames, "speech_padding_mask": frames}
-    if "max_tokens" in config:
-        lengths.update(token_ids=config["max_tokens"], token_padding_mask=config["max_tokens"])
-
-    def static(sub_batch, name):
-        return {
-            key: tf.ensure_shape(sub_batch[key], [batch[name], lengths[key]] + sub_batch[key].shape[2:])
-            for key in keep[name]
-        }
-
-    streams = {name: stream.map(lambda b, name=name: static(b, name)) for name, stream in streams.items()}
     return pipeline.mix_streams(streams)
 
 

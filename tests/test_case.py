@@ -394,3 +394,23 @@ def assert_mixed_precision_finite(builder, inputs):
     for name, (array, mask) in outputs.items():
         values = array[mask.astype(bool)] if mask is not None else array
         assert np.all(np.isfinite(values.astype("float32"))), f"{name} not finite"
+
+
+def call_with_unknown_lengths(function, *arrays):
+    """`function(*arrays)` compiled as a training step sees them, as numpy.
+
+    TensorFlow traces it once with batch and time dimensions unknown (None),
+    as a tf.data pipeline with several length buckets publishes them, and
+    compiles with XLA as `fit` does; JAX jit-compiles it for these shapes;
+    torch runs it eagerly.
+    """
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        signature = [tf.TensorSpec((None, None) + a.shape[2:], a.dtype) for a in arrays]
+        function = tf.function(function, input_signature=signature, jit_compile=True)
+    elif backend() == "jax":
+        import jax
+
+        function = jax.jit(function)
+    return keras.tree.map_structure(to_numpy, function(*arrays))

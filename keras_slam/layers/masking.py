@@ -1,7 +1,8 @@
 """Span masking for masked speech and text modelling, and mask embeddings.
 
 `compute_span_mask` draws the (B, T) mask with `keras.random` and fixed
-shapes, so it runs inside a jitted step. Each real frame t with
+shapes, so it runs inside a jitted step; T may be unknown until run time
+(a TensorFlow step traced for batches of several length buckets). Each real frame t with
 t <= length - span_length (t = 0 if the utterance is shorter than a span)
 starts a span with probability p; a span covers span_length frames, spans
 may overlap, and padding is never masked (right padding assumed). If fewer
@@ -30,6 +31,8 @@ def mask_rate_to_start_probability(mask_rate, span_length):
 
 
 def _resolve_start_probability(start_probability, mask_rate, span_length):
+    if span_length < 1:
+        raise ValueError(f"span_length must be at least 1, got {span_length}.")
     if (start_probability is None) == (mask_rate is None):
         raise ValueError("Give exactly one of start_probability and mask_rate.")
     if mask_rate is not None:
@@ -61,9 +64,8 @@ def compute_span_mask(
     """
     probability = _resolve_start_probability(start_probability, mask_rate, span_length)
     real = ops.cast(padding_mask, "float32") > 0
-    length = real.shape[1]
     lengths = ops.sum(ops.cast(real, "int32"), axis=1, keepdims=True)
-    positions = ops.arange(length, dtype="int32")[None, :]
+    positions = ops.arange(ops.shape(real)[1], dtype="int32")[None, :]
     last_start = ops.maximum(lengths - span_length, 0)
     allowed = ops.logical_and(positions <= last_start, positions < lengths)
     draws = keras.random.uniform(ops.shape(real), seed=seed)
@@ -71,13 +73,15 @@ def compute_span_mask(
     draws = ops.where(allowed, draws, 2.0)
     starts = draws < probability
     if min_spans > 0:
-        smallest = -ops.top_k(-draws, k=min(min_spans, length))[0]
+        # Extra disallowed columns let k = min_spans hold for any length.
+        candidates = ops.pad(draws, ((0, 0), (0, min_spans)), constant_values=2.0)
+        smallest = -ops.top_k(-candidates, k=min_spans)[0]
         starts = ops.logical_or(starts, draws <= smallest[:, -1:])
     starts = ops.logical_and(starts, allowed)
     # A frame is masked if a span started within the previous span_length
     # frames: a windowed count of starts from a cumulative sum.
     started = ops.cumsum(ops.cast(starts, "int32"), axis=1)
-    before_window = ops.pad(started, ((0, 0), (span_length, 0)))[:, :length]
+    before_window = ops.pad(started, ((0, 0), (span_length, 0)))[:, :-span_length]
     masked = ops.logical_and(started - before_window > 0, real)
     return ops.cast(masked, "float32")
 

@@ -184,14 +184,14 @@ class GumbelVectorQuantizer(keras.layers.Layer):
 def stack_frame_mask(mask, stack_size):
     """(B, T) mask -> (B, ceil(T / stack_size)): a stack is 1 if any frame is."""
     mask = ops.cast(mask, "float32")
-    length = mask.shape[1]
-    stacked_length = -(-length // stack_size)
-    mask = ops.pad(mask, ((0, 0), (0, stacked_length * stack_size - length)))
-    return ops.max(ops.reshape(mask, (-1, stacked_length, stack_size)), axis=-1)
+    return ops.max(stack_frames(mask[:, :, None], mask, stack_size), axis=-1)
 
 
 def stack_frames(inputs, padding_mask, stack_size):
     """Concatenates consecutive frames, padding zeroed, the end zero-filled.
+
+    T may be unknown until run time (TensorFlow graphs of variable-length
+    batches); D must be static.
 
     Args:
         inputs: (B, T, D); padding_mask: (B, T), 1 = real.
@@ -200,9 +200,10 @@ def stack_frames(inputs, padding_mask, stack_size):
         (B, ceil(T / stack_size), stack_size * D) float32.
     """
     inputs = zero_padded_frames(ops.cast(inputs, "float32"), padding_mask)
-    batch_size, length, dim = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
-    stacked_length = -(-length // stack_size)
-    inputs = ops.pad(inputs, ((0, 0), (0, stacked_length * stack_size - length), (0, 0)))
+    batch_size, length, dim = ops.shape(inputs)[0], ops.shape(inputs)[1], inputs.shape[2]
+    stacked_length = (length + stack_size - 1) // stack_size
+    # Pad by the most any length needs, then keep whole stacks.
+    inputs = ops.pad(inputs, ((0, 0), (0, stack_size - 1), (0, 0)))[:, : stacked_length * stack_size]
     return ops.reshape(inputs, (batch_size, stacked_length, stack_size * dim))
 
 

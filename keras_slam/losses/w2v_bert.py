@@ -55,7 +55,7 @@ def sample_negative_indices(masked_frames, num_negatives=100, padding_mask=None,
         (B, T, K) int32 time indices into the same utterance.
     """
     counted = _counted_frames(masked_frames, padding_mask)
-    batch_size, length = ops.shape(counted)[0], counted.shape[1]
+    batch_size, length = ops.shape(counted)[0], ops.shape(counted)[1]
     positions = ops.arange(length, dtype="int32")[None, :]
     counted_int = ops.cast(counted, "int32")
     num_counted = ops.sum(counted_int, axis=1)[:, None, None]
@@ -121,8 +121,7 @@ def contrastive_logits(predictions, targets, negative_indices, counted, temperat
     squared_distance = own_norms + norms_at_negatives - 2.0 * ops.take_along_axis(gram, negative_indices, axis=2)
     same_as_target = squared_distance <= 1e-5 * (own_norms + norms_at_negatives)
 
-    length = counted.shape[1]
-    is_self = negative_indices == ops.arange(length, dtype="int32")[None, :, None]
+    is_self = negative_indices == ops.arange(ops.shape(counted)[1], dtype="int32")[None, :, None]
     negative_counted = ops.take_along_axis(
         ops.broadcast_to(counted[:, None, :], ops.shape(similarity)), negative_indices, axis=2
     )

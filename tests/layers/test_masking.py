@@ -176,3 +176,27 @@ def test_mask_embedding_serialization_and_parity(seeded, parity_worker):
         "tests.layers.test_masking:build_mask_embedding", inputs, parity_worker=parity_worker
     )
     test_case.assert_mixed_precision_finite("tests.layers.test_masking:build_mask_embedding", inputs)
+
+
+@pytest.mark.parametrize("length", [2, 13, 30])
+def test_span_mask_with_lengths_known_only_at_run_time(seeded, length):
+    """A step traced without the time length (TensorFlow, several buckets)
+    masks whole spans of real frames only, at least min_spans of them, also
+    when the batch is shorter than min_spans. (XLA draws other random
+    numbers than eager TensorFlow, so the masks themselves differ.)"""
+    padding_mask = test_case.random_padding_mask(seeded, 8, length)
+
+    def span_mask(padding_mask):
+        return compute_span_mask(padding_mask, 4, start_probability=0.1, min_spans=3, seed=7)
+
+    mask = test_case.call_with_unknown_lengths(span_mask, padding_mask)
+    assert mask.shape == padding_mask.shape and np.all(mask[padding_mask == 0] == 0)
+    for row, real in zip(mask, padding_mask.sum(1).astype(int)):
+        edges = np.diff(np.concatenate([[0], row, [0]]))
+        runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+        assert len(runs) and np.all(runs >= min(4, real)), (row, real)
+
+
+def test_span_length_must_be_positive():
+    with pytest.raises(ValueError, match="span_length must be at least 1, got 0"):
+        compute_span_mask(np.ones((1, 4)), 0, start_probability=0.1)

@@ -353,3 +353,24 @@ def test_best_rq_backend_parity(seeded, parity_worker):
 
 def test_best_rq_mixed_precision(seeded):
     test_case.assert_mixed_precision_finite("tests.layers.test_quantizers:build_best_rq", best_rq_inputs(seeded))
+
+
+@pytest.mark.parametrize("length", [9, 12])
+def test_best_rq_with_lengths_known_only_at_run_time(seeded, length):
+    """A step traced without the time length (TensorFlow, several buckets)
+    gives the eager targets and target mask, the end zero-filled."""
+    inputs = seeded.normal(size=(2, length, 8)).astype("float32")
+    padding_mask = test_case.random_padding_mask(seeded, 2, length, min_length=3)
+    layer = RandomProjectionQuantizer(codebook_size=64, code_dim=8, stack_size=4, seed=7)
+    expected = keras.tree.map_structure(test_case.to_numpy, layer(inputs, padding_mask=padding_mask))
+    actual = test_case.call_with_unknown_lengths(lambda x, m: layer(x, padding_mask=m), inputs, padding_mask)
+    for a, b in zip(actual, expected):
+        np.testing.assert_array_equal(a, b)
+    assert expected[0].shape == (2, 3)
+    np.testing.assert_array_equal(expected[1], stack_frame_mask_reference(padding_mask, 4))
+
+
+def stack_frame_mask_reference(mask, stack_size):
+    stacks = -(-mask.shape[1] // stack_size)
+    padded = np.pad(mask, ((0, 0), (0, stacks * stack_size - mask.shape[1])))
+    return padded.reshape(mask.shape[0], stacks, stack_size).max(-1)

@@ -408,3 +408,27 @@ def test_compute_loss_under_jit_fit(seeded, policy):
         test_case.to_numpy(model.quantizer.temperature()), max(2.0 * 0.9**4, 0.1), rtol=1e-5
     )
     assert len(monitor.history) == 4
+
+
+def test_negatives_and_contrastive_loss_with_lengths_known_only_at_run_time(seeded):
+    """A step traced without the time length (TensorFlow, several buckets)
+    draws negatives among the other counted frames of the utterance and
+    gives the eager losses for them. (XLA draws other random numbers than
+    eager TensorFlow, so the negatives themselves differ.)"""
+    case = make_case(seeded)
+    arrays = [case[name] for name in ("predictions", "targets", "masked_frames", "padding_mask")]
+
+    def negatives_and_losses(predictions, targets, masked_frames, padding_mask):
+        negatives = w2v_bert.sample_negative_indices(masked_frames, 5, padding_mask, seed=3)
+        return negatives, w2v_bert.contrastive_loss(predictions, targets, masked_frames, negatives, padding_mask)
+
+    negatives, losses = test_case.call_with_unknown_lengths(negatives_and_losses, *arrays)
+    counted = (case["masked_frames"] * case["padding_mask"]) > 0
+    for b, t in np.ndindex(counted.shape):
+        drawn = negatives[b, t]
+        if counted[b, t]:
+            assert np.all(counted[b, drawn] & (drawn != t)), (b, t, drawn)
+        else:
+            assert np.all(drawn == t), (b, t, drawn)
+    expected = w2v_bert.contrastive_loss(*arrays[:3], negatives, arrays[3])
+    np.testing.assert_allclose(losses, [test_case.to_numpy(x) for x in expected], atol=1e-6)

@@ -375,3 +375,61 @@ def test_quantizer_gets_no_gradient_from_text_and_paired_objectives(seeded, quan
 def test_rejects_an_unknown_quantizer_input():
     with pytest.raises(ValueError, match="quantizer_input"):
         build_pretrainer(quantizer_input="waveform")
+
+
+def bucketed_dataset(rng, steps):
+    """tf.data steps {"speech", "text", "paired"} of the given sizes: each
+    step (speech (batch, frames), text (batch, tokens), paired (batch,
+    frames, tokens)). Batch and time sizes vary, so the element_spec leaves
+    them unknown (None), as `mix_streams` of multi-bucket streams does."""
+    import tensorflow as tf
+
+    batches = [
+        {
+            "speech": sub_batch(rng, *speech),
+            "text": sub_batch(rng, text[0], tokens=text[1]),
+            "paired": sub_batch(rng, *paired),
+        }
+        for speech, text, paired in steps
+    ]
+    dataset = tf.data.Dataset.from_tensors(batches[0])
+    for batch in batches[1:]:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(batch))
+    return dataset
+
+
+def test_fit_on_several_buckets_compiles_once_per_bucket_combination(seeded):
+    """Batches whose lengths the dataset leaves unknown (None) train on every
+    backend. Under jit the train step is traced (Python runs) only for new
+    input shapes: JAX once per combination of bucket shapes, TensorFlow
+    with the lengths unknown (once, plus its first-call variable trace);
+    neither again for later batches. Torch runs it eagerly at every step."""
+    combination_a = ((2, 48), (3, 10), (3, 48, 8))
+    combination_b = ((3, 32), (2, 14), (2, 40, 6))
+    pretrainer = build_pretrainer(
+        objectives=("contrastive", "w2v_mlm", "text_mlm", "ctc"), mask_fraction=0.8, random_fraction=0.1
+    )
+    traced_shapes = []
+    train_step = pretrainer.train_step
+
+    def counting_train_step(state_or_data, *data):
+        batch = data[-1] if data else state_or_data
+        traced_shapes.append(tuple(batch["speech"]["speech_features"].shape))
+        return train_step(state_or_data, *data)
+
+    pretrainer.train_step = counting_train_step
+    first_epoch = bucketed_dataset(seeded, [combination_a, combination_b])
+    assert first_epoch.element_spec["speech"]["speech_features"].shape.as_list() == [None, None, 12]
+    pretrainer.fit(first_epoch, verbose=0)
+    first_traces, traced_shapes[:] = list(traced_shapes), []
+    dataset = bucketed_dataset(seeded, [combination_a, combination_b, combination_a, combination_b])
+    history = pretrainer.fit(dataset, epochs=2, verbose=0).history
+    for name in ("loss", "contrastive_loss", "w2v_mlm_loss", "text_mlm_loss", "ctc_loss"):
+        assert len(history[name]) == 2 and np.all(np.isfinite(history[name])), name
+    assert int(test_case.to_numpy(pretrainer.optimizer.iterations)) == 10
+    if test_case.backend() == "jax":
+        assert first_traces == [(2, 48, 12), (3, 32, 12)] and traced_shapes == []
+    elif test_case.backend() == "tensorflow":
+        assert set(first_traces) == {(None, None, 12)} and traced_shapes == []
+    else:
+        assert len(first_traces) == 2 and len(traced_shapes) == 8
