@@ -41,6 +41,7 @@ from keras_slam.models.asr_preprocessor import standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode
 from keras_slam.models.ctc_decoding import token_id_lists
 from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.utils.keras_private import get_preset_loader
 
 HEAD_NAME = "ctc_head"
 FEATURE_KEYS = ("speech_features", "speech_padding_mask")
@@ -407,8 +408,8 @@ class SpeechRecognizer(keras_hub.models.Task):
                 Hugging Face w2v-BERT 2.0 checkpoint directory) to which a
                 new CTC head is added. A converted w2v-BERT 2.0 CTC
                 checkpoint (`ctc_head.json`) brings its head and blank
-                index along; a backbone preset's `audio_converter.json`
-                and `tokenizer.json` become the preprocessor.
+                index along; a backbone preset's front end and tokenizer
+                become the preprocessor (`SpeechRecognizerPreprocessor.from_preset`).
             load_weights: False gives random weights.
             **kwargs: `SpeechRecognizer` arguments (`vocabulary_size`,
                 `preprocessor`, ...). Without a head or a tokenizer in the
@@ -416,8 +417,6 @@ class SpeechRecognizer(keras_hub.models.Task):
                 text vocabulary (its pre-training CTC classes).
         """
         import tempfile
-
-        from keras_hub.src.utils.preset_utils import get_preset_loader
 
         from keras_slam.presets import hf_w2v_bert
         from keras_slam.presets import loading
@@ -438,7 +437,8 @@ class SpeechRecognizer(keras_hub.models.Task):
             kwargs.setdefault("vocabulary_size", head_config["vocabulary_size"])
             kwargs.setdefault("blank_index", head_config["blank_index"])
         if "preprocessor" not in kwargs and isinstance(preset, str) and os.path.isdir(preset):
-            kwargs["preprocessor"] = _preset_preprocessor(preset)
+            if cls.preprocessor_cls.saved_in(preset):
+                kwargs["preprocessor"] = cls.preprocessor_cls.from_preset(preset)
         if "vocabulary_size" not in kwargs and getattr(kwargs.get("preprocessor"), "tokenizer", None) is None:
             # A SLAM backbone's text vocabulary: the classes its pre-training CTC head predicts.
             kwargs["vocabulary_size"] = getattr(backbone, "vocabulary_size", None)
@@ -486,23 +486,6 @@ def _waveform_list(array):
     if array.ndim != 2:
         raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
     return list(array)
-
-
-def _preset_preprocessor(preset_dir):
-    """Front end (`audio_converter.json`) and tokenizer (`tokenizer.json`) of a
-    backbone preset directory, or None when it has neither."""
-    from keras_hub.src.utils.preset_utils import get_preset_loader
-
-    from keras_slam.presets import hf_w2v_bert
-
-    has_front_end = os.path.isfile(os.path.join(preset_dir, hf_w2v_bert.AUDIO_CONVERTER_FILE))
-    has_tokenizer = os.path.isfile(os.path.join(preset_dir, "tokenizer.json"))
-    if not (has_front_end or has_tokenizer):
-        return None
-    return SpeechRecognizerPreprocessor(
-        audio_converter=hf_w2v_bert.load_front_end(preset_dir) if has_front_end else None,
-        tokenizer=get_preset_loader(preset_dir).load_tokenizer(None) if has_tokenizer else None,
-    )
 
 
 def _is_recognizer_preset(preset_dir):

@@ -12,7 +12,8 @@ Output: a keras-hub preset directory:
   "converted"` and the source checkpoint);
 - `audio_converter.json`: the front end, a serialized `LogMelSpectrogram`
   in the w2v-BERT 2.0 configuration (Hugging Face's
-  `SeamlessM4TFeatureExtractor`); `load_front_end(preset)` rebuilds it;
+  `SeamlessM4TFeatureExtractor`); `LogMelSpectrogram.from_preset(preset)`
+  rebuilds it;
 - for `Wav2Vec2BertForCTC` only, the CTC head (format below).
 
 CTC head format (read with `load_ctc_head`, written with `save_ctc_head`):
@@ -59,7 +60,6 @@ HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS_FILE = "model.safetensors"
 HF_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 HF_VOCABULARY_FILE = "vocab.json"
-AUDIO_CONVERTER_FILE = "audio_converter.json"
 CTC_HEAD_CONFIG_FILE = "ctc_head.json"
 CTC_HEAD_WEIGHTS_FILE = "ctc_head.weights.h5"
 CTC_HEAD_FORMAT = "keras_slam.ctc_head"
@@ -446,20 +446,6 @@ def w2v_bert_front_end(feature_dim=160):
     return LogMelSpectrogram.w2v_bert_2_0(num_mel_bins=num_mel_bins, name="audio_converter")
 
 
-def save_front_end(front_end, preset_dir):
-    with open(os.path.join(preset_dir, AUDIO_CONVERTER_FILE), "w", encoding="utf-8") as file:
-        json.dump(keras.saving.serialize_keras_object(front_end), file, indent=2)
-
-
-def load_front_end(preset_dir):
-    """The preset's `LogMelSpectrogram` front end (from audio_converter.json)."""
-    path = os.path.join(preset_dir, AUDIO_CONVERTER_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{preset_dir}: no {AUDIO_CONVERTER_FILE} (this preset has no front end)")
-    with open(path, encoding="utf-8") as file:
-        return keras.saving.deserialize_keras_object(json.load(file))
-
-
 def convert_checkpoint(hf_dir, dtype=None):
     """Builds keras-slam objects from a local Hugging Face checkpoint.
 
@@ -513,7 +499,7 @@ def convert_to_preset(hf_dir, preset_dir):
     os.mkdir(staging)
     try:
         encoder.save_to_preset(staging)
-        save_front_end(front_end, staging)
+        front_end.save_to_preset(staging)
         if ctc is not None:
             head, blank_index, vocabulary = ctc
             save_ctc_head(head, staging, blank_index, vocabulary)

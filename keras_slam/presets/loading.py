@@ -102,9 +102,10 @@ def _variables_by_h5_path(model, skip=()):
     named by class, `vars/<i>` per layer), so that a weights file can be
     checked against a model variable by variable.
     """
-    from keras.src.saving import saving_lib
-    from keras.src.saving.keras_saveable import KerasSaveable
-    from keras.src.utils import naming
+    from keras_slam.utils.keras_private import KerasSaveable
+    from keras_slam.utils.keras_private import to_snake_case
+    from keras_slam.utils.keras_private import unique_saveable_name
+    from keras_slam.utils.keras_private import walk_saveable
 
     found, visited = {}, set(id(obj) for obj in skip)
 
@@ -116,7 +117,7 @@ def _variables_by_h5_path(model, skip=()):
             own = saveable._trainable_variables + saveable._non_trainable_variables
             for i, variable in enumerate(own):
                 found[f"{path}/vars/{i}".lstrip("/")] = variable
-        for attr, child in saving_lib._walk_saveable(saveable):
+        for attr, child in walk_saveable(saveable):
             if isinstance(child, KerasSaveable):
                 visit(child, f"{path}/{attr}")
             elif isinstance(child, (list, dict, tuple)):
@@ -129,10 +130,10 @@ def _variables_by_h5_path(model, skip=()):
         used = {}
         for child in container.values() if isinstance(container, dict) else container:
             if isinstance(child, KerasSaveable):
-                base = naming.to_snake_case(child.__class__.__name__)
-                visit(child, f"{path}/{saving_lib._get_unique_name(base, used)}")
+                base = to_snake_case(child.__class__.__name__)
+                visit(child, f"{path}/{unique_saveable_name(base, used)}")
             elif isinstance(child, (list, dict, tuple)):
-                visit_container(child, f"{path}/{saving_lib._get_unique_name('container', used)}")
+                visit_container(child, f"{path}/{unique_saveable_name('container', used)}")
 
     visit(model, "")
     return found

@@ -18,13 +18,12 @@ passing on the remaining keyword arguments.
 import dataclasses
 import warnings
 
-from keras_hub.src.utils.preset_utils import register_presets
-
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import W2V_BERT_2_CONFIG
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_encoder import count_parameters
 from keras_slam.presets import loading
+from keras_slam.utils.keras_private import register_presets
 
 RANDOM_WEIGHTS = "random"
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 import transformers
 
+from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert
 from keras_slam.presets import registry  # noqa: F401  (registers the named presets)
@@ -145,7 +146,7 @@ def test_preset_round_trip_with_ctc_head_and_front_end(tmp_path, seeded):
     hidden = encoder({"speech_features": features, "speech_padding_mask": mask})["sequence_output"]
     logits = test_case.to_numpy(head(hidden))
     assert max_diff_at_real(logits, expected_logits, mask) < TOLERANCE
-    front_end = hf_w2v_bert.load_front_end(str(preset_dir))
+    front_end = LogMelSpectrogram.from_preset(str(preset_dir))
     assert front_end.get_config()["stack_frames"] == 2
 
 
