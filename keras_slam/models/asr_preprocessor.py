@@ -16,11 +16,13 @@ import numpy as np
 from keras_slam.data import tokenizers  # noqa: F401  (registers the tokenizer classes its presets hold)
 from keras_slam.data.audio import resample
 from keras_slam.layers.log_mel import LogMelSpectrogram
-from keras_slam.utils.keras_private import AUDIO_CONVERTER_CONFIG_FILE
-from keras_slam.utils.keras_private import PREPROCESSOR_CONFIG_FILE
-from keras_slam.utils.keras_private import TOKENIZER_CONFIG_FILE
-from keras_slam.utils.keras_private import check_file_exists
-from keras_slam.utils.keras_private import get_preset_loader
+from keras_slam.utils.keras_private import (
+    AUDIO_CONVERTER_CONFIG_FILE,
+    PREPROCESSOR_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+    check_file_exists,
+    get_preset_loader,
+)
 
 CHANNEL_MODES = (None, "mean")
 

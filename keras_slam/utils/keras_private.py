@@ -24,17 +24,21 @@ from keras.src.utils.naming import to_snake_case
 # Preset files and loaders (keras-hub exports only `from_preset` /
 # `save_to_preset`): the registry registers named presets, tasks and
 # preprocessors read a preset's parts.
-from keras_hub.src.utils.preset_utils import AUDIO_CONVERTER_CONFIG_FILE
-from keras_hub.src.utils.preset_utils import PREPROCESSOR_CONFIG_FILE
-from keras_hub.src.utils.preset_utils import TOKENIZER_CONFIG_FILE
-from keras_hub.src.utils.preset_utils import check_file_exists
-from keras_hub.src.utils.preset_utils import get_preset_loader
-from keras_hub.src.utils.preset_utils import register_presets
+from keras_hub.src.utils.preset_utils import (
+    AUDIO_CONVERTER_CONFIG_FILE,
+    PREPROCESSOR_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+    check_file_exists,
+    get_preset_loader,
+    register_presets,
+)
 
 # data/tokenizers.py: keras-hub's tokenizers convert eager inputs and ragged
 # batches with these; `CharacterTokenizer` does the same.
-from keras_hub.src.utils.tensor_utils import convert_to_ragged_batch
-from keras_hub.src.utils.tensor_utils import preprocessing_function
+from keras_hub.src.utils.tensor_utils import (
+    convert_to_ragged_batch,
+    preprocessing_function,
+)
 
 # Private attributes of public classes the library touches:
 # (public class path, attribute, where it is used).
@@ -62,10 +66,10 @@ PRIVATE_ATTRIBUTES = (
 
 __all__ = [
     "AUDIO_CONVERTER_CONFIG_FILE",
-    "KerasSaveable",
     "PREPROCESSOR_CONFIG_FILE",
     "PRIVATE_ATTRIBUTES",
     "TOKENIZER_CONFIG_FILE",
+    "KerasSaveable",
     "check_file_exists",
     "convert_to_ragged_batch",
     "get_preset_loader",

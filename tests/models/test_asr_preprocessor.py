@@ -6,8 +6,7 @@ from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from tests import test_case
-from tests.models.test_speech_recognizer import make_backbone
-from tests.models.test_speech_recognizer import make_tokenizer
+from tests.models.test_speech_recognizer import make_backbone, make_tokenizer
 
 
 def make_preprocessor():
@@ -21,14 +20,18 @@ def make_preprocessor():
 def test_preset_round_trip_keeps_front_end_tokenizer_and_transcripts(seeded, tmp_path):
     preprocessor = make_preprocessor()
     recognizer = SpeechRecognizer(
-        make_backbone("speech_encoder", None), preprocessor=preprocessor, spec_augment=None
+        make_backbone("speech_encoder", None),
+        preprocessor=preprocessor,
+        spec_augment=None,
     )
     waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (8000, 12000)]
     expected = recognizer.transcribe(waveforms)
     preset = str(tmp_path)
     recognizer.backbone.save_to_preset(preset)
     preprocessor.save_to_preset(preset)
-    assert {"preprocessor.json", "audio_converter.json", "tokenizer.json"} <= set(os.listdir(preset))
+    assert {"preprocessor.json", "audio_converter.json", "tokenizer.json"} <= set(
+        os.listdir(preset)
+    )
     front_end = LogMelSpectrogram.from_preset(preset)
     assert front_end.get_config() == preprocessor.audio_converter.get_config()
     assert front_end.audio_shape() == (None, 80)
@@ -38,8 +41,13 @@ def test_preset_round_trip_keeps_front_end_tokenizer_and_transcripts(seeded, tmp
     os.remove(os.path.join(preset, "preprocessor.json"))
     from_parts = SpeechRecognizerPreprocessor.from_preset(preset)
     for loaded, name in ((restored, "preprocessor.json"), (from_parts, "parts")):
-        assert loaded.audio_converter.get_config() == preprocessor.audio_converter.get_config(), name
-        assert loaded.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary(), name
+        assert (
+            loaded.audio_converter.get_config()
+            == preprocessor.audio_converter.get_config()
+        ), name
+        assert (
+            loaded.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary()
+        ), name
     assert restored.pad_to_multiple == 4000
     test_case.assert_outputs_close(
         test_case.normalize_outputs(preprocessor(waveforms)),
@@ -54,7 +62,10 @@ def test_preset_round_trip_keeps_front_end_tokenizer_and_transcripts(seeded, tmp
 
     # A backbone preset with a front end and tokenizer gives a whole recognizer.
     loaded = SpeechRecognizer.from_preset(preset)
-    assert loaded.preprocessor.audio_converter.get_config() == preprocessor.audio_converter.get_config()
+    assert (
+        loaded.preprocessor.audio_converter.get_config()
+        == preprocessor.audio_converter.get_config()
+    )
     assert loaded.vocabulary_size == preprocessor.tokenizer.vocabulary_size()
 
 

@@ -98,7 +98,9 @@ def check_preset_files(tmp_path):
 
 
 def check_get_preset_loader(tmp_path):
-    keras_hub.layers.AudioConverter(name="audio_converter").save_to_preset(str(tmp_path))
+    keras_hub.layers.AudioConverter(name="audio_converter").save_to_preset(
+        str(tmp_path)
+    )
     config = keras.saving.serialize_keras_object(keras.layers.Dense(2))
     (tmp_path / "config.json").write_text(json.dumps(config))
     loader = keras_private.get_preset_loader(str(tmp_path))
@@ -169,7 +171,10 @@ INSTANCES = {
 @pytest.mark.parametrize(
     "owner, attribute, user",
     keras_private.PRIVATE_ATTRIBUTES,
-    ids=[f"{owner}.{attribute}" for owner, attribute, _ in keras_private.PRIVATE_ATTRIBUTES],
+    ids=[
+        f"{owner}.{attribute}"
+        for owner, attribute, _ in keras_private.PRIVATE_ATTRIBUTES
+    ],
 )
 def test_private_attribute_exists(owner, attribute, user):
     instance = INSTANCES[owner]()
