@@ -10,7 +10,15 @@ import json
 import os
 import sys
 
-from keras_slam.data import audio, corpora, pipeline, synth_corpus, writers
+from keras_slam.data import (
+    audio,
+    corpora,
+    gettext_pairs,
+    parallel_speech,
+    pipeline,
+    synth_corpus,
+    writers,
+)
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.presets import commands as presets_commands
 
@@ -172,8 +180,6 @@ COMMANDS.append(
 
 
 def add_parallel_text_arguments(parser):
-    from keras_slam.data import gettext_pairs
-
     parser.add_argument(
         "--output",
         default=str(gettext_pairs.PARALLEL_TEXT),
@@ -210,8 +216,6 @@ def add_parallel_text_arguments(parser):
 
 
 def run_parallel_text(args):
-    from keras_slam.data import gettext_pairs
-
     try:
         summary = gettext_pairs.write_parallel_text(
             args.output,
@@ -229,8 +233,6 @@ def run_parallel_text(args):
 
 
 def add_parallel_speech_arguments(parser):
-    from keras_slam.data import gettext_pairs, parallel_speech
-
     directions = [
         parallel_speech.direction_name(*direction)
         for direction in parallel_speech.DIRECTIONS
@@ -281,8 +283,6 @@ def add_parallel_speech_arguments(parser):
 
 
 def run_parallel_speech(args):
-    from keras_slam.data import parallel_speech
-
     directions = [tuple(name.split("-")) for name in args.directions]
     try:
         output = parallel_speech.ensure_parallel_speech(

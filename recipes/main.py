@@ -35,7 +35,7 @@ from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
-from keras_slam.presets import hf_w2v_bert
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from recipes import asr, slam
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
@@ -132,15 +132,11 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
     monitor = CodebookCollapseMonitor(slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20))
     dataset = pretraining_dataset(settings, tokenizer, front_end, seed=seed)
     history = asr.fit_logged(pretrainer, dataset, settings.pretrain_steps, callbacks=[monitor])
-    save_pretrained(backbone, tokenizer, front_end, preset_dir)
+    # A backbone preset that `SpeechRecognizer.from_preset` reads whole.
+    backbone.save_to_preset(preset_dir)
+    preprocessor = SpeechRecognizerPreprocessor(audio_converter=front_end, tokenizer=tokenizer)
+    preprocessor.save_to_preset(preset_dir)
     return history
-
-
-def save_pretrained(backbone, tokenizer, front_end, preset_dir):
-    """A backbone preset that `SpeechRecognizer.from_preset` reads whole."""
-    tokenizer.save_to_preset(preset_dir)
-    backbone.save_to_preset(preset_dir)  # after the tokenizer: its metadata.json wins
-    hf_w2v_bert.save_front_end(front_end, preset_dir)
 
 
 def plot_losses(curves, path, title, steps):

@@ -26,10 +26,9 @@ import keras_hub
 import sentencepiece
 import tensorflow as tf
 import tensorflow_text as tf_text
-from keras_hub.src.utils.tensor_utils import (
-    convert_to_ragged_batch,
-    preprocessing_function,
-)
+
+from keras_slam.utils.keras_private import convert_to_ragged_batch
+from keras_slam.utils.keras_private import preprocessing_function
 
 PAD_TOKEN, UNK_TOKEN, MASK_TOKEN = "<pad>", "<unk>", "<mask>"
 RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN, MASK_TOKEN)

@@ -1,9 +1,13 @@
 """Log-mel filterbank front end: waveform + padding mask -> features + frame mask."""
 
+import sys
+import types
+
 import keras
+import keras_hub
 import numpy as np
-from keras.src.utils import backend_utils
-from keras.src.utils import jax_utils
+
+from keras_slam.utils.keras_private import get_preset_loader
 
 # Settings of Hugging Face's `SeamlessM4TFeatureExtractor`, the w2v-BERT 2.0
 # front end: Kaldi-compatible fbank on int16-scaled audio, per-utterance
@@ -72,17 +76,61 @@ def analysis_window(name, length):
     raise ValueError(f"window must be 'hann' or 'povey', got {name!r}")
 
 
-def _in_tf_data_graph(tensor):
-    """True when called on TF graph tensors (tf.data map) outside a Keras model."""
-    return (
-        not isinstance(tensor, keras.KerasTensor)
-        and backend_utils.in_tf_graph()
-        and not jax_utils.is_in_jax_tracing_scope(tensor)
+def _tensorflow_ops(tf):
+    """The `keras.ops` this layer uses, spelled with TensorFlow ops.
+
+    For TF tensors under the JAX and torch backends (a `tf.data` map), where
+    `keras.ops` cannot take them. `tf` is the module already loaded by the
+    caller: the layer itself never imports TensorFlow.
+    """
+
+    def shape(x):
+        dynamic = tf.shape(x)
+        return tuple(dynamic[i] if dim is None else dim for i, dim in enumerate(x.shape))
+
+    def rfft(x, fft_length):
+        spectrum = tf.signal.rfft(x, [fft_length])
+        return tf.math.real(spectrum), tf.math.imag(spectrum)
+
+    return types.SimpleNamespace(
+        any=tf.reduce_any,
+        arange=tf.range,
+        cast=tf.cast,
+        concatenate=tf.concat,
+        convert_to_tensor=tf.convert_to_tensor,
+        isfinite=tf.math.is_finite,
+        log=tf.math.log,
+        logical_and=tf.logical_and,
+        logical_not=tf.logical_not,
+        logical_or=tf.logical_or,
+        matmul=tf.linalg.matmul,
+        maximum=tf.maximum,
+        mean=tf.reduce_mean,
+        ones_like=tf.ones_like,
+        pad=tf.pad,
+        reshape=tf.reshape,
+        rfft=rfft,
+        shape=shape,
+        sqrt=tf.sqrt,
+        sum=tf.reduce_sum,
+        where=tf.where,
     )
 
 
+def _ops_for(waveform):
+    """`keras.ops`, or their TensorFlow spelling for a TF tensor on another backend."""
+    tf = sys.modules.get("tensorflow")
+    if (
+        tf is not None
+        and isinstance(waveform, tf.Tensor)
+        and keras.config.backend() != "tensorflow"
+    ):
+        return _tensorflow_ops(tf)
+    return keras.ops
+
+
 @keras.saving.register_keras_serializable(package="keras_slam")
-class LogMelSpectrogram(keras.layers.Layer):
+class LogMelSpectrogram(keras_hub.layers.AudioConverter):
     """Log-mel filterbank features with a frame mask, for models and tf.data.
 
     Frames are cut Kaldi "snip edges" style: frame `t` covers samples
@@ -98,9 +146,11 @@ class LogMelSpectrogram(keras.layers.Layer):
     `LogMelSpectrogram.w2v_bert_2_0()` gives Hugging Face's
     `SeamlessM4TFeatureExtractor` features.
 
-    The same layer runs inside `tf.data.Dataset.map` under every Keras
-    backend: called on TF graph tensors it switches its ops to TensorFlow (as
-    Keras' own preprocessing layers do). Its computation is always float32.
+    A keras-hub `AudioConverter`: a preprocessor saves it to a preset as
+    `audio_converter.json` and loads it back. The same layer runs inside
+    `tf.data.Dataset.map` under every Keras backend: called on TF tensors
+    under JAX or torch it computes with the TensorFlow spelling of the same
+    ops (`_tensorflow_ops`). Its computation is always float32.
 
     Non-finite audio: an utterance with a NaN/inf real sample (or whose
     features overflow) gets an all-zero frame mask and zero features, so it
@@ -190,9 +240,6 @@ class LogMelSpectrogram(keras.layers.Layer):
         self._mel_matrix = mel_filterbank(
             num_mel_bins, fft_length, sample_rate, min_frequency, max_frequency, mel_scale
         ).astype("float32")
-        self.backend = backend_utils.DynamicBackend()
-        # Lets tf.data graph tensors through Keras' positional-argument check.
-        self._allow_non_tensor_positional_args = True
         self.built = True
 
     @classmethod
@@ -210,42 +257,39 @@ class LogMelSpectrogram(keras.layers.Layer):
         """Real output frames for `num_samples` real samples (int or int tensor)."""
         return self._frames_before_stacking(num_samples) // self.stack_frames
 
-    def __call__(self, waveform, padding_mask=None, **kwargs):
-        if not _in_tf_data_graph(waveform):
-            return super().__call__(waveform, padding_mask=padding_mask, **kwargs)
-        # Inside tf.data: compute with TensorFlow ops whatever the backend is,
-        # and keep Keras from converting the graph tensors to backend tensors.
-        self.backend.set_backend("tensorflow")
-        convert_input_args = self._convert_input_args
-        self._convert_input_args = False
-        try:
-            return super().__call__(waveform, padding_mask=padding_mask, **kwargs)
-        finally:
-            self.backend.reset()
-            self._convert_input_args = convert_input_args
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """The front end saved in `preset` (its `audio_converter.json`).
 
-    def _split_frames(self, waveform, num_frames):
+        One class serves every speech backbone, so unlike keras-hub's
+        `AudioConverter.from_preset` no subclass is looked up by backbone.
+        """
+        return get_preset_loader(preset).load_audio_converter(cls, **kwargs)
+
+    def audio_shape(self):
+        """(frames, features) of one preprocessed utterance."""
+        return (None, self.stack_frames * self.num_mel_bins)
+
+    def _split_frames(self, ops, waveform, num_frames):
         """(B, S) -> (B, T, frame_length) by reshaping into hops, no gather.
 
         Frame t is hops t .. t + k - 1 concatenated and cut to frame_length
         (k = ceil(frame_length / frame_step)); the zeros appended here only
         fill the tail of the last hop, which no frame reaches.
         """
-        np_ops = self.backend.numpy
         hops_per_frame = -(-self.frame_length // self.frame_step)
         num_hops = num_frames + hops_per_frame - 1
-        waveform = np_ops.pad(
+        waveform = ops.pad(
             waveform, [[0, 0], [0, self.frame_step * hops_per_frame]]
         )[:, : num_hops * self.frame_step]
-        hops = np_ops.reshape(waveform, (-1, num_hops, self.frame_step))
-        frames = np_ops.concatenate(
+        hops = ops.reshape(waveform, (-1, num_hops, self.frame_step))
+        frames = ops.concatenate(
             [hops[:, i : i + num_frames] for i in range(hops_per_frame)], axis=-1
         )
         return frames[..., : self.frame_length]
 
     def call(self, waveform, padding_mask=None):
-        ops = self.backend
-        np_ops = ops.numpy
+        ops = _ops_for(waveform)
         if len(waveform.shape) != 2:
             raise ValueError(
                 f"{self.name}: waveform must be (batch, samples), got shape "
@@ -259,24 +303,24 @@ class LogMelSpectrogram(keras.layers.Layer):
             )
         waveform = ops.cast(waveform, "float32")
         if padding_mask is None:
-            padding_mask = np_ops.ones_like(waveform)
+            padding_mask = ops.ones_like(waveform)
         elif len(padding_mask.shape) != 2:
             raise ValueError(
                 f"{self.name}: padding_mask must be (batch, samples), got shape "
                 f"{tuple(padding_mask.shape)}"
             )
         real_sample = ops.cast(padding_mask, "float32") > 0
-        finite_sample = np_ops.isfinite(waveform)
-        bad_sample = np_ops.logical_and(real_sample, np_ops.logical_not(finite_sample))
+        finite_sample = ops.isfinite(waveform)
+        bad_sample = ops.logical_and(real_sample, ops.logical_not(finite_sample))
         # NaN/inf anywhere (even in padding) must not enter the arithmetic.
-        waveform = np_ops.where(finite_sample, waveform, 0.0) * self.waveform_scale
+        waveform = ops.where(finite_sample, waveform, 0.0) * self.waveform_scale
 
         num_frames = self._frames_before_stacking(num_samples)
-        frames = self._split_frames(waveform, num_frames)
+        frames = self._split_frames(ops, waveform, num_frames)
         if self.remove_dc_offset:
-            frames = frames - np_ops.mean(frames, axis=-1, keepdims=True)
+            frames = frames - ops.mean(frames, axis=-1, keepdims=True)
         if self.preemphasis:
-            frames = np_ops.concatenate(
+            frames = ops.concatenate(
                 [
                     frames[..., :1] * (1.0 - self.preemphasis),
                     frames[..., 1:] - self.preemphasis * frames[..., :-1],
@@ -284,31 +328,31 @@ class LogMelSpectrogram(keras.layers.Layer):
                 axis=-1,
             )
         frames = frames * ops.convert_to_tensor(self._window_values)
-        real, imag = ops.math.rfft(frames, fft_length=self.fft_length)
+        real, imag = ops.rfft(frames, fft_length=self.fft_length)
         spectrum = real * real + imag * imag
         if self.power == 1.0:
-            spectrum = np_ops.sqrt(spectrum)
-        mel = np_ops.matmul(spectrum, ops.convert_to_tensor(self._mel_matrix))
-        log_mel = np_ops.log(np_ops.maximum(mel, self.log_floor))
+            spectrum = ops.sqrt(spectrum)
+        mel = ops.matmul(spectrum, ops.convert_to_tensor(self._mel_matrix))
+        log_mel = ops.log(ops.maximum(mel, self.log_floor))
 
-        lengths = np_ops.sum(ops.cast(real_sample, "int32"), axis=1)
-        frame_index = np_ops.arange(num_frames)
+        lengths = ops.sum(ops.cast(real_sample, "int32"), axis=1)
+        frame_index = ops.arange(num_frames)
         real_frame = frame_index[None, :] < self._frames_before_stacking(lengths)[:, None]
-        overflow = np_ops.logical_and(
-            real_frame[..., None], np_ops.logical_not(np_ops.isfinite(log_mel))
+        overflow = ops.logical_and(
+            real_frame[..., None], ops.logical_not(ops.isfinite(log_mel))
         )
-        valid_item = np_ops.logical_not(
-            np_ops.logical_or(
-                np_ops.any(bad_sample, axis=1), np_ops.any(overflow, axis=(1, 2))
+        valid_item = ops.logical_not(
+            ops.logical_or(
+                ops.any(bad_sample, axis=1), ops.any(overflow, axis=(1, 2))
             )
         )
-        real_frame = np_ops.logical_and(real_frame, valid_item[:, None])
-        features = np_ops.where(real_frame[..., None], log_mel, 0.0)
+        real_frame = ops.logical_and(real_frame, valid_item[:, None])
+        features = ops.where(real_frame[..., None], log_mel, 0.0)
         if self.normalize_per_bin:
-            features = self._normalize_per_bin(features, real_frame)
+            features = self._normalize_per_bin(ops, features, real_frame)
 
         num_output_frames = num_frames // self.stack_frames
-        features = np_ops.reshape(
+        features = ops.reshape(
             features[:, : num_output_frames * self.stack_frames],
             (-1, num_output_frames, self.stack_frames * self.num_mel_bins),
         )
@@ -317,22 +361,21 @@ class LogMelSpectrogram(keras.layers.Layer):
         frame_mask = real_frame[:, self.stack_frames - 1 :: self.stack_frames]
         return features, ops.cast(frame_mask, "float32")
 
-    def _normalize_per_bin(self, features, real_frame):
+    def _normalize_per_bin(self, ops, features, real_frame):
         """Mean 0, unbiased variance 1 per bin over real frames; pads stay 0."""
-        np_ops = self.backend.numpy
-        weights = self.backend.cast(real_frame, "float32")[..., None]
-        count = np_ops.sum(weights, axis=1, keepdims=True)
+        weights = ops.cast(real_frame, "float32")[..., None]
+        count = ops.sum(weights, axis=1, keepdims=True)
         # Sums run over deviations from the first (real) frame, not over raw
         # log energies (~15 after int16 scaling): float32 rounding then stays
         # small and does not depend on how much padding follows.
         deviation = (features - features[:, :1]) * weights
-        mean = np_ops.sum(deviation, axis=1, keepdims=True) / np_ops.maximum(count, 1.0)
+        mean = ops.sum(deviation, axis=1, keepdims=True) / ops.maximum(count, 1.0)
         centered = (deviation - mean) * weights
         # Unbiased (ddof=1) as Hugging Face; one real frame divides by 1.
-        variance = np_ops.sum(centered * centered, axis=1, keepdims=True) / np_ops.maximum(
+        variance = ops.sum(centered * centered, axis=1, keepdims=True) / ops.maximum(
             count - 1.0, 1.0
         )
-        return centered / np_ops.sqrt(variance + _VARIANCE_EPSILON)
+        return centered / ops.sqrt(variance + _VARIANCE_EPSILON)
 
     def compute_output_shape(self, waveform_shape, padding_mask_shape=None):
         num_samples = waveform_shape[1]

@@ -16,6 +16,13 @@ import numpy as np
 from keras_slam.data import tokenizers  # noqa: F401  (registers the tokenizer classes its presets hold)
 from keras_slam.data.audio import resample
 from keras_slam.layers.log_mel import LogMelSpectrogram
+from keras_slam.utils.keras_private import (
+    AUDIO_CONVERTER_CONFIG_FILE,
+    PREPROCESSOR_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+    check_file_exists,
+    get_preset_loader,
+)
 
 CHANNEL_MODES = (None, "mean")
 
@@ -94,6 +101,10 @@ def pad_waveforms(waveforms, multiple=1):
 class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
     """Front end (log-mel) and tokenizer of a `SpeechRecognizer`.
 
+    `save_to_preset` writes `preprocessor.json`, the front end
+    (`audio_converter.json`) and the tokenizer (`tokenizer.json` + assets);
+    `from_preset` reads them back.
+
     Args:
         audio_converter: `LogMelSpectrogram` (default: SLAM's 80-bin one,
             as the bundled recipes use).
@@ -114,12 +125,48 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
         (x, {"token_ids" (B, L), "token_padding_mask" (B, L)}) when y is given.
     """
 
+    audio_converter_cls = LogMelSpectrogram
+    tokenizer_cls = keras_hub.tokenizers.Tokenizer
+
     def __init__(self, audio_converter=None, tokenizer=None, pad_to_multiple=8000, **kwargs):
         super().__init__(**kwargs)
-        self.audio_converter = audio_converter or LogMelSpectrogram(name="audio_converter")
+        self.audio_converter = audio_converter or self.audio_converter_cls(name="audio_converter")
         self.tokenizer = tokenizer
         self.pad_to_multiple = pad_to_multiple
         self.built = True
+
+    @classmethod
+    def saved_in(cls, preset):
+        """Whether the preset directory holds this preprocessor or one of its parts."""
+        parts = (PREPROCESSOR_CONFIG_FILE, AUDIO_CONVERTER_CONFIG_FILE, TOKENIZER_CONFIG_FILE)
+        return any(check_file_exists(preset, part) for part in parts)
+
+    @classmethod
+    def from_preset(cls, preset, config_file=PREPROCESSOR_CONFIG_FILE, **kwargs):
+        """The preprocessor saved in `preset`, or one built from its parts.
+
+        Reads `preprocessor.json` when the preset has one; otherwise its
+        `audio_converter.json` (else the default front end) and
+        `tokenizer.json` (else no tokenizer), as a backbone preset or a
+        converted checkpoint holds them. One preprocessor serves every speech
+        backbone, so unlike keras-hub no subclass is looked up by backbone.
+
+        Raises:
+            FileNotFoundError: the preset holds none of these files.
+        """
+        if not cls.saved_in(preset):
+            raise FileNotFoundError(
+                f"{preset}: no {PREPROCESSOR_CONFIG_FILE}, {AUDIO_CONVERTER_CONFIG_FILE} "
+                f"or {TOKENIZER_CONFIG_FILE}; this preset has no preprocessor"
+            )
+        loader = get_preset_loader(preset)
+        if check_file_exists(preset, config_file):
+            return loader.load_preprocessor(cls, config_file, **kwargs)
+        if "audio_converter" not in kwargs and check_file_exists(preset, AUDIO_CONVERTER_CONFIG_FILE):
+            kwargs["audio_converter"] = loader.load_audio_converter(cls.audio_converter_cls)
+        if "tokenizer" not in kwargs and check_file_exists(preset, TOKENIZER_CONFIG_FILE):
+            kwargs["tokenizer"] = loader.load_tokenizer(cls.tokenizer_cls)
+        return cls(**kwargs)
 
     def call(self, x, y=None, sample_weight=None):
         if isinstance(x, dict) and "speech_features" in x:

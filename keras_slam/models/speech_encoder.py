@@ -26,12 +26,12 @@ import math
 
 import keras
 import keras_hub
-from keras.src.backend.common import global_state
 
 from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames
+from keras_slam.utils.keras_private import global_state
 from keras_slam.utils.preset_utils import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")

@@ -71,7 +71,6 @@ HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS_FILE = "model.safetensors"
 HF_WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 HF_VOCABULARY_FILE = "vocab.json"
-AUDIO_CONVERTER_FILE = "audio_converter.json"
 HF_PREFIX = "hf://"
 
 # Prefix of the encoder keys in `Wav2Vec2BertForCTC` (and the other heads).
@@ -388,11 +387,6 @@ def w2v_bert_front_end(feature_dim=160):
     return LogMelSpectrogram.w2v_bert_2_0(num_mel_bins=num_mel_bins, name="audio_converter")
 
 
-def save_front_end(front_end, preset_dir):
-    with open(os.path.join(preset_dir, AUDIO_CONVERTER_FILE), "w", encoding="utf-8") as file:
-        json.dump(keras.saving.serialize_keras_object(front_end), file, indent=2)
-
-
 @dataclasses.dataclass
 class ConvertedCheckpoint:
     """What `convert_checkpoint` builds.
@@ -469,7 +463,7 @@ def convert_to_preset(hf_dir, preset_dir):
             extra["vocabulary"] = converted.vocabulary
         else:
             converted.encoder.save_to_preset(staging)
-            save_front_end(converted.front_end, staging)
+            converted.front_end.save_to_preset(staging)
         preset_utils.update_metadata(
             staging,
             weights="converted",

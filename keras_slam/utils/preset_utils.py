@@ -43,25 +43,25 @@ import warnings
 import h5py
 import keras
 import keras_hub
-from keras.src.saving import saving_lib
-from keras.src.saving.keras_saveable import KerasSaveable
-from keras.src.utils import naming
-from keras_hub.src.utils import preset_utils as keras_hub_preset_utils
-from keras_hub.src.utils.preset_utils import (
-    AUDIO_CONVERTER_CONFIG_FILE,
+
+from keras_slam import __version__ as KERAS_SLAM_VERSION
+from keras_slam.utils.keras_private import (
     CONFIG_FILE,
     METADATA_FILE,
     MODEL_WEIGHTS_FILE,
-    PREPROCESSOR_CONFIG_FILE,
     SHARDED_MODEL_WEIGHTS_CONFIG_FILE,
     TASK_CONFIG_FILE,
     TASK_WEIGHTS_FILE,
-    TOKENIZER_CONFIG_FILE,
+    KerasSaveable,
     check_config_class,
+    check_file_exists,
     get_preset_loader,
+    load_json,
+    register_presets,
+    to_snake_case,
+    unique_saveable_name,
+    walk_saveable,
 )
-
-from keras_slam import __version__ as KERAS_SLAM_VERSION
 
 RANDOM_WEIGHTS = "random"
 
@@ -92,7 +92,7 @@ def register_named_presets(presets):
     for backbone_cls in {spec.backbone_cls for spec in presets.values()}:
         # keras-hub requires a handle; ours are built by `from_preset`,
         # never by keras-hub's downloader.
-        keras_hub_preset_utils.register_presets(
+        register_presets(
             {
                 name: {
                     "metadata": spec.metadata(name),
@@ -177,7 +177,7 @@ def _variables_by_h5_path(model, skip=()):
             own = saveable._trainable_variables + saveable._non_trainable_variables
             for i, variable in enumerate(own):
                 found[f"{path}/vars/{i}".lstrip("/")] = variable
-        for attr, child in saving_lib._walk_saveable(saveable):
+        for attr, child in walk_saveable(saveable):
             if isinstance(child, KerasSaveable):
                 visit(child, f"{path}/{attr}")
             elif isinstance(child, (list, dict, tuple)):
@@ -191,10 +191,10 @@ def _variables_by_h5_path(model, skip=()):
         children = container.values() if isinstance(container, dict) else container
         for child in children:
             if isinstance(child, KerasSaveable):
-                base = naming.to_snake_case(child.__class__.__name__)
-                visit(child, f"{path}/{saving_lib._get_unique_name(base, used)}")
+                base = to_snake_case(child.__class__.__name__)
+                visit(child, f"{path}/{unique_saveable_name(base, used)}")
             elif isinstance(child, (list, dict, tuple)):
-                name = saving_lib._get_unique_name("container", used)
+                name = unique_saveable_name("container", used)
                 visit_container(child, f"{path}/{name}")
 
     visit(model, "")
@@ -284,34 +284,15 @@ def _build_named(cls, name, load_weights=True, dtype=None, **kwargs):
 
 
 def _file_exists(preset, name):
-    return keras_hub_preset_utils.check_file_exists(preset, name)
+    return check_file_exists(preset, name)
 
 
 def _holds_task(preset, cls):
     """True when the preset's task.json is a `cls` (or a subclass)."""
     if not _file_exists(preset, TASK_CONFIG_FILE):
         return False
-    task_config = keras_hub_preset_utils.load_json(preset, TASK_CONFIG_FILE)
+    task_config = load_json(preset, TASK_CONFIG_FILE)
     return issubclass(check_config_class(task_config), cls)
-
-
-def load_preprocessor(loader, preprocessor_cls):
-    """The preset's preprocessor for a new task, or None.
-
-    `preprocessor.json` when the preset has one; else a `preprocessor_cls`
-    around the tokenizer and audio converter the preset holds (a backbone
-    preset saved beside them); None when it holds neither.
-    """
-    preset = loader.preset
-    if _file_exists(preset, PREPROCESSOR_CONFIG_FILE):
-        return loader.load_preprocessor(preprocessor_cls)
-    parts = {}
-    if _file_exists(preset, TOKENIZER_CONFIG_FILE):
-        parts["tokenizer"] = loader.load_tokenizer(preprocessor_cls.tokenizer_cls)
-    if _file_exists(preset, AUDIO_CONVERTER_CONFIG_FILE):
-        audio_converter_cls = preprocessor_cls.audio_converter_cls
-        parts["audio_converter"] = loader.load_audio_converter(audio_converter_cls)
-    return preprocessor_cls(**parts) if parts else None
 
 
 def _load_keras_preset(cls, preset, load_weights=True, **kwargs):
@@ -320,19 +301,21 @@ def _load_keras_preset(cls, preset, load_weights=True, **kwargs):
     A task whose class the preset does not hold is built around the
     preset's backbone (keras-hub's `load_task`, without its search for a
     task subclass per backbone class: one keras-slam task serves every
-    backbone); its preprocessor comes from `load_preprocessor`.
+    backbone); its preprocessor is the preprocessor class's `from_preset`
+    when the preset holds one (or its parts).
     """
     if not _is_task(cls):
         base_from_preset = _keras_hub_method(cls, "from_preset").__func__
         return base_from_preset(cls, preset, load_weights=load_weights, **kwargs)
-    loader = get_preset_loader(preset)
+    preprocessor_cls = cls.preprocessor_cls
     if (
         "preprocessor" not in kwargs
-        and cls.preprocessor_cls is not None
+        and preprocessor_cls is not None
         and not _holds_task(preset, cls)
     ):
-        kwargs["preprocessor"] = load_preprocessor(loader, cls.preprocessor_cls)
-    return loader.load_task(cls, load_weights, True, **kwargs)
+        saved = preprocessor_cls.saved_in(preset)
+        kwargs["preprocessor"] = preprocessor_cls.from_preset(preset) if saved else None
+    return get_preset_loader(preset).load_task(cls, load_weights, True, **kwargs)
 
 
 def _check_weights(cls, preset, kwargs):

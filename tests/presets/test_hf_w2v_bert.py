@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from keras_hub.src.utils.preset_utils import get_preset_loader
+from keras_slam.utils.keras_private import get_preset_loader
 
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert

@@ -1,0 +1,77 @@
+import os
+
+import pytest
+
+from keras_slam.layers.log_mel import LogMelSpectrogram
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from tests import test_case
+from tests.models.test_speech_recognizer import make_backbone, make_tokenizer
+
+
+def make_preprocessor():
+    # Not the defaults, so that a lost setting shows.
+    front_end = LogMelSpectrogram.w2v_bert_2_0(num_mel_bins=40, name="audio_converter")
+    return SpeechRecognizerPreprocessor(
+        audio_converter=front_end, tokenizer=make_tokenizer(), pad_to_multiple=4000
+    )
+
+
+def test_preset_round_trip_keeps_front_end_tokenizer_and_transcripts(seeded, tmp_path):
+    preprocessor = make_preprocessor()
+    recognizer = SpeechRecognizer(
+        make_backbone("speech_encoder", None),
+        preprocessor=preprocessor,
+        spec_augment=None,
+    )
+    waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in (8000, 12000)]
+    expected = recognizer.transcribe(waveforms)
+    preset = str(tmp_path)
+    recognizer.backbone.save_to_preset(preset)
+    preprocessor.save_to_preset(preset)
+    assert {"preprocessor.json", "audio_converter.json", "tokenizer.json"} <= set(
+        os.listdir(preset)
+    )
+    front_end = LogMelSpectrogram.from_preset(preset)
+    assert front_end.get_config() == preprocessor.audio_converter.get_config()
+    assert front_end.audio_shape() == (None, 80)
+
+    # Whole (preprocessor.json), and from its parts as a converted checkpoint has them.
+    restored = SpeechRecognizerPreprocessor.from_preset(preset)
+    os.remove(os.path.join(preset, "preprocessor.json"))
+    from_parts = SpeechRecognizerPreprocessor.from_preset(preset)
+    for loaded, name in ((restored, "preprocessor.json"), (from_parts, "parts")):
+        assert (
+            loaded.audio_converter.get_config()
+            == preprocessor.audio_converter.get_config()
+        ), name
+        assert (
+            loaded.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary()
+        ), name
+    assert restored.pad_to_multiple == 4000
+    test_case.assert_outputs_close(
+        test_case.normalize_outputs(preprocessor(waveforms)),
+        test_case.normalize_outputs(restored(waveforms)),
+        atol=0.0,
+    )
+    again = SpeechRecognizer(
+        make_backbone("speech_encoder", None), preprocessor=restored, spec_augment=None
+    )
+    again.set_weights(recognizer.get_weights())
+    assert again.transcribe(waveforms) == expected
+
+    # A backbone preset with a front end and tokenizer gives a whole recognizer.
+    loaded = SpeechRecognizer.from_preset(preset)
+    assert (
+        loaded.preprocessor.audio_converter.get_config()
+        == preprocessor.audio_converter.get_config()
+    )
+    assert loaded.vocabulary_size == preprocessor.tokenizer.vocabulary_size()
+
+
+def test_preset_without_preprocessor(tmp_path):
+    preset = str(tmp_path)
+    make_backbone("speech_encoder", None).save_to_preset(preset)
+    with pytest.raises(FileNotFoundError, match="has no preprocessor"):
+        SpeechRecognizerPreprocessor.from_preset(preset)
+    assert SpeechRecognizer.from_preset(preset, vocabulary_size=5).preprocessor is None
