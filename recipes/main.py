@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from keras_slam.data import pipeline
 from keras_slam.data.schema import SAMPLE_RATE
-from keras_slam.metrics.codebook import CodebookCollapseMonitor
+from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.presets import hf_w2v_bert, loading

@@ -1,7 +1,6 @@
-"""Backbones, tasks and training schedules; importing it registers the
+"""Backbones and tasks; importing it registers the
 named presets, so `SLAMBackbone.from_preset("slam_tiny")` works."""
 
-from keras_slam.models.schedules import ObjectiveSchedule
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower

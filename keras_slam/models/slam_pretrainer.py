@@ -25,7 +25,8 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   frame that differ from the target (K when codes are diverse); and
   `codebook_usage` (a `CodebookUsage` metric), the fraction
   of codes chosen as targets at masked real frames over the last
-  `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it.
+  `codebook_usage_window_steps` steps; `keras_slam.callbacks.CodebookCollapseMonitor`
+  acts on it.
   `codebook_perplexity` (what the diversity loss raises) and
   `codebook_frame_perplexity` (codes each frame hesitates between) are the
   soft views: collapse drives both to 1, flat noise-driven codes bring the
@@ -48,7 +49,7 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
 
 Loss weights are non-trainable float32 variables (`objective_weights`):
 `set_objective_weights` changes them between steps without recompiling
-(`keras_slam.models.schedules.ObjectiveSchedule`). A sub-batch that is
+(`keras_slam.callbacks.ObjectiveSchedule`). A sub-batch that is
 missing, or fully masked, contributes exactly 0. All losses are float32.
 
 All random choices (span masks, negatives, corruption, Gumbel noise) are

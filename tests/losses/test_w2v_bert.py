@@ -9,7 +9,8 @@ import pytest
 from keras_slam.layers.masking import MaskEmbedding, SpanMasking
 from keras_slam.layers.quantizers import GumbelVectorQuantizer
 from keras_slam.losses import w2v_bert
-from keras_slam.metrics.codebook import CodebookCollapseMonitor, CodebookUsage
+from keras_slam.callbacks import CodebookCollapseMonitor
+from keras_slam.metrics.codebook import CodebookUsage
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,8 +2,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_slam.metrics.codebook import CodebookCollapseError, CodebookCollapseMonitor
-from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_weights
+from keras_slam.callbacks import (
+    SLAM_STAGES,
+    CodebookCollapseError,
+    CodebookCollapseMonitor,
+    ObjectiveSchedule,
+    stage_weights,
+)
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from tests import test_case

@@ -12,7 +12,7 @@ from keras_slam.data.tokenizers import build_character_vocabulary
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
-from keras_slam.models.speech_recognizer import BlankOnlyGuard
+from keras_slam.callbacks import BlankOnlyGuard
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from tests import test_case
 
