@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_slam.losses.ctc import minimum_frames
+from keras_slam.objectives.ctc import minimum_frames
 from keras_slam.models.speech_recognizer import FEATURE_KEYS
 from keras_slam.optimizers import find_finite_step_optimizer
 

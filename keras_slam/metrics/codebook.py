@@ -10,6 +10,8 @@ it during `fit`.
 import keras
 from keras import ops
 
+from keras_slam.layers.padding import masked_mean
+
 
 def _entropy(probs):
     """-sum p log p over the last axis, with 0 log 0 = 0 (never log(0))."""
@@ -18,14 +20,11 @@ def _entropy(probs):
 
 
 def _mean_over_frames(values, mask):
-    """(B, T, ...) float32 values averaged over the (B, T) frames where
-    `mask` is 1 (all frames when None); zeros when no frame is selected."""
+    """(B, T, ...) values averaged over the (B, T) frames where `mask` is 1
+    (every frame when None); zeros when no frame is selected."""
     if mask is None:
-        mask = ops.ones(ops.shape(values)[:2], "float32")
-    mask = ops.cast(mask, "float32")
-    for _ in range(len(values.shape) - 2):
-        mask = mask[..., None]
-    return ops.sum(values * mask, axis=(0, 1)) / ops.maximum(ops.sum(mask), 1.0)
+        mask = ops.ones(ops.shape(values)[:2], values.dtype)
+    return masked_mean(values, mask, axis=(0, 1))
 
 
 def perplexity_of_marginals(marginals):

@@ -5,7 +5,7 @@ search, the algorithm of `keras.ops.ctc_decode(strategy="beam_search")`) in
 numpy on the host: the JAX kernel is traced and compiled anew on every call,
 which made beam transcription ~25x slower than greedy; host decoding is
 the same on every backend. Repeated classes are merged, blanks dropped,
-padded frames ignored. Blank conventions are those of `keras_slam.losses.ctc`
+padded frames ignored. Blank conventions are those of `keras_slam.objectives.ctc`
 (class 0 = blank = the tokenizers' pad id).
 """
 

@@ -62,15 +62,16 @@ import keras_hub
 from keras import ops
 
 from keras_slam.layers.masking import MaskEmbedding, compute_span_mask
+from keras_slam.layers.padding import masked_mean
 from keras_slam.layers.quantizers import (
     GumbelVectorQuantizer,
     RandomProjectionQuantizer,
     stack_frames,
 )
-from keras_slam.losses.ctc import ctc_loss
-from keras_slam.losses.mlm import corrupt_tokens, masked_token_loss
-from keras_slam.losses.stm import masked_mean, mismatched_partners, stm_loss
-from keras_slam.losses.w2v_bert import (
+from keras_slam.objectives.ctc import ctc_loss
+from keras_slam.objectives.mlm import corrupt_tokens, masked_token_loss
+from keras_slam.objectives.stm import mismatched_partners, stm_loss
+from keras_slam.objectives.w2v_bert import (
     contrastive_loss,
     diversity_loss,
     masked_prediction_loss,
@@ -621,7 +622,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             ops.concatenate([token_mask, mismatched_mask], axis=0),
         )
         encoded = self.backbone.encode_shared(packed, packed_mask, training)
-        logits = self.stm_head(masked_mean(encoded, packed_mask))
+        logits = self.stm_head(masked_mean(encoded, packed_mask, axis=1))
         batch_size = ops.shape(rows_present)[0]
         labels = ops.concatenate([ops.ones((batch_size,)), ops.zeros((batch_size,))], axis=0)
         weights = ops.concatenate([ops.cast(rows_present, "float32"), negative_weight], axis=0)

@@ -8,7 +8,7 @@
       -> {"logits" (B, T', V), "padding_mask" (B, T')}
 
 Class `blank_index` (0: the keras-slam tokenizers' pad id) is the CTC blank.
-The loss is `keras_slam.losses.ctc.ctc_loss` (float32 inside, so it is safe
+The loss is `keras_slam.objectives.ctc.ctc_loss` (float32 inside, so it is safe
 under mixed_bfloat16), computed in `compute_loss` from the labels
 {"token_ids", "token_padding_mask"}; `split_asr_batch` turns a pipeline
 batch into (x, y).
@@ -33,7 +33,7 @@ import numpy as np
 from keras import ops
 
 from keras_slam.layers.spec_augment import SpecAugment
-from keras_slam.losses.ctc import ctc_loss
+from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.asr_preprocessor import standardize_waveform

@@ -1,8 +1,7 @@
 """Pre-training and fine-tuning objectives as plain functions of tensors + masks."""
 
-from keras_slam.losses.ctc import ctc_loss
-from keras_slam.losses.w2v_bert import (
-    best_rq_loss,
+from keras_slam.objectives.ctc import ctc_loss
+from keras_slam.objectives.w2v_bert import (
     contrastive_loss,
     diversity_loss,
     masked_prediction_loss,
