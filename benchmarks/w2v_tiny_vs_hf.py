@@ -42,6 +42,7 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from keras_slam.optimizers import TransformerSchedule
 from recipes import slam
 
 WINDOW = 10  # steps per window; the keras-slam history has one row per 10-step epoch
@@ -109,7 +110,7 @@ def train_hf(audio, diversity_weight, steps, seed=0):
     usage_noise = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = tiny_hf_model(diversity_weight)
-    learning_rate = slam.TransformerSchedule(**CONFIG["optimizer"])
+    learning_rate = TransformerSchedule(**CONFIG["optimizer"])
     optimizer = torch.optim.Adam(model.parameters())
     # The quantizer's code logits (B, T, V), from the features it quantizes.
     code_logits = {}

@@ -104,7 +104,7 @@ print(sorted(os.listdir(pretrained)))
 # blanks after a number of steps.
 
 # %%
-from keras_slam.models.speech_recognizer import BlankOnlyGuard
+from keras_slam.callbacks import BlankOnlyGuard
 
 recognizer = SpeechRecognizer.from_preset(pretrained)
 train = asr.paired_dataset(tokenizer, front_end, "train", languages=settings.languages, batch_seconds=settings.batch_seconds, training=True)

@@ -5,8 +5,13 @@ gradient is NaN/inf changes no weight and no optimizer state (iterations,
 moments); it only counts the step in `skipped_steps`. The same idea as
 `keras.optimizers.LossScaleOptimizer`'s skip (a `keras.ops.cond` in `apply`),
 so it works under `fit` on JAX, TensorFlow and torch without a per-backend
-train step. `TerminateOnSkippedSteps` stops `fit` with an error naming the
-step and the loss after too many consecutive skips.
+train step. `keras_slam.callbacks.TerminateOnSkippedSteps` stops `fit`
+with an error naming the step and the loss after too many consecutive skips.
+
+Also here: `EncoderHeadAdam` (the fine-tuning optimizer of
+`SpeechRecognizer`) and `TransformerSchedule` (the pre-training learning
+rate), registered under "keras_slam" so saved models reload with the
+library alone.
 """
 
 import keras
@@ -161,47 +166,72 @@ def find_finite_step_optimizer(optimizer):
     return optimizer
 
 
-class TerminateOnSkippedSteps(keras.callbacks.Callback):
-    """Adds `skipped_steps` to the logs and stops `fit` with an error naming
-    the step and the loss after `max_consecutive_skips` skipped steps in a row.
+@keras.saving.register_keras_serializable(package="keras_slam")
+class EncoderHeadAdam(keras.optimizers.Adam):
+    """Adam with a separate learning rate, and a warm-up freeze, for the encoder.
 
-    One skipped step is a bad batch; the weights are unchanged, so the next
-    batch trains normally. Skips in a row mean the model or the data stream
-    is broken, and skipping cannot mend it.
+    Variables whose path starts with `head_prefix` train at the learning
+    rate; all others (the encoder) at `encoder_learning_rate_multiplier`
+    times it, and not at all during the first `freeze_encoder_steps` steps.
 
     Args:
-        max_consecutive_skips: skipped steps in a row that stop training.
+        head_prefix: variable path prefix of the head.
+        encoder_learning_rate_multiplier: encoder lr / head lr.
+        freeze_encoder_steps: steps with a zero encoder learning rate.
+        **kwargs: `keras.optimizers.Adam` arguments.
     """
 
-    def __init__(self, max_consecutive_skips=10):
-        super().__init__()
-        self.max_consecutive_skips = max_consecutive_skips
+    def __init__(
+        self,
+        head_prefix,
+        encoder_learning_rate_multiplier=1.0,
+        freeze_encoder_steps=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.encoder_learning_rate_multiplier = encoder_learning_rate_multiplier
+        self.freeze_encoder_steps = freeze_encoder_steps
+        self.head_prefix = head_prefix
 
-    def _counters(self):
-        """(optimizer, skipped_steps, consecutive_skips) of the model now."""
-        optimizer = find_finite_step_optimizer(self.model.optimizer)
-        if optimizer is None:
-            raise ValueError(
-                "TerminateOnSkippedSteps needs a model compiled with a "
-                f"FiniteStepOptimizer; got {type(self.model.optimizer).__name__}"
-            )
-        return (
-            optimizer,
-            int(ops.convert_to_numpy(optimizer.skipped_steps)),
-            int(ops.convert_to_numpy(optimizer.consecutive_skips)),
+    def _is_head(self, variable):
+        # TensorFlow hands over its own tf.Variable; map back to ours.
+        keras_variable = self._trainable_variables[self._get_variable_index(variable)]
+        return keras_variable.path.startswith(self.head_prefix)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self._is_head(variable):
+            frozen = ops.less(self.iterations, self.freeze_encoder_steps)
+            multiplier = ops.where(frozen, 0.0, self.encoder_learning_rate_multiplier)
+            learning_rate = learning_rate * ops.cast(multiplier, learning_rate.dtype)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder_learning_rate_multiplier=self.encoder_learning_rate_multiplier,
+            freeze_encoder_steps=self.freeze_encoder_steps,
+            head_prefix=self.head_prefix,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Vaswani et al.'s schedule by its peak: linear warmup, then 1/sqrt(step).
+
+    lr(step) = peak * min(step / warmup, sqrt(warmup / step)), step from 1.
+    """
+
+    def __init__(self, peak_learning_rate, warmup_steps):
+        self.peak_learning_rate = peak_learning_rate
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32") + 1.0
+        warmup = float(self.warmup_steps)
+        return self.peak_learning_rate * keras.ops.minimum(
+            step / warmup, keras.ops.sqrt(warmup / step)
         )
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs["skipped_steps"] = self._counters()[1]
-
-    def on_train_batch_end(self, batch, logs=None):
-        optimizer, skipped_steps, consecutive_skips = self._counters()
-        logs["skipped_steps"] = skipped_steps
-        if consecutive_skips >= self.max_consecutive_skips:
-            step = int(ops.convert_to_numpy(optimizer.iterations)) + skipped_steps
-            loss = logs.get("loss")
-            raise RuntimeError(
-                f"{consecutive_skips} training steps in a row, up to step {step} "
-                f"(batch {batch} of this epoch), had a non-finite loss or gradient "
-                f"(loss: {loss}); none was applied. Check the data and the learning rate."
-            )
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps}

@@ -31,8 +31,8 @@ import time
 import keras
 
 from keras_slam.data import pipeline
+from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.metrics.codebook import CodebookCollapseMonitor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor

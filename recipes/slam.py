@@ -58,10 +58,16 @@ import os
 
 import keras
 
-from keras_slam.metrics.codebook import CodebookCollapseMonitor, save_codebook_usage_plot
-from keras_slam.models.schedules import MSLAM_STAGES, SLAM_STAGES, ObjectiveSchedule
+from keras_slam.callbacks import (
+    MSLAM_STAGES,
+    SLAM_STAGES,
+    CodebookCollapseMonitor,
+    ObjectiveSchedule,
+)
+from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.optimizers import TransformerSchedule
 from keras_slam.presets.registry import PRESETS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,28 +163,6 @@ CONFIGS["best_rq_tiny"] = dict(
 # over an epoch. `w2v_mlm_gain` is logged but not a criterion: at the tiny
 # sizes it stays below 0 for 200 steps even with healthy codes.
 COLLAPSE_THRESHOLDS = {"codebook_usage": 0.1}
-
-
-@keras.saving.register_keras_serializable(package="keras_slam")
-class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Vaswani et al.'s schedule by its peak: linear warmup, then 1/sqrt(step).
-
-    lr(step) = peak * min(step / warmup, sqrt(warmup / step)), step from 1.
-    """
-
-    def __init__(self, peak_learning_rate, warmup_steps):
-        self.peak_learning_rate = peak_learning_rate
-        self.warmup_steps = warmup_steps
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32") + 1.0
-        warmup = float(self.warmup_steps)
-        return self.peak_learning_rate * keras.ops.minimum(
-            step / warmup, keras.ops.sqrt(warmup / step)
-        )
-
-    def get_config(self):
-        return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps}
 
 
 def character_tokenizer(corpus_dir, max_tokens):

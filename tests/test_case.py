@@ -12,6 +12,11 @@ Every layer, loss and model test uses these:
 - `assert_mixed_precision_finite`: mixed_bfloat16 call gives finite outputs.
 - `gradients`: d loss / d variables on the current backend.
 
+One call per model runs them all (as keras-hub's TestCase does):
+`run_backbone_test`, `run_task_test` (adds one `fit` on a tf.data dataset
+whose batches differ in length) and `run_preset_test` (save_to_preset /
+from_preset keep the outputs).
+
 Conventions. A *call function* takes a dict of numpy inputs and returns a
 dict of outputs; each output is either an array (compared whole) or a pair
 `(array, mask)` where `mask` (B, T) marks the real positions along axis 1
@@ -414,3 +419,108 @@ def call_with_unknown_lengths(function, *arrays):
 
         function = jax.jit(function)
     return keras.tree.map_structure(to_numpy, function(*arrays))
+
+
+def run_preset_test(obj, call_fn_of, inputs, preset_dir, load=None):
+    """`obj.save_to_preset(preset_dir)` then `load(preset_dir)` (default
+    `type(obj).from_preset`) gives an object of the same class and outputs.
+
+    Returns:
+        The loaded object.
+    """
+    obj.save_to_preset(preset_dir)
+    restored = (load or type(obj).from_preset)(preset_dir)
+    assert type(restored) is type(obj), type(restored)
+    expected = normalize_outputs(call_fn_of(obj)(inputs))
+    actual = normalize_outputs(call_fn_of(restored)(inputs))
+    assert_outputs_close(expected, actual, atol=1e-6, where="preset: ")
+    return restored
+
+
+def _run_model_checks(
+    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
+    preset_dir, load,
+):
+    """The checks shared by backbones and tasks; returns the built model."""
+    model, call_fn = build_case(builder, inputs)
+    outputs = normalize_outputs(call_fn(inputs))
+    shapes = {name: array.shape for name, (array, _) in outputs.items()}
+    assert shapes == expected_output_shapes, shapes
+    assert_padding_invariant(call_fn, inputs, padded)
+    assert_backend_parity(builder, inputs, parity_worker=parity_worker)
+    assert_serialization_roundtrip(model, call_fn_of, inputs)
+    run_preset_test(model, call_fn_of, inputs, preset_dir, load)
+    assert_mixed_precision_finite(builder, inputs)
+    return model
+
+
+def run_backbone_test(
+    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
+    preset_dir,
+):
+    """Every shared check of a backbone, in one call.
+
+    Output shapes, padding invariance (also with NaN/inf padding), parity
+    with the next backend, config and `.keras` round trip, preset round
+    trip through `keras_hub.models.Backbone.from_preset`, finite outputs
+    under mixed_bfloat16.
+
+    Args:
+        builder: "module:function" -> (backbone, call_fn) (module docstring).
+        call_fn_of: backbone -> call function.
+        inputs: dict of batched numpy arrays.
+        padded: {array_key: mask_key}, as `assert_padding_invariant`.
+        expected_output_shapes: {output name: shape} of the call function.
+        parity_worker: the `parity_worker` fixture.
+        preset_dir: an empty directory.
+    """
+    import keras_hub
+
+    _run_model_checks(
+        builder, call_fn_of, inputs, padded, expected_output_shapes,
+        parity_worker, preset_dir, keras_hub.models.Backbone.from_preset,
+    )
+
+
+def run_task_test(
+    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
+    preset_dir, train_batches,
+):
+    """`run_backbone_test`'s checks for a task (preset through the task's own
+    `from_preset`), plus one `fit` epoch on variable-length tf.data batches.
+
+    Args:
+        train_batches: batches for `fit` (dicts or (x, y) tuples of numpy
+            arrays) whose lengths differ, as bucketed pipeline output; the
+            compiled task must give a finite loss and change its weights.
+        Others: as `run_backbone_test`.
+    """
+    task = _run_model_checks(
+        builder, call_fn_of, inputs, padded, expected_output_shapes,
+        parity_worker, preset_dir, None,
+    )
+    assert_fit_on_variable_lengths(task, train_batches)
+
+
+def assert_fit_on_variable_lengths(model, batches):
+    """One `fit` epoch on a tf.data dataset of `batches` whose axes that
+    differ between batches have unknown size, as a bucketed pipeline's:
+    a finite loss and changed trainable weights."""
+    import tensorflow as tf
+
+    def spec(*arrays):
+        shape = [
+            sizes[0] if len(set(sizes)) == 1 else None
+            for sizes in zip(*(array.shape for array in arrays))
+        ]
+        return tf.TensorSpec(shape, tf.as_dtype(arrays[0].dtype))
+
+    signature = keras.tree.map_structure(spec, *batches)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(batches), output_signature=signature
+    )
+    before = [to_numpy(weight) for weight in model.trainable_weights]
+    loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
+    assert np.isfinite(loss), loss
+    after = [to_numpy(weight) for weight in model.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))

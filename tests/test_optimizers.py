@@ -5,9 +5,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_slam.optimizers import FiniteStepOptimizer
-from keras_slam.optimizers import TerminateOnSkippedSteps
-from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.callbacks import TerminateOnSkippedSteps
+from keras_slam.optimizers import (
+    FiniteStepOptimizer,
+    TransformerSchedule,
+    skip_non_finite_steps,
+)
 from tests import test_case
 
 
@@ -121,3 +124,24 @@ def test_compiled_model_saves_and_loads(seeded):
     assert int(test_case.to_numpy(restored.optimizer.skipped_steps)) == 1
     for a, b in zip(state(model), state(restored)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_transformer_schedule_peaks_at_warmup():
+    schedule = TransformerSchedule(peak_learning_rate=6e-4, warmup_steps=40_000)
+    steps = (0, 19_999, 39_999, 159_999)
+    rates = [float(test_case.to_numpy(schedule(step))) for step in steps]
+    np.testing.assert_allclose(rates, [6e-4 / 40_000, 3e-4, 6e-4, 3e-4], rtol=1e-5)
+
+
+def test_saved_transformer_schedule_reloads_with_the_library_alone():
+    """Saved models name the schedule "keras_slam>TransformerSchedule"; it must
+    resolve to a class of the library, not of recipes/ or another module."""
+    schedule = TransformerSchedule(peak_learning_rate=1e-3, warmup_steps=10)
+    config = keras.optimizers.schedules.serialize(schedule)
+    assert config["registered_name"] == "keras_slam>TransformerSchedule"
+    registered = keras.saving.get_registered_object(config["registered_name"])
+    assert registered is TransformerSchedule
+    config["module"] = "no_such_package.recipes"
+    restored = keras.optimizers.schedules.deserialize(config)
+    assert isinstance(restored, TransformerSchedule)
+    assert restored.get_config() == schedule.get_config()

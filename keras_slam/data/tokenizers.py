@@ -6,7 +6,7 @@ a keras-hub asset so `save_to_preset` / `from_preset` carry it.
 
 Reserved ids, the same for both:
 
-    0  "<pad>"   padding; also the CTC blank class (`keras_slam.losses.ctc`):
+    0  "<pad>"   padding; also the CTC blank class (`keras_slam.objectives.ctc`):
                  a pad id never occurs among real labels.
     1  "<unk>"   anything outside the vocabulary.
     2  "<mask>"  the MLM / span-masking replacement token.

@@ -1,4 +1,8 @@
-"""Zeroing padded frames by a select, so NaN/inf there never reach real outputs."""
+"""Padding-mask helpers: zeroing padded frames, means over real positions.
+
+Both select rather than multiply by the mask, so NaN/inf in padding never
+reach a real output (0 * NaN = NaN).
+"""
 
 from keras import ops
 
@@ -19,3 +23,29 @@ def zero_padded_frames(x, padding_mask):
     for _ in range(len(x.shape) - 2):
         real = ops.expand_dims(real, -1)
     return ops.where(real, x, ops.zeros((), x.dtype))
+
+
+def masked_mean(values, mask, axis=None, keepdims=False):
+    """Mean of `values` over the positions where `mask` is 1; 0 where none.
+
+    Args:
+        values: (B, T, ...) tensor (any leading shape that `mask` matches).
+        mask: (B, T) (the leading axes of `values`), 1 = counted, 0 = not.
+        axis: axes of `mask` to average over; None: all of them.
+        keepdims: keep the averaged axes with size 1.
+    Returns:
+        `values` reduced over `axis`, in `values`' dtype.
+    """
+    values = ops.convert_to_tensor(values)
+    counted = ops.cast(mask, values.dtype)
+    if axis is None:
+        axis = tuple(range(len(counted.shape)))
+    for _ in range(len(values.shape) - len(counted.shape)):
+        counted = ops.expand_dims(counted, -1)
+    total = ops.sum(
+        ops.where(counted > 0, values, ops.zeros((), values.dtype)),
+        axis=axis,
+        keepdims=keepdims,
+    )
+    count = ops.sum(counted, axis=axis, keepdims=keepdims)
+    return total / ops.maximum(count, ops.ones((), values.dtype))

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_slam.layers.padding import masked_mean
+
 
 @keras.saving.register_keras_serializable(package="keras_slam")
 class SpecAugment(keras.layers.Layer):
@@ -113,10 +115,7 @@ class SpecAugment(keras.layers.Layer):
         if self.mask_value == "zero":
             fill = ops.zeros_like(features)
         else:
-            is_real = (real_frame > 0)[..., None]
-            real_sum = ops.sum(ops.where(is_real, features, 0.0), axis=1, keepdims=True)
-            count = ops.maximum(ops.sum(real_frame, axis=1)[:, None, None], 1.0)
-            fill = ops.cast(real_sum / ops.cast(count, real_sum.dtype), features.dtype)
+            fill = masked_mean(features, real_frame, axis=1, keepdims=True)
         return ops.where(masked, fill, features)
 
     def compute_output_shape(self, features_shape, padding_mask_shape=None):

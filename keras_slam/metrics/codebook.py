@@ -3,16 +3,14 @@
 A quantizer collapses when few of its codes stay in use; the contrastive
 task then becomes trivial. `codebook_perplexity` is the differentiable view
 (what the diversity loss pushes up), `CodebookUsage` the hard count over a
-window of steps, and `CodebookCollapseMonitor` acts on it during `fit`.
+window of steps, and `keras_slam.callbacks.CodebookCollapseMonitor` acts on
+it during `fit`.
 """
-
-import logging
-import warnings
 
 import keras
 from keras import ops
 
-logger = logging.getLogger(__name__)
+from keras_slam.layers.padding import masked_mean
 
 
 def _entropy(probs):
@@ -22,14 +20,11 @@ def _entropy(probs):
 
 
 def _mean_over_frames(values, mask):
-    """(B, T, ...) float32 values averaged over the (B, T) frames where
-    `mask` is 1 (all frames when None); zeros when no frame is selected."""
+    """(B, T, ...) values averaged over the (B, T) frames where `mask` is 1
+    (every frame when None); zeros when no frame is selected."""
     if mask is None:
-        mask = ops.ones(ops.shape(values)[:2], "float32")
-    mask = ops.cast(mask, "float32")
-    for _ in range(len(values.shape) - 2):
-        mask = mask[..., None]
-    return ops.sum(values * mask, axis=(0, 1)) / ops.maximum(ops.sum(mask), 1.0)
+        mask = ops.ones(ops.shape(values)[:2], values.dtype)
+    return masked_mean(values, mask, axis=(0, 1))
 
 
 def perplexity_of_marginals(marginals):
@@ -187,81 +182,6 @@ class CodebookUsage(keras.metrics.Metric):
             window_steps=self.window_steps,
         )
         return config
-
-
-class CodebookCollapseError(RuntimeError):
-    """Raised by `CodebookCollapseMonitor` when a codebook metric collapses."""
-
-
-class CodebookCollapseMonitor(keras.callbacks.Callback):
-    """Stops training loudly when a codebook-health metric falls too low.
-
-    Every `check_every_n_batches` training steps (counted across epochs)
-    reads each `logs[name]` of `thresholds`; a value below its threshold at
-    `patience` checks in a row raises `CodebookCollapseError` naming the
-    metric, its value, the threshold and the step (or, with
-    `on_collapse="warn"`, warns and goes on).
-
-    Metrics (`SLAMPretrainer`): "codebook_usage" (fraction of codes used as
-    targets), "w2v_mlm_gain" (nats by which masked prediction beats the
-    code marginal: <= 0 when the targets are unpredictable noise or a
-    collapsed code), "valid_negatives" (negatives that differ from the
-    target).
-
-    Args:
-        thresholds: {log key: minimum}; default {"codebook_usage": 0.1}.
-        check_every_n_batches: how often to look.
-        patience: consecutive low checks of one metric before acting.
-        start_step: steps before which nothing is checked (a gain needs
-            some training before it can be positive).
-        on_collapse: "raise" or "warn".
-    """
-
-    def __init__(
-        self,
-        thresholds=None,
-        check_every_n_batches=100,
-        patience=1,
-        start_step=0,
-        on_collapse="raise",
-    ):
-        super().__init__()
-        if on_collapse not in ("raise", "warn"):
-            raise ValueError(f"on_collapse must be 'raise' or 'warn', got {on_collapse!r}")
-        self.thresholds = dict({"codebook_usage": 0.1} if thresholds is None else thresholds)
-        self.check_every_n_batches = check_every_n_batches
-        self.patience = patience
-        self.start_step = start_step
-        self.on_collapse = on_collapse
-        self.step = 0
-        self.low_checks = {name: 0 for name in self.thresholds}
-        self.history = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step % self.check_every_n_batches or self.step < self.start_step or not logs:
-            return
-        missing = sorted(set(self.thresholds) - set(logs))
-        if missing:
-            raise KeyError(
-                f"CodebookCollapseMonitor: no {missing} in the training logs "
-                f"(have {sorted(logs)}); the model must report them."
-            )
-        values = {name: float(logs[name]) for name in self.thresholds}
-        self.history.append((self.step, values))
-        for name, threshold in self.thresholds.items():
-            self.low_checks[name] = self.low_checks[name] + 1 if values[name] < threshold else 0
-            if self.low_checks[name] < self.patience:
-                continue
-            message = (
-                f"Codebook collapse: {name} = {values[name]:.4f} < threshold {threshold} "
-                f"at step {self.step} ({self.low_checks[name]} check(s) in a row, "
-                f"every {self.check_every_n_batches} steps)."
-            )
-            if self.on_collapse == "raise":
-                raise CodebookCollapseError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            logger.warning(message)
 
 
 def save_codebook_usage_plot(counts, path, title="Codebook usage"):

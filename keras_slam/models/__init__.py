@@ -6,7 +6,6 @@ Importing it also runs the preset registrations (the named presets of
 and `SpeechRecognizer.from_preset(<Hugging Face directory>)` work.
 """
 
-from keras_slam.models.schedules import ObjectiveSchedule
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower

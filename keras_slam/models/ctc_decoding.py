@@ -5,7 +5,7 @@ search, the algorithm of `keras.ops.ctc_decode(strategy="beam_search")`) in
 numpy on the host: the JAX kernel is traced and compiled anew on every call,
 which made beam transcription ~25x slower than greedy; host decoding is
 the same on every backend. Repeated classes are merged, blanks dropped,
-padded frames ignored. Blank conventions are those of `keras_slam.losses.ctc`
+padded frames ignored. Blank conventions are those of `keras_slam.objectives.ctc`
 (class 0 = blank = the tokenizers' pad id).
 """
 
@@ -115,20 +115,3 @@ def token_id_lists(token_ids):
     """(B, T) ids padded with -1 (as `ctc_decode` returns) -> list of lists."""
     token_ids = np.asarray(ops.convert_to_numpy(token_ids))
     return [[int(i) for i in row if i >= 0] for row in token_ids]
-
-
-def ctc_decode_to_text(logits, padding_mask, tokenizer, **decode_kwargs):
-    """Decodes (see `ctc_decode`) and detokenizes each row to a string.
-
-    Args:
-        tokenizer: a keras-hub tokenizer whose id 0 is the blank/pad, e.g.
-            `keras_slam.data.tokenizers.CharacterTokenizer`.
-    Returns:
-        list of B Python strings.
-    """
-    token_ids, _ = ctc_decode(logits, padding_mask, **decode_kwargs)
-    texts = []
-    for ids in token_id_lists(token_ids):
-        text = tokenizer.detokenize([ids])[0] if ids else ""
-        texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
-    return texts

@@ -25,7 +25,8 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   frame that differ from the target (K when codes are diverse); and
   `codebook_usage` (a `CodebookUsage` metric), the fraction
   of codes chosen as targets at masked real frames over the last
-  `codebook_usage_window_steps` steps; `CodebookCollapseMonitor` acts on it.
+  `codebook_usage_window_steps` steps; `keras_slam.callbacks.CodebookCollapseMonitor`
+  acts on it.
   `codebook_perplexity` (what the diversity loss raises) and
   `codebook_frame_perplexity` (codes each frame hesitates between) are the
   soft views: collapse drives both to 1, flat noise-driven codes bring the
@@ -48,7 +49,7 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
 
 Loss weights are non-trainable float32 variables (`objective_weights`):
 `set_objective_weights` changes them between steps without recompiling
-(`keras_slam.models.schedules.ObjectiveSchedule`). A sub-batch that is
+(`keras_slam.callbacks.ObjectiveSchedule`). A sub-batch that is
 missing, or fully masked, contributes exactly 0. All losses are float32.
 
 All random choices (span masks, negatives, corruption, Gumbel noise) are
@@ -61,15 +62,16 @@ import keras_hub
 from keras import ops
 
 from keras_slam.layers.masking import MaskEmbedding, compute_span_mask
+from keras_slam.layers.padding import masked_mean
 from keras_slam.layers.quantizers import (
     GumbelVectorQuantizer,
     RandomProjectionQuantizer,
     stack_frames,
 )
-from keras_slam.losses.ctc import ctc_loss
-from keras_slam.losses.mlm import corrupt_tokens, masked_token_loss
-from keras_slam.losses.stm import masked_mean, mismatched_partners, stm_loss
-from keras_slam.losses.w2v_bert import (
+from keras_slam.objectives.ctc import ctc_loss
+from keras_slam.objectives.mlm import corrupt_tokens, masked_token_loss
+from keras_slam.objectives.stm import mismatched_partners, stm_loss
+from keras_slam.objectives.w2v_bert import (
     contrastive_loss,
     diversity_loss,
     masked_prediction_loss,
@@ -84,37 +86,29 @@ OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "
 DEFAULT_WEIGHTS = {
     "contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 1.0, "stm": 1.0, "ctc": 1.0
 }
-# Reported beside the losses (each a keras.metrics.Mean).
-ACCURACIES = (
-    "contrastive_accuracy",
-    "w2v_mlm_accuracy",
-    "text_mlm_accuracy",
-    "tlm_text_accuracy",
-    "tlm_speech_accuracy",
-    "stm_accuracy",
-)
-# Views of the speech objectives that collapse cannot fool, and the
-# objective each needs.
-SPEECH_DIAGNOSTICS = {"valid_negatives": "contrastive", "w2v_mlm_gain": "w2v_mlm"}
-# The sub-batch each reported value comes from.
-METRIC_SOURCES = {
-    "contrastive_loss": "speech",
-    "contrastive_accuracy": "speech",
-    "diversity_loss": "speech",
-    "codebook_perplexity": "speech",
-    "codebook_frame_perplexity": "speech",
-    "w2v_mlm_loss": "speech",
-    "w2v_mlm_accuracy": "speech",
-    "w2v_mlm_gain": "speech",
-    "valid_negatives": "speech",
-    "text_mlm_loss": "text",
-    "text_mlm_accuracy": "text",
-    "tlm_loss": "paired",
-    "tlm_text_accuracy": "paired",
-    "tlm_speech_accuracy": "paired",
-    "stm_loss": "paired",
-    "stm_accuracy": "paired",
-    "ctc_loss": "paired",
+SPEECH_OBJECTIVES = ("contrastive", "diversity", "w2v_mlm")
+# Every reported value (each a keras.metrics.Mean): the sub-batch it comes
+# from and the objectives that produce it (any one of them suffices).
+METRICS = {
+    "contrastive_loss": ("speech", ("contrastive",)),
+    "diversity_loss": ("speech", ("diversity",)),
+    "w2v_mlm_loss": ("speech", ("w2v_mlm",)),
+    "text_mlm_loss": ("text", ("text_mlm",)),
+    "tlm_loss": ("paired", ("tlm",)),
+    "stm_loss": ("paired", ("stm",)),
+    "ctc_loss": ("paired", ("ctc",)),
+    "contrastive_accuracy": ("speech", ("contrastive",)),
+    "w2v_mlm_accuracy": ("speech", ("w2v_mlm",)),
+    "text_mlm_accuracy": ("text", ("text_mlm",)),
+    "tlm_text_accuracy": ("paired", ("tlm",)),
+    "tlm_speech_accuracy": ("paired", ("tlm",)),
+    "stm_accuracy": ("paired", ("stm",)),
+    # Views of the speech objectives that collapse cannot fool.
+    "valid_negatives": ("speech", ("contrastive",)),
+    "w2v_mlm_gain": ("speech", ("w2v_mlm",)),
+    # From the Gumbel quantizer only (speech_target="gumbel").
+    "codebook_perplexity": ("speech", SPEECH_OBJECTIVES),
+    "codebook_frame_perplexity": ("speech", SPEECH_OBJECTIVES),
 }
 SPEECH_TARGETS = ("gumbel", "random_projection")
 QUANTIZER_INPUTS = ("frontend", "detached_frontend", "features")
@@ -223,7 +217,6 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         target_projection_dim=None,
         codebook_usage_window_steps=100,
         seed=None,
-        preprocessor=None,
         compile=True,
         **kwargs,
     ):
@@ -276,7 +269,6 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
 
         # === Layers ===
         self.backbone = backbone
-        self.preprocessor = preprocessor
         dtype = backbone.dtype_policy
         frames_shape = (None, None, hidden_dim)
         self.mask_seed = keras.random.SeedGenerator(seed)
@@ -349,13 +341,14 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         }
 
         # === Metrics ===
-        names = [f"{o}_loss" for o in self.objectives] + list(self._accuracy_names())
-        names += [name for name, needs in SPEECH_DIAGNOSTICS.items() if needs in self.objectives]
-        if self.speech_target == "gumbel" and self._any_of("contrastive", "diversity", "w2v_mlm"):
-            names += ["codebook_perplexity", "codebook_frame_perplexity"]
-        self.objective_metrics = {name: keras.metrics.Mean(name=name) for name in names}
+        self.objective_metrics = {
+            name: keras.metrics.Mean(name=name)
+            for name, (_, needs) in METRICS.items()
+            if self._any_of(*needs)
+            and (self.speech_target == "gumbel" or not name.startswith("codebook_"))
+        }
         self.codebook_usage = None
-        if self._any_of("contrastive", "diversity", "w2v_mlm"):
+        if self._any_of(*SPEECH_OBJECTIVES):
             self.codebook_usage = CodebookUsage(
                 num_codes, self.num_code_groups, window_steps=codebook_usage_window_steps
             )
@@ -367,17 +360,6 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
 
     def _any_of(self, *names):
         return any(name in self.objectives for name in names)
-
-    def _accuracy_names(self):
-        wanted = {
-            "contrastive_accuracy": "contrastive",
-            "w2v_mlm_accuracy": "w2v_mlm",
-            "text_mlm_accuracy": "text_mlm",
-            "tlm_text_accuracy": "tlm",
-            "tlm_speech_accuracy": "tlm",
-            "stm_accuracy": "stm",
-        }
-        return tuple(name for name in ACCURACIES if wanted[name] in self.objectives)
 
     def compile(self, optimizer="adam", **kwargs):
         """Compiles with Adam by default; the loss is `compute_loss`. Steps
@@ -405,7 +387,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         "text_span_mask"}} for the sub-batches present.
         """
         draws = {}
-        if "speech" in inputs and self._any_of("contrastive", "diversity", "w2v_mlm"):
+        if "speech" in inputs and self._any_of(*SPEECH_OBJECTIVES):
             batch = inputs["speech"]
             frame_mask = self._frame_mask(batch["speech_padding_mask"], batch["speech_features"])
             span_mask = compute_span_mask(
@@ -620,7 +602,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             ops.concatenate([token_mask, mismatched_mask], axis=0),
         )
         encoded = self.backbone.encode_shared(packed, packed_mask, training)
-        logits = self.stm_head(masked_mean(encoded, packed_mask))
+        logits = self.stm_head(masked_mean(encoded, packed_mask, axis=1))
         batch_size = ops.shape(rows_present)[0]
         labels = ops.concatenate([ops.ones((batch_size,)), ops.zeros((batch_size,))], axis=0)
         weights = ops.concatenate([ops.cast(rows_present, "float32"), negative_weight], axis=0)
@@ -672,7 +654,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         for name, metric in self.objective_metrics.items():
             if name in y_pred:
                 # An absent sub-batch leaves the running mean untouched.
-                present = y_pred[f"{METRIC_SOURCES[name]}_present"]
+                present = y_pred[f"{METRICS[name][0]}_present"]
                 metric.update_state(y_pred[name], sample_weight=present)
         if self.codebook_usage is not None and "speech_code_ids" in y_pred:
             self.codebook_usage.update_state(y_pred["speech_code_ids"], y_pred["speech_code_mask"])
@@ -680,6 +662,8 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
 
     def get_config(self):
         config = super().get_config()
+        # The pre-trainer takes pipeline batches as they are: no preprocessor.
+        del config["preprocessor"]
         config.update(
             objectives=list(self.objectives),
             objective_weights=self.initial_objective_weights,

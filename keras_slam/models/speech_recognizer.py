@@ -8,7 +8,7 @@
       -> {"logits" (B, T', V), "padding_mask" (B, T')}
 
 Class `blank_index` (0: the keras-slam tokenizers' pad id) is the CTC blank.
-The loss is `keras_slam.losses.ctc.ctc_loss` (float32 inside, so it is safe
+The loss is `keras_slam.objectives.ctc.ctc_loss` (float32 inside, so it is safe
 under mixed_bfloat16), computed in `compute_loss` from the labels
 {"token_ids", "token_padding_mask"}; `split_asr_batch` turns a pipeline
 batch into (x, y).
@@ -32,14 +32,13 @@ import numpy as np
 from keras import ops
 
 from keras_slam.layers.spec_augment import SpecAugment
-from keras_slam.losses.ctc import ctc_loss
-from keras_slam.losses.ctc import minimum_frames
+from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.asr_preprocessor import standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode
 from keras_slam.models.ctc_decoding import token_id_lists
-from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
 from keras_slam.utils.preset_utils import PresetMixin
 
 HEAD_NAME = "ctc_head"
@@ -61,55 +60,6 @@ def encode_speech(backbone, features, padding_mask, use_shared_encoder):
     if use_shared_encoder:
         sequence = backbone.shared_encoder(sequence, frame_mask)
     return sequence, frame_mask
-
-
-@keras.saving.register_keras_serializable(package="keras_slam")
-class EncoderHeadAdam(keras.optimizers.Adam):
-    """Adam with a separate learning rate, and a warm-up freeze, for the encoder.
-
-    Variables whose path starts with `head_prefix` train at the learning
-    rate; all others (the encoder) at `encoder_learning_rate_multiplier`
-    times it, and not at all during the first `freeze_encoder_steps` steps.
-
-    Args:
-        encoder_learning_rate_multiplier: encoder lr / head lr.
-        freeze_encoder_steps: steps with a zero encoder learning rate.
-        head_prefix: variable path prefix of the head.
-        **kwargs: `keras.optimizers.Adam` arguments.
-    """
-
-    def __init__(
-        self,
-        encoder_learning_rate_multiplier=1.0,
-        freeze_encoder_steps=0,
-        head_prefix=HEAD_NAME,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.encoder_learning_rate_multiplier = encoder_learning_rate_multiplier
-        self.freeze_encoder_steps = freeze_encoder_steps
-        self.head_prefix = head_prefix
-
-    def _is_head(self, variable):
-        # TensorFlow hands over its own tf.Variable; map back to ours.
-        keras_variable = self._trainable_variables[self._get_variable_index(variable)]
-        return keras_variable.path.startswith(self.head_prefix)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if not self._is_head(variable):
-            frozen = ops.less(self.iterations, self.freeze_encoder_steps)
-            multiplier = ops.where(frozen, 0.0, self.encoder_learning_rate_multiplier)
-            learning_rate = learning_rate * ops.cast(multiplier, learning_rate.dtype)
-        return super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            encoder_learning_rate_multiplier=self.encoder_learning_rate_multiplier,
-            freeze_encoder_steps=self.freeze_encoder_steps,
-            head_prefix=self.head_prefix,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -236,6 +186,7 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
         """
         if optimizer == "auto":
             optimizer = EncoderHeadAdam(
+                head_prefix=HEAD_NAME,
                 encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
                 freeze_encoder_steps=freeze_encoder_steps,
                 learning_rate=learning_rate,
@@ -447,80 +398,3 @@ def _waveform_list(array):
     return list(array)
 
 
-# --- the blank-only guard ----------------------------------------------------
-
-BLANK_ONLY_CAUSES = """\
-Usual causes:
-  - learning rate too high (the loss plateaus or jumps) or too low;
-  - too few steps: CTC models emit only blanks for a while before the
-    first characters appear; train longer before judging;
-  - label / blank mismatch: the labels use the blank id ({blank}) or the head
-    size differs from the tokenizer's vocabulary ({vocabulary});
-  - frames shorter than labels: {infeasible} of {items} checked utterances
-    have fewer encoder frames than their labels need (subsampling too
-    aggressive for the transcript length), so they contribute no loss."""
-
-
-class BlankOnlyGuard(keras.callbacks.Callback):
-    """Warns when, after `check_after_steps` steps, the model emits only blanks.
-
-    The classic CTC trap: WER stays at 1.0 because every frame's best class
-    is the blank. The check runs the model on `batch` (a pipeline batch with
-    features and labels) and looks at the best class of every real frame.
-
-    Args:
-        batch: dict with "speech_features", "speech_padding_mask" and, for
-            the frames-versus-labels check, "token_ids" / "token_padding_mask".
-        check_after_steps: training step after which to check (once).
-        blank_fraction: warn when at least this share of real frames is blank.
-        stop_training: also stop `fit`.
-    """
-
-    def __init__(self, batch, check_after_steps=200, blank_fraction=0.999, stop_training=False):
-        super().__init__()
-        self.batch = {k: np.asarray(v) for k, v in batch.items()}
-        self.check_after_steps = check_after_steps
-        self.blank_fraction = blank_fraction
-        self.stop_training = stop_training
-        self.steps = 0
-        self.message = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self.steps == self.check_after_steps:
-            self.check()
-
-    def check(self):
-        """Runs the check now; returns the warning message or None."""
-        model = self.model
-        inputs = {k: self.batch[k] for k in FEATURE_KEYS}
-        outputs = model.predict_on_batch(inputs)
-        best = np.argmax(np.asarray(outputs["logits"], "float32"), axis=-1)
-        real = np.asarray(outputs["padding_mask"]) > 0
-        share = float(np.mean(best[real] == model.blank_index)) if real.any() else 1.0
-        if share < self.blank_fraction:
-            return None
-        infeasible, items = 0, 0
-        if "token_ids" in self.batch:
-            labels = self.batch["token_ids"]
-            label_mask = self.batch["token_padding_mask"] > 0
-            needed = np.asarray(minimum_frames(labels, label_mask))
-            frames = real.sum(axis=1)
-            present = frames > 0
-            items = int(present.sum())
-            infeasible = int(np.sum(present & (frames < needed)))
-        self.message = (
-            f"BlankOnlyGuard: after {self.steps} steps the model predicts the CTC blank "
-            f"on {share:.1%} of the real frames, so every transcript is empty and "
-            "WER = 1.0.\n"
-            + BLANK_ONLY_CAUSES.format(
-                blank=model.blank_index,
-                vocabulary=model.vocabulary_size,
-                infeasible=infeasible,
-                items=items,
-            )
-        )
-        warnings.warn(self.message, stacklevel=2)
-        if self.stop_training:
-            model.stop_training = True
-        return self.message

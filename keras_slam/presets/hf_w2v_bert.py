@@ -58,7 +58,6 @@ import keras
 import numpy as np
 
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
 from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
 from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
@@ -258,6 +257,87 @@ def _check_ctc_head(hf_config, head_state, config_path):
         problems.append(f"field 'vocab_size' is {hf_config['vocab_size']!r}, the lm_head has {vocabulary_size} classes")
     if problems:
         raise ValueError(f"{config_path}: " + "; ".join(problems))
+
+
+def _pointwise_conv(weight):
+    """torch Conv1d kernel 1 (out, in, 1) -> Dense kernel (in, out)."""
+    return weight[:, :, 0].T
+
+
+def _depthwise_conv(weight):
+    """torch depthwise Conv1d (C, 1, k) -> `depthwise_kernel` (k, C)."""
+    return weight[:, 0, :].T
+
+
+def _layer_norm_rows(ours, theirs):
+    return [(f"{ours}/gamma", f"{theirs}.weight", _identity), (f"{ours}/beta", f"{theirs}.bias", _identity)]
+
+
+def _dense_rows(ours, theirs, transform=_transpose, use_bias=True):
+    rows = [(f"{ours}/kernel", f"{theirs}.weight", transform)]
+    if use_bias:
+        rows.append((f"{ours}/bias", f"{theirs}.bias", _identity))
+    return rows
+
+
+def wav2vec2_bert_layer_weights(position_encoding="relative_key"):
+    """Weight table of a Hugging Face `Wav2Vec2BertEncoderLayer`.
+
+    Matches a `ConformerBlock` whose `ConformerConfig` has
+    `conv_padding="causal", conv_norm="layer", pointwise_bias=False` and
+    `position_encoding`; "relative_key" is the
+    w2v-BERT 2.0 setting, "relative_sinusoidal" is HF's "relative".
+
+    Returns:
+        list of (variable path inside the block, HF state-dict key inside
+        the layer, transform of the HF numpy array).
+    """
+    rows = []
+    for ffn in ("ffn1", "ffn2"):
+        rows += _layer_norm_rows(f"{ffn}/layer_norm", f"{ffn}_layer_norm")
+        rows += _dense_rows(f"{ffn}/intermediate_dense", f"{ffn}.intermediate_dense")
+        rows += _dense_rows(f"{ffn}/output_dense", f"{ffn}.output_dense")
+    rows += _layer_norm_rows("self_attention_layer_norm", "self_attn_layer_norm")
+    for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("output", "out")):
+        rows += _dense_rows(f"self_attention/{ours}_dense", f"self_attn.linear_{theirs}")
+    if position_encoding == "relative_key":
+        rows.append(
+            ("self_attention/distance_embedding", "self_attn.distance_embedding.weight", _identity)
+        )
+    elif position_encoding == "relative_sinusoidal":
+        rows += _dense_rows("self_attention/position_dense", "self_attn.linear_pos", use_bias=False)
+        for bias in ("pos_bias_u", "pos_bias_v"):
+            rows.append((f"self_attention/{bias}", f"self_attn.{bias}", _identity))
+    rows += _layer_norm_rows("convolution/layer_norm", "conv_module.layer_norm")
+    rows += _dense_rows(
+        "convolution/pointwise_conv1", "conv_module.pointwise_conv1", _pointwise_conv, use_bias=False
+    )
+    rows.append(("convolution/depthwise_kernel", "conv_module.depthwise_conv.weight", _depthwise_conv))
+    rows += _layer_norm_rows("convolution/depthwise_norm", "conv_module.depthwise_layer_norm")
+    rows += _dense_rows(
+        "convolution/pointwise_conv2", "conv_module.pointwise_conv2", _pointwise_conv, use_bias=False
+    )
+    rows += _layer_norm_rows("final_layer_norm", "final_layer_norm")
+    return rows
+
+
+def load_wav2vec2_bert_layer(block, hf_layer_weights):
+    """Assigns a Hugging Face `Wav2Vec2BertEncoderLayer`'s weights to `block`.
+
+    Args:
+        block: a built `ConformerBlock` configured as in
+            `wav2vec2_bert_layer_weights`.
+        hf_layer_weights: {HF key inside the layer: numpy array}.
+    """
+    variables = {v.path.split(f"{block.name}/", 1)[1]: v for v in block.weights}
+    table = wav2vec2_bert_layer_weights(block.conformer.position_encoding)
+    if len(table) != len(variables):
+        raise ValueError(
+            f"{block.name} has {len(variables)} variables, the Wav2Vec2Bert "
+            f"table maps {len(table)}: configure the block as documented"
+        )
+    for ours, theirs, transform in table:
+        variables[ours].assign(transform(hf_layer_weights[theirs]))
 
 
 def weight_table(num_layers, position_encoding="relative_key"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_slam.layers.attention import POSITION_ENCODINGS, RelativePositionAttention
-from keras_slam.layers.conformer import wav2vec2_bert_layer_weights
+from keras_slam.presets.hf_w2v_bert import wav2vec2_bert_layer_weights
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

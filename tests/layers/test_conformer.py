@@ -10,8 +10,8 @@ from keras_slam.layers.conformer import (
     ConformerConfig,
     ConformerEncoder,
     MaskedGroupNormalization,
-    load_wav2vec2_bert_layer,
 )
+from keras_slam.presets.hf_w2v_bert import load_wav2vec2_bert_layer
 from tests import test_case
 from tests.layers.test_attention import (
     FFN,

@@ -2,8 +2,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_slam.metrics.codebook import CodebookCollapseError, CodebookCollapseMonitor
-from keras_slam.models.schedules import SLAM_STAGES, ObjectiveSchedule, stage_weights
+from keras_slam.callbacks import (
+    SLAM_STAGES,
+    CodebookCollapseError,
+    CodebookCollapseMonitor,
+    ObjectiveSchedule,
+    stage_weights,
+)
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from tests import test_case
@@ -97,6 +102,10 @@ def test_every_objective_is_finite_and_reported(seeded):
     for name in LOSSES + ["codebook_perplexity", "stm_accuracy", "tlm_text_accuracy"]:
         assert name in outputs and np.isfinite(outputs[name]), name
     assert outputs["ctc_loss"] > 0 and outputs["contrastive_loss"] > 0
+    # Every scalar the call reports has its metric, and nothing else has one.
+    flags_and_codes = ("_present", "speech_code_ids", "speech_code_mask")
+    scalars = {name for name in outputs if not name.endswith(flags_and_codes)}
+    assert set(pretrainer.objective_metrics) == scalars
 
 
 def test_missing_or_fully_masked_sub_batches_contribute_zero(seeded):
@@ -206,6 +215,7 @@ def test_best_rq_target_option(seeded):
 def test_serialization_roundtrip(seeded):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer(objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared")
+    assert "preprocessor" not in pretrainer.get_config()  # it takes pipeline batches
     draws = pretrainer.draw_masks(batch)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pretrainer))
     clone.set_weights(pretrainer.get_weights())

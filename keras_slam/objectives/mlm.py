@@ -15,7 +15,7 @@ The positions themselves come from span masking (`keras_slam.layers.masking`).
 import keras
 from keras import ops
 
-from keras_slam.losses.w2v_bert import masked_prediction_loss
+from keras_slam.objectives.w2v_bert import masked_prediction_loss
 
 
 def corrupt_tokens(
@@ -69,7 +69,7 @@ def masked_token_loss(labels, logits, prediction_mask):
     """Mean cross-entropy and accuracy over the positions to predict.
 
     The same computation as w2v-BERT's masked prediction on code ids, so it
-    delegates to `keras_slam.losses.w2v_bert.masked_prediction_loss`.
+    delegates to `keras_slam.objectives.w2v_bert.masked_prediction_loss`.
 
     Args:
         labels: int (B, T) target ids (anything at unchosen positions).

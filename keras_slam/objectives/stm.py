@@ -10,6 +10,8 @@ negative. With fewer than two present rows there is no negative at all.
 
 from keras import ops
 
+from keras_slam.layers.padding import masked_mean
+
 
 def mismatched_partners(present):
     """For each present row, the present row after it (cyclically).
@@ -38,21 +40,13 @@ def mismatched_partners(present):
     return partner, ops.cast(valid, "float32")
 
 
-def masked_mean(x, padding_mask):
-    """Mean over real positions: (B, T, D), (B, T) -> (B, D); 0 if none."""
-    x = ops.convert_to_tensor(x)
-    weights = ops.cast(padding_mask, x.dtype)[..., None]
-    total = ops.sum(ops.multiply(x, weights), axis=1)
-    return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
-
-
 def stm_loss(logits, labels, weights):
     """Binary cross-entropy and accuracy of the matching head, in float32.
 
     Args:
         logits: (N,) or (N, 1) scores for "matched".
         labels: (N,) 1 matched, 0 mismatched.
-        weights: (N,) 1 for rows that count.
+        weights: (N,) 1 for rows that count, 0 for the others.
 
     Returns:
         (loss, accuracy): weighted means, both 0 when no row counts.
@@ -66,6 +60,5 @@ def stm_loss(logits, labels, weights):
         - logits * labels
         + ops.log1p(ops.exp(-ops.abs(logits)))
     )
-    count = ops.maximum(ops.sum(weights), 1.0)
     correct = ops.cast(ops.equal(ops.cast(logits > 0, "float32"), labels), "float32")
-    return ops.sum(per_row * weights) / count, ops.sum(correct * weights) / count
+    return masked_mean(per_row, weights), masked_mean(correct, weights)

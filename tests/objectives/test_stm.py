@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from keras_slam.losses.stm import masked_mean, mismatched_partners, stm_loss
+from keras_slam.objectives.stm import mismatched_partners, stm_loss
 from tests import test_case
 
 
@@ -45,11 +45,3 @@ def test_loss_matches_torch(seeded):
     np.testing.assert_allclose(test_case.to_numpy(accuracy), expected_accuracy, rtol=1e-6)
     zero_loss, _ = stm_loss(logits, labels, np.zeros(8, "float32"))
     assert float(test_case.to_numpy(zero_loss)) == 0.0
-
-
-def test_masked_mean_ignores_padding(seeded):
-    x = seeded.normal(size=(2, 5, 3)).astype("float32")
-    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], "float32")
-    pooled = test_case.to_numpy(masked_mean(x, mask))
-    np.testing.assert_allclose(pooled[0], x[0, :3].mean(0), rtol=1e-6)
-    np.testing.assert_array_equal(pooled[1], 0.0)

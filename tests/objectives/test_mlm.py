@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import torch
 
-from keras_slam.losses.mlm import corrupt_tokens, masked_token_loss
+from keras_slam.objectives.mlm import corrupt_tokens, masked_token_loss
 from tests import test_case
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from keras_slam.layers.masking import MaskEmbedding, SpanMasking
 from keras_slam.layers.quantizers import GumbelVectorQuantizer
-from keras_slam.losses import w2v_bert
-from keras_slam.metrics.codebook import CodebookCollapseMonitor, CodebookUsage
+from keras_slam.objectives import w2v_bert
+from keras_slam.callbacks import CodebookCollapseMonitor
+from keras_slam.metrics.codebook import CodebookUsage
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -285,18 +286,6 @@ def test_masked_prediction_loss_known_answer(seeded):
     np.testing.assert_allclose(test_case.to_numpy(loss), -picked[..., 0][counted].mean(), rtol=1e-5)
 
 
-def test_best_rq_loss_reduces_masks_to_target_rate(seeded):
-    logits = seeded.normal(size=(1, 3, 4)).astype("float32")
-    ids = np.array([[0, 3, 1]], "int32")
-    masked = np.array([[0, 0, 0, 0, 0, 1, 0, 0, 1, 1]], "float32")  # stacks 1 and 2
-    padding = np.array([[1, 1, 1, 1, 1, 1, 1, 1, 0, 0]], "float32")  # stack 2 is padding
-    loss, _ = w2v_bert.best_rq_loss(logits, ids, masked, padding, stack_size=4)
-    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    np.testing.assert_allclose(test_case.to_numpy(loss), -log_probs[0, 1, 3], rtol=1e-5)
-    with pytest.raises(ValueError, match="targets"):
-        w2v_bert.best_rq_loss(logits[:, :2], ids[:, :2], masked, padding, stack_size=4)
-
-
 def test_diversity_loss_known_answer():
     np.testing.assert_allclose(test_case.to_numpy(w2v_bert.diversity_loss(1.0, 640)), 639 / 640)
     np.testing.assert_allclose(test_case.to_numpy(w2v_bert.diversity_loss(640.0, 640)), 0.0)
@@ -333,12 +322,12 @@ def loss_inputs(rng):
 
 def test_backend_parity(seeded, parity_worker):
     test_case.assert_backend_parity(
-        "tests.losses.test_w2v_bert:build_losses", loss_inputs(seeded), parity_worker=parity_worker
+        "tests.objectives.test_w2v_bert:build_losses", loss_inputs(seeded), parity_worker=parity_worker
     )
 
 
 def test_mixed_precision_finite(seeded):
-    test_case.assert_mixed_precision_finite("tests.losses.test_w2v_bert:build_losses", loss_inputs(seeded))
+    test_case.assert_mixed_precision_finite("tests.objectives.test_w2v_bert:build_losses", loss_inputs(seeded))
     keras.config.set_dtype_policy("mixed_bfloat16")
     _, call_fn = build_losses(None)
     for name, value in call_fn(loss_inputs(seeded)).items():

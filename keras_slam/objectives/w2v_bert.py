@@ -16,7 +16,7 @@ frames), `contrastive_loss` = its contrastive_loss / N and
 import keras
 from keras import ops
 
-from keras_slam.layers.quantizers import stack_frame_mask
+from keras_slam.layers.padding import masked_mean
 
 # A logit that loses every softmax without producing inf - inf.
 _INVALID_LOGIT = -1e9
@@ -27,12 +27,6 @@ def _counted_frames(masked_frames, padding_mask):
     if padding_mask is not None:
         counted = ops.logical_and(counted, ops.cast(padding_mask, "float32") > 0)
     return counted
-
-
-def _mean_over(values, counted):
-    """Mean of (B, T) `values` over the counted frames, 0 if there are none."""
-    weights = ops.cast(counted, "float32")
-    return ops.sum(values * weights) / ops.maximum(ops.sum(weights), 1.0)
 
 
 def sample_negative_indices(masked_frames, num_negatives=100, padding_mask=None, seed=None):
@@ -163,9 +157,9 @@ def contrastive_loss(
     correct = ops.cast(ops.argmax(logits, axis=-1) == 0, "float32")
     valid_negatives = ops.sum(ops.cast(logits[:, :, 1:] > _INVALID_LOGIT, "float32"), axis=-1)
     return (
-        _mean_over(cross_entropy, counted),
-        _mean_over(correct, counted),
-        _mean_over(valid_negatives, counted),
+        masked_mean(cross_entropy, counted),
+        masked_mean(correct, counted),
+        masked_mean(valid_negatives, counted),
     )
 
 
@@ -210,29 +204,5 @@ def masked_prediction_loss(logits, target_ids, masked_frames, padding_mask=None)
         target_log_probs = ops.mean(target_log_probs, axis=-1)
         correct = ops.mean(correct, axis=-1)
     counted = _counted_frames(masked_frames, padding_mask)
-    return _mean_over(-target_log_probs, counted), _mean_over(correct, counted)
+    return masked_mean(-target_log_probs, counted), masked_mean(correct, counted)
 
-
-def best_rq_loss(logits, target_ids, masked_frames, padding_mask, stack_size=4):
-    """BEST-RQ masked prediction with masks at the input frame rate.
-
-    Masks over the (B, T) input frames are reduced to the target rate as
-    `RandomProjectionQuantizer` does (a stack is masked / real if any of its
-    frames is), then `masked_prediction_loss`.
-
-    Args:
-        logits: (B, ceil(T / stack_size), V) predictions at the target rate.
-        target_ids: (B, ceil(T / stack_size)) from `RandomProjectionQuantizer`.
-        masked_frames, padding_mask: (B, T) at the input rate.
-        stack_size: frames per target (4).
-    Returns:
-        (loss, accuracy) as `masked_prediction_loss`.
-    """
-    masked_stacks = stack_frame_mask(masked_frames, stack_size)
-    real_stacks = stack_frame_mask(padding_mask, stack_size)
-    if logits.shape[1] != masked_stacks.shape[1]:
-        raise ValueError(
-            f"best_rq_loss: logits have {logits.shape[1]} frames but the masks "
-            f"give {masked_stacks.shape[1]} targets of {stack_size} frames."
-        )
-    return masked_prediction_loss(logits, target_ids, masked_stacks, real_stacks)

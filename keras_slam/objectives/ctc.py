@@ -24,7 +24,7 @@ zero_infinity=True)`.
 import keras
 from keras import ops
 
-from keras_slam.layers.padding import zero_padded_frames
+from keras_slam.layers.padding import masked_mean, zero_padded_frames
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -92,11 +92,9 @@ def ctc_loss(
         per_item = per_item / ops.cast(ops.maximum(label_lengths, 1), "float32")
     if reduction == "none":
         return per_item
-    total = ops.sum(per_item)
     if reduction == "sum":
-        return total
-    num_present = ops.sum(ops.cast(present, "float32"))
-    return total / ops.maximum(num_present, 1.0)
+        return ops.sum(per_item)
+    return masked_mean(per_item, present)
 
 
 def minimum_frames(labels, label_mask):

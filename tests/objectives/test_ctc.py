@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from keras_slam.losses.ctc import ctc_loss, minimum_frames
+from keras_slam.objectives.ctc import ctc_loss, minimum_frames
 from tests import test_case
 
 
@@ -155,7 +155,7 @@ def test_backend_parity(seeded, parity_worker):
         "logit_padding_mask": logit_mask,
     }
     test_case.assert_backend_parity(
-        "tests.losses.test_ctc:build_ctc", inputs, parity_worker=parity_worker
+        "tests.objectives.test_ctc:build_ctc", inputs, parity_worker=parity_worker
     )
 
 
