@@ -5,7 +5,7 @@
     python -m recipes.slam --config w2v_bert_tiny --steps 300 --output /tmp/w2v_tiny
 
 Named configs (`CONFIGS`); each takes its model from the preset table
-(`keras_slam.presets.registry.PRESETS`) and adds the recipe: objectives,
+(`keras_slam.models.slam_backbone_presets`) and adds the recipe: objectives,
 stages, tokenizer, batches, optimizer, steps.
 
 - "slam_600m" (Bapna et al. 2021): dim 1024, 8 speech + 16 shared Conformer
@@ -68,7 +68,7 @@ from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.optimizers import TransformerSchedule
-from keras_slam.presets.registry import PRESETS
+from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CORPUS = os.path.join(REPO_ROOT, "tfrecords", "sample")

@@ -68,7 +68,7 @@ def test_no_function_level_import_of_keras_slam():
 def test_every_module_imports_in_a_fresh_process():
     """`import keras_slam` exposes its subpackages lazily; then the deepest
     importer first (the converter imports the models, which import the
-    registry and the converter back), then every module."""
+    preset tables and the converter back), then every module."""
     modules = ["keras_slam.presets.hf_w2v_bert"] + _modules()[::-1]
     code = (
         "import importlib, sys, keras_slam\n"

@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 
 from keras_slam.callbacks import CodebookCollapseError
-from keras_slam.presets import registry
+from keras_slam.models.slam_backbone_presets import backbone_presets
 from recipes import slam
 from tests import test_case
 
 
 @pytest.mark.parametrize("name", ["slam_600m", "mslam_600m", "mslam_2b"])
 def test_paper_configs_take_their_model_from_the_preset_table(name):
-    assert slam.CONFIGS[name]["backbone"] is registry.PRESETS[name].config
+    assert slam.CONFIGS[name]["backbone"] is backbone_presets[name].config
 
 
 def test_tiny_configs_are_the_tiny_preset_without_dropout():
-    preset = registry.PRESETS["slam_tiny"].config
+    preset = backbone_presets["slam_tiny"].config
     conformer = dataclasses.replace(preset["conformer"], dropout=0.0)
     for name in ("slam_tiny", "mslam_tiny", "w2v_bert_tiny", "best_rq_tiny"):
         backbone = dict(slam.CONFIGS[name]["backbone"])

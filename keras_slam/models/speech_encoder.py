@@ -15,14 +15,7 @@ The tower exposes its two halves, `subsample` (front end, the frames that
 w2v-BERT masks and quantizes) and `encode` (Conformer stack + projection,
 from possibly-masked frames), because pre-training needs the frames in
 between.
-
-`count_parameters` gives a model's parameter count from its config without
-allocating a single weight (variables are created inside a
-`keras.StatelessScope`, which defers their initialisation; their shapes are
-summed and the deferred initialisers dropped).
 """
-
-import math
 
 import keras
 import keras_hub
@@ -31,7 +24,6 @@ from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames
-from keras_slam.utils.keras_private import global_state
 from keras_slam.utils.preset_utils import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")
@@ -246,19 +238,3 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
         )
         return config
 
-
-def count_parameters(model_cls, **config):
-    """Parameter count of `model_cls(**config)`, with no weight allocated.
-
-    The model is built inside a `keras.StatelessScope`, where Keras creates
-    variables with their shapes but defers their initialisation; the shapes
-    are summed and the deferred variables are discarded unallocated.
-    """
-    pending = global_state.get_global_attribute("uninitialized_variables", [])
-    pending = list(pending or [])
-    try:
-        with keras.StatelessScope(initialize_variables=False):
-            model = model_cls(**config)
-            return sum(math.prod(weight.shape) for weight in model.weights)
-    finally:
-        global_state.set_global_attribute("uninitialized_variables", pending)

@@ -1,7 +1,7 @@
 """`keras-slam presets` and `keras-slam convert-w2v-bert` (registered in cli.py)."""
 
 from keras_slam.presets.hf_w2v_bert import convert_to_preset
-from keras_slam.presets.registry import format_parameter_counts
+from keras_slam.utils.preset_utils import format_parameter_counts
 
 
 def add_presets_arguments(parser):

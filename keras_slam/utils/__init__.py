@@ -1,1 +1,1 @@
-"""Low-level helpers that import no other keras_slam module but the version."""
+"""Low-level helpers that import no keras_slam module outside `utils` but the version."""

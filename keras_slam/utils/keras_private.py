@@ -8,7 +8,7 @@ deep in a training run. Each entry says who uses it and why no public API
 does the job.
 """
 
-# models/speech_encoder.py `count_parameters`: the deferred variables of a
+# utils/parameters.py `count_parameters`: the deferred variables of a
 # `keras.StatelessScope(initialize_variables=False)` are kept in the global
 # attribute "uninitialized_variables"; restoring it discards them unallocated.
 from keras.src.backend.common import global_state
@@ -22,7 +22,7 @@ from keras.src.saving.saving_lib import _walk_saveable as walk_saveable
 from keras.src.utils.naming import to_snake_case
 
 # Preset files and loaders (keras-hub exports only `from_preset` /
-# `save_to_preset`): the registry registers named presets, tasks and
+# `save_to_preset`): preset_utils registers named presets, tasks and
 # preprocessors read a preset's parts.
 from keras_hub.src.utils.preset_utils import (
     AUDIO_CONVERTER_CONFIG_FILE,

@@ -3,8 +3,9 @@
 One dispatcher, `from_preset(cls, preset, **kwargs)`, which every keras-slam
 backbone and task reaches through `PresetMixin`. It tries, in order:
 
-1. a named preset (`register_named_presets`, filled by
-   `keras_slam.presets.registry`): built from its config; without
+1. a named preset (a `PresetSpec`, registered by `register_named_presets`
+   from each model family's table beside it: `models/slam_backbone_presets.py`,
+   `models/speech_encoder_presets.py`): built from its config; without
    published weights it is randomly initialised and a warning names it;
 2. a preset source (`register_preset_source`, e.g. the Hugging Face
    w2v-BERT converter in `keras_slam.presets.hf_w2v_bert`): a predicate
@@ -16,10 +17,10 @@ backbone and task reaches through `PresetMixin`. It tries, in order:
    task, with the preprocessor the preset holds (`preprocessor.json`, or
    its tokenizer and audio converter).
 
-This module imports only keras, keras-hub and the standard library, so
-models import it and the registry and converters import models and
-register into it: there is no import circle. `import keras_slam.models`
-runs the registrations.
+This module imports only keras, keras-hub, the standard library and
+`keras_slam.utils`, so models import it, and `keras_slam.models` (the
+preset tables) and the converters register into it: there is no import
+circle. `import keras_slam.models` runs the registrations.
 
 Checks with clear errors: unknown preset name (listing the known ones),
 missing files (naming the file), keras-slam version (`check_version`), and
@@ -62,14 +63,48 @@ from keras_slam.utils.keras_private import (
     unique_saveable_name,
     walk_saveable,
 )
+from keras_slam.utils.parameters import count_parameters
 
 RANDOM_WEIGHTS = "random"
 
-# {name: spec}; a spec has `backbone_cls`, `config`, `weights` (RANDOM_WEIGHTS
-# or the handle of a published preset) and `metadata(name)`.
+# {name: PresetSpec}, in registration order.
 NAMED_PRESETS = {}
 # Registered `PresetSource`s, tried in order after the named presets.
 PRESET_SOURCES = []
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetSpec:
+    """A named preset: `backbone_cls(**config)` and what it is.
+
+    `weights` is RANDOM_WEIGHTS for presets whose weights are not published
+    (all of them today) or the handle of a published preset directory.
+    """
+
+    backbone_cls: type
+    config: dict
+    description: str
+    paper: str
+    paper_params: float | None = None
+    weights: str = RANDOM_WEIGHTS
+
+    def metadata(self, name):
+        """keras-hub's preset metadata, plus paper and weights.
+
+        "params" is the paper's count (None for test sizes); computing ours
+        builds the model, so `parameter_count()` does it on demand.
+        """
+        return {
+            "description": self.description,
+            "params": self.paper_params,
+            "path": name,
+            "paper": self.paper,
+            "weights": self.weights,
+        }
+
+    def parameter_count(self):
+        """Parameters of the built backbone, counted without allocating weights."""
+        return count_parameters(self.backbone_cls, **self.config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +121,7 @@ class PresetSource:
 
 
 def register_named_presets(presets):
-    """Adds {name: spec} to `NAMED_PRESETS` and to keras-hub's listing
+    """Adds {name: PresetSpec} to `NAMED_PRESETS` and to keras-hub's listing
     (`Backbone.presets`), per backbone class."""
     NAMED_PRESETS.update(presets)
     for backbone_cls in {spec.backbone_cls for spec in presets.values()}:
@@ -103,6 +138,18 @@ def register_named_presets(presets):
             },
             backbone_cls,
         )
+
+
+def format_parameter_counts():
+    """A table of every named preset's parameter count, ours beside the paper's
+    (`keras-slam presets`); no weight is allocated."""
+    lines = [f"{'preset':<14} {'class':<14} {'parameters':>15} {'paper':>9}  weights"]
+    for name, spec in NAMED_PRESETS.items():
+        count = spec.parameter_count()
+        paper = "" if spec.paper_params is None else f"{spec.paper_params / 1e9:.2f}B"
+        cls_name = spec.backbone_cls.__name__
+        lines.append(f"{name:<14} {cls_name:<14} {count:>15,} {paper:>9}  {spec.weights}")
+    return "\n".join(lines)
 
 
 def register_preset_source(source):

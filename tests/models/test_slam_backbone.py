@@ -8,7 +8,7 @@ from keras_slam.models.slam_backbone import (
     pack_sequences,
     unpack_sequences,
 )
-from keras_slam.models.speech_encoder import count_parameters
+from keras_slam.utils.parameters import count_parameters
 from tests import test_case
 
 TINY = {

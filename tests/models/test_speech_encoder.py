@@ -4,7 +4,8 @@ import json
 import pytest
 
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.models.speech_encoder import SpeechEncoder, count_parameters
+from keras_slam.models.speech_encoder import SpeechEncoder
+from keras_slam.utils.parameters import count_parameters
 from tests import test_case
 
 TINY = {

@@ -11,7 +11,7 @@ from keras_slam.data.tokenizers import build_character_vocabulary
 from keras_slam.models import SLAMBackbone
 from keras_slam.models import SpeechRecognizer
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
-from keras_slam.presets import registry
+from keras_slam.models.slam_backbone_presets import backbone_presets
 from tests import test_case
 from tests.conftest import REPO_ROOT
 
@@ -42,14 +42,15 @@ def test_readme_first_look_runs_in_a_new_process(tmp_path):
     lines = [line for line in readme_first_look().splitlines() if ".fit(" not in line]
     code = "\n".join(lines + ["print(recognizer.vocabulary_size)"])
     output = run_fresh(code, cwd=tmp_path)
-    assert int(output.split()[-1]) == registry.PRESETS["slam_tiny"].config["vocabulary_size"]
+    assert int(output.split()[-1]) == backbone_presets["slam_tiny"].config["vocabulary_size"]
 
 
 def test_presets_with_a_tokenizer_load_after_the_readme_imports(tmp_path):
     """A backbone preset with a tokenizer (as recipes/main.py writes it) and a
     recognizer preset load where only the README's import lines ran."""
     tokenizer = CharacterTokenizer(build_character_vocabulary(TEXTS), sequence_length=16)
-    backbone = SLAMBackbone(**{**registry.PRESETS["slam_tiny"].config, "vocabulary_size": tokenizer.vocabulary_size()})
+    config = backbone_presets["slam_tiny"].config
+    backbone = SLAMBackbone(**{**config, "vocabulary_size": tokenizer.vocabulary_size()})
     backbone_preset, recognizer_preset = str(tmp_path / "pretrained"), str(tmp_path / "recognizer")
     tokenizer.save_to_preset(backbone_preset)
     backbone.save_to_preset(backbone_preset)

@@ -1,4 +1,5 @@
-"""Named presets: listing, random initialisation, parameter counts vs papers."""
+"""Named presets (`models/*_presets.py`): listing, random initialisation,
+parameter counts vs papers."""
 
 import os
 
@@ -10,13 +11,14 @@ import transformers
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
-from keras_slam.presets import registry
+from keras_slam.models import slam_backbone_presets, speech_encoder_presets
+from keras_slam.utils import preset_utils
 
 
 def test_presets_are_listed_through_keras_hub():
     assert {"slam_tiny", "mslam_tiny", "slam_600m", "mslam_600m", "mslam_2b"} <= set(SLAMBackbone.presets)
     assert "w2v_bert_2_0" in SpeechEncoder.presets
-    for name, spec in registry.PRESETS.items():
+    for name, spec in preset_utils.NAMED_PRESETS.items():
         assert spec.weights == "random", name
         metadata = SLAMBackbone.presets.get(name, SpeechEncoder.presets.get(name))["metadata"]
         assert metadata["weights"] == "random" and metadata["paper"]
@@ -25,7 +27,17 @@ def test_presets_are_listed_through_keras_hub():
 def test_named_preset_without_weights_warns_and_builds():
     with pytest.warns(UserWarning, match="'mslam_tiny' has no published weights"):
         backbone = SLAMBackbone.from_preset("mslam_tiny")
-    assert backbone.vocabulary_size == registry.PRESETS["mslam_tiny"].config["vocabulary_size"]
+    config = slam_backbone_presets.backbone_presets["mslam_tiny"].config
+    assert backbone.vocabulary_size == config["vocabulary_size"]
+
+
+def test_each_table_is_registered_under_its_own_class():
+    tables = (slam_backbone_presets, speech_encoder_presets)
+    for table, cls in zip(tables, (SLAMBackbone, SpeechEncoder)):
+        for name, spec in table.backbone_presets.items():
+            assert spec.backbone_cls is cls, name
+            assert preset_utils.NAMED_PRESETS[name] is spec
+            assert name in cls.presets
 
 
 def test_unknown_preset_lists_known_ones():
@@ -45,7 +57,7 @@ def test_parameter_counts_match_papers(name, tolerance, counted):
     """Papers give ~0.6B for SLAM / mSLAM 600M and ~1.84B for mSLAM 2B [?]
     (PAPERS.md); our relative-position projections (D^2 per layer) add
     2-7 %. The exact count is pinned so that any layout change shows up."""
-    spec = registry.PRESETS[name]
+    spec = slam_backbone_presets.backbone_presets[name]
     ours = spec.parameter_count()
     assert ours == counted
     assert abs(ours - spec.paper_params) / spec.paper_params < tolerance
@@ -56,7 +68,8 @@ def test_w2v_bert_2_0_count_equals_hugging_face():
     with torch.device("meta"):
         model = transformers.Wav2Vec2BertModel(transformers.Wav2Vec2BertConfig())
     hf_count = sum(p.numel() for name, p in model.named_parameters() if name != "masked_spec_embed")
-    assert registry.PRESETS["w2v_bert_2_0"].parameter_count() == hf_count
+    spec = speech_encoder_presets.backbone_presets["w2v_bert_2_0"]
+    assert spec.parameter_count() == hf_count
     assert abs(hf_count - 580e6) / 580e6 < 0.005
 
 
@@ -65,5 +78,5 @@ def test_parameter_table_command(capsys):
 
     assert main(["presets"]) == 0
     table = capsys.readouterr().out
-    for name in registry.PRESETS:
+    for name in preset_utils.NAMED_PRESETS:
         assert name in table
