@@ -401,18 +401,22 @@ def assert_mixed_precision_finite(builder, inputs):
         assert np.all(np.isfinite(values.astype("float32"))), f"{name} not finite"
 
 
-def call_with_unknown_lengths(function, *arrays):
+def call_with_unknown_lengths(function, *arrays, known_lengths=()):
     """`function(*arrays)` compiled as a training step sees them, as numpy.
 
     TensorFlow traces it once with batch and time dimensions unknown (None),
-    as a tf.data pipeline with several length buckets publishes them, and
-    compiles with XLA as `fit` does; JAX jit-compiles it for these shapes;
-    torch runs it eagerly.
+    as a tf.data pipeline with several length buckets publishes them (the
+    arrays at the indices `known_lengths` keep a static time dimension, as a
+    fixed-length token field does), and compiles with XLA as `fit` does; JAX
+    jit-compiles it for these shapes; torch runs it eagerly.
     """
     if backend() == "tensorflow":
         import tensorflow as tf
 
-        signature = [tf.TensorSpec((None, None) + a.shape[2:], a.dtype) for a in arrays]
+        signature = [
+            tf.TensorSpec((None, a.shape[1] if i in known_lengths else None) + a.shape[2:], a.dtype)
+            for i, a in enumerate(arrays)
+        ]
         function = tf.function(function, input_signature=signature, jit_compile=True)
     elif backend() == "jax":
         import jax

@@ -198,8 +198,12 @@ def masked_prediction_loss(logits, target_ids, masked_frames, padding_mask=None)
             )
         target_ids = target_ids[..., 0]
     log_probs = ops.log_softmax(logits, axis=-1)
-    target_log_probs = ops.take_along_axis(log_probs, target_ids[..., None], axis=-1)[..., 0]
+    target_log_probs = ops.take_along_axis(log_probs, target_ids[..., None], axis=-1)
     correct = ops.cast(ops.cast(ops.argmax(logits, axis=-1), "int32") == target_ids, "float32")
+    # Both (B, T[, G]) like the ids: TensorFlow's gather and broadcasting lose
+    # the rank when the lengths are known only at run time.
+    target_log_probs = ops.reshape(target_log_probs, ops.shape(target_ids))
+    correct = ops.reshape(correct, ops.shape(target_ids))
     if len(target_ids.shape) == 3:
         target_log_probs = ops.mean(target_log_probs, axis=-1)
         correct = ops.mean(correct, axis=-1)

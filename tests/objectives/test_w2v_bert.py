@@ -421,3 +421,17 @@ def test_negatives_and_contrastive_loss_with_lengths_known_only_at_run_time(seed
             assert np.all(drawn == t), (b, t, drawn)
     expected = w2v_bert.contrastive_loss(*arrays[:3], negatives, arrays[3])
     np.testing.assert_allclose(losses, [test_case.to_numpy(x) for x in expected], atol=1e-6)
+
+
+def test_masked_prediction_loss_when_only_the_ids_length_is_static(seeded):
+    # TLM's text logits come out of the shared encoder with an unknown length
+    # while a fixed-length token field keeps its static one (TensorFlow fit).
+    logits = seeded.normal(size=(3, 7, 11)).astype("float32")
+    ids = seeded.integers(0, 11, size=(3, 7)).astype("int32")
+    masked = (seeded.random((3, 7)) < 0.5).astype("float32")
+    masked[:, 0] = 1
+    expected = test_case.to_numpy(w2v_bert.masked_prediction_loss(logits, ids, masked))
+    actual = test_case.call_with_unknown_lengths(
+        w2v_bert.masked_prediction_loss, logits, ids, masked, known_lengths=(1, 2)
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
