@@ -122,14 +122,26 @@ def main():
     results = []
     for child, backend in runs:
         env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=repo_root, HF_HUB_OFFLINE="1")
-        command = [sys.executable, __file__, "--child", child, "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            child,
+            "--warmup",
+            str(args.warmup),
+            "--steps",
+            str(args.steps),
+        ]
         completed = subprocess.run(command, env=env, capture_output=True, text=True)
         if completed.returncode:
             sys.exit(f"{child} on {backend} failed:\n{completed.stderr[-3000:]}")
         result = json.loads(completed.stdout.strip().splitlines()[-1])
         result["frames_per_second"] = BATCH * FRAMES / result["seconds"]
         results.append(result)
-        print(f"{result['name']:40s} {result['seconds']:.3f} s/step {result['frames_per_second']:8.0f} frames/s", flush=True)
+        print(
+            f"{result['name']:40s} {result['seconds']:.3f} s/step {result['frames_per_second']:8.0f} frames/s",
+            flush=True,
+        )
     reference = results[0]["frames_per_second"]
     for result in results[1:]:
         print(f"{result['name']} / HF: {result['frames_per_second'] / reference:.2f}x")

@@ -30,7 +30,9 @@ def make_corpus(folder, total_seconds, rng):
     while sum(map(len, waveforms)) < total_seconds * schema.SAMPLE_RATE:
         seconds = rng.uniform(2.0, 15.0)
         t = np.arange(int(seconds * schema.SAMPLE_RATE)) / schema.SAMPLE_RATE
-        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.05 * rng.standard_normal(len(t))
+        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.05 * rng.standard_normal(
+            len(t)
+        )
         waveforms.append(np.round(audio * 32767).astype("int16"))
     for shard in range(4):
         with tf.io.TFRecordWriter(os.path.join(folder, f"bench-{shard:05d}.tfrecord")) as writer:
@@ -41,7 +43,13 @@ def make_corpus(folder, total_seconds, rng):
 
 def time_pipeline(folder, batch_seconds):
     buckets = pipeline.Buckets.from_budget(tuple(range(2, 17)), batch_seconds)
-    dataset = pipeline.speech_dataset(pipeline.list_shards(folder), LogMelSpectrogram.w2v_bert_2_0(), buckets, verify=False, deterministic=False)
+    dataset = pipeline.speech_dataset(
+        pipeline.list_shards(folder),
+        LogMelSpectrogram.w2v_bert_2_0(),
+        buckets,
+        verify=False,
+        deterministic=False,
+    )
     for _ in dataset.take(2):  # trace the graph functions first
         pass
     start = time.perf_counter()
@@ -58,7 +66,12 @@ def time_huggingface(waveforms, batch_size):
     audio = [w.astype("float32") / 32768.0 for w in waveforms]
     start = time.perf_counter()
     for index in range(0, len(audio), batch_size):
-        extractor(audio[index : index + batch_size], sampling_rate=16000, padding=True, return_tensors="np")
+        extractor(
+            audio[index : index + batch_size],
+            sampling_rate=16000,
+            padding=True,
+            return_tensors="np",
+        )
     return time.perf_counter() - start
 
 
@@ -74,9 +87,15 @@ def main():
         ours, _ = time_pipeline(folder, args.batch_seconds)
     theirs = time_huggingface(waveforms, batch_size=8)
     ours_rate, theirs_rate = audio_seconds / ours, audio_seconds / theirs
-    print(f"audio: {audio_seconds:.0f} s in {len(waveforms)} utterances; CPU threads: {os.cpu_count()}")
-    print(f"keras-slam TFRecord -> padded log-mel batches: {ours_rate:8.0f} audio-s/s ({ours:.2f} s)")
-    print(f"HF SeamlessM4TFeatureExtractor:                {theirs_rate:8.0f} audio-s/s ({theirs:.2f} s)")
+    print(
+        f"audio: {audio_seconds:.0f} s in {len(waveforms)} utterances; CPU threads: {os.cpu_count()}"
+    )
+    print(
+        f"keras-slam TFRecord -> padded log-mel batches: {ours_rate:8.0f} audio-s/s ({ours:.2f} s)"
+    )
+    print(
+        f"HF SeamlessM4TFeatureExtractor:                {theirs_rate:8.0f} audio-s/s ({theirs:.2f} s)"
+    )
     print(f"speed-up: {ours_rate / theirs_rate:.1f}x")
 
 

@@ -124,9 +124,7 @@ def train_hf(audio, diversity_weight, steps, seed=0):
         model.set_gumbel_temperature(max(2 * TEMPERATURE_DECAY**step, 0.1))
         waveforms, attention_mask = batch_of(audio, rng)
         attention_mask = torch.tensor(attention_mask)
-        frames = int(
-            model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1]))
-        )
+        frames = int(model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
         frame_mask = model._get_feature_vector_attention_mask(frames, attention_mask)
         masked = _compute_mask_indices(
             (BATCH, frames), 0.065, 10, attention_mask=frame_mask, min_masks=2
@@ -176,13 +174,9 @@ def train_keras_slam(diversity_weight, steps, output_dir):
     """Runs `slam.pretrain` on a copy of "w2v_bert_tiny" with the diversity weight changed."""
     name = f"w2v_bert_tiny_div{diversity_weight:g}"
     config = copy.deepcopy(CONFIG)
-    config["stages"] = (
-        (0, {"contrastive": 1.0, "diversity": diversity_weight, "w2v_mlm": 1.0}),
-    )
+    config["stages"] = ((0, {"contrastive": 1.0, "diversity": diversity_weight, "w2v_mlm": 1.0}),)
     slam.CONFIGS[name] = config
-    return slam.pretrain(
-        name, os.path.join(output_dir, name), steps=steps, steps_per_epoch=WINDOW
-    )
+    return slam.pretrain(name, os.path.join(output_dir, name), steps=steps, steps_per_epoch=WINDOW)
 
 
 COLUMNS = (
@@ -196,9 +190,7 @@ COLUMNS = (
 def print_table(results):
     """One row per run: first -> last window of each column (n/a where not logged)."""
     chance = math.log(1 + NUM_NEGATIVES)
-    print(
-        f"contrastive chance = ln(1 + {NUM_NEGATIVES}) = {chance:.3f}; {NUM_CODES} codes"
-    )
+    print(f"contrastive chance = ln(1 + {NUM_NEGATIVES}) = {chance:.3f}; {NUM_CODES} codes")
     print(
         f"{'run (first -> last window)':<26}"
         + "".join(f"{column.replace('codebook_', ''):>22}" for column in COLUMNS)
@@ -228,9 +220,7 @@ def plot_contrastive(results, path):
             losses,
             label=f"{implementation}, diversity {weight:g}",
         )
-    axis.axhline(
-        math.log(1 + NUM_NEGATIVES), color="gray", linestyle="--", label="chance"
-    )
+    axis.axhline(math.log(1 + NUM_NEGATIVES), color="gray", linestyle="--", label="chance")
     axis.set_xlabel("step")
     axis.set_ylabel(f"contrastive loss per masked frame ({WINDOW}-step mean)")
     axis.legend()
@@ -257,9 +247,7 @@ def main():
     for weight in args.diversity:
         results["hf", weight] = train_hf(audio, weight, args.steps)
         history = train_keras_slam(weight, args.steps, args.output)
-        results["keras-slam", weight] = {
-            name: history[name] for name in COLUMNS if name in history
-        }
+        results["keras-slam", weight] = {name: history[name] for name in COLUMNS if name in history}
     print_table(results)
     plot_contrastive(results, os.path.join(args.output, "contrastive_loss.png"))
 

@@ -65,7 +65,9 @@ with open(manifest, "w", encoding="utf-8") as file:
         else:
             t = np.arange(int(16000 * (0.6 + 0.08 * len(text)))) / 16000
             write_wav(path, 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t * (1 + t)))
-        file.write(json.dumps({"id": f"utt{i}", "audio": path, "text": text, "language": "en"}) + "\n")
+        file.write(
+            json.dumps({"id": f"utt{i}", "audio": path, "text": text, "language": "en"}) + "\n"
+        )
 
 # %% [markdown]
 # ## 2. TFRecords
@@ -74,7 +76,19 @@ with open(manifest, "w", encoding="utf-8") as file:
 
 # %%
 shards = os.path.join(work, "corpus", "paired", "mine", "en")  # <corpus>/paired/<split>/<language>
-cli.main(["make-tfrecords", "--input", manifest, "--output", shards, "--format", "jsonl", "--gzip", "--no-progress"])
+cli.main(
+    [
+        "make-tfrecords",
+        "--input",
+        manifest,
+        "--output",
+        shards,
+        "--format",
+        "jsonl",
+        "--gzip",
+        "--no-progress",
+    ]
+)
 print(sorted(os.listdir(shards)))
 
 # %% [markdown]
@@ -86,12 +100,22 @@ print(sorted(os.listdir(shards)))
 # and front end are saved as a preset.
 
 # %%
-settings = main_recipe.TINY if TINY else main_recipe.Settings(main_recipe.BACKBONE, pretrain_steps=150, finetune_steps=200)
+settings = (
+    main_recipe.TINY
+    if TINY
+    else main_recipe.Settings(main_recipe.BACKBONE, pretrain_steps=150, finetune_steps=200)
+)
 tokenizer = asr.build_tokenizer(languages=settings.languages)
 front_end = asr.make_front_end()
 pretrained = os.path.join(work, "pretrained")
 history = main_recipe.pretrain(settings, tokenizer, front_end, pretrained)
-print({name: (round(v[0], 3), round(v[-1], 3)) for name, v in history.items() if name.endswith("loss")})
+print(
+    {
+        name: (round(v[0], 3), round(v[-1], 3))
+        for name, v in history.items()
+        if name.endswith("loss")
+    }
+)
 print(sorted(os.listdir(pretrained)))
 
 # %% [markdown]
@@ -107,9 +131,22 @@ print(sorted(os.listdir(pretrained)))
 from keras_slam.callbacks import BlankOnlyGuard
 
 recognizer = SpeechRecognizer.from_preset(pretrained)
-train = asr.paired_dataset(tokenizer, front_end, "train", languages=settings.languages, batch_seconds=settings.batch_seconds, training=True)
+train = asr.paired_dataset(
+    tokenizer,
+    front_end,
+    "train",
+    languages=settings.languages,
+    batch_seconds=settings.batch_seconds,
+    training=True,
+)
 guard = BlankOnlyGuard(next(iter(train)), check_after_steps=settings.finetune_steps)
-losses = asr.finetune(recognizer, train, settings.finetune_steps, freeze_encoder_steps=settings.finetune_steps // 10, callbacks=[guard])
+losses = asr.finetune(
+    recognizer,
+    train,
+    settings.finetune_steps,
+    freeze_encoder_steps=settings.finetune_steps // 10,
+    callbacks=[guard],
+)
 print(f"CTC loss {losses[0]:.2f} -> {losses[-1]:.2f}")
 
 # %% [markdown]
@@ -118,10 +155,18 @@ print(f"CTC loss {losses[0]:.2f} -> {losses[-1]:.2f}")
 # own shards (read by the same pipeline).
 
 # %%
-rates, examples = asr.evaluate(recognizer, asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages), settings.languages)
+rates, examples = asr.evaluate(
+    recognizer,
+    asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages),
+    settings.languages,
+)
 print(asr.format_error_rates(rates))
 own_rates, own_examples = asr.evaluate(
-    recognizer, asr.paired_dataset(tokenizer, front_end, "mine", corpus=os.path.join(work, "corpus"), languages=("en",)), ("en",)
+    recognizer,
+    asr.paired_dataset(
+        tokenizer, front_end, "mine", corpus=os.path.join(work, "corpus"), languages=("en",)
+    ),
+    ("en",),
 )
 print(asr.format_error_rates(own_rates))
 

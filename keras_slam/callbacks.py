@@ -22,15 +22,21 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_slam.objectives.ctc import minimum_frames
 from keras_slam.models.speech_recognizer import FEATURE_KEYS
+from keras_slam.objectives.ctc import minimum_frames
 from keras_slam.optimizers import find_finite_step_optimizer
 
 logger = logging.getLogger(__name__)
 
 
 SELF_SUPERVISED = {
-    "contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 0.0, "stm": 0.0, "ctc": 0.0
+    "contrastive": 1.0,
+    "diversity": 0.1,
+    "w2v_mlm": 1.0,
+    "text_mlm": 1.0,
+    "tlm": 0.0,
+    "stm": 0.0,
+    "ctc": 0.0,
 }
 SLAM_STAGES = ((0, SELF_SUPERVISED), (500_000, dict(SELF_SUPERVISED, tlm=1.0, stm=1.0)))
 MSLAM_STAGES = ((0, dict(SELF_SUPERVISED, ctc=1.0)),)

@@ -39,10 +39,22 @@ def _infer_format(path):
 
 
 def add_make_tfrecords_arguments(parser):
-    parser.add_argument("--input", required=True, help="corpus root, TSV/CSV, JSONL manifest or text file (glob for text)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="corpus root, TSV/CSV, JSONL manifest or text file (glob for text)",
+    )
     parser.add_argument("--output", required=True, help="output folder for shards and summary.json")
-    parser.add_argument("--format", choices=sorted(corpora.READERS), help="corpus layout (default: inferred from --input)")
-    parser.add_argument("--kind", choices=("speech", "text"), help="record kind (default: text for --format text, else speech)")
+    parser.add_argument(
+        "--format",
+        choices=sorted(corpora.READERS),
+        help="corpus layout (default: inferred from --input)",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=("speech", "text"),
+        help="record kind (default: text for --format text, else speech)",
+    )
     parser.add_argument("--language", help="language code where the corpus does not give one")
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num-shards", type=int, help="number of shards")
@@ -50,12 +62,25 @@ def add_make_tfrecords_arguments(parser):
     parser.add_argument("--prefix", default="shard", help="shard file name prefix")
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     parser.add_argument("--gzip", action="store_true", help="GZIP-compress shards (.tfrecord.gz)")
-    parser.add_argument("--skip-bad", action="store_true", help="skip bad inputs, listing each with its reason in the summary")
-    parser.add_argument("--charset", help="file listing the allowed transcript characters (or a vocabulary, one entry per line)")
-    parser.add_argument("--downmix", action="store_true", help="average multi-channel audio instead of rejecting it")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip bad inputs, listing each with its reason in the summary",
+    )
+    parser.add_argument(
+        "--charset",
+        help="file listing the allowed transcript characters (or a vocabulary, one entry per line)",
+    )
+    parser.add_argument(
+        "--downmix", action="store_true", help="average multi-channel audio instead of rejecting it"
+    )
     parser.add_argument("--decoder", choices=("soundfile", "tfio"), default="soundfile")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--overwrite", action="store_true", help="replace the shards and summary of an earlier run in --output")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the shards and summary of an earlier run in --output",
+    )
 
 
 def run_make_tfrecords(args):
@@ -102,15 +127,29 @@ COMMANDS += presets_commands.COMMANDS
 
 
 def add_evaluate_asr_arguments(parser):
-    parser.add_argument("--preset", required=True, help="SpeechRecognizer preset directory (with its tokenizer and front end)")
-    parser.add_argument("--data", required=True, nargs="+", help="paired shard folders, files or globs")
-    parser.add_argument("--languages", required=True, help="comma-separated language codes of the shards")
+    parser.add_argument(
+        "--preset",
+        required=True,
+        help="SpeechRecognizer preset directory (with its tokenizer and front end)",
+    )
+    parser.add_argument(
+        "--data", required=True, nargs="+", help="paired shard folders, files or globs"
+    )
+    parser.add_argument(
+        "--languages", required=True, help="comma-separated language codes of the shards"
+    )
     parser.add_argument("--strategy", choices=("greedy", "beam_search"), default="greedy")
     parser.add_argument("--beam-width", type=int, default=16)
     parser.add_argument("--batch-seconds", type=float, default=32.0)
     parser.add_argument("--max-transcript-length", type=int, default=512)
-    parser.add_argument("--keep-case-and-punctuation", action="store_true", help="score without lower-casing and removing punctuation")
-    parser.add_argument("--examples", type=int, default=3, help="reference/hypothesis pairs to print")
+    parser.add_argument(
+        "--keep-case-and-punctuation",
+        action="store_true",
+        help="score without lower-casing and removing punctuation",
+    )
+    parser.add_argument(
+        "--examples", type=int, default=3, help="reference/hypothesis pairs to print"
+    )
 
 
 def run_evaluate_asr(args):
@@ -128,7 +167,12 @@ def run_evaluate_asr(args):
     )
     normalize = not args.keep_case_and_punctuation
     rates, examples = recognizer.evaluate_error_rates(
-        dataset, languages, args.strategy, args.beam_width, lowercase=normalize, remove_punctuation=normalize
+        dataset,
+        languages,
+        args.strategy,
+        args.beam_width,
+        lowercase=normalize,
+        remove_punctuation=normalize,
     )
     for language, reference, hypothesis in examples[: args.examples]:
         print(f"[{language}] ref: {reference}\n     hyp: {hypothesis}")
@@ -147,19 +191,47 @@ COMMANDS.append(
 
 
 def add_synth_corpus_arguments(parser):
-    parser.add_argument("--output", required=True, help="corpus folder (reused when a finished corpus with the same parameters is there)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="corpus folder (reused when a finished corpus with the same parameters is there)",
+    )
     parser.add_argument("--hours", type=float, default=1.0, help="hours of speech per language")
-    parser.add_argument("--languages", nargs="+", help="language codes (default: every language of the bundled text)")
-    parser.add_argument("--seed", type=int, default=0, help="fixes sentences, voices, variants, rates, pitches and word gaps")
-    parser.add_argument("--text", default=str(synth_corpus.SAMPLE_CORPUS), help="corpus whose text/train/<lang> shards give the sentences")
-    parser.add_argument("--workers", type=int, default=1, help="synthesis processes (libespeak-ng is one per process)")
+    parser.add_argument(
+        "--languages",
+        nargs="+",
+        help="language codes (default: every language of the bundled text)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fixes sentences, voices, variants, rates, pitches and word gaps",
+    )
+    parser.add_argument(
+        "--text",
+        default=str(synth_corpus.SAMPLE_CORPUS),
+        help="corpus whose text/train/<lang> shards give the sentences",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="synthesis processes (libespeak-ng is one per process)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run_synth_corpus(args):
     try:
         output = synth_corpus.ensure_synth_corpus(
-            args.output, args.hours, args.languages, args.seed, args.text, args.workers, progress=not args.no_progress
+            args.output,
+            args.hours,
+            args.languages,
+            args.seed,
+            args.text,
+            args.workers,
+            progress=not args.no_progress,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -234,8 +306,7 @@ def run_parallel_text(args):
 
 def add_parallel_speech_arguments(parser):
     directions = [
-        parallel_speech.direction_name(*direction)
-        for direction in parallel_speech.DIRECTIONS
+        parallel_speech.direction_name(*direction) for direction in parallel_speech.DIRECTIONS
     ]
     parser.add_argument(
         "--output",
@@ -277,9 +348,7 @@ def add_parallel_speech_arguments(parser):
         default=1,
         help="synthesis processes (libespeak-ng is one per process)",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run_parallel_speech(args):
@@ -336,4 +405,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
-

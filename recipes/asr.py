@@ -20,7 +20,9 @@ from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import SpeechRecognizer, split_asr_batch
 
-SAMPLE_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfrecords", "sample")
+SAMPLE_CORPUS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfrecords", "sample"
+)
 LANGUAGES = ("en", "de", "es", "it")
 # espeak-ng speaks 19 (median) to 27 characters per second, and CTC needs a
 # frame per character (two for a doubled one). 10 ms frames subsampled 4x
@@ -46,7 +48,9 @@ def training_transcripts(corpus=SAMPLE_CORPUS, languages=LANGUAGES):
 
 def build_tokenizer(corpus=SAMPLE_CORPUS, languages=LANGUAGES, max_size=96):
     """A frequency-ranked character tokenizer (id 0 = pad = CTC blank)."""
-    vocabulary = build_character_vocabulary(training_transcripts(corpus, languages), max_size=max_size)
+    vocabulary = build_character_vocabulary(
+        training_transcripts(corpus, languages), max_size=max_size
+    )
     return CharacterTokenizer(vocabulary, sequence_length=None)
 
 
@@ -65,7 +69,9 @@ def paired_dataset(
     Training batches are shuffled and repeat forever; evaluation batches
     read every utterance once.
     """
-    files = pipeline.list_shards([os.path.join(corpus, "paired", split, language) for language in languages])
+    files = pipeline.list_shards(
+        [os.path.join(corpus, "paired", split, language) for language in languages]
+    )
     return pipeline.speech_dataset(
         files,
         front_end,
@@ -154,7 +160,11 @@ def evaluate(recognizer, dataset, languages=LANGUAGES, strategy="greedy"):
     spoken by espeak).
     """
     return recognizer.evaluate_error_rates(
-        dataset, languages=list(languages), strategy=strategy, lowercase=True, remove_punctuation=True
+        dataset,
+        languages=list(languages),
+        strategy=strategy,
+        lowercase=True,
+        remove_punctuation=True,
     )
 
 
@@ -168,8 +178,12 @@ def format_error_rates(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", required=True, help="backbone or recognizer preset (name or directory)")
-    parser.add_argument("--output", required=True, help="where to save the fine-tuned recognizer preset")
+    parser.add_argument(
+        "--preset", required=True, help="backbone or recognizer preset (name or directory)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="where to save the fine-tuned recognizer preset"
+    )
     parser.add_argument("--corpus", default=SAMPLE_CORPUS)
     parser.add_argument("--languages", default=",".join(LANGUAGES))
     parser.add_argument("--steps", type=int, default=600)
@@ -182,7 +196,9 @@ def main(argv=None):
     tokenizer = build_tokenizer(args.corpus, languages)
     front_end = make_front_end()
     recognizer = build_recognizer(args.preset, tokenizer, front_end)
-    train = paired_dataset(tokenizer, front_end, "train", args.corpus, languages, args.batch_seconds, training=True)
+    train = paired_dataset(
+        tokenizer, front_end, "train", args.corpus, languages, args.batch_seconds, training=True
+    )
     losses = finetune(
         recognizer,
         train,
@@ -192,7 +208,9 @@ def main(argv=None):
         freeze_encoder_steps=args.freeze_encoder_steps,
     )
     print(f"CTC loss: first {losses[0]:.2f}, last {losses[-1]:.2f}")
-    results, _ = evaluate(recognizer, paired_dataset(tokenizer, front_end, "test", args.corpus, languages))
+    results, _ = evaluate(
+        recognizer, paired_dataset(tokenizer, front_end, "test", args.corpus, languages)
+    )
     print("held-out test error rates:\n" + format_error_rates(results))
     recognizer.save_to_preset(args.output)
     print(f"fine-tuned recognizer saved to {args.output}")

@@ -30,12 +30,12 @@ import time
 
 import keras
 
-from keras_slam.data import pipeline
 from keras_slam.callbacks import CodebookCollapseMonitor
+from keras_slam.data import pipeline
 from keras_slam.layers.conformer import ConformerConfig
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
-from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from recipes import asr, slam
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
@@ -78,25 +78,44 @@ class Settings:
 
 
 DEFAULT = Settings(BACKBONE, pretrain_steps=300, finetune_steps=1200)
-TINY = Settings(TINY_BACKBONE, pretrain_steps=6, finetune_steps=8, batch_seconds=12.0, text_batch_size=8, languages=("en",))
+TINY = Settings(
+    TINY_BACKBONE,
+    pretrain_steps=6,
+    finetune_steps=8,
+    batch_seconds=12.0,
+    text_batch_size=8,
+    languages=("en",),
+)
 
 
 def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS, seed=0):
     """Mixed {"speech", "text", "paired"} batches for `SLAMPretrainer.fit`."""
     languages = list(settings.languages)
-    folders = lambda kind: [os.path.join(corpus, kind, "train", lang) for lang in languages]
+
+    def folders(kind):
+        return [os.path.join(corpus, kind, "train", lang) for lang in languages]
+
     bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
     speech_files = pipeline.list_shards(folders("speech") + folders("paired"))
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
     paired = pipeline.speech_dataset(
-        pipeline.list_shards(folders("paired")), front_end, bucket, tokenizer=tokenizer,
-        max_token_length=TEXT_LENGTH, paired=True, **common,
+        pipeline.list_shards(folders("paired")),
+        front_end,
+        bucket,
+        tokenizer=tokenizer,
+        max_token_length=TEXT_LENGTH,
+        paired=True,
+        **common,
     )
     text = pipeline.text_dataset(
-        pipeline.list_shards(folders("text")), tokenizer,
-        pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size), max_length=TEXT_LENGTH,
-        shuffle_buffer=2048, seed=seed, repeat=True,
+        pipeline.list_shards(folders("text")),
+        tokenizer,
+        pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size),
+        max_length=TEXT_LENGTH,
+        shuffle_buffer=2048,
+        seed=seed,
+        repeat=True,
     )
     return pipeline.mix_streams({"speech": speech, "text": text, "paired": paired})
 
@@ -121,15 +140,20 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
     pretrainer.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(
-                0.0, settings.pretrain_steps, warmup_target=settings.pretrain_learning_rate,
-                warmup_steps=max(1, settings.pretrain_steps // 10), alpha=0.1,
+                0.0,
+                settings.pretrain_steps,
+                warmup_target=settings.pretrain_learning_rate,
+                warmup_steps=max(1, settings.pretrain_steps // 10),
+                alpha=0.1,
             ),
             global_clipnorm=5.0,
         )
     )
     # Stops with a CodebookCollapseError naming the metric and step when the
     # codebook collapses (the thresholds of the tiny pre-training recipes).
-    monitor = CodebookCollapseMonitor(slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20))
+    monitor = CodebookCollapseMonitor(
+        slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20)
+    )
     dataset = pretraining_dataset(settings, tokenizer, front_end, seed=seed)
     history = asr.fit_logged(pretrainer, dataset, settings.pretrain_steps, callbacks=[monitor])
     # A backbone preset that `SpeechRecognizer.from_preset` reads whole.
@@ -165,7 +189,15 @@ def finetune_and_evaluate(preset, settings, tokenizer, front_end, load_weights, 
     """Fine-tunes `SpeechRecognizer.from_preset(preset)`; returns (model, losses, rates, examples)."""
     keras.utils.set_random_seed(seed)
     recognizer = asr.build_recognizer(preset, tokenizer, front_end, load_weights=load_weights)
-    train = asr.paired_dataset(tokenizer, front_end, "train", languages=settings.languages, batch_seconds=settings.batch_seconds, training=True, seed=seed)
+    train = asr.paired_dataset(
+        tokenizer,
+        front_end,
+        "train",
+        languages=settings.languages,
+        batch_seconds=settings.batch_seconds,
+        training=True,
+        seed=seed,
+    )
     losses = asr.finetune(recognizer, train, settings.finetune_steps, settings.learning_rate)
     test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
     rates, examples = asr.evaluate(recognizer, test, settings.languages)
@@ -176,7 +208,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", help="run directory (default runs/<timestamp>)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (tests)")
-    parser.add_argument("--compare-random-init", action="store_true", help="also fine-tune from random initialisation")
+    parser.add_argument(
+        "--compare-random-init",
+        action="store_true",
+        help="also fine-tune from random initialisation",
+    )
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--finetune-steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
@@ -194,18 +230,29 @@ def main(argv=None):
     front_end = asr.make_front_end()
     pretrained_dir = os.path.join(output, "pretrained")
 
-    print(f"== 1/3 SLAM pre-training: {settings.pretrain_steps} steps (backend {keras.backend.backend()})")
+    print(
+        f"== 1/3 SLAM pre-training: {settings.pretrain_steps} steps (backend {keras.backend.backend()})"
+    )
     pretrain_history = pretrain(settings, tokenizer, front_end, pretrained_dir, args.seed)
     pretrain_seconds = time.time() - started
     loss_names = [n for n in pretrain_history if n.endswith("loss")]
     # Losses, then the views that collapse cannot fool (codebook usage and
     # perplexities, masked-prediction gain, valid negatives) and accuracies.
     reported = loss_names + sorted(n for n in pretrain_history if n not in loss_names)
-    print(f"  means of the first / last {settings.pretrain_steps // len(pretrain_history['loss'])} steps:")
+    print(
+        f"  means of the first / last {settings.pretrain_steps // len(pretrain_history['loss'])} steps:"
+    )
     for name in reported:
         values = pretrain_history[name]
         print(f"  {name:<20} first {values[0]:9.4f}  last {values[-1]:9.4f}")
-    plots = [plot_losses({n: pretrain_history[n] for n in loss_names}, os.path.join(output, "pretraining_losses.png"), "SLAM pre-training", settings.pretrain_steps)]
+    plots = [
+        plot_losses(
+            {n: pretrain_history[n] for n in loss_names},
+            os.path.join(output, "pretraining_losses.png"),
+            "SLAM pre-training",
+            settings.pretrain_steps,
+        )
+    ]
     print(f"  pre-trained preset: {pretrained_dir} ({pretrain_seconds:.0f} s)")
 
     runs = {"pretrained": pretrained_dir}
@@ -221,10 +268,17 @@ def main(argv=None):
         print(f"== 2/3 CTC fine-tuning from {name}: {settings.finetune_steps} steps")
         run_started = time.time()
         recognizer, losses, rates, examples = finetune_and_evaluate(
-            preset, settings, tokenizer, front_end, load_weights=name == "pretrained", seed=args.seed
+            preset,
+            settings,
+            tokenizer,
+            front_end,
+            load_weights=name == "pretrained",
+            seed=args.seed,
         )
         curves[f"ctc ({name})"] = losses
-        print(f"  ctc_loss first {losses[0]:.3f}  last {losses[-1]:.3f}  (means of the first / last {settings.finetune_steps // len(losses)} steps)")
+        print(
+            f"  ctc_loss first {losses[0]:.3f}  last {losses[-1]:.3f}  (means of the first / last {settings.finetune_steps // len(losses)} steps)"
+        )
         print(f"== 3/3 held-out test error rates, fine-tuned from {name} (greedy):")
         print(asr.format_error_rates(rates))
         for language, reference, hypothesis in examples[:3]:
@@ -233,15 +287,32 @@ def main(argv=None):
         recognizer.save_to_preset(recognizer_dir)
         seconds = time.time() - run_started
         print(f"  recognizer preset: {recognizer_dir} ({seconds:.0f} s with evaluation)")
-        results[name] = {"ctc_loss": [losses[0], losses[-1]], "error_rates": rates, "steps": settings.finetune_steps, "preset": recognizer_dir, "seconds": seconds}
-    plots.append(plot_losses(curves, os.path.join(output, "finetuning_losses.png"), "CTC fine-tuning", settings.finetune_steps))
+        results[name] = {
+            "ctc_loss": [losses[0], losses[-1]],
+            "error_rates": rates,
+            "steps": settings.finetune_steps,
+            "preset": recognizer_dir,
+            "seconds": seconds,
+        }
+    plots.append(
+        plot_losses(
+            curves,
+            os.path.join(output, "finetuning_losses.png"),
+            "CTC fine-tuning",
+            settings.finetune_steps,
+        )
+    )
     if args.compare_random_init:
         pre, rnd = (results[n]["error_rates"]["all"]["cer"] for n in ("pretrained", "random_init"))
-        print(f"== held-out CER after {settings.finetune_steps} fine-tuning steps: pre-trained {pre:.1%}, random init {rnd:.1%}")
+        print(
+            f"== held-out CER after {settings.finetune_steps} fine-tuning steps: pre-trained {pre:.1%}, random init {rnd:.1%}"
+        )
     results["seconds"] = time.time() - started
     with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
-    print(f"plots: {', '.join(plots)}\nresults: {os.path.join(output, 'results.json')}\ntotal {results['seconds']:.0f} s")
+    print(
+        f"plots: {', '.join(plots)}\nresults: {os.path.join(output, 'results.json')}\ntotal {results['seconds']:.0f} s"
+    )
     return 0
 
 

@@ -66,9 +66,9 @@ from keras_slam.callbacks import (
 )
 from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.optimizers import TransformerSchedule
-from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CORPUS = os.path.join(REPO_ROOT, "tfrecords", "sample")
@@ -116,7 +116,11 @@ _TINY_BACKBONE = dict(
     conformer=dataclasses.replace(_TINY_PRESET["conformer"], dropout=0.0),
 )
 _TINY_PRETRAINER = {"num_codes": 64, "code_dim": 32, "num_negatives": 20, "seed": 0}
-_TINY_DATA = {"max_seconds": 7.0, "max_tokens": 120, "batch": {"speech": 8, "text": 16, "paired": 8}}
+_TINY_DATA = {
+    "max_seconds": 7.0,
+    "max_tokens": 120,
+    "batch": {"speech": 8, "text": 16, "paired": 8},
+}
 CONFIGS["slam_tiny"] = dict(
     backbone=_TINY_BACKBONE,
     pretrainer=dict(_TINY_PRETRAINER, text_span_length=5, objectives=_SLAM_OBJECTIVES),
@@ -207,10 +211,16 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
 
     streams = {}
     if "speech" in batch:
-        streams["speech"] = speech_stream(config.get("speech_sources", ("speech",)), batch["speech"])
+        streams["speech"] = speech_stream(
+            config.get("speech_sources", ("speech",)), batch["speech"]
+        )
     if "paired" in batch:
         streams["paired"] = speech_stream(
-            ("paired",), batch["paired"], paired=True, tokenizer=tokenizer, max_token_length=config["max_tokens"]
+            ("paired",),
+            batch["paired"],
+            paired=True,
+            tokenizer=tokenizer,
+            max_token_length=config["max_tokens"],
         )
     if "text" in batch:
         streams["text"] = pipeline.text_dataset(
@@ -252,7 +262,7 @@ def plot_history(history, path):
         axis.plot(range(1, len(history[name]) + 1), history[name])
         axis.set_title(name)
         axis.set_xlabel("epoch")
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
@@ -276,12 +286,15 @@ def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir
     if "max_tokens" in config:
         tokenizer, vocabulary_size = character_tokenizer(corpus_dir, config["max_tokens"])
     pretrainer = build_pretrainer(config, vocabulary_size)
-    stages = tuple((int(start * steps / config["steps"]), weights) for start, weights in config["stages"])
+    stages = tuple(
+        (int(start * steps / config["steps"]), weights) for start, weights in config["stages"]
+    )
     callbacks = [ObjectiveSchedule(stages)]
     if pretrainer.codebook_usage is not None:
         callbacks.append(
             CodebookCollapseMonitor(
-                config.get("collapse_thresholds", COLLAPSE_THRESHOLDS), check_every_n_batches=steps_per_epoch
+                config.get("collapse_thresholds", COLLAPSE_THRESHOLDS),
+                check_every_n_batches=steps_per_epoch,
             )
         )
     history = pretrainer.fit(
@@ -305,8 +318,12 @@ def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="mslam_tiny", choices=sorted(n for n in CONFIGS if n.endswith("_tiny")))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", default="mslam_tiny", choices=sorted(n for n in CONFIGS if n.endswith("_tiny"))
+    )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--output", default="runs/pretrain")
     parser.add_argument("--corpus", default=SAMPLE_CORPUS)

@@ -82,7 +82,9 @@ def pytest_collection_modifyitems(config, items):
             continue
         backend = marker.kwargs.get("backend")
         if backend not in test_case.BACKENDS:
-            raise pytest.UsageError(f"{item.nodeid}: slow(backend=...) must name one of {test_case.BACKENDS}")
+            raise pytest.UsageError(
+                f"{item.nodeid}: slow(backend=...) must name one of {test_case.BACKENDS}"
+            )
         (selected if backend == current else deselected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)

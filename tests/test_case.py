@@ -116,8 +116,8 @@ def run_layer_test(
     outputs = layer(**inputs, **call_kwargs)
     actual = [tuple(x.shape) for x in keras.tree.flatten(outputs)]
     assert actual == flatten_shapes(expected_output_shapes), (actual, expected_output_shapes)
-    assert len(layer.trainable_weights) == expected_num_trainable_weights, (
-        len(layer.trainable_weights)
+    assert len(layer.trainable_weights) == expected_num_trainable_weights, len(
+        layer.trainable_weights
     )
     assert layer.built
     return outputs
@@ -302,7 +302,7 @@ def assert_backend_parity(builder, inputs, atol=1e-4, parity_worker=None):
         with np.load(output_path) as data:
             actual = {}
             for name in expected:
-                mask = data[name + "/mask"] if name + "/mask" in data else None
+                mask = data.get(name + "/mask")
                 actual[name] = (data[name], mask)
     assert_outputs_close(
         expected,
@@ -377,7 +377,9 @@ def gradients(variables, loss_fn):
         for v in variables:
             v.value.grad = None
         loss_fn().backward()
-        return [np.zeros(v.shape) if v.value.grad is None else v.value.grad.numpy() for v in variables]
+        return [
+            np.zeros(v.shape) if v.value.grad is None else v.value.grad.numpy() for v in variables
+        ]
     import jax
 
     def stateless(values):
@@ -442,8 +444,14 @@ def run_preset_test(obj, call_fn_of, inputs, preset_dir, load=None):
 
 
 def _run_model_checks(
-    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
-    preset_dir, load,
+    builder,
+    call_fn_of,
+    inputs,
+    padded,
+    expected_output_shapes,
+    parity_worker,
+    preset_dir,
+    load,
 ):
     """The checks shared by backbones and tasks; returns the built model."""
     model, call_fn = build_case(builder, inputs)
@@ -459,7 +467,12 @@ def _run_model_checks(
 
 
 def run_backbone_test(
-    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
+    builder,
+    call_fn_of,
+    inputs,
+    padded,
+    expected_output_shapes,
+    parity_worker,
     preset_dir,
 ):
     """Every shared check of a backbone, in one call.
@@ -481,14 +494,26 @@ def run_backbone_test(
     import keras_hub
 
     _run_model_checks(
-        builder, call_fn_of, inputs, padded, expected_output_shapes,
-        parity_worker, preset_dir, keras_hub.models.Backbone.from_preset,
+        builder,
+        call_fn_of,
+        inputs,
+        padded,
+        expected_output_shapes,
+        parity_worker,
+        preset_dir,
+        keras_hub.models.Backbone.from_preset,
     )
 
 
 def run_task_test(
-    builder, call_fn_of, inputs, padded, expected_output_shapes, parity_worker,
-    preset_dir, train_batches,
+    builder,
+    call_fn_of,
+    inputs,
+    padded,
+    expected_output_shapes,
+    parity_worker,
+    preset_dir,
+    train_batches,
 ):
     """`run_backbone_test`'s checks for a task (preset through the task's own
     `from_preset`), plus one `fit` epoch on variable-length tf.data batches.
@@ -500,8 +525,14 @@ def run_task_test(
         Others: as `run_backbone_test`.
     """
     task = _run_model_checks(
-        builder, call_fn_of, inputs, padded, expected_output_shapes,
-        parity_worker, preset_dir, None,
+        builder,
+        call_fn_of,
+        inputs,
+        padded,
+        expected_output_shapes,
+        parity_worker,
+        preset_dir,
+        None,
     )
     assert_fit_on_variable_lengths(task, train_batches)
 
@@ -520,9 +551,7 @@ def assert_fit_on_variable_lengths(model, batches):
         return tf.TensorSpec(shape, tf.as_dtype(arrays[0].dtype))
 
     signature = keras.tree.map_structure(spec, *batches)
-    dataset = tf.data.Dataset.from_generator(
-        lambda: iter(batches), output_signature=signature
-    )
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
     before = [to_numpy(weight) for weight in model.trainable_weights]
     loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
     assert np.isfinite(loss), loss

@@ -12,10 +12,20 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow(backend="torch")
 def test_first_model_guide_runs():
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), KERAS_SLAM_GUIDE_TINY="1", PYTHONPATH=REPO_ROOT)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=keras.backend.backend(),
+        KERAS_SLAM_GUIDE_TINY="1",
+        PYTHONPATH=REPO_ROOT,
+    )
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "guides", "01_first_model.py")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=900,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "CER" in result.stdout and "guide finished" in result.stdout

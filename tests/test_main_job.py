@@ -16,11 +16,32 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_main_job_tiny(tmp_path):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "recipes.main", "--tiny", "--compare-random-init", "--output", str(tmp_path)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "recipes.main",
+            "--tiny",
+            "--compare-random-init",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for text in ("ctc_loss", "contrastive_loss", "tlm_loss", "en   CER", "WER", "pre-trained preset", "random init"):
+    for text in (
+        "ctc_loss",
+        "contrastive_loss",
+        "tlm_loss",
+        "en   CER",
+        "WER",
+        "pre-trained preset",
+        "random init",
+    ):
         assert text in result.stdout, text
     with open(tmp_path / "results.json") as file:
         results = json.load(file)
@@ -28,11 +49,24 @@ def test_main_job_tiny(tmp_path):
         first, last = results[name]["ctc_loss"]
         assert np.isfinite([first, last]).all() and last < first, (name, first, last)
         rates = results[name]["error_rates"]["en"]
-        assert 0.0 <= rates["cer"] and 0.0 <= rates["wer"] and rates["utterances"] == 20, rates
+        assert rates["cer"] >= 0.0 and rates["wer"] >= 0.0 and rates["utterances"] == 20, rates
     # A few pre-training steps need not lower the total loss; each must be finite.
     for name, (first, last) in results["pretraining"].items():
         assert np.isfinite([first, last]).all(), (name, first, last)
-    assert {"contrastive_loss", "w2v_mlm_loss", "text_mlm_loss", "tlm_loss", "stm_loss", "ctc_loss"} <= set(results["pretraining"])
-    for name in ("pretraining_losses.png", "finetuning_losses.png", "pretrained/config.json", "pretrained/tokenizer.json",
-                 "recognizer_pretrained/task.json", "recognizer_random_init/task.json"):
+    assert {
+        "contrastive_loss",
+        "w2v_mlm_loss",
+        "text_mlm_loss",
+        "tlm_loss",
+        "stm_loss",
+        "ctc_loss",
+    } <= set(results["pretraining"])
+    for name in (
+        "pretraining_losses.png",
+        "finetuning_losses.png",
+        "pretrained/config.json",
+        "pretrained/tokenizer.json",
+        "recognizer_pretrained/task.json",
+        "recognizer_random_init/task.json",
+    ):
         assert (tmp_path / name).is_file(), name

@@ -16,7 +16,9 @@ from tests import test_case
 
 def make_model():
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+    )
     model.compile(optimizer=FiniteStepOptimizer(keras.optimizers.Adam(0.1)), loss="mse")
     return model
 
@@ -42,7 +44,13 @@ def test_a_non_finite_step_changes_nothing_and_is_counted(seeded):
     with_nan = make_model()
     with_nan.fit(x, y, batch_size=2, shuffle=False, verbose=0)
     without = make_model()
-    without.fit(np.delete(x, [2, 3], axis=0), np.delete(y, [2, 3], axis=0), batch_size=2, shuffle=False, verbose=0)
+    without.fit(
+        np.delete(x, [2, 3], axis=0),
+        np.delete(y, [2, 3], axis=0),
+        batch_size=2,
+        shuffle=False,
+        verbose=0,
+    )
 
     assert all(np.all(np.isfinite(w)) for w in state(with_nan))
     for a, b in zip(state(with_nan), state(without)):
@@ -74,7 +82,9 @@ def test_consecutive_skips_stop_with_the_step_and_loss(seeded):
     model = make_model()
     x, y = batches(seeded, 6, nan_batches=[2, 3, 4])
     callback = TerminateOnSkippedSteps(max_consecutive_skips=3)
-    with pytest.raises(RuntimeError, match=r"3 training steps in a row, up to step 5 \(batch 4 .*loss: nan"):
+    with pytest.raises(
+        RuntimeError, match=r"3 training steps in a row, up to step 5 \(batch 4 .*loss: nan"
+    ):
         model.fit(x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[callback])
     assert int(test_case.to_numpy(model.optimizer.iterations)) == 2
 
@@ -82,7 +92,9 @@ def test_consecutive_skips_stop_with_the_step_and_loss(seeded):
 def test_skipped_steps_in_logs(seeded):
     model = make_model()
     x, y = batches(seeded, 3, nan_batches=[0])
-    history = model.fit(x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[TerminateOnSkippedSteps()])
+    history = model.fit(
+        x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[TerminateOnSkippedSteps()]
+    )
     assert history.history["skipped_steps"] == [1]
 
 
@@ -97,7 +109,9 @@ def test_mixed_bfloat16_skips(seeded):
 
 
 def test_loss_scale_optimizer_stays_outside(seeded):
-    scaled = skip_non_finite_steps(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.1), initial_scale=8.0))
+    scaled = skip_non_finite_steps(
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.1), initial_scale=8.0)
+    )
     assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
     assert isinstance(scaled.inner_optimizer, FiniteStepOptimizer)
     assert scaled.initial_scale == 8.0

@@ -88,4 +88,3 @@ def test_every_module_imports_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'slam_tiny'" in result.stdout and "huggingface_w2v_bert" in result.stdout
-

@@ -63,14 +63,14 @@ def test_serialization_roundtrip_dense(seeded):
     layer = keras.layers.Dense(3)
     inputs = {"inputs": seeded.normal(size=(2, 4)).astype("float32")}
     layer(inputs["inputs"])
-    test_case.assert_serialization_roundtrip(
-        layer, lambda obj: (lambda b: obj(**b)), inputs
-    )
+    test_case.assert_serialization_roundtrip(layer, lambda obj: lambda b: obj(**b), inputs)
 
 
 def test_backend_parity_dense(seeded, parity_worker):
     inputs = {"x": seeded.normal(size=(2, 4)).astype("float32")}
-    test_case.assert_backend_parity("tests.test_test_case:build_dense", inputs, parity_worker=parity_worker)
+    test_case.assert_backend_parity(
+        "tests.test_test_case:build_dense", inputs, parity_worker=parity_worker
+    )
 
 
 class TwoOutputs(keras.layers.Layer):
@@ -119,7 +119,11 @@ def test_load_weights_names_missing_and_extra_paths(tmp_path):
     (tmp_path / "model").mkdir()
     first_path, _ = test_case.save_case(str(tmp_path), first_only, {})
     model_path, _ = test_case.save_case(str(tmp_path / "model"), model, {})
-    with pytest.raises(ValueError, match=r"missing \['second_dense/bias', 'second_dense/kernel'\], extra \[\]"):
+    with pytest.raises(
+        ValueError, match=r"missing \['second_dense/bias', 'second_dense/kernel'\], extra \[\]"
+    ):
         test_case.load_weights(model, first_path)
-    with pytest.raises(ValueError, match=r"missing \[\], extra \['second_dense/bias', 'second_dense/kernel'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing \[\], extra \['second_dense/bias', 'second_dense/kernel'\]"
+    ):
         test_case.load_weights(first_only, model_path)

@@ -244,9 +244,7 @@ _GRAVE = {"a": "à", "e": "è", "i": "ì", "o": "ò", "u": "ù"}
 
 def _fix_italian_accents(text):
     text = _ITALIAN_ACUTE.sub(lambda m: m.group(1) + "é", text)
-    text = re.sub(
-        r"\b([Ee])'(?=\W|$)", lambda m: "è" if m.group(1) == "e" else "È", text
-    )
+    text = re.sub(r"\b([Ee])'(?=\W|$)", lambda m: "è" if m.group(1) == "e" else "È", text)
 
     def grave(match):
         stem, vowel = match.group(1), match.group(2)
@@ -326,8 +324,7 @@ def extract_sentences(language):
         path = FORTUNE_DIR / name
         if not path.exists():
             raise FileNotFoundError(
-                f"{path} is missing: install {language.package.split()[0]} "
-                f"({INSTALL_HINT})"
+                f"{path} is missing: install {language.package.split()[0]} ({INSTALL_HINT})"
             )
         for lines in _fortunes(path):
             if not _is_prose(lines):
@@ -365,9 +362,7 @@ def scaled_counts(args):
         if language.code in args.languages
         for key, value in language.counts.items()
     }
-    audio_total = sum(
-        value for (_, kind, _), value in counts.items() if kind != TEXT_ONLY
-    )
+    audio_total = sum(value for (_, kind, _), value in counts.items() if kind != TEXT_ONLY)
     factor = args.scale
     if args.num_utterances:
         factor = args.num_utterances / audio_total
@@ -417,9 +412,7 @@ def plan(args):
         order = rng.permutation(len(sentences))
         wanted = {key: counts[(language.code, *key)] for key in language.counts}
         for (kind, split), positions in allocate(len(sentences), wanted).items():
-            if len(positions) < wanted[(kind, split)] or len(set(positions)) < len(
-                positions
-            ):
+            if len(positions) < wanted[(kind, split)] or len(set(positions)) < len(positions):
                 print(
                     f"note: {language.code} {kind}/{split}: {len(set(positions))} unique "
                     f"sentences for {wanted[(kind, split)]} wanted",
@@ -451,9 +444,7 @@ def plan(args):
 def check_espeak():
     if shutil.which(ESPEAK) is None:
         sys.exit(f"{ESPEAK} not found. Install it with:\n  {INSTALL_HINT}")
-    version = subprocess.run(
-        [ESPEAK, "--version"], check=True, capture_output=True, text=True
-    )
+    version = subprocess.run([ESPEAK, "--version"], check=True, capture_output=True, text=True)
     return version.stdout.strip()
 
 
@@ -572,9 +563,7 @@ def write_metadata(items, output):
                 )
             }
             row["duration"] = round(item.duration, 3)
-            row["source"] = (
-                f"{LANGUAGE_BY_CODE[item.language].package.split()[0]}:{item.source}"
-            )
+            row["source"] = f"{LANGUAGE_BY_CODE[item.language].package.split()[0]}:{item.source}"
             file.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -647,17 +636,13 @@ def write_all_shards(manifests, output, jobs):
 def _tfrecord_bytes(path):
     """(compressed, uncompressed) size of a GZIP shard."""
     with gzip.open(path, "rb") as file:
-        uncompressed = sum(
-            len(chunk) for chunk in iter(lambda: file.read(1 << 20), b"")
-        )
+        uncompressed = sum(len(chunk) for chunk in iter(lambda: file.read(1 << 20), b""))
     return path.stat().st_size, uncompressed
 
 
 def write_summary(output, summaries, items, seed):
     """Step 5: counts, hours and sizes per kind/split/language -> summary.json."""
-    sentences = collections.Counter(
-        (item.kind, item.split, item.language) for item in items
-    )
+    sentences = collections.Counter((item.kind, item.split, item.language) for item in items)
     table, totals = [], collections.Counter()
     for (kind, split, language), summary in sorted(summaries.items()):
         compressed = uncompressed = 0
@@ -685,16 +670,12 @@ def write_summary(output, summaries, items, seed):
         totals[f"{audio}_bytes"] += compressed
         totals[f"{audio}_uncompressed_bytes"] += uncompressed
         totals["hours"] += summary["hours"]
-    total_bytes = sum(
-        path.stat().st_size for path in output.rglob("*") if path.is_file()
-    )
+    total_bytes = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
     result = {
         "seed": seed,
         "hours": round(totals["hours"], 4),
         "utterances": sum(row["records"] for row in table if row["kind"] != TEXT_ONLY),
-        "sentences_text_only": sum(
-            row["records"] for row in table if row["kind"] == TEXT_ONLY
-        ),
+        "sentences_text_only": sum(row["records"] for row in table if row["kind"] == TEXT_ONLY),
         "audio_compression_ratio": round(
             totals["audio_uncompressed_bytes"] / totals["audio_bytes"], 3
         ),
@@ -767,8 +748,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--languages",
         nargs="+",
-        default=[l.code for l in LANGUAGES],
-        choices=[l.code for l in LANGUAGES],
+        default=[language.code for language in LANGUAGES],
+        choices=[language.code for language in LANGUAGES],
     )
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)

@@ -43,7 +43,11 @@ def check_wav_length(path):
             if name == b"data":
                 available = file_size - file.tell()
                 if size != 0xFFFFFFFF and size > available:
-                    raise BadInputError(path, "truncated", f"the WAV header declares {size} data bytes, the file holds {available}")
+                    raise BadInputError(
+                        path,
+                        "truncated",
+                        f"the WAV header declares {size} data bytes, the file holds {available}",
+                    )
                 return
             file.seek(size + size % 2, os.SEEK_CUR)
 
@@ -107,7 +111,9 @@ def load_pcm(path, downmix=False, decoder="soundfile"):
     if audio.shape[0] == 0:
         raise BadInputError(path, "empty", "zero samples")
     if audio.shape[1] != 1 and not downmix:
-        raise BadInputError(path, "wrong_channels", f"{audio.shape[1]} channels; pass downmix to average them")
+        raise BadInputError(
+            path, "wrong_channels", f"{audio.shape[1]} channels; pass downmix to average them"
+        )
     if audio.dtype == np.int16 and rate == SAMPLE_RATE and audio.shape[1] == 1:
         pcm = audio[:, 0]
     else:

@@ -40,7 +40,13 @@ def _lines(path, bad_items):
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                bad_items.append(bad_item(f"{path}:{number}", "not_utf8", f"{error.reason} at byte {error.start}: {raw[error.start : error.start + 4]!r}"))
+                bad_items.append(
+                    bad_item(
+                        f"{path}:{number}",
+                        "not_utf8",
+                        f"{error.reason} at byte {error.start}: {raw[error.start : error.start + 4]!r}",
+                    )
+                )
 
 
 def _require(value, what, source):
@@ -69,7 +75,13 @@ def read_jsonl(path, kind="speech", language=None):
         where = f"{path}:{number}"
         entry_language = _require(entry.get("language") or language, "language", where)
         if kind == "text":
-            items.append({"id": entry.get("id") or f"{os.path.basename(path)}:{number}", "text": entry["text"], "language": entry_language})
+            items.append(
+                {
+                    "id": entry.get("id") or f"{os.path.basename(path)}:{number}",
+                    "text": entry["text"],
+                    "language": entry_language,
+                }
+            )
             continue
         if "audio" not in entry:
             raise ValueError(f"{where}: missing 'audio'")
@@ -96,7 +108,13 @@ def read_text(path, kind="text", language=None):
         for number, line in _lines(file_path, items):
             sentence = line.strip()
             if sentence:
-                items.append({"id": f"{os.path.basename(file_path)}:{number}", "text": sentence, "language": language})
+                items.append(
+                    {
+                        "id": f"{os.path.basename(file_path)}:{number}",
+                        "text": sentence,
+                        "language": language,
+                    }
+                )
     return items
 
 
@@ -108,7 +126,11 @@ def read_librispeech(root, kind="speech", language=None):
         for _, line in _lines(transcripts, items):
             if line.strip():
                 utterance, _, text = line.strip().partition(" ")
-                items.append(_item(os.path.join(folder, utterance + ".flac"), utterance, language or "en", text))
+                items.append(
+                    _item(
+                        os.path.join(folder, utterance + ".flac"), utterance, language or "en", text
+                    )
+                )
     return items
 
 
@@ -160,8 +182,23 @@ def read_fleurs(path, kind="speech", language=None):
     audio_dirs = [os.path.join(folder, "audio", split), os.path.join(folder, "audio")]
     items = []
     for row in _rows(path, items, header=False, delimiter="\t", quoting=csv.QUOTE_NONE):
-        audio = next((os.path.join(d, row[1]) for d in audio_dirs if os.path.exists(os.path.join(d, row[1]))), os.path.join(audio_dirs[0], row[1]))
-        items.append(_item(audio, id=f"{language}/{os.path.splitext(row[1])[0]}", language=language, transcript=row[2], label=language))
+        audio = next(
+            (
+                os.path.join(d, row[1])
+                for d in audio_dirs
+                if os.path.exists(os.path.join(d, row[1]))
+            ),
+            os.path.join(audio_dirs[0], row[1]),
+        )
+        items.append(
+            _item(
+                audio,
+                id=f"{language}/{os.path.splitext(row[1])[0]}",
+                language=language,
+                transcript=row[2],
+                label=language,
+            )
+        )
     return items
 
 
@@ -180,7 +217,10 @@ def read_minds14(path, kind="speech", language=None):
     items = []
     for row in _rows(path, items):
         relative = _first(row, ("filepath", "path", "file"))
-        candidates = [os.path.join(folder, relative), os.path.join(os.path.dirname(folder), relative)]
+        candidates = [
+            os.path.join(folder, relative),
+            os.path.join(os.path.dirname(folder), relative),
+        ]
         audio = next((c for c in candidates if os.path.exists(c)), candidates[0])
         items.append(
             _item(
@@ -189,7 +229,9 @@ def read_minds14(path, kind="speech", language=None):
                 language=language,
                 transcript=_first(row, ("text_asr", "transcription", "text")),
                 translation=_first(row, ("text_translated", "english_transcription")),
-                target_language="en" if _first(row, ("text_translated", "english_transcription")) else "",
+                target_language="en"
+                if _first(row, ("text_translated", "english_transcription"))
+                else "",
                 label=_first(row, ("intent", "intent_class")),
             )
         )

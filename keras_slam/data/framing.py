@@ -81,7 +81,10 @@ def _next_frame(stream, start, block=1 << 20):
             crc = _CRC32C_ARRAY[(crc ^ buffer[first + k : first + k + count]) & 0xFF] ^ (crc >> 8)
         crc ^= np.uint32(0xFFFFFFFF)
         masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
-        stored = sum(buffer[first + 8 + k : first + 8 + k + count].astype(np.uint32) << (8 * k) for k in range(4))
+        stored = sum(
+            buffer[first + 8 + k : first + 8 + k + count].astype(np.uint32) << (8 * k)
+            for k in range(4)
+        )
         for candidate in np.flatnonzero(masked == stored):
             if _frame_length(stream, first + int(candidate)) is not None:
                 return first + int(candidate)
@@ -166,7 +169,12 @@ def compressed_offset(data, position):
         except zlib.error:
             size = None
         if size is None or produced + size > position:
-            _, offset = _feed(before, first, chunk, stop=lambda more, before_chunk=produced: before_chunk + more > position)
+            _, offset = _feed(
+                before,
+                first,
+                chunk,
+                stop=lambda more, before_chunk=produced: before_chunk + more > position,
+            )
             return len(data) if offset is None else offset
         produced += size
     return len(data)

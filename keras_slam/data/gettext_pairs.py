@@ -94,10 +94,7 @@ def read_mo(path):
             )
         return data[offset : offset + length]
 
-    raw = [
-        (string(originals, index), string(translations, index))
-        for index in range(count)
-    ]
+    raw = [(string(originals, index), string(translations, index)) for index in range(count)]
     header = next((msgstr for msgid, msgstr in raw if msgid == b""), b"")
     found = _CHARSET.search(header)
     charset = found.group(1).decode("ascii") if found else "utf-8"
@@ -106,9 +103,7 @@ def read_mo(path):
         if msgid == b"" or b"\0" in msgid:  # header, plural forms
             continue
         try:
-            entries.append(
-                (msgid.decode(charset).split("\x04")[-1], msgstr.decode(charset))
-            )
+            entries.append((msgid.decode(charset).split("\x04")[-1], msgstr.decode(charset)))
         except (UnicodeDecodeError, LookupError):
             undecodable += 1
     return entries, undecodable
@@ -137,9 +132,7 @@ def english_key(text):
 
 def split_of(english):
     """ "train", "dev" or "test", fixed by a hash of `english_key(english)`."""
-    bucket = (
-        int(hashlib.sha256(english_key(english).encode("utf-8")).hexdigest(), 16) % 100
-    )
+    bucket = int(hashlib.sha256(english_key(english).encode("utf-8")).hexdigest(), 16) % 100
     for name, percent in SPLIT_PERCENT:
         if bucket < percent:
             return name
@@ -154,9 +147,7 @@ def pair_id(language, english):
 def package_index(dpkg_info=DPKG_INFO, suffix=".mo"):
     """{installed file ending in `suffix`: Debian package} from dpkg's file lists."""
     owners = {}
-    for listing in (
-        sorted(Path(dpkg_info).glob("*.list")) if Path(dpkg_info).is_dir() else []
-    ):
+    for listing in sorted(Path(dpkg_info).glob("*.list")) if Path(dpkg_info).is_dir() else []:
         package = listing.stem.split(":")[0]  # "libc6:amd64" -> "libc6"
         for line in listing.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.endswith(suffix):
@@ -198,9 +189,7 @@ def catalog_files(locale_root, language):
     """The language's catalogs in path order, those of names left out."""
     folder = Path(locale_root) / language / "LC_MESSAGES"
     files = sorted(folder.glob("*.mo")) if folder.is_dir() else []
-    return [
-        path for path in files if not path.name.startswith(EXCLUDED_CATALOG_PREFIXES)
-    ]
+    return [path for path in files if not path.name.startswith(EXCLUDED_CATALOG_PREFIXES)]
 
 
 def extract_pairs(language, locale_root=LOCALE_ROOT, packages=None, doc_root=DOC_ROOT):
@@ -269,9 +258,7 @@ def write_parallel_text(
     all dev and test pairs and the first `max_train_pairs` train pairs by id
     (None or 0: all). Returns the summary dict (also `output/summary.json`)."""
     if max_train_pairs is not None and max_train_pairs < 0:
-        raise ValueError(
-            f"max_train_pairs must be >= 0 (0: all), not {max_train_pairs}"
-        )
+        raise ValueError(f"max_train_pairs must be >= 0 (0: all), not {max_train_pairs}")
     max_train_pairs = max_train_pairs or None
     packages = package_index(dpkg_info)
     summary = {
@@ -294,9 +281,7 @@ def write_parallel_text(
             if split == "train" and max_train_pairs is not None:
                 chosen = chosen[:max_train_pairs]  # pairs are sorted by id
             written[split] = len(chosen)
-            lines = "".join(
-                json.dumps(pair, ensure_ascii=False) + "\n" for pair in chosen
-            )
+            lines = "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in chosen)
             (folder / f"{split}{SUFFIX}").write_bytes(
                 lzma.compress(
                     lines.encode("utf-8"),
@@ -311,13 +296,9 @@ def write_parallel_text(
             summary["licences"][pair["package"]] = pair["licence"]
         summary["languages"][language] = {
             "pairs": len(pairs),
-            "splits": {
-                split: sum(pair["split"] == split for pair in pairs) for split in SPLITS
-            },
+            "splits": {split: sum(pair["split"] == split for pair in pairs) for split in SPLITS},
             "written": written,
-            "packages": dict(
-                sorted(packages_used.items(), key=lambda item: (-item[1], item[0]))
-            ),
+            "packages": dict(sorted(packages_used.items(), key=lambda item: (-item[1], item[0]))),
             **report,
         }
     summary["licences"] = dict(sorted(summary["licences"].items()))

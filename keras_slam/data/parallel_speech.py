@@ -66,9 +66,7 @@ def _speak(pairs, spoken, translated, split, seed, synthesiser, pool, bar):
     voices = synthesiser.accents(spoken)
     requests = [(pair[spoken], synth.draw_style(rng, voices)) for pair in pairs]
     items, rows = [], []
-    for pair, (text, style), pcm in zip(
-        pairs, requests, synth.synthesise_many(requests, pool)
-    ):
+    for pair, (text, style), pcm in zip(pairs, requests, synth.synthesise_many(requests, pool)):
         bar.update(1)
         id = f"{name}-{pair['id']}"
         items.append(
@@ -101,29 +99,21 @@ def _build(output, chosen, seed, num_workers, progress):
     synthesiser = synth.get_synthesiser()
     for spoken, _, _ in chosen:
         synthesiser.accents(spoken)  # unknown languages fail before any work
-    names = sorted(
-        {direction_name(spoken, translated) for spoken, translated, _ in chosen}
-    )
+    names = sorted({direction_name(spoken, translated) for spoken, translated, _ in chosen})
     generated = [*names, "metadata.jsonl", "summary.json"]
     output = synth_corpus.prepare_output(output, MARKER, "parallel-speech", generated)
     pool = synth.make_pool(num_workers)
     total = sum(map(len, chosen.values()))
-    bar = tqdm.tqdm(
-        total=total, unit="utterance", desc="espeak-ng", disable=not progress
-    )
+    bar = tqdm.tqdm(total=total, unit="utterance", desc="espeak-ng", disable=not progress)
     corpus, metadata = {}, []
     try:
         for (spoken, translated, split), pairs in chosen.items():
             if not pairs:
                 continue
-            items, rows = _speak(
-                pairs, spoken, translated, split, seed, synthesiser, pool, bar
-            )
+            items, rows = _speak(pairs, spoken, translated, split, seed, synthesiser, pool, bar)
             name = direction_name(spoken, translated)
             seconds = sum(row["duration"] for row in rows)
-            shards = synth_corpus.write_corpus_shards(
-                items, output / name / split, name, seconds
-            )
+            shards = synth_corpus.write_corpus_shards(items, output / name / split, name, seconds)
             corpus.setdefault(name, {})[split] = {
                 "records": shards["num_records"],
                 "hours": shards["hours"],
@@ -137,9 +127,7 @@ def _build(output, chosen, seed, num_workers, progress):
     summary = {
         "parameters": _parameters(chosen, seed, synthesiser.version),
         "utterances": len(metadata),
-        "hours": sum(
-            entry["hours"] for done in corpus.values() for entry in done.values()
-        ),
+        "hours": sum(entry["hours"] for done in corpus.values() for entry in done.values()),
         "directions": corpus,
     }
     writers.write_json(str(output / "summary.json"), summary)

@@ -27,6 +27,7 @@ cannot take them): languages and labels become indices into the given lists.
 Padded rows have all-zero masks, token ids 0, language/label -1.
 """
 
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -54,7 +55,9 @@ class CorruptShardError(ValueError):
 
 def _folder_shards(folder):
     """The shards of a folder; they must be those its writer's summary.json lists, if it has one."""
-    files = glob.glob(os.path.join(folder, "*.tfrecord")) + glob.glob(os.path.join(folder, "*.tfrecord.gz"))
+    files = glob.glob(os.path.join(folder, "*.tfrecord")) + glob.glob(
+        os.path.join(folder, "*.tfrecord.gz")
+    )
     summary_path = os.path.join(folder, "summary.json")
     if not os.path.exists(summary_path):
         return files
@@ -99,7 +102,9 @@ def list_shards(paths, num_hosts=1, host_index=0):
         raise ValueError(f"host_index {host_index} outside [0, {num_hosts})")
     host_files = files[host_index::num_hosts]
     if not host_files:
-        raise ValueError(f"{len(files)} shards cannot feed {num_hosts} hosts; host {host_index} gets none")
+        raise ValueError(
+            f"{len(files)} shards cannot feed {num_hosts} hosts; host {host_index} gets none"
+        )
     return host_files
 
 
@@ -116,7 +121,9 @@ def language_counts(files):
 def language_weights(counts, temperature=3.0):
     """Temperature sampling (mSLAM): p_l ∝ n_l^(1/T); T=1 is natural, T->inf uniform."""
     languages = sorted(counts)
-    scaled = np.array([counts[l] for l in languages], dtype="float64") ** (1.0 / temperature)
+    scaled = np.array([counts[language] for language in languages], dtype="float64") ** (
+        1.0 / temperature
+    )
     return dict(zip(languages, scaled / scaled.sum()))
 
 
@@ -139,7 +146,11 @@ class Damage:
         if self.exact:
             lost = f"{self.records_lost} record(s)"
         else:
-            lost = f"at least {self.records_lost} record(s)" if self.records_lost else "an unknown number of records"
+            lost = (
+                f"at least {self.records_lost} record(s)"
+                if self.records_lost
+                else "an unknown number of records"
+            )
         return f"{self.shard}: record {self.record}: {self.reason}; lost {lost} and {self.bytes_lost} byte(s) from byte {self.offset}"
 
 
@@ -152,7 +163,9 @@ class ShardReport:
     """
 
     num_records: dict = dataclasses.field(default_factory=dict)
-    corrupt: list = dataclasses.field(default_factory=list)  # (shard, index, reason): read but invalid
+    corrupt: list = dataclasses.field(
+        default_factory=list
+    )  # (shard, index, reason): read but invalid
     damage: list = dataclasses.field(default_factory=list)  # Damage
     recovered: dict = dataclasses.field(default_factory=dict)
 
@@ -172,7 +185,9 @@ class ShardReport:
     def describe(self, limit=5):
         lines = [damage.describe() for damage in self.damage]
         lines += [f"{shard}: record {index}: {reason}" for shard, index, reason in self.corrupt]
-        return "\n".join(lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else []))
+        return "\n".join(
+            lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+        )
 
 
 def _record_problem(record, kind, spec):
@@ -198,13 +213,18 @@ def _record_problem(record, kind, spec):
 def _batch_is_valid(records, kind, spec):
     try:
         parsed = tf.io.parse_example(records, spec)
-    except (tf.errors.InvalidArgumentError, UnicodeDecodeError):  # TF quotes undecodable bytes of non-Examples
+    except (
+        tf.errors.InvalidArgumentError,
+        UnicodeDecodeError,
+    ):  # TF quotes undecodable bytes of non-Examples
         return False
     if kind == schema.TEXT:
         return True
     return bool(
         tf.reduce_all(parsed["sample_rate"] == schema.SAMPLE_RATE)
-        and tf.reduce_all(tf.strings.length(parsed["pcm"]) == 2 * tf.cast(parsed["num_samples"], tf.int32))
+        and tf.reduce_all(
+            tf.strings.length(parsed["pcm"]) == 2 * tf.cast(parsed["num_samples"], tf.int32)
+        )
         and tf.reduce_all(parsed["num_samples"] > 0)
     )
 
@@ -240,7 +260,9 @@ def _recover_shard(shard, tf_error, kind, spec, report):
         frames, spans, holds = misnamed
         where = "named without .gz" if holds == "GZIP" else "named .gz"
         reason = f"holds {holds} TFRecords but is {where}; rename it (tf.data: {tf_error})"
-        report.damage.append(Damage(shard, 0, 0, len(frames) + len(spans), not spans, len(data), reason))
+        report.damage.append(
+            Damage(shard, 0, 0, len(frames) + len(spans), not spans, len(data), reason)
+        )
         report.recovered[shard], report.num_records[shard] = [], 0
         return
     stream, failure = framing.inflate(data) if schema.is_gzip(shard) else (data, None)
@@ -249,7 +271,11 @@ def _recover_shard(shard, tf_error, kind, spec, report):
         return framing.compressed_offset(data, position) if schema.is_gzip(shard) else position
 
     frames, spans = framing.walk_frames(stream)
-    events = sorted([(offset, length, None) for offset, length in frames] + [(span.start, 0, span) for span in spans], key=lambda event: event[0])
+    events = sorted(
+        [(offset, length, None) for offset, length in frames]
+        + [(span.start, 0, span) for span in spans],
+        key=lambda event: event[0],
+    )
     damage, readable, index = [], [], 0
     for offset, length, span in events:
         if span is None:
@@ -265,16 +291,48 @@ def _recover_shard(shard, tf_error, kind, spec, report):
             else:
                 reason = f"bad frame header; resumed at byte {file_offset(span.end)}"
             end = len(data) if ends_stream and failure else file_offset(span.end)
-            damage.append(Damage(shard, index, file_offset(span.start), 1, span.exact, end - file_offset(span.start), reason))
+            damage.append(
+                Damage(
+                    shard,
+                    index,
+                    file_offset(span.start),
+                    1,
+                    span.exact,
+                    end - file_offset(span.start),
+                    reason,
+                )
+            )
         index += 1
     if failure and not (spans and spans[-1].end == len(stream)):  # inflation failed between records
-        damage.append(Damage(shard, index, failure[0], 0, False, len(data) - failure[0], f"GZIP data unreadable ({failure[1]})"))
+        damage.append(
+            Damage(
+                shard,
+                index,
+                failure[0],
+                0,
+                False,
+                len(data) - failure[0],
+                f"GZIP data unreadable ({failure[1]})",
+            )
+        )
     if not damage:
-        damage.append(Damage(shard, index, len(data), 0, True, 0, "tf.data failed but every frame checks out"))
+        damage.append(
+            Damage(shard, index, len(data), 0, True, 0, "tf.data failed but every frame checks out")
+        )
     damage[0].reason += f" (tf.data: {tf_error})"
     report.damage += damage
-    records = tf.constant([stream[offset + framing.HEADER_BYTES : offset + framing.HEADER_BYTES + length] for _, offset, length in readable], tf.string)
-    bad = _check_records(shard, [index for index, _, _ in readable], records, kind, spec, report) if readable else set()
+    records = tf.constant(
+        [
+            stream[offset + framing.HEADER_BYTES : offset + framing.HEADER_BYTES + length]
+            for _, offset, length in readable
+        ],
+        tf.string,
+    )
+    bad = (
+        _check_records(shard, [index for index, _, _ in readable], records, kind, spec, report)
+        if readable
+        else set()
+    )
     report.recovered[shard] = [(offset, length) for i, offset, length in readable if i not in bad]
     report.num_records[shard] = len(readable)
 
@@ -294,13 +352,23 @@ def scan_shards(files, kind=schema.SPEECH):
     for shard in files:
         count = 0
         try:
-            for records in tf.data.TFRecordDataset(shard, schema.compression_type(shard)).batch(512):
-                _check_records(shard, range(count, count + int(records.shape[0])), records, kind, spec, report)
+            for records in tf.data.TFRecordDataset(shard, schema.compression_type(shard)).batch(
+                512
+            ):
+                _check_records(
+                    shard, range(count, count + int(records.shape[0])), records, kind, spec, report
+                )
                 count += int(records.shape[0])
         except tf.errors.NotFoundError as error:
             raise FileNotFoundError(f"{shard}: {error.message}") from error
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
-            report.corrupt = [entry for entry in report.corrupt if entry[0] != shard]  # found again below
+        except (
+            tf.errors.DataLossError,
+            tf.errors.OutOfRangeError,
+            tf.errors.InvalidArgumentError,
+        ) as error:
+            report.corrupt = [
+                entry for entry in report.corrupt if entry[0] != shard
+            ]  # found again below
             _recover_shard(shard, " ".join(error.message.split()), kind, spec, report)
             continue
         report.num_records[shard] = count
@@ -351,14 +419,24 @@ def read_records(
     if not report.clean:
         summary = f"{report.num_corrupt} corrupt or lost record(s), {report.bytes_lost} unreadable byte(s)"
         if not skip_corrupt:
-            raise CorruptShardError(f"{summary}; pass skip_corrupt=True to skip them:\n" + report.describe())
+            raise CorruptShardError(
+                f"{summary}; pass skip_corrupt=True to skip them:\n" + report.describe()
+            )
         logger.warning("skipping %s:\n%s", summary, report.describe())
     compression = {schema.compression_type(f) for f in files}
     if len(compression) != 1:
         raise ValueError("mix of GZIP (.gz) and plain shards; keep one compression per dataset")
     compression = compression.pop()
     readable = [(file_id, f) for file_id, f in enumerate(files) if f not in report.recovered]
-    bad_keys = tf.constant([files.index(shard) * 2**32 + index for shard, index, _ in report.corrupt if shard not in report.recovered] or [-1], tf.int64)
+    bad_keys = tf.constant(
+        [
+            files.index(shard) * 2**32 + index
+            for shard, index, _ in report.corrupt
+            if shard not in report.recovered
+        ]
+        or [-1],
+        tf.int64,
+    )
 
     def file_records(file_id, path):
         records = tf.data.TFRecordDataset(path, compression).enumerate()
@@ -368,7 +446,9 @@ def read_records(
     records = None
     if readable:
         file_ids, paths = zip(*readable)
-        file_list = tf.data.Dataset.from_tensor_slices((tf.constant(file_ids, tf.int64), list(paths)))
+        file_list = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(file_ids, tf.int64), list(paths))
+        )
         if shuffle_files:
             file_list = file_list.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         indexed = file_list.interleave(
@@ -378,10 +458,18 @@ def read_records(
             deterministic=deterministic,
         )
         if report.corrupt:
-            indexed = indexed.filter(lambda file_id, indexed: tf.logical_not(tf.reduce_any(bad_keys == file_id * 2**32 + indexed[0])))
+            indexed = indexed.filter(
+                lambda file_id, indexed: tf.logical_not(
+                    tf.reduce_any(bad_keys == file_id * 2**32 + indexed[0])
+                )
+            )
         records = indexed.map(lambda file_id, indexed: indexed[1])
     for shard in report.recovered:
-        records = _raw_records(shard, report) if records is None else records.concatenate(_raw_records(shard, report))
+        records = (
+            _raw_records(shard, report)
+            if records is None
+            else records.concatenate(_raw_records(shard, report))
+        )
     spec = schema.feature_spec(kind)
 
     def parse(record):
@@ -413,11 +501,15 @@ class Buckets:
     def __post_init__(self):
         boundaries = tuple(self.boundaries)
         sizes = self.batch_sizes
-        sizes = tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),) * len(boundaries)
+        sizes = (
+            tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),) * len(boundaries)
+        )
         if len(sizes) != len(boundaries) or not boundaries:
             raise ValueError(f"need one batch size per boundary, got {boundaries} and {sizes}")
         if list(boundaries) != sorted(set(boundaries)) or min(sizes) < 1:
-            raise ValueError(f"boundaries must ascend and batch sizes be >= 1: {boundaries}, {sizes}")
+            raise ValueError(
+                f"boundaries must ascend and batch sizes be >= 1: {boundaries}, {sizes}"
+            )
         object.__setattr__(self, "boundaries", boundaries)
         object.__setattr__(self, "batch_sizes", sizes)
 
@@ -427,7 +519,9 @@ class Buckets:
         return cls(tuple(boundaries), tuple(max(1, int(budget // b)) for b in boundaries))
 
 
-def _bucket_and_batch(dataset, length_fn, limits, batch_sizes, padded_shapes_fn, padding_values, remainder):
+def _bucket_and_batch(
+    dataset, length_fn, limits, batch_sizes, padded_shapes_fn, padding_values, remainder
+):
     """Groups items by bucket, pads each to its bucket's limit, batches.
 
     `limits[k]` is bucket k's padded length; `padded_shapes_fn(limit)` gives
@@ -456,7 +550,13 @@ def _bucket_and_batch(dataset, length_fn, limits, batch_sizes, padded_shapes_fn,
                 missing = batch_size - tf.shape(next(iter(batch.values())), out_type=tf.int64)[0]
                 return {
                     name: tf.concat(
-                        [value, tf.fill(tf.concat([[missing], tf.shape(value, out_type=tf.int64)[1:]], 0), tf.cast(padding_values[name], value.dtype))],
+                        [
+                            value,
+                            tf.fill(
+                                tf.concat([[missing], tf.shape(value, out_type=tf.int64)[1:]], 0),
+                                tf.cast(padding_values[name], value.dtype),
+                            ),
+                        ],
                         axis=0,
                     )
                     for name, value in batch.items()
@@ -465,16 +565,25 @@ def _bucket_and_batch(dataset, length_fn, limits, batch_sizes, padded_shapes_fn,
             batches = batches.map(fill)
         return batches
 
-    return dataset.group_by_window(key_fn, reduce_fn, window_size_func=lambda key: sizes_tensor[key])
+    return dataset.group_by_window(
+        key_fn, reduce_fn, window_size_func=lambda key: sizes_tensor[key]
+    )
 
 
 def _index_lookup(names, what):
     """A string -> index table (-1 for unknown names is caught by an assert)."""
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(tf.constant(list(names)), tf.range(len(names), dtype=tf.int32)), -1)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(names)), tf.range(len(names), dtype=tf.int32)
+        ),
+        -1,
+    )
 
     def lookup(value, id):
         index = table.lookup(value)
-        with tf.control_dependencies([tf.debugging.Assert(index >= 0, [f"unknown {what}", value, "in record", id])]):
+        with tf.control_dependencies(
+            [tf.debugging.Assert(index >= 0, [f"unknown {what}", value, "in record", id])]
+        ):
             return tf.identity(index)
 
     return lookup
@@ -483,7 +592,10 @@ def _index_lookup(names, what):
 def _sample_by_language(records, counts, temperature, seed):
     """Infinite stream drawing language l with probability ∝ n_l^(1/T)."""
     weights = language_weights(counts, temperature)
-    streams = [records.filter(lambda r, l=language: tf.equal(r["language"], l)).repeat() for language in weights]
+    streams = [
+        records.filter(lambda r, name=language: tf.equal(r["language"], name)).repeat()
+        for language in weights
+    ]
     return tf.data.Dataset.sample_from_datasets(streams, weights=list(weights.values()), seed=seed)
 
 
@@ -496,11 +608,31 @@ def _finish(dataset, options_deterministic, repeat, prefetch):
     return dataset.prefetch(AUTOTUNE) if prefetch else dataset
 
 
-def _source(files, kind, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, counts):
-    records = read_records(files, kind, skip_corrupt=skip_corrupt, verify=verify, shuffle_files=shuffle_buffer > 0, seed=seed, deterministic=deterministic)
+def _source(
+    files,
+    kind,
+    skip_corrupt,
+    verify,
+    seed,
+    deterministic,
+    shuffle_buffer,
+    language_temperature,
+    counts,
+):
+    records = read_records(
+        files,
+        kind,
+        skip_corrupt=skip_corrupt,
+        verify=verify,
+        shuffle_files=shuffle_buffer > 0,
+        seed=seed,
+        deterministic=deterministic,
+    )
     report = records.shard_report
     if language_temperature is not None:
-        records = _sample_by_language(records, counts or language_counts(files), language_temperature, seed)
+        records = _sample_by_language(
+            records, counts or language_counts(files), language_temperature, seed
+        )
     if shuffle_buffer:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return records, report
@@ -576,7 +708,17 @@ def speech_dataset(
         raise ValueError("translation_tokenizer needs max_translation_length")
     if too_long not in ("error", "skip"):
         raise ValueError(f"too_long must be 'error' or 'skip', got {too_long!r}")
-    records, report = _source(files, schema.SPEECH, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
+    records, report = _source(
+        files,
+        schema.SPEECH,
+        skip_corrupt,
+        verify,
+        seed,
+        deterministic,
+        shuffle_buffer,
+        language_temperature,
+        language_counts,
+    )
     if paired:
         records = records.filter(lambda r: tf.strings.length(tf.strings.strip(r["transcript"])) > 0)
     if translation_tokenizer is not None:
@@ -600,17 +742,13 @@ def speech_dataset(
             item["token_ids"] = ids
             item["token_padding_mask"] = tf.ones_like(ids, tf.float32)
         if translation_tokenizer is not None:
-            translation_ids = tf.cast(
-                translation_tokenizer(record["translation"]), tf.int32
-            )
+            translation_ids = tf.cast(translation_tokenizer(record["translation"]), tf.int32)
             item["translation_ids"] = translation_ids
             item["translation_padding_mask"] = tf.ones_like(translation_ids, tf.float32)
         if language_index:
             item["language"] = language_index(record["language"], record["id"])
         if target_language_index:
-            item["target_language"] = target_language_index(
-                record["target_language"], record["id"]
-            )
+            item["target_language"] = target_language_index(record["target_language"], record["id"])
         if label_index:
             item["label"] = label_index(record["label"], record["id"])
         fits = tf.shape(record["pcm"])[0] <= limits[-1]
@@ -680,21 +818,41 @@ def speech_dataset(
         "target_language": -1,
         "label": -1,
     }
-    padding_values = {name: tf.constant(value, tf.float32 if isinstance(value, float) else tf.int32) for name, value in padding_values.items()}
+    padding_values = {
+        name: tf.constant(value, tf.float32 if isinstance(value, float) else tf.int32)
+        for name, value in padding_values.items()
+    }
     example_keys = padded_shapes(tf.constant(0, tf.int64)).keys()
     padding_values = {name: padding_values[name] for name in example_keys}
-    batches = _bucket_and_batch(items, lambda item: tf.shape(item["waveform"])[0], limits, buckets.batch_sizes, padded_shapes, padding_values, remainder)
+    batches = _bucket_and_batch(
+        items,
+        lambda item: tf.shape(item["waveform"])[0],
+        limits,
+        buckets.batch_sizes,
+        padded_shapes,
+        padding_values,
+        remainder,
+    )
 
     # AutoGraph must not rewrite the front end's Python control flow.
     @tf.autograph.experimental.do_not_convert
     def featurize(batch):
-        features, frame_mask = frontend(batch.pop("waveform"), padding_mask=batch.pop("waveform_mask"))
+        features, frame_mask = frontend(
+            batch.pop("waveform"), padding_mask=batch.pop("waveform_mask")
+        )
         return {"speech_features": features, "speech_padding_mask": frame_mask, **batch}
 
-    dataset = _finish(batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=deterministic), deterministic, repeat, prefetch)
+    dataset = _finish(
+        batches.map(featurize, num_parallel_calls=AUTOTUNE, deterministic=deterministic),
+        deterministic,
+        repeat,
+        prefetch,
+    )
     dataset.shard_report = report
     if verify:
-        dataset.num_too_long = _count_too_long(files, report, limits[-1]) if too_long == "skip" else 0
+        dataset.num_too_long = (
+            _count_too_long(files, report, limits[-1]) if too_long == "skip" else 0
+        )
     return dataset
 
 
@@ -704,10 +862,13 @@ def _count_too_long(files, report, limit):
     total = 0
     for shard in files:
         for records in _raw_records(shard, report).batch(1024):
-            try:
-                total += int(tf.reduce_sum(tf.cast(tf.io.parse_example(records, spec)["num_samples"] > limit, tf.int32)))
-            except (tf.errors.InvalidArgumentError, UnicodeDecodeError):
-                pass  # corrupt records are counted in shard_report
+            # Corrupt records are counted in shard_report.
+            with contextlib.suppress(tf.errors.InvalidArgumentError, UnicodeDecodeError):
+                total += int(
+                    tf.reduce_sum(
+                        tf.cast(tf.io.parse_example(records, spec)["num_samples"] > limit, tf.int32)
+                    )
+                )
     return total
 
 
@@ -734,9 +895,21 @@ def text_dataset(
     bucket boundary if `buckets` stops short of it). Other arguments as in
     `speech_dataset`; `buckets` are on token counts.
     """
-    records, report = _source(files, schema.TEXT, skip_corrupt, verify, seed, deterministic, shuffle_buffer, language_temperature, language_counts)
+    records, report = _source(
+        files,
+        schema.TEXT,
+        skip_corrupt,
+        verify,
+        seed,
+        deterministic,
+        shuffle_buffer,
+        language_temperature,
+        language_counts,
+    )
     limits = [int(b) for b in buckets.boundaries if b < max_length] + [max_length]
-    batch_sizes = list(buckets.batch_sizes[: len(limits) - 1]) + [buckets.batch_sizes[min(len(limits) - 1, len(buckets.batch_sizes) - 1)]]
+    batch_sizes = list(buckets.batch_sizes[: len(limits) - 1]) + [
+        buckets.batch_sizes[min(len(limits) - 1, len(buckets.batch_sizes) - 1)]
+    ]
     language_index = _index_lookup(languages, "language") if languages else None
 
     def prepare(record):
@@ -758,7 +931,15 @@ def text_dataset(
     padding_values = {"token_ids": tf.constant(0), "token_padding_mask": tf.constant(0.0)}
     if languages:
         padding_values["language"] = tf.constant(-1)
-    batches = _bucket_and_batch(items, lambda item: tf.shape(item["token_ids"])[0], limits, batch_sizes, padded_shapes, padding_values, remainder)
+    batches = _bucket_and_batch(
+        items,
+        lambda item: tf.shape(item["token_ids"])[0],
+        limits,
+        batch_sizes,
+        padded_shapes,
+        padding_values,
+        remainder,
+    )
     dataset = _finish(batches, deterministic, repeat, prefetch)
     dataset.shard_report = report
     return dataset
@@ -776,5 +957,8 @@ def mix_streams(streams, epoch_stream=None):
     """
     if epoch_stream is not None and epoch_stream not in streams:
         raise ValueError(f"epoch_stream {epoch_stream!r} not in {sorted(streams)}")
-    zipped = {name: stream if name == epoch_stream else stream.repeat() for name, stream in streams.items()}
+    zipped = {
+        name: stream if name == epoch_stream else stream.repeat()
+        for name, stream in streams.items()
+    }
     return tf.data.Dataset.zip(zipped).prefetch(AUTOTUNE)

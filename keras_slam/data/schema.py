@@ -96,13 +96,17 @@ def speech_example(
         "target_language": _text(target_language),
         "label": _text(label),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+        deterministic=True
+    )
 
 
 def text_example(id, text, language):
     """Serializes one text-only record (bytes)."""
     features = {"id": _text(id), "text": _text(text), "language": _text(language)}
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+        deterministic=True
+    )
 
 
 def is_gzip(path):

@@ -32,7 +32,24 @@ import numpy as np
 from keras_slam.data import audio as audio_lib
 
 # espeak-ng voice variants that stay intelligible (no whisper or robots).
-VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
+VARIANTS = (
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+)
 RATE_RANGE = (150, 220)  # words per minute; espeak's default is 175
 PITCH_RANGE = (30, 70)  # 0-99; espeak's default is 50
 WORD_GAP_RANGE = (0, 3)  # extra pause between words, in 10 ms units at the default rate
@@ -47,7 +64,9 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _RATE, _PITCH, _WORDGAP = 1, 3, 7
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
 
 
 class _Voice(ctypes.Structure):
@@ -85,7 +104,9 @@ def _load_espeakng_loader():
     try:
         import espeakng_loader
     except ImportError as error:
-        raise ImportError("speech synthesis needs the espeak-ng wheel: pip install 'keras-slam[sample]'") from error
+        raise ImportError(
+            "speech synthesis needs the espeak-ng wheel: pip install 'keras-slam[sample]'"
+        ) from error
     return espeakng_loader
 
 
@@ -122,7 +143,9 @@ class Synthesiser:
 
     def __init__(self):
         if Synthesiser._created:
-            raise RuntimeError("libespeak-ng is one global state per process: use synth.get_synthesiser()")
+            raise RuntimeError(
+                "libespeak-ng is one global state per process: use synth.get_synthesiser()"
+            )
         Synthesiser._created = True
         loader = _load_espeakng_loader()
         self.library_path = loader.get_library_path()
@@ -148,14 +171,30 @@ class Synthesiser:
             self._library.espeak_Terminate()
             _ctypes.dlclose(self._library._handle)
         library = ctypes.CDLL(self.library_path)
-        library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        library.espeak_Initialize.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
         library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        library.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        library.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         library.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
         library.espeak_ListVoices.argtypes = [ctypes.c_void_p]
         library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self.espeak_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), _INITIALIZE_DONT_EXIT)
+        self.espeak_rate = library.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), _INITIALIZE_DONT_EXIT
+        )
         if self.espeak_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed for data at {self.data_path}")
         library.espeak_SetSynthCallback(self._callback)
@@ -180,14 +219,23 @@ class Synthesiser:
     def accents(self, language):
         """The voices of `language` ("en" -> en-029, en-gb, ..., en-us-nyc), leaving
         out voices for another script (a four-letter subtag, e.g. en-shaw)."""
-        language, found = language.lower(), {}  # found: identifier -> code, the voice's own code before an alias
+        language, found = (
+            language.lower(),
+            {},
+        )  # found: identifier -> code, the voice's own code before an alias
         for code, identifier in self.voices.items():
             of_language = code == language or code.startswith(language + "-")
             other_script = any(len(part) == 4 for part in code.split("-")[1:])
-            if of_language and not other_script and (identifier not in found or code in self._primary_codes):
+            if (
+                of_language
+                and not other_script
+                and (identifier not in found or code in self._primary_codes)
+            ):
                 found[identifier] = code
         if not found:
-            raise ValueError(f"espeak-ng {self.version} has no voice for language {language!r}; available: {', '.join(self.voices)}")
+            raise ValueError(
+                f"espeak-ng {self.version} has no voice for language {language!r}; available: {', '.join(self.voices)}"
+            )
         return tuple(sorted(found.values()))
 
     def synthesise(self, text, style):
@@ -196,19 +244,29 @@ class Synthesiser:
         if not text or not text.strip():
             raise ValueError(f"nothing to synthesise: empty text {text!r}")
         if style.voice.lower() not in self.voices:
-            raise ValueError(f"unknown espeak-ng voice {style.voice!r}; available: {', '.join(self.voices)}")
+            raise ValueError(
+                f"unknown espeak-ng voice {style.voice!r}; available: {', '.join(self.voices)}"
+            )
         if style.variant and style.variant not in self.variants:
-            raise ValueError(f"unknown espeak-ng variant {style.variant!r}; available: {', '.join(self.variants)}")
+            raise ValueError(
+                f"unknown espeak-ng variant {style.variant!r}; available: {', '.join(self.variants)}"
+            )
         self._load()
         self._library.espeak_ng_SetRandSeed(zlib.crc32(repr((text, style)).encode("utf-8")))
         name = self.voices[style.voice.lower()] + (f"+{style.variant}" if style.variant else "")
         if self._library.espeak_SetVoiceByName(name.encode()) != 0:
             raise RuntimeError(f"espeak_SetVoiceByName({name!r}) failed")
-        for parameter, value in ((_RATE, style.rate), (_PITCH, style.pitch), (_WORDGAP, style.word_gap)):
+        for parameter, value in (
+            (_RATE, style.rate),
+            (_PITCH, style.pitch),
+            (_WORDGAP, style.word_gap),
+        ):
             self._library.espeak_SetParameter(parameter, value, 0)
         encoded = text.encode("utf-8")
         self._chunks = []
-        status = self._library.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
+        status = self._library.espeak_Synth(
+            encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+        )
         if status != 0:
             raise RuntimeError(f"espeak_Synth failed with status {status} for {text!r}")
         raw = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)

@@ -44,11 +44,17 @@ def bundled_sentences(text_dir=SAMPLE_CORPUS, languages=None):
     languages = found if languages is None else list(languages)
     missing = [language for language in languages if language not in found]
     if missing or not languages:
-        raise ValueError(f"no bundled text for {missing or 'any language'} under {root}; available: {', '.join(found) or 'none'}")
+        raise ValueError(
+            f"no bundled text for {missing or 'any language'} under {root}; available: {', '.join(found) or 'none'}"
+        )
     sentences = {}
     for language in languages:
-        records = pipeline.read_records(pipeline.list_shards(str(root / language)), kind=schema.TEXT)
-        sentences[language] = [record["text"].decode("utf-8") for record in records.as_numpy_iterator()]
+        records = pipeline.read_records(
+            pipeline.list_shards(str(root / language)), kind=schema.TEXT
+        )
+        sentences[language] = [
+            record["text"].decode("utf-8") for record in records.as_numpy_iterator()
+        ]
     return sentences
 
 
@@ -75,8 +81,18 @@ def _synthesise_language(language, sentences, samples_wanted, seed, synthesiser,
             bar.update(min(len(pcm), samples_wanted - samples))
             samples += len(pcm)
             id = f"{language}-synth-{len(items):06d}"
-            items.append({"id": id, "pcm": pcm, "language": language, "transcript": text, "label": language})
-            rows.append({"id": id, "language": language, "text": text, **dataclasses.asdict(style), "duration": round(len(pcm) / schema.SAMPLE_RATE, 3)})
+            items.append(
+                {"id": id, "pcm": pcm, "language": language, "transcript": text, "label": language}
+            )
+            rows.append(
+                {
+                    "id": id,
+                    "language": language,
+                    "text": text,
+                    **dataclasses.asdict(style),
+                    "duration": round(len(pcm) / schema.SAMPLE_RATE, 3),
+                }
+            )
             if samples >= samples_wanted:
                 break
     return items, rows, samples / schema.SAMPLE_RATE
@@ -113,7 +129,8 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
     pool = synth.make_pool(num_workers)
     bar = tqdm.tqdm(
-        total=samples_wanted * len(sentences), unit_scale=1 / schema.SAMPLE_RATE,
+        total=samples_wanted * len(sentences),
+        unit_scale=1 / schema.SAMPLE_RATE,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech [{elapsed}<{remaining}]",
         desc="espeak-ng",
         disable=not progress,
@@ -121,10 +138,16 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     languages, metadata = {}, []
     try:
         for language in sorted(sentences):
-            items, rows, seconds = _synthesise_language(language, sentences[language], samples_wanted, seed, synthesiser, pool, bar)
+            items, rows, seconds = _synthesise_language(
+                language, sentences[language], samples_wanted, seed, synthesiser, pool, bar
+            )
             folder = output / "paired" / "train" / language
             shards = write_corpus_shards(items, folder, language, seconds)
-            languages[language] = {"records": shards["num_records"], "hours": shards["hours"], "voices": list(synthesiser.accents(language))}
+            languages[language] = {
+                "records": shards["num_records"],
+                "hours": shards["hours"],
+                "voices": list(synthesiser.accents(language)),
+            }
             metadata += rows
     finally:
         bar.close()
@@ -207,16 +230,22 @@ def _parameters(sentences, hours_per_language, seed, espeak_version):
     }
 
 
-def ensure_synth_corpus(output, hours_per_language=1.0, languages=None, seed=0, text_dir=SAMPLE_CORPUS, num_workers=1, progress=True):
+def ensure_synth_corpus(
+    output,
+    hours_per_language=1.0,
+    languages=None,
+    seed=0,
+    text_dir=SAMPLE_CORPUS,
+    num_workers=1,
+    progress=True,
+):
     """The corpus at `output`, built from the bundled text unless a finished one
     with the same parameters is already there. Returns `output`; read it with
     `pipeline.list_shards(f"{output}/paired/train/*/*.tfrecord.gz")`."""
     sentences = bundled_sentences(text_dir, languages)
     if is_built(
         output,
-        _parameters(
-            sentences, hours_per_language, seed, synth.get_synthesiser().version
-        ),
+        _parameters(sentences, hours_per_language, seed, synth.get_synthesiser().version),
     ):
         return str(output)
     build_synth_corpus(output, sentences, hours_per_language, seed, num_workers, progress)

@@ -27,8 +27,7 @@ import sentencepiece
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from keras_slam.utils.keras_private import convert_to_ragged_batch
-from keras_slam.utils.keras_private import preprocessing_function
+from keras_slam.utils.keras_private import convert_to_ragged_batch, preprocessing_function
 
 PAD_TOKEN, UNK_TOKEN, MASK_TOKEN = "<pad>", "<unk>", "<mask>"
 RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN, MASK_TOKEN)
@@ -85,9 +84,7 @@ def train_sentencepiece(
     files = _as_files(texts_or_files)
     model = io.BytesIO()
     if files is not None:
-        sentencepiece.SentencePieceTrainer.train(
-            input=files, model_writer=model, **options
-        )
+        sentencepiece.SentencePieceTrainer.train(input=files, model_writer=model, **options)
     else:
         sentence_iterator = (str(text) for text in texts_or_files)
         sentencepiece.SentencePieceTrainer.train(
@@ -104,8 +101,7 @@ def _as_files(texts_or_files):
         isinstance(texts_or_files, (list, tuple))
         and texts_or_files
         and all(
-            isinstance(item, os.PathLike)
-            or (isinstance(item, str) and os.path.isfile(item))
+            isinstance(item, os.PathLike) or (isinstance(item, str) and os.path.isfile(item))
             for item in texts_or_files
         )
     ):
@@ -133,9 +129,7 @@ class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
 
     def set_proto(self, proto):
         super().set_proto(proto)
-        if self.proto is not None and self.get_vocabulary()[:3] != list(
-            RESERVED_TOKENS
-        ):
+        if self.proto is not None and self.get_vocabulary()[:3] != list(RESERVED_TOKENS):
             raise ValueError(
                 f"SentencePiece model must reserve ids 0, 1, 2 for {RESERVED_TOKENS} "
                 f"(use `train_sentencepiece`); got {self.get_vocabulary()[:3]}."
@@ -147,14 +141,10 @@ class SentencePieceTokenizer(keras_hub.tokenizers.SentencePieceTokenizer):
 
 def normalize_text(text, normalization_form="NFC"):
     """Unicode normalization applied before counting and tokenizing."""
-    return (
-        unicodedata.normalize(normalization_form, text) if normalization_form else text
-    )
+    return unicodedata.normalize(normalization_form, text) if normalization_form else text
 
 
-def build_character_vocabulary(
-    texts, max_size=4096, min_count=1, normalization_form="NFC"
-):
+def build_character_vocabulary(texts, max_size=4096, min_count=1, normalization_form="NFC"):
     """Ranks a corpus' characters by frequency into a tokenizer vocabulary.
 
     Args:
@@ -173,9 +163,7 @@ def build_character_vocabulary(
     counts = collections.Counter()
     for text in texts:
         counts.update(normalize_text(text, normalization_form))
-    ranked = sorted(
-        (c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c)
-    )
+    ranked = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
     return list(RESERVED_TOKENS) + ranked[: max(max_size - len(RESERVED_TOKENS), 0)]
 
 
@@ -227,9 +215,7 @@ class CharacterTokenizer(keras_hub.tokenizers.Tokenizer):
                 vocabulary = json.load(file)
         vocabulary = list(vocabulary)
         if vocabulary[: len(RESERVED_TOKENS)] != list(RESERVED_TOKENS):
-            raise ValueError(
-                f"vocabulary must start with {RESERVED_TOKENS}, got {vocabulary[:3]}"
-            )
+            raise ValueError(f"vocabulary must start with {RESERVED_TOKENS}, got {vocabulary[:3]}")
         characters = vocabulary[len(RESERVED_TOKENS) :]
         bad = [c for c in characters if len(c) != 1]
         if bad or len(set(characters)) != len(characters):

@@ -53,7 +53,9 @@ def check_text(source, text, charset):
         return
     outside = sorted(set(text) - charset)
     if outside:
-        raise audio_lib.BadInputError(source, "bad_characters", "characters outside the charset: " + repr("".join(outside)))
+        raise audio_lib.BadInputError(
+            source, "bad_characters", "characters outside the charset: " + repr("".join(outside))
+        )
 
 
 def _check_utf8(source, item):
@@ -63,7 +65,11 @@ def _check_utf8(source, item):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as error:
-                raise audio_lib.BadInputError(source, "not_utf8", f"{field}: {error.reason} {value[error.start]!r} at character {error.start}") from None
+                raise audio_lib.BadInputError(
+                    source,
+                    "not_utf8",
+                    f"{field}: {error.reason} {value[error.start]!r} at character {error.start}",
+                ) from None
 
 
 def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
@@ -81,7 +87,10 @@ def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
             raise audio_lib.BadInputError(source, "empty", "whitespace-only text")
         check_text(source, item["text"], charset)
         return schema.text_example(item["id"], item["text"], item["language"]), 0.0
-    transcript, translation = (item.get(field, "") if item.get(field, "").strip() else "" for field in ("transcript", "translation"))
+    transcript, translation = (
+        item.get(field, "") if item.get(field, "").strip() else ""
+        for field in ("transcript", "translation")
+    )
     check_text(source, transcript, charset)
     if "pcm" in item:
         pcm = item["pcm"]
@@ -257,11 +266,19 @@ def write_shards(
             pending.append(index)
     resumed = num_shards - len(pending)
 
-    encode = functools.partial(_encode_safely, kind=kind, charset=charset, downmix=downmix, decoder=decoder)
-    work = [(position, items[position]) for shard in pending for position in range(bounds[shard], bounds[shard + 1])]
+    encode = functools.partial(
+        _encode_safely, kind=kind, charset=charset, downmix=downmix, decoder=decoder
+    )
+    work = [
+        (position, items[position])
+        for shard in pending
+        for position in range(bounds[shard], bounds[shard + 1])
+    ]
     pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
     results = pool.imap(encode, work, chunksize=4) if pool else map(encode, work)
-    bar = tqdm.tqdm(total=len(items), initial=len(items) - len(work), disable=not progress, unit="item")
+    bar = tqdm.tqdm(
+        total=len(items), initial=len(items) - len(work), disable=not progress, unit="item"
+    )
     options = tf.io.TFRecordOptions(compression_type="GZIP" if compress else "")
     try:
         results = iter(results)

@@ -118,13 +118,10 @@ class RelativePositionAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         if position_encoding not in POSITION_ENCODINGS:
             raise ValueError(
-                f"position_encoding must be one of {POSITION_ENCODINGS}, "
-                f"got {position_encoding!r}"
+                f"position_encoding must be one of {POSITION_ENCODINGS}, got {position_encoding!r}"
             )
         if hidden_dim % num_heads:
-            raise ValueError(
-                f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}"
-            )
+            raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.position_encoding = position_encoding
@@ -185,16 +182,10 @@ class RelativePositionAttention(keras.layers.Layer):
         if self.position_encoding == "relative_key":
             embedding = ops.cast(self.distance_embedding, query.dtype)
             per_distance = ops.einsum("bthd,rd->bhtr", query, embedding)
-            index = relative_distance_index(
-                length, self.left_context, self.right_context
-            )
+            index = relative_distance_index(length, self.left_context, self.right_context)
             return gather_relative_logits(per_distance, index), query
-        sinusoids = sinusoidal_relative_positions(
-            length, self.hidden_dim, self.compute_dtype
-        )
-        positions = ops.reshape(
-            self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim)
-        )
+        sinusoids = sinusoidal_relative_positions(length, self.hidden_dim, self.compute_dtype)
+        positions = ops.reshape(self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim))
         pos_bias_v = ops.cast(self.pos_bias_v, query.dtype)
         per_distance = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, positions)
         pos_bias_u = ops.cast(self.pos_bias_u, query.dtype)
@@ -226,9 +217,7 @@ class RelativePositionAttention(keras.layers.Layer):
             attended = ops.einsum("bhts,bshd->bthd", probabilities, value)
         else:
             # Fused attention where the backend has it (cuDNN/SDPA on GPU).
-            attended = ops.dot_product_attention(
-                query, key, value, bias=bias, scale=scale
-            )
+            attended = ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         attended = ops.reshape(attended, (batch, length, self.hidden_dim))
         return zero_padded_frames(self.output_dense(attended), padding_mask)

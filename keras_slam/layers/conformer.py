@@ -46,7 +46,9 @@ class FiniteBatchNormalization(keras.layers.BatchNormalization):
         statistics = (self.moving_mean, self.moving_variance)
         previous = [ops.copy(variable.value) for variable in statistics]
         outputs = super().call(inputs, training=training, mask=mask)
-        finite = ops.all(ops.stack([ops.all(ops.isfinite(variable.value)) for variable in statistics]))
+        finite = ops.all(
+            ops.stack([ops.all(ops.isfinite(variable.value)) for variable in statistics])
+        )
         for variable, old in zip(statistics, previous):
             variable.assign(ops.where(finite, variable.value, old))
         return outputs
@@ -77,8 +79,7 @@ class MaskedGroupNormalization(keras.layers.Layer):
         channels = input_shape[-1]
         if channels % self.groups:
             raise ValueError(
-                f"{self.name}: {channels} channels are not divisible into "
-                f"{self.groups} groups"
+                f"{self.name}: {channels} channels are not divisible into {self.groups} groups"
             )
         self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
@@ -98,9 +99,7 @@ class MaskedGroupNormalization(keras.layers.Layer):
         variance = ops.sum(ops.square(centered), axis=(1, 3), keepdims=True) / count
         normalized = (grouped - mean) * ops.rsqrt(variance + self.epsilon)
         normalized = ops.reshape(normalized, (batch, length, channels))
-        outputs = normalized * ops.cast(self.gamma, "float32") + ops.cast(
-            self.beta, "float32"
-        )
+        outputs = normalized * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, x_shape, padding_mask_shape=None):
@@ -161,9 +160,7 @@ class ConformerFeedForward(keras.layers.Layer):
             dtype=policy,
             name="output_dense",
         )
-        self.output_dropout = keras.layers.Dropout(
-            dropout, dtype=policy, name="output_dropout"
-        )
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -412,8 +409,7 @@ class ConformerConfig:
             return value
         if not isinstance(value, dict):
             raise TypeError(
-                "conformer must be a ConformerConfig or a dict, "
-                f"got {type(value).__name__}"
+                f"conformer must be a ConformerConfig or a dict, got {type(value).__name__}"
             )
         fields = {field.name: field for field in dataclasses.fields(cls)}
         unknown = sorted(set(value) - set(fields))

@@ -41,9 +41,7 @@ def _hertz_to_mel(hertz, mel_scale):
     return 1127.0 * np.log(1.0 + hertz / 700.0)
 
 
-def mel_filterbank(
-    num_mel_bins, fft_length, sample_rate, min_frequency, max_frequency, mel_scale
-):
+def mel_filterbank(num_mel_bins, fft_length, sample_rate, min_frequency, max_frequency, mel_scale):
     """(fft_length // 2 + 1, num_mel_bins) float64 triangular filters.
 
     Triangles are linear in mel (as Kaldi and `tf.signal` build them), with
@@ -69,9 +67,7 @@ def analysis_window(name, length):
     if name == "hann":
         return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
     if name == "povey":
-        symmetric_hann = 0.5 - 0.5 * np.cos(
-            2.0 * np.pi * np.arange(length) / (length - 1)
-        )
+        symmetric_hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / (length - 1))
         return symmetric_hann**0.85
     raise ValueError(f"window must be 'hann' or 'povey', got {name!r}")
 
@@ -209,9 +205,7 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if fft_length < frame_length:
-            raise ValueError(
-                f"fft_length ({fft_length}) must be >= frame_length ({frame_length})"
-            )
+            raise ValueError(f"fft_length ({fft_length}) must be >= frame_length ({frame_length})")
         if power not in (1.0, 2.0):
             raise ValueError(f"power must be 1.0 or 2.0, got {power}")
         if not 0 < min_frequency < max_frequency <= sample_rate / 2:
@@ -279,9 +273,9 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         """
         hops_per_frame = -(-self.frame_length // self.frame_step)
         num_hops = num_frames + hops_per_frame - 1
-        waveform = ops.pad(
-            waveform, [[0, 0], [0, self.frame_step * hops_per_frame]]
-        )[:, : num_hops * self.frame_step]
+        waveform = ops.pad(waveform, [[0, 0], [0, self.frame_step * hops_per_frame]])[
+            :, : num_hops * self.frame_step
+        ]
         hops = ops.reshape(waveform, (-1, num_hops, self.frame_step))
         frames = ops.concatenate(
             [hops[:, i : i + num_frames] for i in range(hops_per_frame)], axis=-1
@@ -292,8 +286,7 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         ops = _ops_for(waveform)
         if len(waveform.shape) != 2:
             raise ValueError(
-                f"{self.name}: waveform must be (batch, samples), got shape "
-                f"{tuple(waveform.shape)}"
+                f"{self.name}: waveform must be (batch, samples), got shape {tuple(waveform.shape)}"
             )
         num_samples = ops.shape(waveform)[1]
         if isinstance(num_samples, int) and num_samples < self.frame_length:
@@ -338,13 +331,9 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         lengths = ops.sum(ops.cast(real_sample, "int32"), axis=1)
         frame_index = ops.arange(num_frames)
         real_frame = frame_index[None, :] < self._frames_before_stacking(lengths)[:, None]
-        overflow = ops.logical_and(
-            real_frame[..., None], ops.logical_not(ops.isfinite(log_mel))
-        )
+        overflow = ops.logical_and(real_frame[..., None], ops.logical_not(ops.isfinite(log_mel)))
         valid_item = ops.logical_not(
-            ops.logical_or(
-                ops.any(bad_sample, axis=1), ops.any(overflow, axis=(1, 2))
-            )
+            ops.logical_or(ops.any(bad_sample, axis=1), ops.any(overflow, axis=(1, 2)))
         )
         real_frame = ops.logical_and(real_frame, valid_item[:, None])
         features = ops.where(real_frame[..., None], log_mel, 0.0)

@@ -180,7 +180,9 @@ class MaskEmbedding(keras.layers.Layer):
     def call(self, inputs, masked_frames):
         inputs = ops.cast(inputs, self.compute_dtype)
         if self.mode == "learned":
-            replacement = ops.broadcast_to(ops.cast(self.mask_vector, self.compute_dtype), ops.shape(inputs))
+            replacement = ops.broadcast_to(
+                ops.cast(self.mask_vector, self.compute_dtype), ops.shape(inputs)
+            )
         else:
             replacement = keras.random.normal(
                 ops.shape(inputs),

@@ -203,7 +203,9 @@ def stack_frames(inputs, padding_mask, stack_size):
     batch_size, length, dim = ops.shape(inputs)[0], ops.shape(inputs)[1], inputs.shape[2]
     stacked_length = (length + stack_size - 1) // stack_size
     # Pad by the most any length needs, then keep whole stacks.
-    inputs = ops.pad(inputs, ((0, 0), (0, stack_size - 1), (0, 0)))[:, : stacked_length * stack_size]
+    inputs = ops.pad(inputs, ((0, 0), (0, stack_size - 1), (0, 0)))[
+        :, : stacked_length * stack_size
+    ]
     return ops.reshape(inputs, (batch_size, stacked_length, stack_size * dim))
 
 

@@ -68,12 +68,9 @@ class SpecAugment(keras.layers.Layer):
         span lies in [0, limit). `max_width` and `limit` are (B, 1) floats.
         """
         shape = (batch_size, num_masks)
-        width = ops.floor(
-            keras.random.uniform(shape, seed=self.seed_generator) * (max_width + 1.0)
-        )
+        width = ops.floor(keras.random.uniform(shape, seed=self.seed_generator) * (max_width + 1.0))
         start = ops.floor(
-            keras.random.uniform(shape, seed=self.seed_generator)
-            * (limit - width + 1.0)
+            keras.random.uniform(shape, seed=self.seed_generator) * (limit - width + 1.0)
         )
         position = ops.cast(ops.arange(size), "float32")[None, None, :]
         inside = ops.logical_and(

@@ -19,9 +19,7 @@ DEFAULT_TOKENIZE = "13a"
 
 def default_tokenize(language):
     """sacrebleu tokenizer for a language code such as "de" or "zh-CN"."""
-    return LANGUAGE_TOKENIZE.get(
-        language.split("-")[0].split("_")[0].lower(), DEFAULT_TOKENIZE
-    )
+    return LANGUAGE_TOKENIZE.get(language.split("-")[0].split("_")[0].lower(), DEFAULT_TOKENIZE)
 
 
 def _reference_streams(references):
@@ -48,9 +46,7 @@ def corpus_bleu(references, hypotheses, tokenize=DEFAULT_TOKENIZE, lowercase=Fal
         float BLEU in [0, 100].
     """
     if len(references) != len(hypotheses):
-        raise ValueError(
-            f"{len(references)} references but {len(hypotheses)} hypotheses"
-        )
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     result = sacrebleu.corpus_bleu(
         list(hypotheses),
         _reference_streams(references),
@@ -72,9 +68,7 @@ def bleu_by_language(references, hypotheses, languages, tokenize=None, lowercase
         {language: BLEU, ..., "average": mean over languages}.
     """
     if not len(references) == len(hypotheses) == len(languages):
-        raise ValueError(
-            "references, hypotheses and languages must have the same length"
-        )
+        raise ValueError("references, hypotheses and languages must have the same length")
     grouped = collections.defaultdict(lambda: ([], []))
     for reference, hypothesis, language in zip(references, hypotheses, languages):
         grouped[language][0].append(reference)
@@ -84,9 +78,7 @@ def bleu_by_language(references, hypotheses, languages, tokenize=None, lowercase
         if isinstance(tokenize, str):
             language_tokenize = tokenize
         else:
-            language_tokenize = (tokenize or {}).get(
-                language, default_tokenize(language)
-            )
+            language_tokenize = (tokenize or {}).get(language, default_tokenize(language))
         refs, hyps = grouped[language]
         scores[language] = corpus_bleu(refs, hyps, language_tokenize, lowercase)
     scores["average"] = sum(scores.values()) / max(len(scores), 1)

@@ -92,9 +92,7 @@ def code_counts(code_ids, num_codes, mask=None):
     num_groups = code_ids.shape[-1]
     if mask is None:
         mask = ops.ones(ops.shape(code_ids)[:2], "float32")
-    weights = ops.broadcast_to(
-        ops.cast(mask, "float32")[:, :, None], ops.shape(code_ids)
-    )
+    weights = ops.broadcast_to(ops.cast(mask, "float32")[:, :, None], ops.shape(code_ids))
     # One segment per (group, code): a scatter-add, no (B, T, G, V) one-hot.
     segments = code_ids + ops.arange(num_groups, dtype="int32") * num_codes
     counts = ops.segment_sum(
@@ -149,7 +147,9 @@ class CodebookUsage(keras.metrics.Metric):
         self.counts = self.add_variable(
             shape=(slots, num_groups, num_codes), initializer="zeros", name="counts"
         )
-        self.updates = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="updates")
+        self.updates = self.add_variable(
+            shape=(), initializer="zeros", dtype="int32", name="updates"
+        )
 
     def update_state(self, code_ids, mask=None):
         """code_ids (B, T[, G]) integers; mask (B, T), 1 = counted."""

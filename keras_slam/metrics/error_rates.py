@@ -29,9 +29,7 @@ def normalize_transcript(text, lowercase=False, remove_punctuation=False):
     if lowercase:
         text = text.lower()
     if remove_punctuation:
-        text = "".join(
-            " " if unicodedata.category(c).startswith("P") else c for c in text
-        )
+        text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
     return " ".join(text.split())
 
 
@@ -54,16 +52,11 @@ class ErrorCounts:
 
     def __add__(self, other):
         return ErrorCounts(
-            *(
-                a + b
-                for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))
-            )
+            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
         )
 
 
-def error_counts(
-    references, hypotheses, unit="word", lowercase=False, remove_punctuation=False
-):
+def error_counts(references, hypotheses, unit="word", lowercase=False, remove_punctuation=False):
     """Edit counts between parallel lists of strings.
 
     Args:
@@ -73,20 +66,14 @@ def error_counts(
         ErrorCounts.
     """
     if len(references) != len(hypotheses):
-        raise ValueError(
-            f"{len(references)} references but {len(hypotheses)} hypotheses"
-        )
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if unit not in ("word", "character"):
         raise ValueError(f"unit must be 'word' or 'character', got {unit!r}")
     counts = ErrorCounts()
     if not references:
         return counts
-    references = [
-        normalize_transcript(t, lowercase, remove_punctuation) for t in references
-    ]
-    hypotheses = [
-        normalize_transcript(t, lowercase, remove_punctuation) for t in hypotheses
-    ]
+    references = [normalize_transcript(t, lowercase, remove_punctuation) for t in references]
+    hypotheses = [normalize_transcript(t, lowercase, remove_punctuation) for t in hypotheses]
     # jiwer rejects an empty reference list entry only when all are empty;
     # count empty references directly so any mix works.
     pairs = [(r, h) for r, h in zip(references, hypotheses) if r]
@@ -107,18 +94,12 @@ def error_counts(
 
 def word_error_rate(references, hypotheses, lowercase=False, remove_punctuation=False):
     """Corpus WER (a fraction, not a percentage)."""
-    return error_counts(
-        references, hypotheses, "word", lowercase, remove_punctuation
-    ).rate
+    return error_counts(references, hypotheses, "word", lowercase, remove_punctuation).rate
 
 
-def character_error_rate(
-    references, hypotheses, lowercase=False, remove_punctuation=False
-):
+def character_error_rate(references, hypotheses, lowercase=False, remove_punctuation=False):
     """Corpus CER (a fraction, not a percentage)."""
-    return error_counts(
-        references, hypotheses, "character", lowercase, remove_punctuation
-    ).rate
+    return error_counts(references, hypotheses, "character", lowercase, remove_punctuation).rate
 
 
 class ErrorRateAccumulator:
@@ -141,9 +122,7 @@ class ErrorRateAccumulator:
     def update_state(self, references, hypotheses, languages=None):
         """Adds a batch; `languages` (list of str) defaults to "all"."""
         references, hypotheses = list(references), list(hypotheses)
-        languages = (
-            list(languages) if languages is not None else ["all"] * len(references)
-        )
+        languages = list(languages) if languages is not None else ["all"] * len(references)
         if not len(references) == len(hypotheses) == len(languages):
             raise ValueError(
                 f"lengths differ: {len(references)} references, {len(hypotheses)} "
@@ -156,9 +135,7 @@ class ErrorRateAccumulator:
         for language, (refs, hyps) in by_language.items():
             options = (self.lowercase, self.remove_punctuation)
             self._words[language] += error_counts(refs, hyps, "word", *options)
-            self._characters[language] += error_counts(
-                refs, hyps, "character", *options
-            )
+            self._characters[language] += error_counts(refs, hyps, "character", *options)
             self._utterances[language] += len(refs)
 
     def result(self):

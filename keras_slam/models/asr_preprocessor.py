@@ -64,11 +64,13 @@ def standardize_waveform(waveform, sample_rate, target_rate, channels=None, wher
         if channels != "mean":
             raise ValueError(
                 f"{where}: {num_channels} channels (shape {waveform.shape}); pass mono "
-                "audio or `channels=\"mean\"` to average the channels"
+                'audio or `channels="mean"` to average the channels'
             )
         waveform = waveform.mean(axis=1)
     if waveform.ndim != 1:
-        raise ValueError(f"{where}: expected (samples,) or (samples, channels), got shape {waveform.shape}")
+        raise ValueError(
+            f"{where}: expected (samples,) or (samples, channels), got shape {waveform.shape}"
+        )
     return resample(waveform, sample_rate, target_rate).astype("float32")
 
 
@@ -85,7 +87,7 @@ def pad_waveforms(waveforms, multiple=1):
         if waveform.ndim != 1:
             raise ValueError(
                 f"waveform {index}: shape {waveform.shape}, expected 1-D mono samples "
-                "(`SpeechRecognizer.transcribe(..., channels=\"mean\")` downmixes)"
+                '(`SpeechRecognizer.transcribe(..., channels="mean")` downmixes)'
             )
     longest = max(len(w) for w in waveforms)
     longest = -(-longest // multiple) * multiple
@@ -162,7 +164,9 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
         loader = get_preset_loader(preset)
         if check_file_exists(preset, config_file):
             return loader.load_preprocessor(cls, config_file, **kwargs)
-        if "audio_converter" not in kwargs and check_file_exists(preset, AUDIO_CONVERTER_CONFIG_FILE):
+        if "audio_converter" not in kwargs and check_file_exists(
+            preset, AUDIO_CONVERTER_CONFIG_FILE
+        ):
             kwargs["audio_converter"] = loader.load_audio_converter(cls.audio_converter_cls)
         if "tokenizer" not in kwargs and check_file_exists(preset, TOKENIZER_CONFIG_FILE):
             kwargs["tokenizer"] = loader.load_tokenizer(cls.tokenizer_cls)
@@ -192,7 +196,10 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
         """list of str -> {"token_ids" (B, L) int32, "token_padding_mask" (B, L)}."""
         if self.tokenizer is None:
             raise ValueError("this preprocessor has no tokenizer")
-        ids = [list(np.asarray(keras.ops.convert_to_numpy(self.tokenizer(t))).reshape(-1)) for t in transcripts]
+        ids = [
+            list(np.asarray(keras.ops.convert_to_numpy(self.tokenizer(t))).reshape(-1))
+            for t in transcripts
+        ]
         ids = [[i for i in row if i != 0] for row in ids]  # drop fixed-length padding
         length = max(1, max(len(row) for row in ids))
         token_ids = np.zeros((len(ids), length), "int32")

@@ -233,9 +233,7 @@ class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
         """Text tower: (B, L) ids -> (B, L, D), zero at padding."""
         embedded = self.token_embedding(token_ids)
         # sqrt(D) so that tokens are not drowned by the unit-scale positions.
-        embedded = embedded * ops.cast(
-            math.sqrt(self.token_embedding.output_dim), embedded.dtype
-        )
+        embedded = embedded * ops.cast(math.sqrt(self.token_embedding.output_dim), embedded.dtype)
         positions = self.text_position_embedding(ops.cast(embedded, "float32"))
         embedded = self.text_layer_norm(embedded + ops.cast(positions, embedded.dtype))
         embedded = self.text_dropout(embedded, training=training)

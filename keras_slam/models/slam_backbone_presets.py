@@ -55,8 +55,7 @@ backbone_presets = {
     "mslam_600m": PresetSpec(
         SLAMBackbone,
         dict(vocabulary_size=4096, **_SLAM_600M),
-        "mSLAM 600M: the SLAM 600M layout with a 4096-character vocabulary "
-        "over 101 languages.",
+        "mSLAM 600M: the SLAM 600M layout with a 4096-character vocabulary over 101 languages.",
         _MSLAM_PAPER,
         paper_params=0.6e9,
     ),

@@ -68,6 +68,8 @@ from keras_slam.layers.quantizers import (
     RandomProjectionQuantizer,
     stack_frames,
 )
+from keras_slam.metrics.codebook import CodebookUsage, code_entropy
+from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.objectives.mlm import corrupt_tokens, masked_token_loss
 from keras_slam.objectives.stm import mismatched_partners, stm_loss
@@ -77,14 +79,18 @@ from keras_slam.objectives.w2v_bert import (
     masked_prediction_loss,
     sample_negative_indices,
 )
-from keras_slam.metrics.codebook import CodebookUsage, code_entropy
-from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.optimizers import skip_non_finite_steps
 from keras_slam.utils.preset_utils import PresetMixin
 
 OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
 DEFAULT_WEIGHTS = {
-    "contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 1.0, "stm": 1.0, "ctc": 1.0
+    "contrastive": 1.0,
+    "diversity": 0.1,
+    "w2v_mlm": 1.0,
+    "text_mlm": 1.0,
+    "tlm": 1.0,
+    "stm": 1.0,
+    "ctc": 1.0,
 }
 SPEECH_OBJECTIVES = ("contrastive", "diversity", "w2v_mlm")
 # Every reported value (each a keras.metrics.Mean): the sub-batch it comes
@@ -224,9 +230,13 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if unknown:
             raise ValueError(f"Unknown objectives {sorted(unknown)}; choose from {OBJECTIVES}")
         if speech_target not in SPEECH_TARGETS:
-            raise ValueError(f"speech_target must be one of {SPEECH_TARGETS}, got {speech_target!r}")
+            raise ValueError(
+                f"speech_target must be one of {SPEECH_TARGETS}, got {speech_target!r}"
+            )
         if quantizer_input not in QUANTIZER_INPUTS:
-            raise ValueError(f"quantizer_input must be one of {QUANTIZER_INPUTS}, got {quantizer_input!r}")
+            raise ValueError(
+                f"quantizer_input must be one of {QUANTIZER_INPUTS}, got {quantizer_input!r}"
+            )
         if ctc_input not in CTC_INPUTS:
             raise ValueError(f"ctc_input must be one of {CTC_INPUTS}, got {ctc_input!r}")
         if speech_target == "random_projection":
@@ -460,7 +470,9 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
             return code_ids[:, :, None], None, {}
         if self.quantizer_input == "features":
             frames = ops.stop_gradient(
-                stack_frames(batch["speech_features"], batch["speech_padding_mask"], self.target_stack_size)
+                stack_frames(
+                    batch["speech_features"], batch["speech_padding_mask"], self.target_stack_size
+                )
             )
         elif self.quantizer_input == "detached_frontend":
             frames = ops.stop_gradient(frames)
@@ -494,9 +506,15 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         context = self.backbone.encode_speech_tower(masked, frame_mask, training)
         present = _any_real(counted)
         # The targets the losses see: codes at masked real frames.
-        results = {"speech_present": present, "speech_code_ids": code_ids, "speech_code_mask": counted}
+        results = {
+            "speech_present": present,
+            "speech_code_ids": code_ids,
+            "speech_code_mask": counted,
+        }
         if "contrastive" in self.objectives:
-            targets = quantized if self.target_projection is None else self.target_projection(quantized)
+            targets = (
+                quantized if self.target_projection is None else self.target_projection(quantized)
+            )
             loss, accuracy, valid_negatives = contrastive_loss(
                 self.contrastive_projection(context),
                 targets,
@@ -506,7 +524,9 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
                 self.contrastive_temperature,
             )
             results.update(
-                contrastive_loss=loss, contrastive_accuracy=accuracy, valid_negatives=valid_negatives
+                contrastive_loss=loss,
+                contrastive_accuracy=accuracy,
+                valid_negatives=valid_negatives,
             )
         results.update(perplexities)
         if perplexities and "diversity" in self.objectives:
@@ -528,7 +548,9 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
     def _text_objectives(self, batch, draws, training):
         token_ids, token_mask = batch["token_ids"], batch["token_padding_mask"]
         span_mask = draws["span_mask"] * ops.cast(token_mask, "float32")
-        embedded = self.backbone.embed_text(self._corrupt(token_ids, span_mask), token_mask, training)
+        embedded = self.backbone.embed_text(
+            self._corrupt(token_ids, span_mask), token_mask, training
+        )
         encoded = self.backbone.encode_shared(embedded, token_mask, training)
         loss, accuracy = masked_token_loss(token_ids, self._token_logits(encoded), span_mask)
         return {
@@ -581,7 +603,9 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         packed, packed_mask = self.backbone.pack(speech, frame_mask, text, token_mask)
         encoded = self.backbone.encode_shared(packed, packed_mask, training)
         speech_out, text_out = self.backbone.unpack(encoded, frame_mask, token_mask)
-        text_loss, text_accuracy = masked_token_loss(token_ids, self._token_logits(text_out), text_span)
+        text_loss, text_accuracy = masked_token_loss(
+            token_ids, self._token_logits(text_out), text_span
+        )
         speech_loss, speech_accuracy = masked_prediction_loss(
             self._code_logits(speech_out), code_ids, speech_span, frame_mask
         )
@@ -632,9 +656,7 @@ class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
         if "text" in inputs and "text" in draws:
             results.update(self._text_objectives(inputs["text"], draws["text"], training))
         if "paired" in inputs and self._any_of("tlm", "stm", "ctc"):
-            results.update(
-                self._paired_objectives(inputs["paired"], draws.get("paired"), training)
-            )
+            results.update(self._paired_objectives(inputs["paired"], draws.get("paired"), training))
         return {name: ops.cast(value, "float32") for name, value in results.items()}
 
     def call(self, inputs, training=False):

@@ -203,9 +203,7 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
         # === Functional Model ===
         speech_features = keras.Input((None, feature_dim), name="speech_features")
         speech_padding_mask = keras.Input((None,), name="speech_padding_mask")
-        sequence_output, padding_mask = self.speech_tower(
-            speech_features, speech_padding_mask
-        )
+        sequence_output, padding_mask = self.speech_tower(speech_features, speech_padding_mask)
         super().__init__(
             inputs={
                 "speech_features": speech_features,
@@ -237,4 +235,3 @@ class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
             projection_dim=self.projection_dim,
         )
         return config
-

@@ -32,12 +32,10 @@ import numpy as np
 from keras import ops
 
 from keras_slam.layers.spec_augment import SpecAugment
-from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
-from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
-from keras_slam.models.asr_preprocessor import standardize_waveform
-from keras_slam.models.ctc_decoding import ctc_decode
-from keras_slam.models.ctc_decoding import token_id_lists
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, standardize_waveform
+from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
+from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -126,7 +124,9 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
                 time_mask_ratio=0.05,
             )
         if isinstance(spec_augment, dict):
-            spec_augment = SpecAugment(**spec_augment, dtype=backbone.dtype_policy, name="spec_augment")
+            spec_augment = SpecAugment(
+                **spec_augment, dtype=backbone.dtype_policy, name="spec_augment"
+            )
 
         # === Layers ===
         self.backbone = backbone
@@ -211,7 +211,10 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
     def decode(self, logits, padding_mask, strategy="greedy", beam_width=16):
         """(B, T', V) logits + mask -> B strings (needs a tokenizer)."""
         token_ids, _ = ctc_decode(
-            logits, padding_mask, strategy=strategy, beam_width=beam_width,
+            logits,
+            padding_mask,
+            strategy=strategy,
+            beam_width=beam_width,
             blank_index=self.blank_index,
         )
         return self._preprocessor_or_error().detokenize(token_id_lists(token_ids))
@@ -264,7 +267,9 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
             texts += self._transcribe_rows_with_audio(batch, strategy, beam_width)[0]
         return texts
 
-    def _transcribe_waveforms(self, waveforms, strategy, beam_width, batch_size, sample_rate, channels, non_finite):
+    def _transcribe_waveforms(
+        self, waveforms, strategy, beam_width, batch_size, sample_rate, channels, non_finite
+    ):
         """List of waveforms -> one text per waveform (see `transcribe`)."""
         if non_finite not in ("raise", "empty"):
             raise ValueError(f'non_finite must be "raise" or "empty", got {non_finite!r}')
@@ -273,13 +278,17 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
         prepared, non_finite_items = [], []
         for index, waveform in enumerate(waveforms):
             waveform = standardize_waveform(
-                waveform, target_rate if sample_rate is None else sample_rate, target_rate, channels, where=f"audio item {index}"
+                waveform,
+                target_rate if sample_rate is None else sample_rate,
+                target_rate,
+                channels,
+                where=f"audio item {index}",
             )
             if not np.all(np.isfinite(waveform)):
                 if non_finite == "raise":
                     raise ValueError(
-                        f"audio item {index}: NaN or Inf samples (pass non_finite=\"empty\" "
-                        "to transcribe such items as \"\")"
+                        f'audio item {index}: NaN or Inf samples (pass non_finite="empty" '
+                        'to transcribe such items as "")'
                     )
                 non_finite_items.append(index)
                 waveform = waveform[:0]
@@ -292,7 +301,9 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
             )
         # Shorter than one window: no frames, nothing to run the model on.
         texts = [""] * len(prepared)
-        audible = [i for i, w in enumerate(prepared) if len(w) >= preprocessor.audio_converter.frame_length]
+        audible = [
+            i for i, w in enumerate(prepared) if len(w) >= preprocessor.audio_converter.frame_length
+        ]
         for start in range(0, len(audible), batch_size):
             rows = audible[start : start + batch_size]
             batch = preprocessor([prepared[i] for i in rows])
@@ -312,7 +323,9 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
         rows = np.flatnonzero(np.asarray(batch["speech_padding_mask"]).sum(axis=1) > 0)
         return [texts[i] for i in rows], rows
 
-    def evaluate_error_rates(self, dataset, languages=None, strategy="greedy", beam_width=16, **normalization):
+    def evaluate_error_rates(
+        self, dataset, languages=None, strategy="greedy", beam_width=16, **normalization
+    ):
         """WER / CER of paired batches, per language and overall.
 
         Args:
@@ -391,10 +404,8 @@ def _waveform_list(array):
         raise ValueError(
             f"audio: a 2-D array is a (B, S) batch of mono waveforms, but shape {array.shape} "
             "has fewer samples than waveforms; for one multi-channel (S, C) waveform pass "
-            "[waveform] with channels=\"mean\""
+            '[waveform] with channels="mean"'
         )
     if array.ndim != 2:
         raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
     return list(array)
-
-

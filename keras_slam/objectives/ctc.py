@@ -72,9 +72,7 @@ def ctc_loss(
     labels = ops.where(label_mask, ops.cast(labels, "int32"), blank_index)
 
     present = logit_lengths > 0
-    feasible = ops.logical_and(
-        present, logit_lengths >= minimum_frames(labels, label_mask)
-    )
+    feasible = ops.logical_and(present, logit_lengths >= minimum_frames(labels, label_mask))
     # Rows that must contribute 0 are replaced by a trivially feasible
     # problem (no labels, >= 1 frame): their loss is finite, so the `where`
     # below gives them a zero (not NaN) gradient.

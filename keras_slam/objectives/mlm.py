@@ -54,13 +54,9 @@ def corrupt_tokens(
     chosen = ops.cast(prediction_mask, "bool")
     draw = keras.random.uniform(ops.shape(token_ids), seed=seed, dtype="float32")
     low, high = random_token_range
-    random_ids = keras.random.randint(
-        ops.shape(token_ids), low, high, seed=seed, dtype="int32"
-    )
+    random_ids = keras.random.randint(ops.shape(token_ids), low, high, seed=seed, dtype="int32")
     corrupted = ops.where(draw < mask_fraction, mask_token_id, token_ids)
-    use_random = ops.logical_and(
-        draw >= mask_fraction, draw < mask_fraction + random_fraction
-    )
+    use_random = ops.logical_and(draw >= mask_fraction, draw < mask_fraction + random_fraction)
     corrupted = ops.where(use_random, random_ids, corrupted)
     return ops.where(chosen, corrupted, token_ids)
 

@@ -30,9 +30,7 @@ def mismatched_partners(present):
     num_present = ops.sum(present)
     rank = ops.cumsum(present) - 1
     # Present rows sorted by rank first, absent rows after them.
-    row_of_rank = ops.cast(
-        ops.argsort(ops.where(present > 0, rank, batch_size + rows)), "int32"
-    )
+    row_of_rank = ops.cast(ops.argsort(ops.where(present > 0, rank, batch_size + rows)), "int32")
     next_rank = ops.mod(rank + 1, ops.maximum(num_present, 1))
     partner = ops.take(row_of_rank, ops.maximum(next_rank, 0))
     valid = ops.logical_and(present > 0, num_present >= 2)
@@ -55,10 +53,6 @@ def stm_loss(logits, labels, weights):
     labels = ops.cast(ops.reshape(labels, (-1,)), "float32")
     weights = ops.cast(ops.reshape(weights, (-1,)), "float32")
     # Stable log(1 + exp(-|z|)) form of the logistic loss.
-    per_row = (
-        ops.maximum(logits, 0.0)
-        - logits * labels
-        + ops.log1p(ops.exp(-ops.abs(logits)))
-    )
+    per_row = ops.maximum(logits, 0.0) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
     correct = ops.cast(ops.equal(ops.cast(logits > 0, "float32"), labels), "float32")
     return masked_mean(per_row, weights), masked_mean(correct, weights)

@@ -54,7 +54,9 @@ def sample_negative_indices(masked_frames, num_negatives=100, padding_mask=None,
     counted_int = ops.cast(counted, "int32")
     num_counted = ops.sum(counted_int, axis=1)[:, None, None]
     # Counted frames first, in time order: slot i holds the i-th counted frame.
-    counted_by_slot = ops.cast(ops.argsort(ops.where(counted, positions, positions + length), axis=1), "int32")
+    counted_by_slot = ops.cast(
+        ops.argsort(ops.where(counted, positions, positions + length), axis=1), "int32"
+    )
     own_slot = (ops.cumsum(counted_int, axis=1) - 1)[:, :, None]
     others = num_counted - 1
     draws = keras.random.uniform((batch_size, length, num_negatives), seed=seed)
@@ -112,14 +114,18 @@ def contrastive_logits(predictions, targets, negative_indices, counted, temperat
         ops.broadcast_to(squared_norms[:, None, :], ops.shape(gram)), negative_indices, axis=2
     )
     own_norms = squared_norms[:, :, None]
-    squared_distance = own_norms + norms_at_negatives - 2.0 * ops.take_along_axis(gram, negative_indices, axis=2)
+    squared_distance = (
+        own_norms + norms_at_negatives - 2.0 * ops.take_along_axis(gram, negative_indices, axis=2)
+    )
     same_as_target = squared_distance <= 1e-5 * (own_norms + norms_at_negatives)
 
     is_self = negative_indices == ops.arange(ops.shape(counted)[1], dtype="int32")[None, :, None]
     negative_counted = ops.take_along_axis(
         ops.broadcast_to(counted[:, None, :], ops.shape(similarity)), negative_indices, axis=2
     )
-    valid = ops.logical_and(negative_counted, ops.logical_not(ops.logical_or(is_self, same_as_target)))
+    valid = ops.logical_and(
+        negative_counted, ops.logical_not(ops.logical_or(is_self, same_as_target))
+    )
     negative = ops.where(valid, negative / temperature, _INVALID_LOGIT)
     return ops.concatenate([positive / temperature, negative], axis=-1)
 
@@ -209,4 +215,3 @@ def masked_prediction_loss(logits, target_ids, masked_frames, padding_mask=None)
         correct = ops.mean(correct, axis=-1)
     counted = _counted_frames(masked_frames, padding_mask)
     return masked_mean(-target_log_probs, counted), masked_mean(correct, counted)
-

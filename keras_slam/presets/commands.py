@@ -14,8 +14,14 @@ def run_presets(args):
 
 
 def add_convert_w2v_bert_arguments(parser):
-    parser.add_argument("hf_dir", help="Hugging Face Wav2Vec2Bert checkpoint directory (config.json + model.safetensors)")
-    parser.add_argument("preset_dir", help="output keras-slam preset directory, new or empty (written all or nothing)")
+    parser.add_argument(
+        "hf_dir",
+        help="Hugging Face Wav2Vec2Bert checkpoint directory (config.json + model.safetensors)",
+    )
+    parser.add_argument(
+        "preset_dir",
+        help="output keras-slam preset directory, new or empty (written all or nothing)",
+    )
 
 
 def run_convert_w2v_bert(args):
@@ -25,7 +31,12 @@ def run_convert_w2v_bert(args):
 
 
 COMMANDS = [
-    ("presets", "list the named presets with their parameter counts", add_presets_arguments, run_presets),
+    (
+        "presets",
+        "list the named presets with their parameter counts",
+        add_presets_arguments,
+        run_presets,
+    ),
     (
         "convert-w2v-bert",
         "convert a Hugging Face w2v-BERT 2.0 (Wav2Vec2Bert) checkpoint into a keras-slam preset",

@@ -54,12 +54,10 @@ import tempfile
 import uuid
 import warnings
 
-import keras
 import numpy as np
 
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
-from keras_slam.layers.log_mel import LogMelSpectrogram
+from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND, LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_recognizer import SpeechRecognizer
@@ -134,16 +132,51 @@ _CTC_FIELDS = ("pad_token_id", "vocab_size")
 # (model_type, bookkeeping; training, heads and adapters keras-slam does not
 # convert). An unknown field close to a known one is taken as misspelt.
 _OTHER_HF_FIELDS = (
-    "model_type", "_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
-    "id2label", "label2id", "problem_type", "return_dict", "output_attentions", "output_hidden_states",
-    "is_encoder_decoder", "tie_encoder_decoder", "chunk_size_feed_forward", "bos_token_id",
-    "eos_token_id", "sep_token_id",
-    "initializer_range", "feat_proj_dropout", "final_dropout", "layerdrop", "conformer_conv_dropout",
-    "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
-    "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks", "ctc_loss_reduction",
-    "ctc_zero_infinity", "use_weighted_layer_sum", "classifier_proj_size", "tdnn_dim", "tdnn_kernel",
-    "tdnn_dilation", "xvector_output_dim", "output_hidden_size", "adapter_act", "adapter_kernel_size",
-    "adapter_stride", "num_adapter_layers", "max_source_positions", "rotary_embedding_base",
+    "model_type",
+    "_name_or_path",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+    "transformers_version",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+    "is_encoder_decoder",
+    "tie_encoder_decoder",
+    "chunk_size_feed_forward",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "initializer_range",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "conformer_conv_dropout",
+    "apply_spec_augment",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_prob",
+    "mask_feature_length",
+    "mask_feature_min_masks",
+    "ctc_loss_reduction",
+    "ctc_zero_infinity",
+    "use_weighted_layer_sum",
+    "classifier_proj_size",
+    "tdnn_dim",
+    "tdnn_kernel",
+    "tdnn_dilation",
+    "xvector_output_dim",
+    "output_hidden_size",
+    "adapter_act",
+    "adapter_kernel_size",
+    "adapter_stride",
+    "num_adapter_layers",
+    "max_source_positions",
+    "rotary_embedding_base",
 )
 
 
@@ -187,7 +220,9 @@ def convert_config(hf_config, config_path=HF_CONFIG_FILE):
             unsupported field.
     """
     if not isinstance(hf_config, dict) or hf_config.get("model_type") != HF_MODEL_TYPE:
-        found = hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
+        found = (
+            hf_config.get("model_type") if isinstance(hf_config, dict) else type(hf_config).__name__
+        )
         raise ValueError(
             f"{config_path}: not a Wav2Vec2Bert config: model_type is {found!r}, expected {HF_MODEL_TYPE!r}"
         )
@@ -254,7 +289,9 @@ def _check_ctc_head(hf_config, head_state, config_path):
             f"for the lm_head's {vocabulary_size} classes, got {blank_index!r}"
         )
     if hf_config.get("vocab_size", vocabulary_size) != vocabulary_size:
-        problems.append(f"field 'vocab_size' is {hf_config['vocab_size']!r}, the lm_head has {vocabulary_size} classes")
+        problems.append(
+            f"field 'vocab_size' is {hf_config['vocab_size']!r}, the lm_head has {vocabulary_size} classes"
+        )
     if problems:
         raise ValueError(f"{config_path}: " + "; ".join(problems))
 
@@ -270,7 +307,10 @@ def _depthwise_conv(weight):
 
 
 def _layer_norm_rows(ours, theirs):
-    return [(f"{ours}/gamma", f"{theirs}.weight", _identity), (f"{ours}/beta", f"{theirs}.bias", _identity)]
+    return [
+        (f"{ours}/gamma", f"{theirs}.weight", _identity),
+        (f"{ours}/beta", f"{theirs}.bias", _identity),
+    ]
 
 
 def _dense_rows(ours, theirs, transform=_transpose, use_bias=True):
@@ -310,12 +350,20 @@ def wav2vec2_bert_layer_weights(position_encoding="relative_key"):
             rows.append((f"self_attention/{bias}", f"self_attn.{bias}", _identity))
     rows += _layer_norm_rows("convolution/layer_norm", "conv_module.layer_norm")
     rows += _dense_rows(
-        "convolution/pointwise_conv1", "conv_module.pointwise_conv1", _pointwise_conv, use_bias=False
+        "convolution/pointwise_conv1",
+        "conv_module.pointwise_conv1",
+        _pointwise_conv,
+        use_bias=False,
     )
-    rows.append(("convolution/depthwise_kernel", "conv_module.depthwise_conv.weight", _depthwise_conv))
+    rows.append(
+        ("convolution/depthwise_kernel", "conv_module.depthwise_conv.weight", _depthwise_conv)
+    )
     rows += _layer_norm_rows("convolution/depthwise_norm", "conv_module.depthwise_layer_norm")
     rows += _dense_rows(
-        "convolution/pointwise_conv2", "conv_module.pointwise_conv2", _pointwise_conv, use_bias=False
+        "convolution/pointwise_conv2",
+        "conv_module.pointwise_conv2",
+        _pointwise_conv,
+        use_bias=False,
     )
     rows += _layer_norm_rows("final_layer_norm", "final_layer_norm")
     return rows
@@ -348,16 +396,28 @@ def weight_table(num_layers, position_encoding="relative_key"):
     `wav2vec2_bert.`).
     """
     table = [
-        ("speech_tower/feature_layer_norm/gamma", "feature_projection.layer_norm.weight", _identity),
+        (
+            "speech_tower/feature_layer_norm/gamma",
+            "feature_projection.layer_norm.weight",
+            _identity,
+        ),
         ("speech_tower/feature_layer_norm/beta", "feature_projection.layer_norm.bias", _identity),
-        ("speech_tower/feature_projection/kernel", "feature_projection.projection.weight", _transpose),
+        (
+            "speech_tower/feature_projection/kernel",
+            "feature_projection.projection.weight",
+            _transpose,
+        ),
         ("speech_tower/feature_projection/bias", "feature_projection.projection.bias", _identity),
     ]
     layer_rows = wav2vec2_bert_layer_weights(position_encoding)
     for i in range(num_layers):
         for ours, theirs, transform in layer_rows:
             table.append(
-                (f"speech_tower/encoder/conformer_block_{i}/{ours}", f"encoder.layers.{i}.{theirs}", transform)
+                (
+                    f"speech_tower/encoder/conformer_block_{i}/{ours}",
+                    f"encoder.layers.{i}.{theirs}",
+                    transform,
+                )
             )
     return table
 
@@ -366,7 +426,9 @@ def load_hf_config(hf_dir):
     """(the config.json dict, its path) of a Hugging Face checkpoint directory."""
     path = os.path.join(hf_dir, HF_CONFIG_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{hf_dir}: no {HF_CONFIG_FILE} (not a Hugging Face checkpoint directory)")
+        raise FileNotFoundError(
+            f"{hf_dir}: no {HF_CONFIG_FILE} (not a Hugging Face checkpoint directory)"
+        )
     return _read_json(path), path
 
 
@@ -399,7 +461,7 @@ def _split_state(state):
     encoder, head, unused = {}, None, []
     for key, value in state.items():
         if headed and key.startswith(_HEADED_PREFIX):
-            encoder[key[len(_HEADED_PREFIX):]] = value
+            encoder[key[len(_HEADED_PREFIX) :]] = value
         elif not headed:
             encoder[key] = value
         elif key in ("lm_head.weight", "lm_head.bias"):
@@ -424,7 +486,9 @@ def assign_weights(encoder, hf_encoder_state):
     mapped = {ours for ours, _, _ in table}
     unmapped_variables = sorted(set(variables) - mapped)
     if unmapped_variables:
-        raise ValueError(f"{encoder.name}: {len(unmapped_variables)} variables without a Hugging Face key, first {unmapped_variables[:5]}")
+        raise ValueError(
+            f"{encoder.name}: {len(unmapped_variables)} variables without a Hugging Face key, first {unmapped_variables[:5]}"
+        )
     missing = [theirs for _, theirs, _ in table if theirs not in hf_encoder_state]
     if missing:
         raise ValueError(f"Hugging Face checkpoint lacks {len(missing)} keys, first {missing[:5]}")
@@ -436,8 +500,7 @@ def assign_weights(encoder, hf_encoder_state):
         variable = variables[ours]
         if tuple(variable.shape) != value.shape:
             raise ValueError(
-                f"{ours}: shape {tuple(variable.shape)}, Hugging Face {theirs} "
-                f"gives {value.shape}"
+                f"{ours}: shape {tuple(variable.shape)}, Hugging Face {theirs} gives {value.shape}"
             )
         variable.assign(value)
 
@@ -503,7 +566,8 @@ def convert_checkpoint(hf_dir, dtype=None):
     if unused:
         warnings.warn(
             f"{hf_dir}: ignoring Hugging Face head weights keras-slam does not "
-            f"convert: {sorted(unused)[:10]}"
+            f"convert: {sorted(unused)[:10]}",
+            stacklevel=2,
         )
     encoder = SpeechEncoder(**encoder_config, dtype=dtype, name="speech_encoder")
     assign_weights(encoder, encoder_state)
@@ -530,7 +594,9 @@ def convert_to_preset(hf_dir, preset_dir):
     """
     preset_dir = os.fspath(preset_dir)
     if os.path.exists(preset_dir) and (not os.path.isdir(preset_dir) or os.listdir(preset_dir)):
-        raise FileExistsError(f"{preset_dir} exists and is not an empty directory; choose a new preset directory")
+        raise FileExistsError(
+            f"{preset_dir} exists and is not an empty directory; choose a new preset directory"
+        )
     converted = convert_checkpoint(hf_dir)
     parent, name = os.path.split(os.path.abspath(preset_dir))
     os.makedirs(parent, exist_ok=True)
@@ -547,7 +613,11 @@ def convert_to_preset(hf_dir, preset_dir):
         preset_utils.update_metadata(
             staging,
             weights="converted",
-            source={"format": "huggingface", "model_type": HF_MODEL_TYPE, "path": os.path.abspath(hf_dir)},
+            source={
+                "format": "huggingface",
+                "model_type": HF_MODEL_TYPE,
+                "path": os.path.abspath(hf_dir),
+            },
             **extra,
         )
         os.replace(staging, preset_dir)
@@ -564,14 +634,18 @@ def from_hf_dir(cls, hf_dir, load_weights=True, dtype=None, **kwargs):
     """
     if issubclass(SpeechEncoder, cls):
         if kwargs:
-            raise ValueError(f"unexpected arguments for a converted SpeechEncoder: {sorted(kwargs)}")
+            raise ValueError(
+                f"unexpected arguments for a converted SpeechEncoder: {sorted(kwargs)}"
+            )
         if not load_weights:
             config = convert_config(*load_hf_config(hf_dir))
             return SpeechEncoder(**config, dtype=dtype, name="speech_encoder")
         return convert_checkpoint(hf_dir, dtype=dtype).encoder
     with tempfile.TemporaryDirectory() as preset_dir:
         convert_to_preset(hf_dir, preset_dir)
-        return preset_utils.from_preset(cls, preset_dir, load_weights=load_weights, dtype=dtype, **kwargs)
+        return preset_utils.from_preset(
+            cls, preset_dir, load_weights=load_weights, dtype=dtype, **kwargs
+        )
 
 
 def _from_hub(preset, fetch):
@@ -583,7 +657,7 @@ def _from_hub(preset, fetch):
     try:
         import huggingface_hub  # optional (the "hf" extra)
 
-        return fetch(huggingface_hub, preset[len(HF_PREFIX):])
+        return fetch(huggingface_hub, preset[len(HF_PREFIX) :])
     except Exception as error:
         raise OSError(
             f"cannot download {preset} from the Hugging Face Hub "
@@ -599,7 +673,9 @@ def is_w2v_bert_checkpoint(preset):
     handle of one (its config.json is downloaded to tell; a keras preset on
     the Hub is left to keras-hub)."""
     if preset.startswith(HF_PREFIX):
-        config_path = _from_hub(preset, lambda hub, repo_id: hub.hf_hub_download(repo_id, HF_CONFIG_FILE))
+        config_path = _from_hub(
+            preset, lambda hub, repo_id: hub.hf_hub_download(repo_id, HF_CONFIG_FILE)
+        )
         return _read_json(config_path).get("model_type") == HF_MODEL_TYPE
     config_path = os.path.join(preset, HF_CONFIG_FILE)
     if not (os.path.isdir(preset) and os.path.isfile(config_path)):
@@ -613,7 +689,9 @@ def from_hf_preset(cls, preset, **kwargs):
     if preset.startswith(HF_PREFIX):
         preset = _from_hub(
             preset,
-            lambda hub, repo_id: hub.snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"]),
+            lambda hub, repo_id: hub.snapshot_download(
+                repo_id, allow_patterns=["*.json", "*.safetensors"]
+            ),
         )
     return from_hf_dir(cls, preset, **kwargs)
 

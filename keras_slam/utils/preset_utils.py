@@ -168,7 +168,8 @@ def check_version(preset, metadata):
     if saved is None:
         warnings.warn(
             f"{preset}: {METADATA_FILE} has no keras_slam_version (not saved by "
-            f"keras-slam); loading it with keras-slam {KERAS_SLAM_VERSION}"
+            f"keras-slam); loading it with keras-slam {KERAS_SLAM_VERSION}",
+            stacklevel=2,
         )
         return
     if _major_minor(saved) > _major_minor(KERAS_SLAM_VERSION):
@@ -180,7 +181,8 @@ def check_version(preset, metadata):
     if _major_minor(saved) < _major_minor(KERAS_SLAM_VERSION):
         warnings.warn(
             f"{preset} was saved by keras-slam {saved}; loading it with "
-            f"{KERAS_SLAM_VERSION}. Check its outputs: defaults may have changed."
+            f"{KERAS_SLAM_VERSION}. Check its outputs: defaults may have changed.",
+            stacklevel=2,
         )
 
 
@@ -193,9 +195,7 @@ def check_preset_dir(preset, load_weights=True):
     """Checks a local keras-slam model preset before keras-hub reads it."""
     for name in (CONFIG_FILE, METADATA_FILE):
         if not os.path.isfile(os.path.join(preset, name)):
-            raise FileNotFoundError(
-                f"`{name}` is missing from preset directory `{preset}`"
-            )
+            raise FileNotFoundError(f"`{name}` is missing from preset directory `{preset}`")
     check_version(preset, _read_json(os.path.join(preset, METADATA_FILE)))
     weight_files = (MODEL_WEIGHTS_FILE, SHARDED_MODEL_WEIGHTS_CONFIG_FILE)
     if load_weights and not any(
@@ -259,9 +259,7 @@ def weight_mismatch(model, weights_path, skip=()):
     with h5py.File(weights_path, "r") as file:
         file.visititems(
             lambda name, item: (
-                saved.__setitem__(name, item.shape)
-                if isinstance(item, h5py.Dataset)
-                else None
+                saved.__setitem__(name, item.shape) if isinstance(item, h5py.Dataset) else None
             )
         )
     expected = _variables_by_h5_path(model, skip)
@@ -275,9 +273,7 @@ def weight_mismatch(model, weights_path, skip=()):
                 f"{variable.path}: the config gives shape {shape}, "
                 f"{file_name} holds shape {tuple(saved[path])}"
             )
-    surplus = sorted(
-        path for path in saved if path not in expected and "/vars/" in f"/{path}"
-    )
+    surplus = sorted(path for path in saved if path not in expected and "/vars/" in f"/{path}")
     if surplus:
         return (
             f"{file_name} holds {len(surplus)} variables the config does not "
@@ -311,13 +307,12 @@ def _build_named(cls, name, load_weights=True, dtype=None, **kwargs):
     """
     spec = NAMED_PRESETS[name]
     if spec.weights != RANDOM_WEIGHTS:
-        return from_preset(
-            cls, spec.weights, load_weights=load_weights, dtype=dtype, **kwargs
-        )
+        return from_preset(cls, spec.weights, load_weights=load_weights, dtype=dtype, **kwargs)
     if load_weights:
         warnings.warn(
             f"preset {name!r} has no published weights: "
-            f"{spec.backbone_cls.__name__} is randomly initialised"
+            f"{spec.backbone_cls.__name__} is randomly initialised",
+            stacklevel=2,
         )
     if issubclass(spec.backbone_cls, cls):
         return spec.backbone_cls(**{**spec.config, **kwargs}, dtype=dtype)
@@ -325,8 +320,7 @@ def _build_named(cls, name, load_weights=True, dtype=None, **kwargs):
     if task_backbone is not None and issubclass(spec.backbone_cls, task_backbone):
         return cls(backbone=spec.backbone_cls(**spec.config, dtype=dtype), **kwargs)
     raise ValueError(
-        f"preset {name!r} is a {spec.backbone_cls.__name__}; {cls.__name__} "
-        "cannot be built from it"
+        f"preset {name!r} is a {spec.backbone_cls.__name__}; {cls.__name__} cannot be built from it"
     )
 
 
@@ -378,9 +372,7 @@ def _check_weights(cls, preset, kwargs):
     if _is_task(cls) and os.path.isfile(task_path):
         message = weight_mismatch(model, task_path, skip=backbone._flatten_layers())
         if message:
-            raise ValueError(
-                f"{preset}: task weights do not match the config: {message}"
-            )
+            raise ValueError(f"{preset}: task weights do not match the config: {message}")
 
 
 def from_preset(cls, preset, **kwargs):

@@ -28,17 +28,34 @@ def write_audio(path, audio, sample_rate, container="WAV", subtype="PCM_16"):
     return path
 
 
-def make_manifest(folder, durations, rng, languages=("en", "fr"), formats=FORMATS, transcripts=True):
+def make_manifest(
+    folder, durations, rng, languages=("en", "fr"), formats=FORMATS, transcripts=True
+):
     """Writes audio files + `manifest.jsonl`; returns (manifest path, entries)."""
     os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
     entries = []
     for index, seconds in enumerate(durations):
         rate, container, subtype, extension = formats[index % len(formats)]
         relative = f"audio/utt{index:04d}.{extension}"
-        write_audio(os.path.join(folder, relative), tone(rate, seconds, 200 + 50 * index, rng), rate, container, subtype)
-        entry = {"audio": relative, "language": languages[index % len(languages)], "id": f"utt{index:04d}"}
+        write_audio(
+            os.path.join(folder, relative),
+            tone(rate, seconds, 200 + 50 * index, rng),
+            rate,
+            container,
+            subtype,
+        )
+        entry = {
+            "audio": relative,
+            "language": languages[index % len(languages)],
+            "id": f"utt{index:04d}",
+        }
         if transcripts:
-            entry.update(text=f"utterance number {index}", translation=f"traduction {index}", target_language="xx", label=f"intent{index % 3}")
+            entry.update(
+                text=f"utterance number {index}",
+                translation=f"traduction {index}",
+                target_language="xx",
+                label=f"intent{index % 3}",
+            )
         entries.append(entry)
     manifest = os.path.join(folder, "manifest.jsonl")
     with open(manifest, "w", encoding="utf-8") as file:

@@ -37,15 +37,22 @@ def test_crc32c_matches_the_check_value_and_tf_records(tmp_path):
 
 def test_walk_frames_resyncs_after_garbage():
     records = [np.random.default_rng(i).bytes(40 + i) for i in range(3)]
-    frame = lambda record: (
-        len(record).to_bytes(8, "little")
-        + framing.masked_crc32c(len(record).to_bytes(8, "little")).to_bytes(4, "little")
-        + record
-        + framing.masked_crc32c(record).to_bytes(4, "little")
-    )
+
+    def frame(record):
+        length = len(record).to_bytes(8, "little")
+        return (
+            length
+            + framing.masked_crc32c(length).to_bytes(4, "little")
+            + record
+            + framing.masked_crc32c(record).to_bytes(4, "little")
+        )
+
     garbage = b"\x00\x01garbage" * 3
     stream = frame(records[0]) + garbage + frame(records[1]) + frame(records[2])[:-1]
     frames, spans = framing.walk_frames(stream)
     assert [stream[o + 12 : o + 12 + n] for o, n in frames] == records[:2]
     start = len(frame(records[0]))
-    assert spans == [framing.Span(start, start + len(garbage), False), framing.Span(len(stream) - len(frame(records[2])) + 1, len(stream), False)]
+    assert spans == [
+        framing.Span(start, start + len(garbage), False),
+        framing.Span(len(stream) - len(frame(records[2])) + 1, len(stream), False),
+    ]

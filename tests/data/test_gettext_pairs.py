@@ -30,13 +30,9 @@ def mo_bytes(entries, charset="UTF-8", big_endian=False):
     data_start = 28 + 16 * count
     tables, blob = [b"", b""], b""
     for index, value in enumerate(encode):
-        tables[index % 2] += struct.pack(
-            order + "2I", len(value), data_start + len(blob)
-        )
+        tables[index % 2] += struct.pack(order + "2I", len(value), data_start + len(blob))
         blob += value + b"\0"
-    head = struct.pack(
-        order + "7I", 0x950412DE, 0, count, 28, 28 + 8 * count, 0, data_start
-    )
+    head = struct.pack(order + "7I", 0x950412DE, 0, count, 28, 28 + 8 * count, 0, data_start)
     return head + tables[0] + tables[1] + blob
 
 
@@ -63,8 +59,7 @@ def test_mo_reader_decodes_the_catalog_charset_and_drops_header_context_and_plur
         path.write_bytes(mo_bytes(entries, **options))
         read, undecodable = gettext_pairs.read_mo(path)
         assert (
-            read == [entries[0], ("Open the door now", "Öffne jetzt die Tür")]
-            and undecodable == 0
+            read == [entries[0], ("Open the door now", "Öffne jetzt die Tür")] and undecodable == 0
         ), options
     # A string that is not in the declared charset is counted, not fatal.
     path.write_bytes(
@@ -121,9 +116,7 @@ def test_mo_reader_agrees_with_python_gettext(tmp_path):
 def test_mo_reader_names_the_file_and_entry_of_a_damaged_catalog(tmp_path):
     path = tmp_path / "broken.mo"
     path.write_bytes(b"not a catalog at all")
-    with pytest.raises(
-        gettext_pairs.CatalogError, match=r"broken\.mo: not a \.mo file"
-    ):
+    with pytest.raises(gettext_pairs.CatalogError, match=r"broken\.mo: not a \.mo file"):
         gettext_pairs.read_mo(path)
     data = mo_bytes([("Cannot open the file.", "Datei nicht lesbar.")])
     path.write_bytes(data[:-10])
@@ -162,16 +155,13 @@ def test_is_sentence(text, sentence):
 
 
 def test_split_is_a_function_of_the_normalised_english_and_near_its_percentages():
-    assert gettext_pairs.english_key(
-        "Cannot open the file."
-    ) == gettext_pairs.english_key("cannot  open the FILE")
+    assert gettext_pairs.english_key("Cannot open the file.") == gettext_pairs.english_key(
+        "cannot  open the FILE"
+    )
     assert gettext_pairs.split_of("Cannot open the file.") == gettext_pairs.split_of(
         "cannot open the file"
     )
-    splits = [
-        gettext_pairs.split_of(f"sentence number {index} is here")
-        for index in range(20000)
-    ]
+    splits = [gettext_pairs.split_of(f"sentence number {index} is here") for index in range(20000)]
     for name, percent in gettext_pairs.SPLIT_PERCENT:
         assert abs(splits.count(name) / len(splits) - percent / 100) < 0.01, name
 
@@ -188,8 +178,7 @@ def test_licence_from_the_field_a_summary_or_unknown(tmp_path):
         (tmp_path / package).mkdir()
         (tmp_path / package / "copyright").write_text(text)
     found = {
-        package: gettext_pairs.licence_of(package, tmp_path)
-        for package in [*documents, "absent"]
+        package: gettext_pairs.licence_of(package, tmp_path) for package in [*documents, "absent"]
     }
     assert found == {
         "dep5": "GPL-2+",
@@ -229,8 +218,7 @@ def make_system(root):
         ],
     }
     paths = {
-        key: write_catalog(locale, key[0], key[1], entries)
-        for key, entries in catalogs.items()
+        key: write_catalog(locale, key[0], key[1], entries) for key, entries in catalogs.items()
     }
     info.mkdir()
     (info / "alpha-l10n:amd64.list").write_text(
@@ -252,9 +240,7 @@ def read_split_files(folder):
 
 def test_extraction_filters_deduplicates_splits_and_records_provenance(tmp_path):
     locale, info, doc = make_system(tmp_path)
-    summary = gettext_pairs.write_parallel_text(
-        tmp_path / "out", ("de", "es"), locale, info, doc
-    )
+    summary = gettext_pairs.write_parallel_text(tmp_path / "out", ("de", "es"), locale, info, doc)
     pairs = {
         language: [
             pair
@@ -269,10 +255,7 @@ def test_extraction_filters_deduplicates_splits_and_records_provenance(tmp_path)
         "Please wait a moment",
         "The file could not be opened.",
     ]
-    assert (
-        german["The file could not be opened."]["de"]
-        == "Datei konnte nicht geöffnet werden."
-    )
+    assert german["The file could not be opened."]["de"] == "Datei konnte nicht geöffnet werden."
     assert german["The file could not be opened."] == {
         "id": gettext_pairs.pair_id("de", "The file could not be opened."),
         "source_language": "en",
@@ -293,26 +276,19 @@ def test_extraction_filters_deduplicates_splits_and_records_provenance(tmp_path)
         english,
         pair,
     ) in spanish.items():  # one split per English sentence, whatever the language
-        assert (
-            pair["split"] == german[english]["split"] == gettext_pairs.split_of(english)
-        )
+        assert pair["split"] == german[english]["split"] == gettext_pairs.split_of(english)
     for language in pairs:
         for split in gettext_pairs.SPLITS:
             in_file = gettext_pairs.read_pairs(language, split, tmp_path / "out")
             assert all(pair["split"] == split for pair in in_file)
-            assert [pair["id"] for pair in in_file] == sorted(
-                pair["id"] for pair in in_file
-            )
+            assert [pair["id"] for pair in in_file] == sorted(pair["id"] for pair in in_file)
     assert (
-        summary["languages"]["de"]["pairs"] == 3
-        and summary["languages"]["de"]["catalogs"] == 2
+        summary["languages"]["de"]["pairs"] == 3 and summary["languages"]["de"]["catalogs"] == 2
     )  # iso_* left out
     assert summary["languages"]["de"]["packages"] == {"alpha-l10n": 2, "beta": 1}
     assert summary["licences"] == {"alpha-l10n": "BSD-3-clause", "beta": "unknown"}
     first = read_split_files(tmp_path / "out")
-    gettext_pairs.write_parallel_text(
-        tmp_path / "again", ("de", "es"), locale, info, doc
-    )
+    gettext_pairs.write_parallel_text(tmp_path / "again", ("de", "es"), locale, info, doc)
     assert read_split_files(tmp_path / "again") == first  # byte-identical
 
 
@@ -355,14 +331,10 @@ def test_train_is_capped_at_the_first_pairs_by_id_dev_and_test_are_whole(tmp_pat
     assert read_split_files(tmp_path / "cli") == read_split_files(tmp_path / "capped")
 
 
-def test_a_damaged_catalog_is_a_reported_skip_and_a_missing_language_an_error(
-    tmp_path, capsys
-):
+def test_a_damaged_catalog_is_a_reported_skip_and_a_missing_language_an_error(tmp_path, capsys):
     locale, info, doc = make_system(tmp_path)
     (locale / "de" / "LC_MESSAGES" / "gamma.mo").write_bytes(b"\x00" * 40)
-    summary = gettext_pairs.write_parallel_text(
-        tmp_path / "out", ("de",), locale, info, doc
-    )
+    summary = gettext_pairs.write_parallel_text(tmp_path / "out", ("de",), locale, info, doc)
     assert [entry["catalog"] for entry in summary["languages"]["de"]["skipped"]] == [
         str(locale / "de" / "LC_MESSAGES" / "gamma.mo")
     ]
@@ -407,29 +379,26 @@ def test_committed_text_has_enough_pairs_and_no_english_sentence_in_two_splits()
             ) as file:
                 pairs = [json.loads(line) for line in file]
             assert len(pairs) == entry["written"][split], (language, split)
-            assert [pair["id"] for pair in pairs] == sorted(
-                pair["id"] for pair in pairs
-            ), (language, split)
+            assert [pair["id"] for pair in pairs] == sorted(pair["id"] for pair in pairs), (
+                language,
+                split,
+            )
             for pair in pairs:
                 assert (
                     pair["split"] == split
                     and pair["target_language"] == language
                     and pair["licence"] == summary["licences"][pair["package"]]
                 )
-                assert gettext_pairs.is_sentence(
-                    pair["en"]
-                ) and gettext_pairs.is_sentence(pair[language])
+                assert gettext_pairs.is_sentence(pair["en"]) and gettext_pairs.is_sentence(
+                    pair[language]
+                )
                 key = gettext_pairs.english_key(pair["en"])
                 assert split_of_key.setdefault(key, split) == split, (
                     language,
                     pair["en"],
                 )
-        assert entry["written"]["train"] >= 2000 and entry["written"]["test"] >= 400, (
-            language
-        )
-        assert not any(
-            package.startswith(("iso-codes",)) for package in entry["packages"]
-        )
+        assert entry["written"]["train"] >= 2000 and entry["written"]["test"] >= 400, language
+        assert not any(package.startswith(("iso-codes",)) for package in entry["packages"])
 
 
 def test_committed_text_regenerates_byte_identically_from_this_image(tmp_path):
@@ -445,12 +414,10 @@ def test_committed_text_regenerates_byte_identically_from_this_image(tmp_path):
         max_train_pairs=summary["max_train_pairs"],
     )
     digests = {
-        language: entry["catalog_digest"]
-        for language, entry in regenerated["languages"].items()
+        language: entry["catalog_digest"] for language, entry in regenerated["languages"].items()
     }
     if digests != {
-        language: summary["languages"][language]["catalog_digest"]
-        for language in digests
+        language: summary["languages"][language]["catalog_digest"] for language in digests
     }:
         pytest.skip(
             f"this image's catalogs differ from those the committed text was made from ({digests})"

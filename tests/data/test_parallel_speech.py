@@ -38,9 +38,7 @@ def write_text(folder, pairs=PAIRS, language="de"):
             }
             for english, other in pairs.get(split, [])
         ]
-        with lzma.open(
-            folder / language / f"{split}.jsonl.xz", "wt", encoding="utf-8"
-        ) as file:
+        with lzma.open(folder / language / f"{split}.jsonl.xz", "wt", encoding="utf-8") as file:
             file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return folder
 
@@ -69,15 +67,11 @@ def test_both_directions_speak_one_side_and_carry_the_other_as_translation(tmp_p
         row["id"]: row
         for row in map(
             json.loads,
-            (tmp_path / "corpus" / "metadata.jsonl")
-            .read_text(encoding="utf-8")
-            .splitlines(),
+            (tmp_path / "corpus" / "metadata.jsonl").read_text(encoding="utf-8").splitlines(),
         )
     }
     expected = {
-        english: german
-        for split in ("train", "dev")
-        for english, german in PAIRS[split][:2]
+        english: german for split in ("train", "dev") for english, german in PAIRS[split][:2]
     }
     for name, spoken, translated in (("de-en", "de", "en"), ("en-de", "en", "de")):
         for split in ("train", "dev"):
@@ -93,9 +87,7 @@ def test_both_directions_speak_one_side_and_carry_the_other_as_translation(tmp_p
                     record["translation"].decode(),
                 )
                 english, german = (
-                    (translation, transcript)
-                    if spoken == "de"
-                    else (transcript, translation)
+                    (translation, transcript) if spoken == "de" else (transcript, translation)
                 )
                 assert expected[english] == german
                 assert (
@@ -151,20 +143,12 @@ def test_bad_requests_get_clear_errors(tmp_path, capsys):
         ValueError,
         match=r"direction 'de-fr': give spoken-translated languages, one of them 'en'",
     ):
-        parallel_speech.ensure_parallel_speech(
-            tmp_path / "a", (("de", "fr"),), text_dir=text
-        )
-    with pytest.raises(
-        FileNotFoundError, match=r"no parallel text .*it/train\.jsonl\.xz"
-    ):
-        parallel_speech.ensure_parallel_speech(
-            tmp_path / "a", (("it", "en"),), text_dir=text
-        )
+        parallel_speech.ensure_parallel_speech(tmp_path / "a", (("de", "fr"),), text_dir=text)
+    with pytest.raises(FileNotFoundError, match=r"no parallel text .*it/train\.jsonl\.xz"):
+        parallel_speech.ensure_parallel_speech(tmp_path / "a", (("it", "en"),), text_dir=text)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(
-        ValueError, match=r"mine is not empty and was not made by parallel-speech"
-    ):
+    with pytest.raises(ValueError, match=r"mine is not empty and was not made by parallel-speech"):
         parallel_speech.ensure_parallel_speech(
             tmp_path / "mine", (("de", "en"),), ("dev",), text_dir=text, progress=False
         )

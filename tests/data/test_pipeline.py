@@ -22,10 +22,16 @@ def write_speech_corpus(folder, rng, count=23, num_shards=3, max_seconds=1.2):
     for shard in range(num_shards):
         with tf.io.TFRecordWriter(os.path.join(folder, f"s-{shard:05d}.tfrecord")) as writer:
             for index in range(shard, count, num_shards):
-                pcm = rng.integers(-3000, 3000, size=int(rng.uniform(0.1, max_seconds) * 16000)).astype("int16")
+                pcm = rng.integers(
+                    -3000, 3000, size=int(rng.uniform(0.1, max_seconds) * 16000)
+                ).astype("int16")
                 transcript = "x" * int(rng.integers(1, 12)) if index % 4 else ""
                 corpus[f"u{index:03d}"] = (pcm, transcript)
-                writer.write(schema.speech_example(f"u{index:03d}", pcm, "en", transcript=transcript, label=f"u{index:03d}"))
+                writer.write(
+                    schema.speech_example(
+                        f"u{index:03d}", pcm, "en", transcript=transcript, label=f"u{index:03d}"
+                    )
+                )
     return corpus
 
 
@@ -34,9 +40,13 @@ def write_text_corpus(folder, counts, rng):
     with tf.io.TFRecordWriter(os.path.join(folder, "t-00000.tfrecord")) as writer:
         for language, count in counts.items():
             for index in range(count):
-                writer.write(schema.text_example(f"{language}{index}", "a" * int(rng.integers(1, 40)), language))
+                writer.write(
+                    schema.text_example(
+                        f"{language}{index}", "a" * int(rng.integers(1, 40)), language
+                    )
+                )
     with open(os.path.join(folder, "summary.json"), "w") as file:
-        json.dump({"languages": {l: {"records": n} for l, n in counts.items()}}, file)
+        json.dump({"languages": {lang: {"records": n} for lang, n in counts.items()}}, file)
 
 
 def epoch(dataset):
@@ -49,14 +59,24 @@ def test_bucketing_never_truncates_and_fixes_shapes(tmp_path, seeded):
     ids = sorted(corpus)
     buckets = pipeline.Buckets.from_budget((0.5, 1.0, 1.25), budget=2.5)
     assert buckets.batch_sizes == (5, 2, 2)
-    dataset = pipeline.speech_dataset(pipeline.list_shards(tmp_path / "c"), frontend, buckets, labels=ids, shuffle_buffer=8, seed=3)
+    dataset = pipeline.speech_dataset(
+        pipeline.list_shards(tmp_path / "c"),
+        frontend,
+        buckets,
+        labels=ids,
+        shuffle_buffer=8,
+        seed=3,
+    )
     shapes = {}
     seen = []
     for batch in epoch(dataset):
         size = batch["speech_features"].shape[0]
         frames = batch["speech_features"].shape[1]
         limits = [frontend.num_frames(int(b * 16000)) for b in buckets.boundaries]
-        assert frames in limits and size == buckets.batch_sizes[limits.index(frames)], (frames, size)
+        assert frames in limits and size == buckets.batch_sizes[limits.index(frames)], (
+            frames,
+            size,
+        )
         shapes.setdefault(frames, set()).add(batch["speech_features"].shape)
         for row, label in enumerate(batch["label"]):
             if label < 0:  # a fully-masked padding row
@@ -67,7 +87,11 @@ def test_bucketing_never_truncates_and_fixes_shapes(tmp_path, seeded):
             # Every real frame of the utterance is kept: nothing truncated.
             assert batch["speech_padding_mask"][row].sum() == frontend.num_frames(len(pcm))
             expected, _ = frontend(pcm[None].astype("float32") / 32768.0)
-            np.testing.assert_allclose(batch["speech_features"][row, : frontend.num_frames(len(pcm))], keras.ops.convert_to_numpy(expected)[0], atol=1e-4)
+            np.testing.assert_allclose(
+                batch["speech_features"][row, : frontend.num_frames(len(pcm))],
+                keras.ops.convert_to_numpy(expected)[0],
+                atol=1e-4,
+            )
     assert all(len(s) == 1 for s in shapes.values())  # one shape per bucket
     assert sorted(seen) == ids  # exactly once per epoch
 
@@ -79,23 +103,39 @@ def test_deterministic_order_and_host_sharding(tmp_path, seeded):
 
     def labels(seed, files=None):
         files = files or pipeline.list_shards(tmp_path / "c")
-        dataset = pipeline.speech_dataset(files, LogMelSpectrogram(), buckets, labels=ids, shuffle_buffer=16, seed=seed, deterministic=True)
-        return [int(l) for batch in epoch(dataset) for l in batch["label"] if l >= 0]
+        dataset = pipeline.speech_dataset(
+            files,
+            LogMelSpectrogram(),
+            buckets,
+            labels=ids,
+            shuffle_buffer=16,
+            seed=seed,
+            deterministic=True,
+        )
+        return [int(x) for batch in epoch(dataset) for x in batch["label"] if x >= 0]
 
     first, again, other = labels(1), labels(1), labels(2)
     assert first == again and first != other and sorted(first) == list(range(20))
-    per_host = [labels(1, pipeline.list_shards(tmp_path / "c", num_hosts=2, host_index=h)) for h in range(2)]
-    assert sorted(per_host[0] + per_host[1]) == list(range(20)) and not set(per_host[0]) & set(per_host[1])
+    per_host = [
+        labels(1, pipeline.list_shards(tmp_path / "c", num_hosts=2, host_index=h)) for h in range(2)
+    ]
+    assert sorted(per_host[0] + per_host[1]) == list(range(20)) and not set(per_host[0]) & set(
+        per_host[1]
+    )
 
 
 def test_too_long_is_an_error_or_a_counted_skip(tmp_path, seeded):
-    corpus = write_speech_corpus(str(tmp_path / "c"), seeded, count=12, num_shards=1, max_seconds=1.2)
+    corpus = write_speech_corpus(
+        str(tmp_path / "c"), seeded, count=12, num_shards=1, max_seconds=1.2
+    )
     files = pipeline.list_shards(tmp_path / "c")
     long_ones = sum(len(pcm) > 8000 for pcm, _ in corpus.values())
     assert 0 < long_ones < 12
     with pytest.raises(tf.errors.InvalidArgumentError, match="does not fit the last bucket"):
         epoch(pipeline.speech_dataset(files, LogMelSpectrogram(), pipeline.Buckets((0.5,), 2)))
-    dataset = pipeline.speech_dataset(files, LogMelSpectrogram(), pipeline.Buckets((0.5,), 2), too_long="skip", remainder="drop")
+    dataset = pipeline.speech_dataset(
+        files, LogMelSpectrogram(), pipeline.Buckets((0.5,), 2), too_long="skip", remainder="drop"
+    )
     assert dataset.num_too_long == long_ones
     rows = sum(len(b["speech_padding_mask"]) for b in epoch(dataset))
     assert rows == 2 * ((12 - long_ones) // 2)
@@ -104,7 +144,17 @@ def test_too_long_is_an_error_or_a_counted_skip(tmp_path, seeded):
 def test_paired_and_text_batches(tmp_path, seeded):
     corpus = write_speech_corpus(str(tmp_path / "c"), seeded)
     files = pipeline.list_shards(tmp_path / "c")
-    paired = epoch(pipeline.speech_dataset(files, LogMelSpectrogram(), pipeline.Buckets((1.25,), 4), tokenizer=characters, max_token_length=16, paired=True, labels=sorted(corpus)))
+    paired = epoch(
+        pipeline.speech_dataset(
+            files,
+            LogMelSpectrogram(),
+            pipeline.Buckets((1.25,), 4),
+            tokenizer=characters,
+            max_token_length=16,
+            paired=True,
+            labels=sorted(corpus),
+        )
+    )
     texts = {}
     for batch in paired:
         assert batch["token_ids"].shape == (4, 16) and batch["token_ids"].dtype == np.int32
@@ -115,7 +165,15 @@ def test_paired_and_text_batches(tmp_path, seeded):
     assert texts == {id: t for id, (_, t) in corpus.items() if t}
 
     write_text_corpus(str(tmp_path / "t"), {"en": 30, "fr": 7}, seeded)
-    text = epoch(pipeline.text_dataset(pipeline.list_shards(tmp_path / "t"), characters, pipeline.Buckets((8, 16), (6, 3)), max_length=24, languages=["en", "fr"]))
+    text = epoch(
+        pipeline.text_dataset(
+            pipeline.list_shards(tmp_path / "t"),
+            characters,
+            pipeline.Buckets((8, 16), (6, 3)),
+            max_length=24,
+            languages=["en", "fr"],
+        )
+    )
     assert {b["token_ids"].shape for b in text} == {(6, 8), (3, 16), (3, 24)}
     assert sum(int((b["language"] >= 0).sum()) for b in text) == 37
     lengths = np.concatenate([b["token_padding_mask"].sum(1) for b in text])
@@ -128,9 +186,17 @@ def test_temperature_sampling_and_mixing(tmp_path, seeded):
     files = pipeline.list_shards(tmp_path / "t")
     languages = sorted(counts)
     for temperature in (1.0, 3.0):
-        expected = np.array([counts[l] ** (1 / temperature) for l in languages])
+        expected = np.array([counts[lang] ** (1 / temperature) for lang in languages])
         expected /= expected.sum()
-        text = pipeline.text_dataset(files, characters, pipeline.Buckets((40,), 64), max_length=40, languages=languages, language_temperature=temperature, seed=0)
+        text = pipeline.text_dataset(
+            files,
+            characters,
+            pipeline.Buckets((40,), 64),
+            max_length=40,
+            languages=languages,
+            language_temperature=temperature,
+            seed=0,
+        )
         drawn = np.concatenate([b["language"] for b in epoch(text.take(60))])
         observed = np.bincount(drawn, minlength=3) / len(drawn)
         # 3840 draws: binomial standard error <= 0.008.
@@ -143,7 +209,14 @@ def test_temperature_sampling_and_mixing(tmp_path, seeded):
     streams = {
         "speech": pipeline.speech_dataset(speech_files, frontend, pipeline.Buckets((1.25,), 4)),
         "text": pipeline.text_dataset(files, characters, pipeline.Buckets((40,), 8), max_length=40),
-        "paired": pipeline.speech_dataset(speech_files, frontend, pipeline.Buckets((1.25,), 2), tokenizer=characters, max_token_length=16, paired=True),
+        "paired": pipeline.speech_dataset(
+            speech_files,
+            frontend,
+            pipeline.Buckets((1.25,), 2),
+            tokenizer=characters,
+            max_token_length=16,
+            paired=True,
+        ),
     }
     steps = list(pipeline.mix_streams(streams, epoch_stream="speech"))
     assert len(steps) == 3  # 12 speech records / 4 per step
@@ -169,8 +242,17 @@ class TinyMixedModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = 0.0
-        for values, mask in zip(y_pred, (x["speech"]["speech_padding_mask"], x["paired"]["speech_padding_mask"], x["text"]["token_padding_mask"])):
-            total += keras.ops.sum(keras.ops.square(values) * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+        for values, mask in zip(
+            y_pred,
+            (
+                x["speech"]["speech_padding_mask"],
+                x["paired"]["speech_padding_mask"],
+                x["text"]["token_padding_mask"],
+            ),
+        ):
+            total += keras.ops.sum(keras.ops.square(values) * mask) / keras.ops.maximum(
+                keras.ops.sum(mask), 1.0
+            )
         return total
 
 
@@ -181,8 +263,20 @@ def test_model_fit_consumes_the_mixed_pipeline(tmp_path, seeded):
     speech_files = pipeline.list_shards(tmp_path / "c")
     streams = {
         "speech": pipeline.speech_dataset(speech_files, frontend, pipeline.Buckets((0.6, 1.25), 4)),
-        "text": pipeline.text_dataset(pipeline.list_shards(tmp_path / "t"), characters, pipeline.Buckets((16,), 4), max_length=40),
-        "paired": pipeline.speech_dataset(speech_files, frontend, pipeline.Buckets((1.25,), 2), tokenizer=characters, max_token_length=16, paired=True),
+        "text": pipeline.text_dataset(
+            pipeline.list_shards(tmp_path / "t"),
+            characters,
+            pipeline.Buckets((16,), 4),
+            max_length=40,
+        ),
+        "paired": pipeline.speech_dataset(
+            speech_files,
+            frontend,
+            pipeline.Buckets((1.25,), 2),
+            tokenizer=characters,
+            max_token_length=16,
+            paired=True,
+        ),
     }
     model = TinyMixedModel()
     model.compile(optimizer=keras.optimizers.SGD(0.01))

@@ -69,18 +69,14 @@ def test_corpus_is_committed_and_within_budget():
 
 def test_every_language_has_every_kind_and_split():
     summary = json.loads((SAMPLE / "summary.json").read_text())
-    rows = {
-        (row["kind"], row["split"], row["language"]): row for row in summary["shards"]
-    }
+    rows = {(row["kind"], row["split"], row["language"]): row for row in summary["shards"]}
     assert set(rows) == {
         (kind, split, language) for kind, split in LAYOUT for language in LANGUAGES
     }
     assert all(row["records"] > 0 for row in rows.values())
     # English carries the most paired speech (an English CTC model is tuned on it).
     english = rows[("paired", "train", "en")]["hours"]
-    assert english > max(
-        rows[("paired", "train", code)]["hours"] for code in LANGUAGES[1:]
-    )
+    assert english > max(rows[("paired", "train", code)]["hours"] for code in LANGUAGES[1:])
 
 
 def test_held_out_sentences_are_disjoint_from_training():
@@ -90,9 +86,7 @@ def test_held_out_sentences_are_disjoint_from_training():
     for language in LANGUAGES:
         records = _records("text", "train", language)
         assert {record["language"].decode() for record in records} == {language}
-        keys["train"].update(
-            script.sentence_key(record["text"].decode()) for record in records
-        )
+        keys["train"].update(script.sentence_key(record["text"].decode()) for record in records)
     assert keys["dev"] and keys["test"]
     assert not keys["dev"] & keys["train"]
     assert not keys["test"] & keys["train"]
@@ -119,9 +113,7 @@ def test_speech_records_parse_and_match_metadata(kind, split):
                 row["duration"], abs=1e-3
             )
             # Trimmed: raw espeak-ng output ends in >= 0.3 s below 5% of its peak.
-            loud = np.flatnonzero(
-                np.abs(record["pcm"].astype("int32")) > 32768 * 0.125 * 0.05
-            )
+            loud = np.flatnonzero(np.abs(record["pcm"].astype("int32")) > 32768 * 0.125 * 0.05)
             assert loud[0] < 0.15 * schema.SAMPLE_RATE
             assert record["num_samples"] - loud[-1] < 0.25 * schema.SAMPLE_RATE
             assert record["language"].decode() == language

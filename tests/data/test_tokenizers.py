@@ -35,9 +35,7 @@ def as_list(x):
 
 @pytest.fixture
 def character_tokenizer():
-    return CharacterTokenizer(
-        build_character_vocabulary(MULTILINGUAL), sequence_length=None
-    )
+    return CharacterTokenizer(build_character_vocabulary(MULTILINGUAL), sequence_length=None)
 
 
 def test_vocabulary_is_ranked_by_frequency_with_reserved_ids():
@@ -61,9 +59,7 @@ def test_round_trip_multilingual(character_tokenizer):
         assert UNK_ID not in row and PAD_ID not in row
         assert [character_tokenizer.id_to_token(i) for i in row] == list(text)
     assert character_tokenizer.detokenize(ids) == MULTILINGUAL
-    assert (
-        character_tokenizer.detokenize(character_tokenizer.tokenize("Grüße")) == "Grüße"
-    )
+    assert character_tokenizer.detokenize(character_tokenizer.tokenize("Grüße")) == "Grüße"
 
 
 def test_decomposed_input_is_normalized(character_tokenizer):
@@ -71,9 +67,7 @@ def test_decomposed_input_is_normalized(character_tokenizer):
         CharacterTokenizer(character_tokenizer.vocabulary, sequence_length=8)("Grüße")
     )
     decomposed = as_list(
-        CharacterTokenizer(character_tokenizer.vocabulary, sequence_length=8)(
-            "Gru\u0308ße"
-        )
+        CharacterTokenizer(character_tokenizer.vocabulary, sequence_length=8)("Gru\u0308ße")
     )
     assert composed == decomposed
 
@@ -83,9 +77,7 @@ def test_unknown_characters(character_tokenizer):
     ids = character_tokenizer.tokenize([text])[0]
     unknown = character_tokenizer.unknown_characters([text, "Ω"])
     assert unknown == {"Z": 1, "ë": 1, "∑": 1, "Ω": 2}
-    expected = [
-        UNK_ID if c in unknown else character_tokenizer.token_to_id(c) for c in text
-    ]
+    expected = [UNK_ID if c in unknown else character_tokenizer.token_to_id(c) for c in text]
     assert as_list(ids) == expected
     assert character_tokenizer.detokenize(ids) == "".join(
         "\ufffd" if c in unknown else c for c in text
@@ -119,14 +111,10 @@ def test_inside_tf_data_matches_eager(character_tokenizer):
     tokenizer = CharacterTokenizer(character_tokenizer.vocabulary, sequence_length=16)
     dataset = tf.data.Dataset.from_tensor_slices(MULTILINGUAL).map(tokenizer).batch(3)
     from_data = np.concatenate(list(dataset.as_numpy_iterator()))
-    np.testing.assert_array_equal(
-        from_data, keras.ops.convert_to_numpy(tokenizer(MULTILINGUAL))
-    )
+    np.testing.assert_array_equal(from_data, keras.ops.convert_to_numpy(tokenizer(MULTILINGUAL)))
     # Ragged ids and detokenization inside a graph too.
     dataset = tf.data.Dataset.from_tensor_slices(MULTILINGUAL).batch(2)
-    dataset = dataset.map(character_tokenizer.tokenize).map(
-        character_tokenizer.detokenize
-    )
+    dataset = dataset.map(character_tokenizer.tokenize).map(character_tokenizer.detokenize)
     texts = [t.decode("utf-8") for batch in dataset.as_numpy_iterator() for t in batch]
     assert texts == MULTILINGUAL
 
@@ -144,12 +132,8 @@ def test_assets_preset_and_serialization(character_tokenizer, tmp_path):
     restored.load_preset_assets(str(tmp_path))
     assert as_list(restored(MULTILINGUAL)) == expected
     # get_config / from_config (vocabulary travels in the config).
-    clone = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(tokenizer)
-    )
-    assert (
-        type(clone) is CharacterTokenizer and as_list(clone(MULTILINGUAL)) == expected
-    )
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(tokenizer))
+    assert type(clone) is CharacterTokenizer and as_list(clone(MULTILINGUAL)) == expected
     # .keras archive inside a model.
     inputs = keras.Input(shape=(), dtype="string")
     model = keras.Model(inputs, tokenizer(inputs))
@@ -187,9 +171,7 @@ def test_sentencepiece_reserved_ids(proto):
     assert tokenizer.unk_token_id == UNK_ID
     assert tokenizer.mask_token_id == MASK_ID
     # <mask> is a control symbol: never produced from text.
-    assert MASK_ID not in [
-        i for ids in processor.encode(MULTILINGUAL + ["<mask>"]) for i in ids
-    ]
+    assert MASK_ID not in [i for ids in processor.encode(MULTILINGUAL + ["<mask>"]) for i in ids]
 
 
 def test_sentencepiece_matches_library(proto, tmp_path):
@@ -208,21 +190,14 @@ def test_sentencepiece_matches_library(proto, tmp_path):
     # From a model file.
     path = tmp_path / "model.spm"
     path.write_bytes(proto)
-    assert (
-        as_list(SentencePieceTokenizer(proto=str(path)).tokenize(texts[0]))
-        == expected[0]
-    )
+    assert as_list(SentencePieceTokenizer(proto=str(path)).tokenize(texts[0])) == expected[0]
 
 
 def test_sentencepiece_from_files_and_preset(proto, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SP_CORPUS), encoding="utf-8")
-    from_file = train_sentencepiece(
-        pathlib.Path(corpus), vocab_size=80, character_coverage=1.0
-    )
-    assert from_file == train_sentencepiece(
-        [str(corpus)], vocab_size=80, character_coverage=1.0
-    )
+    from_file = train_sentencepiece(pathlib.Path(corpus), vocab_size=80, character_coverage=1.0)
+    assert from_file == train_sentencepiece([str(corpus)], vocab_size=80, character_coverage=1.0)
     tokenizer = SentencePieceTokenizer(proto=from_file, sequence_length=16)
     tokenizer.save_to_preset(str(tmp_path / "preset"))
     config = json.loads((tmp_path / "preset" / "tokenizer.json").read_text())

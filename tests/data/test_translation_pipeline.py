@@ -26,9 +26,9 @@ def write_records(folder, rng, records=RECORDS):
     items = [
         {
             "id": id,
-            "pcm": rng.integers(
-                -3000, 3000, size=int(rng.uniform(0.2, 0.9) * 16000)
-            ).astype("int16"),
+            "pcm": rng.integers(-3000, 3000, size=int(rng.uniform(0.2, 0.9) * 16000)).astype(
+                "int16"
+            ),
             "language": language,
             "transcript": transcript,
             "translation": translation,
@@ -54,9 +54,7 @@ def dataset(files, **options):
 
 def test_translation_ids_decode_back_to_the_translation(tmp_path, seeded):
     files = write_records(tmp_path / "shards", seeded)
-    translations = {
-        translation: target for _, _, _, translation, target in RECORDS if translation
-    }
+    translations = {translation: target for _, _, _, translation, target in RECORDS if translation}
     seen = []
     for batch in dataset(files).as_numpy_iterator():
         ids, mask = batch["translation_ids"], batch["translation_padding_mask"]
@@ -71,16 +69,10 @@ def test_translation_ids_decode_back_to_the_translation(tmp_path, seeded):
                 assert batch["target_language"][row] == -1 and not ids[row].any()
                 continue
             assert mask[row, :length].all() and not ids[row, length:].any()
-            text = (
-                tf.strings.unicode_encode(ids[row, :length], "UTF-8")
-                .numpy()
-                .decode("utf-8")
-            )
+            text = tf.strings.unicode_encode(ids[row, :length], "UTF-8").numpy().decode("utf-8")
             seen.append(text)
             assert TARGET_LANGUAGES[batch["target_language"][row]] == translations[text]
-    assert sorted(seen) == sorted(
-        translations
-    )  # the record without a translation is left out
+    assert sorted(seen) == sorted(translations)  # the record without a translation is left out
 
 
 def test_translation_with_transcript_tokens_and_too_long_translations(tmp_path, seeded):
@@ -120,9 +112,7 @@ def test_translation_with_transcript_tokens_and_too_long_translations(tmp_path, 
         match=r"does not fit the last bucket.*translation tokens \(if any\)\] \[(19|26)\] \[limit\] \[14\]",
     ):
         list(too_long.as_numpy_iterator())
-    with pytest.raises(
-        ValueError, match="translation_tokenizer needs max_translation_length"
-    ):
+    with pytest.raises(ValueError, match="translation_tokenizer needs max_translation_length"):
         pipeline.speech_dataset(
             files,
             LogMelSpectrogram(),

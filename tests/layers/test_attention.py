@@ -166,7 +166,9 @@ def test_matches_hugging_face(seeded, position_encoding, left_context, right_con
     if position_encoding == "relative_sinusoidal":
         positions = hf.Wav2Vec2BertRelPositionalEmbedding(config)(x)
     with torch.no_grad():
-        expected, _ = reference(x, attention_mask=additive_mask, relative_position_embeddings=positions)
+        expected, _ = reference(
+            x, attention_mask=additive_mask, relative_position_embeddings=positions
+        )
     actual = test_case.to_numpy(layer(inputs["x"], inputs["padding_mask"]))
     real = inputs["padding_mask"].astype(bool)
     np.testing.assert_allclose(actual[real], expected.numpy()[real], atol=1e-4)

@@ -122,7 +122,9 @@ def test_batch_norm_statistics_ignore_padded_frames(seeded):
     outputs = []
     for batch in (inputs, garbage):
         for variable in layer.non_trainable_weights:  # reset the moving statistics
-            variable.assign(np.zeros(variable.shape) if "mean" in variable.path else np.ones(variable.shape))
+            variable.assign(
+                np.zeros(variable.shape) if "mean" in variable.path else np.ones(variable.shape)
+            )
         outputs.append(test_case.to_numpy(layer(batch["x"], batch["padding_mask"], training=True)))
         outputs.append(test_case.to_numpy(layer.non_trainable_weights[0]))
     np.testing.assert_allclose(outputs[0], outputs[2], atol=1e-5)
@@ -162,7 +164,9 @@ def test_masked_group_norm_matches_keras_group_norm_per_item(seeded):
 
 @pytest.mark.parametrize("name", ["slam", "w2v_bert_encoder"])
 def test_backend_parity(seeded, parity_worker, name):
-    test_case.assert_backend_parity(BUILDERS[name], make_inputs(seeded), parity_worker=parity_worker)
+    test_case.assert_backend_parity(
+        BUILDERS[name], make_inputs(seeded), parity_worker=parity_worker
+    )
 
 
 def test_serialization_roundtrip(seeded):
@@ -271,16 +275,12 @@ def test_encoder_matches_hugging_face_encoder(seeded, position_encoding):
     from transformers.models.wav2vec2_bert import modeling_wav2vec2_bert as hf
 
     torch.manual_seed(0)
-    config = tiny_hf_config(
-        position_encoding, conv_depthwise_kernel_size=7, num_hidden_layers=2
-    )
+    config = tiny_hf_config(position_encoding, conv_depthwise_kernel_size=7, num_hidden_layers=2)
     reference = randomize_(hf.Wav2Vec2BertEncoder(config), stddev=0.2).eval()
     inputs = make_inputs(seeded)
     encoder, call_fn = build_w2v_bert_encoder(inputs)
     if position_encoding != "relative_key":
-        conformer = dataclasses.replace(
-            W2V_BERT_BLOCK, position_encoding=position_encoding
-        )
+        conformer = dataclasses.replace(W2V_BERT_BLOCK, position_encoding=position_encoding)
         encoder = ConformerEncoder(2, HIDDEN, conformer)
         encoder(inputs["x"], inputs["padding_mask"])
     hf_weights = {k: v.numpy() for k, v in reference.state_dict().items()}

@@ -47,7 +47,9 @@ def test_output_length_formula(seeded, length):
 
     assert output_length(length) == torch_conv_length(torch_conv_length(length))
     features = np.zeros((1, length, FEATURES), "float32")
-    x, mask = ConvSubsampling(OUTPUT_DIM, filters=FILTERS)(features, np.ones((1, length), "float32"))
+    x, mask = ConvSubsampling(OUTPUT_DIM, filters=FILTERS)(
+        features, np.ones((1, length), "float32")
+    )
     assert x.shape[1] == mask.shape[1] == output_length(length)
     assert test_case.to_numpy(mask).sum() == output_length(length)
 
@@ -70,7 +72,9 @@ def test_matches_torch_convolutions(seeded):
         for conv in layer.convs:
             kernel, bias = (test_case.to_numpy(w) for w in conv.weights)
             weight = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())  # HWIO -> OIHW
-            x = torch.relu(torch.nn.functional.conv2d(x, weight, torch.from_numpy(bias), stride=2, padding=1))
+            x = torch.relu(
+                torch.nn.functional.conv2d(x, weight, torch.from_numpy(bias), stride=2, padding=1)
+            )
         frames = x.permute(0, 2, 3, 1).flatten(2)  # (B, T', F' * C), frequency-major
         kernel, bias = (test_case.to_numpy(w) for w in layer.projection.weights)
         expected = frames.numpy() @ kernel + bias

@@ -6,8 +6,7 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND
-from keras_slam.layers.log_mel import LogMelSpectrogram
+from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND, LogMelSpectrogram
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -253,9 +252,7 @@ def test_non_finite_audio_drops_the_utterance(seeded):
     waveform[1, 500] = np.nan  # a real sample of item 1
     waveform[2, -1] = np.inf if inputs["padding_mask"][2, -1] == 0 else waveform[2, -1]
     waveform[0, 10] = 1e30  # finite, but overflows the power spectrum
-    features, frame_mask = (
-        test_case.to_numpy(t) for t in layer(waveform, inputs["padding_mask"])
-    )
+    features, frame_mask = (test_case.to_numpy(t) for t in layer(waveform, inputs["padding_mask"]))
     assert np.all(np.isfinite(features))
     assert frame_mask[0].sum() == 0 and frame_mask[1].sum() == 0
     assert np.all(features[:2] == 0.0)

@@ -43,7 +43,9 @@ def test_text_mask_rate(seeded, mask_rate, span_length):
     probability = mask_rate_to_start_probability(mask_rate, span_length)
     np.testing.assert_allclose(1 - (1 - probability) ** span_length, mask_rate)
     padding_mask = np.ones((64, 400), "float32")
-    mask = test_case.to_numpy(compute_span_mask(padding_mask, span_length, mask_rate=mask_rate, seed=3))
+    mask = test_case.to_numpy(
+        compute_span_mask(padding_mask, span_length, mask_rate=mask_rate, seed=3)
+    )
     expected = expected_fraction([400] * 64, span_length, probability)
     assert abs(mask.mean() - expected) < 0.02, (mask.mean(), expected)
     assert abs(expected - mask_rate) < 0.01
@@ -69,7 +71,9 @@ def test_min_spans(seeded):
     assert np.all(mask[padding_mask == 0] == 0)
     # Shorter than a span: the whole utterance is one span.
     short = np.array([[1, 1, 0, 0, 0, 0]], "float32")
-    mask = test_case.to_numpy(compute_span_mask(short, 4, start_probability=0.0, min_spans=1, seed=1))
+    mask = test_case.to_numpy(
+        compute_span_mask(short, 4, start_probability=0.0, min_spans=1, seed=1)
+    )
     np.testing.assert_array_equal(mask, short)
 
 
@@ -126,7 +130,9 @@ def test_span_masking_serialization():
     layer = SpanMasking(span_length=5, mask_rate=0.15, min_spans=1, seed=3)
     clone = SpanMasking.from_config(layer.get_config())
     padding_mask = np.ones((2, 30), "float32")
-    np.testing.assert_array_equal(test_case.to_numpy(layer(padding_mask)), test_case.to_numpy(clone(padding_mask)))
+    np.testing.assert_array_equal(
+        test_case.to_numpy(layer(padding_mask)), test_case.to_numpy(clone(padding_mask))
+    )
 
 
 def test_learned_mask_embedding_known_answer(seeded):
@@ -171,11 +177,15 @@ def mask_embedding_inputs(rng):
 def test_mask_embedding_serialization_and_parity(seeded, parity_worker):
     inputs = mask_embedding_inputs(seeded)
     layer, _ = build_mask_embedding(inputs)
-    test_case.assert_serialization_roundtrip(layer, lambda obj: (lambda b: obj(b["inputs"], b["masked_frames"])), inputs)
+    test_case.assert_serialization_roundtrip(
+        layer, lambda obj: lambda b: obj(b["inputs"], b["masked_frames"]), inputs
+    )
     test_case.assert_backend_parity(
         "tests.layers.test_masking:build_mask_embedding", inputs, parity_worker=parity_worker
     )
-    test_case.assert_mixed_precision_finite("tests.layers.test_masking:build_mask_embedding", inputs)
+    test_case.assert_mixed_precision_finite(
+        "tests.layers.test_masking:build_mask_embedding", inputs
+    )
 
 
 @pytest.mark.parametrize("length", [2, 13, 30])

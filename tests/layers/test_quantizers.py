@@ -85,7 +85,9 @@ def test_gumbel_matches_hugging_face(seeded, monkeypatch, training, normalize_in
         inputs, padding_mask=mask, training=training, gumbel_noise=noise
     )
     np.testing.assert_allclose(test_case.to_numpy(quantized), expected.numpy(), atol=1e-5)
-    np.testing.assert_allclose(test_case.to_numpy(perplexity), float(expected_perplexity), rtol=1e-5)
+    np.testing.assert_allclose(
+        test_case.to_numpy(perplexity), float(expected_perplexity), rtol=1e-5
+    )
     logits = logits.reshape(2, 7, NUM_GROUPS, NUM_CODES) + (noise if training else 0.0)
     np.testing.assert_array_equal(test_case.to_numpy(code_ids), logits.argmax(-1))
     assert int(test_case.to_numpy(layer.step)) == 700 + int(training)
@@ -104,7 +106,9 @@ def kernel_gradient(layer, inputs):
             return (quantized**2).sum()
 
         gradients = jax.grad(loss_fn)([v.value for v in layer.trainable_variables])
-        kernel_index = [v.path for v in layer.trainable_variables].index(layer.logits_projection.kernel.path)
+        kernel_index = [v.path for v in layer.trainable_variables].index(
+            layer.logits_projection.kernel.path
+        )
         return np.asarray(gradients[kernel_index])
     if backend == "tensorflow":
         import tensorflow as tf
@@ -128,7 +132,9 @@ def test_gumbel_straight_through_gradient_reaches_logits(seeded):
 
 
 def test_temperature_anneal_known_answer():
-    layer = GumbelVectorQuantizer(1, 4, 4, start_temperature=2.0, end_temperature=0.1, temperature_decay=0.5)
+    layer = GumbelVectorQuantizer(
+        1, 4, 4, start_temperature=2.0, end_temperature=0.1, temperature_decay=0.5
+    )
     layer(np.zeros((1, 3, 2), "float32"))
     for step in (0, 1, 3, 4, 5, 100):
         layer.step.assign(step)
@@ -156,7 +162,9 @@ def build_gumbel(inputs):
 
     def call_fn(batch):
         mask = batch["padding_mask"]
-        quantized, code_ids, perplexity, frame_perplexity = layer(batch["inputs"], padding_mask=mask)
+        quantized, code_ids, perplexity, frame_perplexity = layer(
+            batch["inputs"], padding_mask=mask
+        )
         noisy, noisy_ids, noisy_perplexity, noisy_frame_perplexity = layer(
             batch["inputs"], padding_mask=mask, training=True, gumbel_noise=batch["noise"]
         )
@@ -207,7 +215,9 @@ def test_gumbel_padding_invariant(seeded):
     padded["inputs"][:, 5:] = 100.0
     for key in ("perplexity", "noisy_perplexity", "frame_perplexity", "noisy_frame_perplexity"):
         np.testing.assert_allclose(
-            test_case.to_numpy(call_fn(trimmed)[key]), test_case.to_numpy(call_fn(padded)[key]), rtol=1e-6
+            test_case.to_numpy(call_fn(trimmed)[key]),
+            test_case.to_numpy(call_fn(padded)[key]),
+            rtol=1e-6,
         )
 
 
@@ -218,8 +228,15 @@ def test_gumbel_serialization_keeps_step(seeded):
 
     def call_fn_of(obj):
         def call_fn(batch):
-            quantized, code_ids, perplexity, _ = obj(batch["inputs"], padding_mask=batch["padding_mask"])
-            return dict(quantized=quantized, code_ids=code_ids, perplexity=perplexity, temperature=obj.temperature())
+            quantized, code_ids, perplexity, _ = obj(
+                batch["inputs"], padding_mask=batch["padding_mask"]
+            )
+            return dict(
+                quantized=quantized,
+                code_ids=code_ids,
+                perplexity=perplexity,
+                temperature=obj.temperature(),
+            )
 
         return call_fn
 
@@ -230,15 +247,21 @@ def test_gumbel_serialization_keeps_step(seeded):
 
 def test_gumbel_backend_parity(seeded, parity_worker):
     test_case.assert_backend_parity(
-        "tests.layers.test_quantizers:build_gumbel", gumbel_inputs(seeded), parity_worker=parity_worker
+        "tests.layers.test_quantizers:build_gumbel",
+        gumbel_inputs(seeded),
+        parity_worker=parity_worker,
     )
 
 
 def test_gumbel_mixed_precision_finite(seeded):
-    test_case.assert_mixed_precision_finite("tests.layers.test_quantizers:build_gumbel", gumbel_inputs(seeded))
+    test_case.assert_mixed_precision_finite(
+        "tests.layers.test_quantizers:build_gumbel", gumbel_inputs(seeded)
+    )
     keras.config.set_dtype_policy("mixed_bfloat16")
     layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM)
-    quantized, _, perplexity, frame_perplexity = layer(gumbel_inputs(seeded)["inputs"], training=True)
+    quantized, _, perplexity, frame_perplexity = layer(
+        gumbel_inputs(seeded)["inputs"], training=True
+    )
     assert keras.backend.standardize_dtype(quantized.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(perplexity.dtype) == "float32"
     assert keras.backend.standardize_dtype(frame_perplexity.dtype) == "float32"
@@ -249,17 +272,28 @@ def test_gumbel_codes_ignore_input_scale(seeded):
     inputs = gumbel_inputs(seeded)
     layer = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM)
     outputs = [
-        layer(inputs["inputs"] * scale, inputs["padding_mask"], training=True, gumbel_noise=inputs["noise"])
+        layer(
+            inputs["inputs"] * scale,
+            inputs["padding_mask"],
+            training=True,
+            gumbel_noise=inputs["noise"],
+        )
         for scale in (1.0, 0.1)
     ]
     for full, shrunk in zip(outputs[0], outputs[1]):
-        np.testing.assert_allclose(test_case.to_numpy(full), test_case.to_numpy(shrunk), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            test_case.to_numpy(full), test_case.to_numpy(shrunk), rtol=1e-3, atol=1e-4
+        )
     raw = GumbelVectorQuantizer(NUM_GROUPS, NUM_CODES, CODE_DIM, normalize_inputs=False)
     raw(inputs["inputs"])
     raw.set_weights(layer.get_weights())
-    _, _, perplexity, frame_perplexity = raw(inputs["inputs"] * 1e-3, inputs["padding_mask"], training=True)
+    _, _, perplexity, frame_perplexity = raw(
+        inputs["inputs"] * 1e-3, inputs["padding_mask"], training=True
+    )
     # Without the norm, shrunk inputs give near-uniform frames: both perplexities near G * V.
-    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity), NUM_GROUPS * NUM_CODES, rtol=1e-2)
+    np.testing.assert_allclose(
+        test_case.to_numpy(frame_perplexity), NUM_GROUPS * NUM_CODES, rtol=1e-2
+    )
     np.testing.assert_allclose(test_case.to_numpy(perplexity), NUM_GROUPS * NUM_CODES, rtol=1e-2)
 
 
@@ -276,7 +310,10 @@ def numpy_best_rq(features, padding_mask, codebook_size, code_dim, stack_size, s
     real = np.zeros((batch_size, stacks), "float32")
     for b in range(batch_size):
         for s in range(stacks):
-            frames = features[b, s * stack_size : (s + 1) * stack_size] * padding_mask[b, s * stack_size : (s + 1) * stack_size, None]
+            frames = (
+                features[b, s * stack_size : (s + 1) * stack_size]
+                * padding_mask[b, s * stack_size : (s + 1) * stack_size, None]
+            )
             frames = np.concatenate([frames, np.zeros((stack_size - len(frames), dim))])
             vector = frames.reshape(-1) @ projection
             vector /= max(np.linalg.norm(vector), 1e-12)
@@ -306,7 +343,9 @@ def build_best_rq(inputs):
 def test_best_rq_known_answer(seeded):
     inputs = best_rq_inputs(seeded)
     layer, call_fn = build_best_rq(inputs)
-    ids, real, projection, codebook = numpy_best_rq(inputs["inputs"], inputs["padding_mask"], 64, 8, 4, 7)
+    ids, real, projection, codebook = numpy_best_rq(
+        inputs["inputs"], inputs["padding_mask"], 64, 8, 4, 7
+    )
     code_ids, target_mask = layer(inputs["inputs"], padding_mask=inputs["padding_mask"])
     np.testing.assert_array_equal(test_case.to_numpy(target_mask), real)
     np.testing.assert_array_equal(test_case.to_numpy(code_ids)[real > 0], ids[real > 0])
@@ -322,7 +361,9 @@ def test_best_rq_default_sizes():
     code_ids, target_mask = layer(np.ones((2, 9, 80), "float32"))
     assert tuple(code_ids.shape) == (2, 3) and tuple(target_mask.shape) == (2, 3)
     assert tuple(layer.codebook.shape) == (8192, 16) and tuple(layer.projection.shape) == (320, 16)
-    np.testing.assert_allclose(np.linalg.norm(test_case.to_numpy(layer.codebook), axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(test_case.to_numpy(layer.codebook), axis=-1), 1.0, rtol=1e-5
+    )
 
 
 def test_best_rq_padding_invariant(seeded):
@@ -341,18 +382,25 @@ def test_best_rq_serialization(seeded):
     inputs = best_rq_inputs(seeded)
     layer, _ = build_best_rq(inputs)
     test_case.assert_serialization_roundtrip(
-        layer, lambda obj: (lambda batch: obj(batch["inputs"], padding_mask=batch["padding_mask"])), inputs
+        layer,
+        lambda obj: lambda batch: obj(batch["inputs"], padding_mask=batch["padding_mask"]),
+        inputs,
     )
 
 
 def test_best_rq_backend_parity(seeded, parity_worker):
     test_case.assert_backend_parity(
-        "tests.layers.test_quantizers:build_best_rq", best_rq_inputs(seeded), atol=0, parity_worker=parity_worker
+        "tests.layers.test_quantizers:build_best_rq",
+        best_rq_inputs(seeded),
+        atol=0,
+        parity_worker=parity_worker,
     )
 
 
 def test_best_rq_mixed_precision(seeded):
-    test_case.assert_mixed_precision_finite("tests.layers.test_quantizers:build_best_rq", best_rq_inputs(seeded))
+    test_case.assert_mixed_precision_finite(
+        "tests.layers.test_quantizers:build_best_rq", best_rq_inputs(seeded)
+    )
 
 
 @pytest.mark.parametrize("length", [9, 12])
@@ -362,8 +410,12 @@ def test_best_rq_with_lengths_known_only_at_run_time(seeded, length):
     inputs = seeded.normal(size=(2, length, 8)).astype("float32")
     padding_mask = test_case.random_padding_mask(seeded, 2, length, min_length=3)
     layer = RandomProjectionQuantizer(codebook_size=64, code_dim=8, stack_size=4, seed=7)
-    expected = keras.tree.map_structure(test_case.to_numpy, layer(inputs, padding_mask=padding_mask))
-    actual = test_case.call_with_unknown_lengths(lambda x, m: layer(x, padding_mask=m), inputs, padding_mask)
+    expected = keras.tree.map_structure(
+        test_case.to_numpy, layer(inputs, padding_mask=padding_mask)
+    )
+    actual = test_case.call_with_unknown_lengths(
+        lambda x, m: layer(x, padding_mask=m), inputs, padding_mask
+    )
     for a, b in zip(actual, expected):
         np.testing.assert_array_equal(a, b)
     assert expected[0].shape == (2, 3)

@@ -16,9 +16,7 @@ def random_features(rng, batch_size=4, num_frames=60, num_bins=80, min_length=10
 
 
 def augment(layer, inputs, training=True):
-    return test_case.to_numpy(
-        layer(inputs["features"], inputs["padding_mask"], training=training)
-    )
+    return test_case.to_numpy(layer(inputs["features"], inputs["padding_mask"], training=training))
 
 
 def build_spec_augment(inputs):
@@ -160,9 +158,7 @@ def test_backend_parity_at_inference(seeded, parity_worker):
 def test_serialization_roundtrip(seeded):
     layer = SpecAugment(num_freq_masks=1, num_time_masks=3, mask_value="mean", seed=4)
     inputs = random_features(seeded)
-    test_case.assert_serialization_roundtrip(
-        layer, lambda obj: (lambda batch: obj(**batch)), inputs
-    )
+    test_case.assert_serialization_roundtrip(layer, lambda obj: lambda batch: obj(**batch), inputs)
     # The seed travels with the config: a rebuilt layer draws the same masks.
     np.testing.assert_array_equal(
         augment(SpecAugment.from_config(layer.get_config()), inputs),

@@ -27,23 +27,19 @@ def test_hand_checkable_brevity_penalty():
     # it is 4 words for a 6-word reference: BP = exp(1 - 6/4).
     score = corpus_bleu(["the cat is on the mat"], ["the cat is on"])
     assert score == pytest.approx(100 * math.exp(1 - 6 / 4), abs=1e-6)
-    assert corpus_bleu(
-        ["the cat is on the mat"], ["the cat is on the mat"]
-    ) == pytest.approx(100.0)
+    assert corpus_bleu(["the cat is on the mat"], ["the cat is on the mat"]) == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("tokenize", ["13a", "intl", "char"])
 def test_matches_sacrebleu(tokenize):
     expected = sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES], tokenize=tokenize).score
-    assert corpus_bleu(REFERENCES, HYPOTHESES, tokenize=tokenize) == pytest.approx(
-        expected
-    )
+    assert corpus_bleu(REFERENCES, HYPOTHESES, tokenize=tokenize) == pytest.approx(expected)
     lowered = sacrebleu.corpus_bleu(
         HYPOTHESES, [REFERENCES], tokenize=tokenize, lowercase=True
     ).score
-    assert corpus_bleu(
-        REFERENCES, HYPOTHESES, tokenize=tokenize, lowercase=True
-    ) == pytest.approx(lowered)
+    assert corpus_bleu(REFERENCES, HYPOTHESES, tokenize=tokenize, lowercase=True) == pytest.approx(
+        lowered
+    )
 
 
 def test_multiple_references():
@@ -55,9 +51,7 @@ def test_multiple_references():
         "我们今天学习识别。",
     ]
     expected = sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES, second]).score
-    assert corpus_bleu(list(zip(REFERENCES, second)), HYPOTHESES) == pytest.approx(
-        expected
-    )
+    assert corpus_bleu(list(zip(REFERENCES, second)), HYPOTHESES) == pytest.approx(expected)
     with pytest.raises(ValueError, match="same number"):
         corpus_bleu([["a"], ["b", "c"]], ["a", "b"])
 
@@ -69,9 +63,7 @@ def test_by_language_uses_language_tokenizers():
     expected = {
         "en": sacrebleu.corpus_bleu(HYPOTHESES[:2], [REFERENCES[:2]]).score,
         "de": sacrebleu.corpus_bleu(HYPOTHESES[2:3], [REFERENCES[2:3]]).score,
-        "zh": sacrebleu.corpus_bleu(
-            HYPOTHESES[3:], [REFERENCES[3:]], tokenize="zh"
-        ).score,
+        "zh": sacrebleu.corpus_bleu(HYPOTHESES[3:], [REFERENCES[3:]], tokenize="zh").score,
     }
     for language, value in expected.items():
         assert scores[language] == pytest.approx(value)
@@ -80,9 +72,7 @@ def test_by_language_uses_language_tokenizers():
     assert bleu_by_language(REFERENCES, HYPOTHESES, LANGUAGES, tokenize="13a")[
         "zh"
     ] != pytest.approx(expected["zh"])
-    overridden = bleu_by_language(
-        REFERENCES, HYPOTHESES, LANGUAGES, tokenize={"zh": "char"}
-    )
+    overridden = bleu_by_language(REFERENCES, HYPOTHESES, LANGUAGES, tokenize={"zh": "char"})
     assert overridden["zh"] == pytest.approx(
         sacrebleu.corpus_bleu(HYPOTHESES[3:], [REFERENCES[3:]], tokenize="char").score
     )

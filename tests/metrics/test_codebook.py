@@ -15,7 +15,9 @@ from tests import test_case
 
 def numpy_perplexity(probs, mask):
     marginals = probs[mask > 0].mean(0)  # (G, V)
-    entropy = -np.sum(np.where(marginals > 0, marginals * np.log(np.where(marginals > 0, marginals, 1)), 0), -1)
+    entropy = -np.sum(
+        np.where(marginals > 0, marginals * np.log(np.where(marginals > 0, marginals, 1)), 0), -1
+    )
     return np.exp(entropy).sum()
 
 
@@ -30,10 +32,14 @@ def test_perplexity_known_answers(seeded):
     probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
     mask = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 1, 0]], "float32")
     np.testing.assert_allclose(
-        test_case.to_numpy(codebook_perplexity(probs, mask)), numpy_perplexity(probs, mask), rtol=1e-5
+        test_case.to_numpy(codebook_perplexity(probs, mask)),
+        numpy_perplexity(probs, mask),
+        rtol=1e-5,
     )
     # Nothing selected: G, not NaN.
-    np.testing.assert_allclose(test_case.to_numpy(codebook_perplexity(probs, np.zeros_like(mask))), 2.0)
+    np.testing.assert_allclose(
+        test_case.to_numpy(codebook_perplexity(probs, np.zeros_like(mask))), 2.0
+    )
 
 
 def test_frame_perplexity_known_answers(seeded):
@@ -52,8 +58,12 @@ def test_frame_perplexity_known_answers(seeded):
         test_case.to_numpy(frame_perplexity(probs, mask)), np.exp(entropy).sum(), rtol=1e-5
     )
     # Never above the marginal perplexity (entropy is concave).
-    assert test_case.to_numpy(frame_perplexity(probs, mask)) <= test_case.to_numpy(codebook_perplexity(probs, mask))
-    np.testing.assert_allclose(test_case.to_numpy(frame_perplexity(probs, np.zeros_like(mask))), 2.0)
+    assert test_case.to_numpy(frame_perplexity(probs, mask)) <= test_case.to_numpy(
+        codebook_perplexity(probs, mask)
+    )
+    np.testing.assert_allclose(
+        test_case.to_numpy(frame_perplexity(probs, np.zeros_like(mask))), 2.0
+    )
 
 
 def test_code_counts_known_answer(seeded):
@@ -81,9 +91,13 @@ def test_usage_over_a_window_of_steps():
     assert float(test_case.to_numpy(usage.result())) == 0.0
 
     cumulative = CodebookUsage(num_codes=4, num_groups=2)
-    cumulative.update_state(np.array([[[0, 1], [0, 2]]]), np.array([[1.0, 0.0]]))  # frame 1 is padding
+    cumulative.update_state(
+        np.array([[[0, 1], [0, 2]]]), np.array([[1.0, 0.0]])
+    )  # frame 1 is padding
     cumulative.update_state(np.array([[[3, 3]]]))
-    np.testing.assert_array_equal(test_case.to_numpy(cumulative.total_counts()), [[1, 0, 0, 1], [0, 1, 0, 1]])
+    np.testing.assert_array_equal(
+        test_case.to_numpy(cumulative.total_counts()), [[1, 0, 0, 1], [0, 1, 0, 1]]
+    )
     assert float(test_case.to_numpy(cumulative.result())) == 0.5
     clone = CodebookUsage.from_config(cumulative.get_config())
     assert (clone.num_codes, clone.num_groups, clone.window_steps) == (4, 2, None)
@@ -93,7 +107,9 @@ def test_code_entropy_is_the_masked_marginal_entropy_averaged_over_groups():
     code_ids = np.array([[[0, 1], [1, 1], [2, 1], [3, 0]]])  # frame 3 is padding
     mask = np.array([[1.0, 1.0, 1.0, 0.0]])
     # Group 0: three codes once each (log 3); group 1: one code (0).
-    np.testing.assert_allclose(test_case.to_numpy(code_entropy(code_ids, 4, mask)), np.log(3) / 2, rtol=1e-6)
+    np.testing.assert_allclose(
+        test_case.to_numpy(code_entropy(code_ids, 4, mask)), np.log(3) / 2, rtol=1e-6
+    )
     assert float(test_case.to_numpy(code_entropy(code_ids, 4, np.zeros_like(mask)))) == 0.0
 
 

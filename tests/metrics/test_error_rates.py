@@ -31,17 +31,15 @@ def test_hand_computed_edit_distances():
     # 1 substitution (sat->sit) + 1 deletion (the) over 6 words.
     counts = error_counts(["the cat sat on the mat"], ["the cat sit on mat"])
     assert (counts.substitutions, counts.deletions, counts.insertions) == (1, 1, 0)
-    assert word_error_rate(
-        ["the cat sat on the mat"], ["the cat sit on mat"]
-    ) == pytest.approx(2 / 6)
+    assert word_error_rate(["the cat sat on the mat"], ["the cat sit on mat"]) == pytest.approx(
+        2 / 6
+    )
     assert word_error_rate(["a b"], ["a x b"]) == pytest.approx(1 / 2)  # 1 insertion
     # kitten -> sitting: k->s, e->i, +g = 3 edits over 6 characters.
     assert character_error_rate(["kitten"], ["sitting"]) == pytest.approx(3 / 6)
     assert character_error_rate(["niño"], ["nino"]) == pytest.approx(1 / 4)
     # Corpus level: (2 + 1) edits over (6 + 2) words, not a mean of rates.
-    both = word_error_rate(
-        ["the cat sat on the mat", "a b"], ["the cat sit on mat", "a x b"]
-    )
+    both = word_error_rate(["the cat sat on the mat", "a b"], ["the cat sit on mat", "a x b"])
     assert both == pytest.approx(3 / 8)
 
 
@@ -66,16 +64,11 @@ def test_normalisation_options():
     assert character_error_rate(["Grüße"], ["Gru\u0308ße"]) == 0.0
     assert word_error_rate(["Hello, World!"], ["hello world"]) == 1.0
     assert (
-        word_error_rate(
-            ["Hello, World!"], ["hello world"], lowercase=True, remove_punctuation=True
-        )
+        word_error_rate(["Hello, World!"], ["hello world"], lowercase=True, remove_punctuation=True)
         == 0.0
     )
     assert (
-        word_error_rate(
-            ["¿Qué tal?"], ["qué tal"], lowercase=True, remove_punctuation=True
-        )
-        == 0.0
+        word_error_rate(["¿Qué tal?"], ["qué tal"], lowercase=True, remove_punctuation=True) == 0.0
     )
 
 
@@ -91,8 +84,8 @@ def test_by_language_and_streaming():
     results = error_rates_by_language(REFERENCES, HYPOTHESES, LANGUAGES, lowercase=True)
     assert set(results) == {"de", "en", "es", "zh", "all"}
     for language in ("de", "en", "es", "zh"):
-        refs = [r for r, l in zip(REFERENCES, LANGUAGES) if l == language]
-        hyps = [h for h, l in zip(HYPOTHESES, LANGUAGES) if l == language]
+        refs = [r for r, lang in zip(REFERENCES, LANGUAGES) if lang == language]
+        hyps = [h for h, lang in zip(HYPOTHESES, LANGUAGES) if lang == language]
         lowered = ([r.lower() for r in refs], [h.lower() for h in hyps])
         assert results[language]["wer"] == pytest.approx(jiwer.wer(*lowered))
         assert results[language]["cer"] == pytest.approx(jiwer.cer(*lowered))

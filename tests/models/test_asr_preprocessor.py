@@ -41,13 +41,10 @@ def test_preset_round_trip_keeps_front_end_tokenizer_and_transcripts(seeded, tmp
     os.remove(os.path.join(preset, "preprocessor.json"))
     from_parts = SpeechRecognizerPreprocessor.from_preset(preset)
     for loaded, name in ((restored, "preprocessor.json"), (from_parts, "parts")):
-        assert (
-            loaded.audio_converter.get_config()
-            == preprocessor.audio_converter.get_config()
-        ), name
-        assert (
-            loaded.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary()
-        ), name
+        assert loaded.audio_converter.get_config() == preprocessor.audio_converter.get_config(), (
+            name
+        )
+        assert loaded.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary(), name
     assert restored.pad_to_multiple == 4000
     test_case.assert_outputs_close(
         test_case.normalize_outputs(preprocessor(waveforms)),

@@ -43,13 +43,7 @@ def greedy_reference(logits, mask):
     out = []
     for row, m in zip(logits, mask):
         best = row[m > 0].argmax(-1)
-        out.append(
-            [
-                int(k)
-                for i, k in enumerate(best)
-                if k != 0 and (i == 0 or k != best[i - 1])
-            ]
-        )
+        out.append([int(k) for i, k in enumerate(best) if k != 0 and (i == 0 or k != best[i - 1])])
     return out
 
 
@@ -72,17 +66,11 @@ def test_beam_search_beats_greedy_where_alignments_add_up():
     logits = np.log(np.array([[[0.6, 0.4], [0.6, 0.4]]], "float32"))
     mask = np.ones((1, 2), "float32")
     greedy_ids, greedy_score = ctc_decode(logits, mask)
-    beam_ids, beam_score = ctc_decode(
-        logits, mask, strategy="beam_search", beam_width=4
-    )
+    beam_ids, beam_score = ctc_decode(logits, mask, strategy="beam_search", beam_width=4)
     assert token_id_lists(greedy_ids) == [[]]
     assert token_id_lists(beam_ids) == [[1]]
-    np.testing.assert_allclose(
-        test_case.to_numpy(greedy_score), [np.log(0.36)], rtol=1e-5
-    )
-    np.testing.assert_allclose(
-        test_case.to_numpy(beam_score), [np.log(0.64)], rtol=1e-5
-    )
+    np.testing.assert_allclose(test_case.to_numpy(greedy_score), [np.log(0.36)], rtol=1e-5)
+    np.testing.assert_allclose(test_case.to_numpy(beam_score), [np.log(0.64)], rtol=1e-5)
 
 
 def test_beam_search_agrees_with_greedy_on_peaked_logits(seeded):
@@ -118,9 +106,7 @@ def test_backend_parity(seeded, parity_worker, builder):
 def test_decode_to_text_with_character_tokenizer(seeded):
     from keras_slam.data.tokenizers import CharacterTokenizer
 
-    tokenizer = CharacterTokenizer(
-        vocabulary=["<pad>", "<unk>", "<mask>", "a", "b", "ñ", " "]
-    )
+    tokenizer = CharacterTokenizer(vocabulary=["<pad>", "<unk>", "<mask>", "a", "b", "ñ", " "])
     paths = [[3, 3, 0, 5, 6, 4], [0, 0], [4, 0, 4]]
     logits, mask = logits_from_paths(paths, tokenizer.vocabulary_size(), seeded)
     token_ids, _ = ctc_decode(logits, mask)
@@ -142,8 +128,12 @@ def exact_labelling_log_probs(log_probs, blank_index=0):
     totals = {}
     frames, classes = log_probs.shape
     for path in itertools.product(range(classes), repeat=frames):
-        labels = tuple(k for i, k in enumerate(path) if k != blank_index and (i == 0 or k != path[i - 1]))
-        totals[labels] = np.logaddexp(totals.get(labels, -np.inf), log_probs[np.arange(frames), path].sum())
+        labels = tuple(
+            k for i, k in enumerate(path) if k != blank_index and (i == 0 or k != path[i - 1])
+        )
+        totals[labels] = np.logaddexp(
+            totals.get(labels, -np.inf), log_probs[np.arange(frames), path].sum()
+        )
     return totals
 
 
@@ -152,10 +142,14 @@ def test_wide_beam_search_finds_the_most_probable_labelling(seeded):
     # must return the labelling with the largest exact probability.
     for length in (1, 3, 6):
         logits = seeded.normal(size=(1, length, 3)).astype("float32")
-        log_probs = logits[0] - np.logaddexp.reduce(logits[0].astype("float64"), axis=-1, keepdims=True)
+        log_probs = logits[0] - np.logaddexp.reduce(
+            logits[0].astype("float64"), axis=-1, keepdims=True
+        )
         exact = exact_labelling_log_probs(log_probs)
         best = max(exact, key=exact.get)
-        ids, score = ctc_decode(logits, np.ones((1, length), "float32"), strategy="beam_search", beam_width=64)
+        ids, score = ctc_decode(
+            logits, np.ones((1, length), "float32"), strategy="beam_search", beam_width=64
+        )
         assert token_id_lists(ids) == [list(best)]
         np.testing.assert_allclose(test_case.to_numpy(score), [exact[best]], rtol=1e-5)
 

@@ -9,14 +9,16 @@ import pytest
 import torch
 import transformers
 
+from keras_slam.models import slam_backbone_presets, speech_encoder_presets
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
-from keras_slam.models import slam_backbone_presets, speech_encoder_presets
 from keras_slam.utils import preset_utils
 
 
 def test_presets_are_listed_through_keras_hub():
-    assert {"slam_tiny", "mslam_tiny", "slam_600m", "mslam_600m", "mslam_2b"} <= set(SLAMBackbone.presets)
+    assert {"slam_tiny", "mslam_tiny", "slam_600m", "mslam_600m", "mslam_2b"} <= set(
+        SLAMBackbone.presets
+    )
     assert "w2v_bert_2_0" in SpeechEncoder.presets
     for name, spec in preset_utils.NAMED_PRESETS.items():
         assert spec.weights == "random", name

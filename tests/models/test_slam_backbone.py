@@ -55,8 +55,13 @@ def test_backbone(seeded, parity_worker, tmp_path):
     # 21 frames -> 6 after conv subsampling, then 7 tokens packed behind them.
     expected_shapes = {"speech_tower_output": (3, 6, 16), "sequence_output": (3, 13, 16)}
     test_case.run_backbone_test(
-        "tests.models.test_slam_backbone:build_backbone", call_fn_of,
-        make_inputs(seeded), PADDED, expected_shapes, parity_worker, str(tmp_path),
+        "tests.models.test_slam_backbone:build_backbone",
+        call_fn_of,
+        make_inputs(seeded),
+        PADDED,
+        expected_shapes,
+        parity_worker,
+        str(tmp_path),
     )
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     assert saved["conformer"] == TINY["conformer"].to_dict()
@@ -86,10 +91,14 @@ def test_absent_modality_equals_single_modality(seeded):
     backbone = SLAMBackbone(**TINY)
     joint = backbone(inputs)
     alone = backbone.encode_speech(inputs["speech_features"], inputs["speech_padding_mask"])
-    speech, text = backbone.unpack(joint["sequence_output"], joint["speech_padding_mask"], inputs["token_padding_mask"])
+    speech, text = backbone.unpack(
+        joint["sequence_output"], joint["speech_padding_mask"], inputs["token_padding_mask"]
+    )
     mask = test_case.to_numpy(alone["padding_mask"]).astype(bool)
     np.testing.assert_allclose(
-        test_case.to_numpy(speech)[mask], test_case.to_numpy(alone["sequence_output"])[mask], atol=1e-5
+        test_case.to_numpy(speech)[mask],
+        test_case.to_numpy(alone["sequence_output"])[mask],
+        atol=1e-5,
     )
     assert np.all(test_case.to_numpy(text) == 0)
 
@@ -99,7 +108,9 @@ def test_pack_puts_real_positions_first_and_unpack_inverts(seeded):
     text = seeded.normal(size=(2, 3, 3)).astype("float32")
     speech_mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], "float32")
     text_mask = np.array([[1, 1, 1], [1, 0, 0]], "float32")
-    packed, packed_mask = (test_case.to_numpy(t) for t in pack_sequences(speech, speech_mask, text, text_mask))
+    packed, packed_mask = (
+        test_case.to_numpy(t) for t in pack_sequences(speech, speech_mask, text, text_mask)
+    )
     np.testing.assert_array_equal(packed_mask, [[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0, 0]])
     np.testing.assert_array_equal(packed[0, :5], np.concatenate([speech[0, :2], text[0, :3]]))
     np.testing.assert_array_equal(packed[1, :5], np.concatenate([speech[1], text[1, :1]]))

@@ -14,7 +14,14 @@ from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from tests import test_case
 from tests.models.test_slam_backbone import TINY
 
-TASK = {"num_codes": 16, "code_dim": 8, "num_negatives": 6, "text_span_length": 2, "speech_span_length": 3, "seed": 3}
+TASK = {
+    "num_codes": 16,
+    "code_dim": 8,
+    "num_negatives": 6,
+    "text_span_length": 2,
+    "speech_span_length": 3,
+    "seed": 3,
+}
 # Deterministic corruption so that fixed draws fix every random choice.
 FIXED = dict(TASK, mask_fraction=1.0, random_fraction=0.0)
 LOSSES = [f"{name}_loss" for name in OBJECTIVES]
@@ -24,7 +31,9 @@ def sub_batch(rng, batch_size, frames=0, tokens=0):
     batch = {}
     if frames:
         batch["speech_features"] = rng.normal(size=(batch_size, frames, 12)).astype("float32")
-        batch["speech_padding_mask"] = test_case.random_padding_mask(rng, batch_size, frames, min_length=frames // 2)
+        batch["speech_padding_mask"] = test_case.random_padding_mask(
+            rng, batch_size, frames, min_length=frames // 2
+        )
     if tokens:
         mask = test_case.random_padding_mask(rng, batch_size, tokens, min_length=3)
         batch["token_ids"] = (rng.integers(3, 40, size=(batch_size, tokens)) * mask).astype("int32")
@@ -113,7 +122,11 @@ def test_missing_or_fully_masked_sub_batches_contribute_zero(seeded):
     pretrainer = build_pretrainer()
     draws = pretrainer.draw_masks(batch)
     text_only = {"text": batch["text"]}
-    expected = test_case.to_numpy(pretrainer.total_loss(pretrainer.compute_objectives(text_only, draws={"text": draws["text"]})))
+    expected = test_case.to_numpy(
+        pretrainer.total_loss(
+            pretrainer.compute_objectives(text_only, draws={"text": draws["text"]})
+        )
+    )
     masked = {key: dict(value) for key, value in batch.items()}
     for key in ("speech", "paired"):
         masked[key]["speech_padding_mask"] = np.zeros_like(masked[key]["speech_padding_mask"])
@@ -123,7 +136,9 @@ def test_missing_or_fully_masked_sub_batches_contribute_zero(seeded):
     for name in LOSSES:
         if name != "text_mlm_loss":
             assert outputs[name] == 0.0, (name, outputs[name])
-    np.testing.assert_allclose(test_case.to_numpy(pretrainer.total_loss(outputs)), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        test_case.to_numpy(pretrainer.total_loss(outputs)), expected, rtol=1e-6
+    )
 
 
 def pad_time(array, extra, value=0):
@@ -157,7 +172,9 @@ def test_total_loss_is_padding_invariant_with_fixed_draws(seeded, options):
     }
     outputs = numpy_tree(pretrainer.compute_objectives(padded, draws=padded_draws))
     for name in LOSSES + ["codebook_perplexity", "w2v_mlm_gain", "valid_negatives"]:
-        np.testing.assert_allclose(outputs[name], reference[name], atol=1e-5, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            outputs[name], reference[name], atol=1e-5, rtol=1e-5, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("builder", ["build_for_parity", "build_for_parity_with_target_options"])
@@ -175,7 +192,10 @@ def test_zero_weight_gives_zero_gradient(seeded):
     pretrainer = build_pretrainer()
     draws = pretrainer.draw_masks(batch)
     only_text = {"text": batch["text"]}
-    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(only_text, draws=draws))
+
+    def loss_fn():
+        return pretrainer.total_loss(pretrainer.compute_objectives(only_text, draws=draws))
+
     pretrainer.set_objective_weights({"text_mlm": 0.0})
     grads = test_case.gradients(pretrainer.trainable_variables, loss_fn)
     assert all(np.all(g == 0) for g in grads)
@@ -184,7 +204,10 @@ def test_zero_weight_gives_zero_gradient(seeded):
     assert all(np.all(np.isfinite(g)) for g in grads)
     assert any(np.any(g != 0) for g in grads)
     # The full batch with every objective: finite gradients everywhere.
-    grads = test_case.gradients(pretrainer.trainable_variables, lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, draws=draws)))
+    grads = test_case.gradients(
+        pretrainer.trainable_variables,
+        lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, draws=draws)),
+    )
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
@@ -195,7 +218,9 @@ def test_masking_statistics_match_configured_rates(seeded):
     long_speech["speech_padding_mask"][:] = 1
     pretrainer = build_pretrainer(text_span_length=5, speech_span_length=10)
     draws = numpy_tree(
-        pretrainer.draw_masks({"text": long_text, "speech": long_speech, "paired": dict(long_speech, **long_text)})
+        pretrainer.draw_masks(
+            {"text": long_text, "speech": long_speech, "paired": dict(long_speech, **long_text)}
+        )
     )
     # w2v-BERT: p = 0.065, span 10 -> 1 - (1 - 0.065)**10 = 0.49.
     # About 3,000 spans per mask: a standard error near 0.01.
@@ -214,7 +239,9 @@ def test_best_rq_target_option(seeded):
 
 def test_serialization_roundtrip(seeded):
     batch = make_batch(seeded)
-    pretrainer = build_pretrainer(objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared")
+    pretrainer = build_pretrainer(
+        objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared"
+    )
     assert "preprocessor" not in pretrainer.get_config()  # it takes pipeline batches
     draws = pretrainer.draw_masks(batch)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pretrainer))
@@ -254,8 +281,32 @@ def test_fit_with_stage_schedule_and_missing_modalities(seeded, tmp_path):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer(mask_fraction=0.8, random_fraction=0.1)
     pretrainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    stages = ((0, {"contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 0.0, "stm": 0.0, "ctc": 1.0}),
-              (2, {"contrastive": 1.0, "diversity": 0.1, "w2v_mlm": 1.0, "text_mlm": 1.0, "tlm": 1.0, "stm": 1.0, "ctc": 1.0}))
+    stages = (
+        (
+            0,
+            {
+                "contrastive": 1.0,
+                "diversity": 0.1,
+                "w2v_mlm": 1.0,
+                "text_mlm": 1.0,
+                "tlm": 0.0,
+                "stm": 0.0,
+                "ctc": 1.0,
+            },
+        ),
+        (
+            2,
+            {
+                "contrastive": 1.0,
+                "diversity": 0.1,
+                "w2v_mlm": 1.0,
+                "text_mlm": 1.0,
+                "tlm": 1.0,
+                "stm": 1.0,
+                "ctc": 1.0,
+            },
+        ),
+    )
     history = pretrainer.fit(
         tf.data.Dataset.from_tensors(batch).repeat(3),
         epochs=1,
@@ -268,7 +319,9 @@ def test_fit_with_stage_schedule_and_missing_modalities(seeded, tmp_path):
     assert int(test_case.to_numpy(pretrainer.quantizer.step)) == 3  # Gumbel anneal advanced
     assert pretrainer.quantizer.temperature() < 2.0
     assert any(tmp_path.rglob("*tfevents*"))
-    text_only = pretrainer.fit(tf.data.Dataset.from_tensors({"text": batch["text"]}).repeat(2), verbose=0)
+    text_only = pretrainer.fit(
+        tf.data.Dataset.from_tensors({"text": batch["text"]}).repeat(2), verbose=0
+    )
     assert np.isfinite(text_only.history["text_mlm_loss"][-1])
 
 
@@ -308,16 +361,24 @@ def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
     import tensorflow as tf
 
     batch = {"speech": sub_batch(seeded, 2, frames=48)}
-    pretrainer = build_pretrainer(mask_fraction=0.8, random_fraction=0.1, objectives=("contrastive", "diversity", "w2v_mlm"))
+    pretrainer = build_pretrainer(
+        mask_fraction=0.8, random_fraction=0.1, objectives=("contrastive", "diversity", "w2v_mlm")
+    )
     history = pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0).history
     assert 0 < history["codebook_usage"][-1] <= 1
     # No codebook can be more than fully used: a 1.01 threshold always fires.
     for name in ("w2v_mlm_gain", "valid_negatives"):
         assert np.isfinite(history[name][-1]), name
     # No codebook can be more than fully used: a 1.01 threshold always fires.
-    monitor = CodebookCollapseMonitor({"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1)
-    with pytest.raises(CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "):
-        pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor])
+    monitor = CodebookCollapseMonitor(
+        {"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1
+    )
+    with pytest.raises(
+        CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "
+    ):
+        pretrainer.fit(
+            tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor]
+        )
     assert len(monitor.history) == 1 and 0 < monitor.history[0][1]["codebook_usage"] <= 1
 
 
@@ -328,7 +389,9 @@ def test_w2v_mlm_gain_is_code_marginal_entropy_minus_masked_prediction_loss(seed
     code_ids = outputs["speech_code_ids"][..., 0][outputs["speech_code_mask"] > 0]
     frequencies = np.unique(code_ids, return_counts=True)[1] / code_ids.size
     entropy = -np.sum(frequencies * np.log(frequencies))
-    np.testing.assert_allclose(outputs["w2v_mlm_gain"], entropy - outputs["w2v_mlm_loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        outputs["w2v_mlm_gain"], entropy - outputs["w2v_mlm_loss"], rtol=1e-5, atol=1e-6
+    )
     assert 0 < outputs["valid_negatives"] <= TASK["num_negatives"]
 
 
@@ -344,14 +407,22 @@ def test_ctc_is_per_target_token_as_torch_mean(seeded):
     pretrainer = build_pretrainer(objectives=("ctc",))
     loss = test_case.to_numpy(pretrainer.compute_objectives(batch)["ctc_loss"])
     paired = batch["paired"]
-    frames, frame_mask = pretrainer.backbone.subsample_speech(paired["speech_features"], paired["speech_padding_mask"])
-    logits = test_case.to_numpy(pretrainer.ctc_head(pretrainer.backbone.encode_speech_tower(frames, frame_mask)))
+    frames, frame_mask = pretrainer.backbone.subsample_speech(
+        paired["speech_features"], paired["speech_padding_mask"]
+    )
+    logits = test_case.to_numpy(
+        pretrainer.ctc_head(pretrainer.backbone.encode_speech_tower(frames, frame_mask))
+    )
     frame_lengths = test_case.to_numpy(frame_mask).sum(1).astype("int64")[:2]
     label_lengths = paired["token_padding_mask"].sum(1).astype("int64")[:2]
     log_probs = torch.log_softmax(torch.tensor(logits[:2], dtype=torch.float64), -1).transpose(0, 1)
     expected = torch.nn.functional.ctc_loss(
-        log_probs, torch.tensor(paired["token_ids"][:2], dtype=torch.long), torch.tensor(frame_lengths),
-        torch.tensor(label_lengths), blank=0, reduction="mean",
+        log_probs,
+        torch.tensor(paired["token_ids"][:2], dtype=torch.long),
+        torch.tensor(frame_lengths),
+        torch.tensor(label_lengths),
+        blank=0,
+        reduction="mean",
     ).item()
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
@@ -360,12 +431,21 @@ def test_ctc_is_per_target_token_as_torch_mean(seeded):
     "quantizer_input, moves_the_front_end",
     [("frontend", True), ("detached_frontend", False), ("features", False)],
 )
-def test_quantizer_input_decides_whether_targets_train_the_front_end(seeded, quantizer_input, moves_the_front_end):
+def test_quantizer_input_decides_whether_targets_train_the_front_end(
+    seeded, quantizer_input, moves_the_front_end
+):
     batch = {"speech": sub_batch(seeded, 2, frames=48)}
     pretrainer = build_pretrainer(objectives=("diversity",), quantizer_input=quantizer_input)
     draws = pretrainer.draw_masks(batch)
-    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, training=True, draws=draws))
-    grads = test_case.gradients(pretrainer.backbone.speech_tower.subsampling.trainable_variables, loss_fn)
+
+    def loss_fn():
+        return pretrainer.total_loss(
+            pretrainer.compute_objectives(batch, training=True, draws=draws)
+        )
+
+    grads = test_case.gradients(
+        pretrainer.backbone.speech_tower.subsampling.trainable_variables, loss_fn
+    )
     assert any(np.any(g != 0) for g in grads) == moves_the_front_end
     quantizer_grads = test_case.gradients(pretrainer.quantizer.trainable_variables, loss_fn)
     assert any(np.any(g != 0) for g in quantizer_grads)
@@ -377,7 +457,12 @@ def test_quantizer_gets_no_gradient_from_text_and_paired_objectives(seeded, quan
     del batch["speech"]
     pretrainer = build_pretrainer(quantizer_input=quantizer_input)
     draws = pretrainer.draw_masks(batch)
-    loss_fn = lambda: pretrainer.total_loss(pretrainer.compute_objectives(batch, training=True, draws=draws))
+
+    def loss_fn():
+        return pretrainer.total_loss(
+            pretrainer.compute_objectives(batch, training=True, draws=draws)
+        )
+
     for grad in test_case.gradients(pretrainer.quantizer.trainable_variables, loss_fn):
         assert np.all(grad == 0)
 
@@ -417,7 +502,9 @@ def test_fit_on_several_buckets_compiles_once_per_bucket_combination(seeded):
     combination_a = ((2, 48), (3, 10), (3, 48, 8))
     combination_b = ((3, 32), (2, 14), (2, 40, 6))
     pretrainer = build_pretrainer(
-        objectives=("contrastive", "w2v_mlm", "text_mlm", "ctc"), mask_fraction=0.8, random_fraction=0.1
+        objectives=("contrastive", "w2v_mlm", "text_mlm", "ctc"),
+        mask_fraction=0.8,
+        random_fraction=0.1,
     )
     traced_shapes = []
     train_step = pretrainer.train_step

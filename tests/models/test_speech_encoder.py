@@ -61,8 +61,13 @@ PADDED = {"speech_features": "speech_padding_mask"}
 def test_backbone(seeded, parity_worker, tmp_path):
     # 21 frames -> ceil(ceil(21 / 2) / 2) = 6 after conv subsampling.
     test_case.run_backbone_test(
-        BUILDER, call_fn_of, make_inputs(seeded), PADDED,
-        {"sequence_output": (3, 6, 16)}, parity_worker, str(tmp_path),
+        BUILDER,
+        call_fn_of,
+        make_inputs(seeded),
+        PADDED,
+        {"sequence_output": (3, 6, 16)},
+        parity_worker,
+        str(tmp_path),
     )
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     assert saved["conformer"] == TINY["conformer"].to_dict()

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from keras_slam.data.tokenizers import CharacterTokenizer
-from keras_slam.data.tokenizers import build_character_vocabulary
+from keras_slam.callbacks import BlankOnlyGuard
+from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_encoder import SpeechEncoder
-from keras_slam.callbacks import BlankOnlyGuard
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from tests import test_case
 from tests.conftest import reset_seeds_and_policy
@@ -34,7 +33,9 @@ def make_tokenizer():
 
 def make_backbone(kind, vocabulary_size):
     if kind == "slam":
-        return SLAMBackbone(vocabulary_size=vocabulary_size, num_speech_layers=1, num_shared_layers=1, **TINY)
+        return SLAMBackbone(
+            vocabulary_size=vocabulary_size, num_speech_layers=1, num_shared_layers=1, **TINY
+        )
     return SpeechEncoder(num_layers=1, **TINY)
 
 
@@ -60,7 +61,9 @@ def recognizer():
 def features(rng, batch_size=3, length=48):
     return {
         "speech_features": rng.normal(size=(batch_size, length, 80)).astype("float32"),
-        "speech_padding_mask": test_case.random_padding_mask(rng, batch_size, length, min_length=20),
+        "speech_padding_mask": test_case.random_padding_mask(
+            rng, batch_size, length, min_length=20
+        ),
     }
 
 
@@ -87,10 +90,14 @@ def test_task(seeded, parity_worker, tmp_path):
     ]
     # 48 frames -> 12 after conv subsampling; one class per tokenizer id.
     test_case.run_task_test(
-        "tests.models.test_speech_recognizer:build_recognizer", logits_fn,
-        features(seeded), {"speech_features": "speech_padding_mask"},
-        {"logits": (3, 12, make_tokenizer().vocabulary_size())}, parity_worker,
-        str(tmp_path), train_batches,
+        "tests.models.test_speech_recognizer:build_recognizer",
+        logits_fn,
+        features(seeded),
+        {"speech_features": "speech_padding_mask"},
+        {"logits": (3, 12, make_tokenizer().vocabulary_size())},
+        parity_worker,
+        str(tmp_path),
+        train_batches,
     )
 
 
@@ -127,7 +134,9 @@ def test_backbone_preset_gets_new_head_and_preprocessor(seeded):
     assert recognizer.vocabulary_size == tokenizer.vocabulary_size()
     assert recognizer.use_shared_encoder
     for ours, theirs in zip(recognizer.backbone.weights, backbone.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
+        )
 
 
 @pytest.mark.parametrize("kind", ["slam", "speech_encoder"])
@@ -228,9 +237,13 @@ def test_error_rates_match_jiwer(seeded, recognizer):
     # A padded row (no audio) must be left out.
     batch = {
         "speech_features": np.concatenate([x["speech_features"], x["speech_features"][:1]]),
-        "speech_padding_mask": np.concatenate([x["speech_padding_mask"], np.zeros_like(x["speech_padding_mask"][:1])]),
+        "speech_padding_mask": np.concatenate(
+            [x["speech_padding_mask"], np.zeros_like(x["speech_padding_mask"][:1])]
+        ),
         "token_ids": np.concatenate([y["token_ids"], np.zeros_like(y["token_ids"][:1])]),
-        "token_padding_mask": np.concatenate([y["token_padding_mask"], np.zeros_like(y["token_padding_mask"][:1])]),
+        "token_padding_mask": np.concatenate(
+            [y["token_padding_mask"], np.zeros_like(y["token_padding_mask"][:1])]
+        ),
         "language": np.array([0, 1, 0, -1]),
     }
     rates, examples = recognizer.evaluate_error_rates([batch], languages=["en", "de"])
@@ -246,7 +259,9 @@ def test_error_rates_match_jiwer(seeded, recognizer):
 
 
 def test_missing_tokenizer_is_a_clear_error(seeded):
-    recognizer = SpeechRecognizer(make_backbone("speech_encoder", 0), vocabulary_size=8, spec_augment=None)
+    recognizer = SpeechRecognizer(
+        make_backbone("speech_encoder", 0), vocabulary_size=8, spec_augment=None
+    )
     with pytest.raises(ValueError, match="no preprocessor"):
         recognizer.transcribe([np.zeros(8000, "float32")])
 
@@ -258,7 +273,12 @@ def speech(rng, samples):
 def test_transcribe_returns_one_text_per_waveform(seeded, recognizer):
     # Shorter than one 400-sample window, or empty: "" in its place, not
     # dropped (which shifted every later transcript onto the wrong input).
-    waveforms = [speech(seeded, 300), speech(seeded, 16000), np.zeros(0, "float32"), speech(seeded, 9000)]
+    waveforms = [
+        speech(seeded, 300),
+        speech(seeded, 16000),
+        np.zeros(0, "float32"),
+        speech(seeded, 9000),
+    ]
     alone = [recognizer.transcribe([w])[0] for w in waveforms[1::2]]
     assert any(alone)
     for batch_size in (1, 3, 8):
@@ -276,7 +296,11 @@ def test_transcribe_non_finite_waveform(seeded, recognizer):
     waveforms[1][600] = np.inf
     with pytest.warns(UserWarning, match=r"1 of 3 waveforms have NaN or Inf .* items \[1\]"):
         texts = recognizer.transcribe(waveforms, non_finite="empty")
-    assert texts == [recognizer.transcribe([waveforms[0]])[0], "", recognizer.transcribe([waveforms[2]])[0]]
+    assert texts == [
+        recognizer.transcribe([waveforms[0]])[0],
+        "",
+        recognizer.transcribe([waveforms[2]])[0],
+    ]
 
 
 @pytest.mark.parametrize("rate, up, down", [(8000, 2, 1), (44100, 160, 441)])
@@ -301,13 +325,19 @@ def test_transcribe_multichannel_needs_explicit_downmix(seeded, recognizer):
     with pytest.raises(ValueError, match=r'audio item 1: 2 channels .*channels="mean"'):
         recognizer.transcribe([left, stereo])
     assert recognizer.transcribe([stereo], channels="mean") == mono
-    with pytest.raises(ValueError, match=r"audio item 0: shape \(2, 12000\) looks like \(channels, samples\)"):
+    with pytest.raises(
+        ValueError, match=r"audio item 0: shape \(2, 12000\) looks like \(channels, samples\)"
+    ):
         recognizer.transcribe([stereo.T], channels="mean")
     # One (S, C) array is not a batch of S two-sample waveforms.
     with pytest.raises(ValueError, match="fewer samples than waveforms"):
         recognizer.transcribe(stereo)
     # Single-channel 2-D arrays and one bare waveform are mono.
-    assert recognizer.transcribe([left[:, None]]) == recognizer.transcribe(left) == recognizer.transcribe([left])
+    assert (
+        recognizer.transcribe([left[:, None]])
+        == recognizer.transcribe(left)
+        == recognizer.transcribe([left])
+    )
     with pytest.raises(ValueError, match="waveform 0: shape"):
         recognizer.preprocessor([stereo])
 

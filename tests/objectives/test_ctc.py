@@ -92,9 +92,7 @@ def test_known_answers_by_enumeration(seeded):
     logit_mask = np.arange(frames)[None] < np.array([t for t, _ in cases])[:, None]
     labels, label_mask = pad_batch([lab for _, lab in cases], 2, fill=1)
     losses = test_case.to_numpy(
-        ctc_loss(
-            labels, label_mask, logits, logit_mask.astype("float32"), reduction="none"
-        )
+        ctc_loss(labels, label_mask, logits, logit_mask.astype("float32"), reduction="none")
     )
     for i, (t, lab) in enumerate(cases):
         expected = enumerated_nll(logits[i, :t], lab)
@@ -116,9 +114,7 @@ def test_matches_torch_on_padded_batches(seeded):
         expected = torch_reference(labels, label_mask, logits, logit_mask)
         np.testing.assert_allclose(losses, expected, atol=1e-4, rtol=1e-5)
         # torch's "mean" divides by target length, then averages the batch.
-        mean = ctc_loss(
-            labels, label_mask, logits, logit_mask, divide_by_target_length=True
-        )
+        mean = ctc_loss(labels, label_mask, logits, logit_mask, divide_by_target_length=True)
         np.testing.assert_allclose(
             test_case.to_numpy(mean),
             torch_reference(labels, label_mask, logits, logit_mask, "mean"),
@@ -185,9 +181,7 @@ def test_absent_rows_empty_labels_and_infeasible_items(seeded):
     )
     # Item 1 is absent (no frames), item 2 has no labels, item 3 cannot align.
     labels, label_mask = pad_batch([[1, 2], [3, 1], [], [1, 2, 3]], 3)
-    losses = test_case.to_numpy(
-        ctc_loss(labels, label_mask, logits, logit_mask, reduction="none")
-    )
+    losses = test_case.to_numpy(ctc_loss(labels, label_mask, logits, logit_mask, reduction="none"))
     assert np.all(np.isfinite(losses))
     assert losses[1] == 0.0 and losses[3] == 0.0
     blank_only = -log_softmax(logits[2, :3])[:, 0].sum()
@@ -217,9 +211,7 @@ def test_all_absent_batch_is_zero(seeded):
 def test_minimum_frames_counts_repeats():
     labels, mask = pad_batch([[1, 1, 2, 2, 2], [3], [], [1, 2, 1]], 5, fill=1)
     frames = test_case.to_numpy(
-        minimum_frames(
-            keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(mask > 0)
-        )
+        minimum_frames(keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(mask > 0))
     )
     np.testing.assert_array_equal(frames, [8, 1, 0, 3])
 

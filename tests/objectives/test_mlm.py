@@ -59,7 +59,11 @@ def test_corruption_statistics_match_the_configured_rates(seeded):
     unchanged = np.mean(picked == original)
     replaced = 1 - masked - unchanged
     # Binomial standard errors: 3 sigma bounds.
-    for observed, rate in ((masked, 0.8), (replaced, 0.1 * (1 - 1 / 90)), (unchanged, 0.1 + 0.1 / 90)):
+    for observed, rate in (
+        (masked, 0.8),
+        (replaced, 0.1 * (1 - 1 / 90)),
+        (unchanged, 0.1 + 0.1 / 90),
+    ):
         assert abs(observed - rate) < 3 * np.sqrt(rate * (1 - rate) / n), (observed, rate)
     assert picked.min() >= 3 and np.all((picked == mask_id) | (picked >= 10))
 

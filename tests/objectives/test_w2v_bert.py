@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
+from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.layers.masking import MaskEmbedding, SpanMasking
 from keras_slam.layers.quantizers import GumbelVectorQuantizer
-from keras_slam.objectives import w2v_bert
-from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.metrics.codebook import CodebookUsage
+from keras_slam.objectives import w2v_bert
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,6 +20,7 @@ def numpy_contrastive(predictions, targets, counted, negatives, temperature=0.1)
     """Reference: explicit loops over frames, cosine similarity, masked CE."""
     losses, correct = [], []
     for b, t in zip(*np.nonzero(counted)):
+
         def cosine(u, v):
             return u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-8)
 
@@ -70,7 +71,9 @@ def test_contrastive_loss_hand_computed():
     targets = np.array([[[1.0, 1.0], [0.0, 1.0], [9.0, 9.0]]], "float32")
     masked = np.array([[1.0, 1.0, 0.0]], "float32")
     negatives = np.array([[[1], [0], [0]]], "int32")
-    loss, accuracy, valid_negatives = w2v_bert.contrastive_loss(predictions, targets, masked, negatives)
+    loss, accuracy, valid_negatives = w2v_bert.contrastive_loss(
+        predictions, targets, masked, negatives
+    )
     s = 1 / np.sqrt(2)
     # frame 0: target cos s, negative cos 0; frame 1: target cos 1, negative cos s.
     frame0 = -np.log(np.exp(s / 0.1) / (np.exp(s / 0.1) + np.exp(0.0)))
@@ -119,13 +122,17 @@ def test_gradient_at_zero_vectors_is_finite(seeded):
 def test_no_masked_frame_gives_zero_loss():
     case = make_case(np.random.default_rng(0))
     case["masked_frames"] = np.zeros_like(case["masked_frames"])
-    negatives = w2v_bert.sample_negative_indices(case["masked_frames"], 4, case["padding_mask"], seed=1)
+    negatives = w2v_bert.sample_negative_indices(
+        case["masked_frames"], 4, case["padding_mask"], seed=1
+    )
     case["negative_indices"] = negatives
     for value in w2v_bert.contrastive_loss(**case):
         assert float(test_case.to_numpy(value)) == 0.0
     logits = np.zeros((3, 12, 7), "float32")
     ids = np.zeros((3, 12), "int32")
-    for value in w2v_bert.masked_prediction_loss(logits, ids, case["masked_frames"], case["padding_mask"]):
+    for value in w2v_bert.masked_prediction_loss(
+        logits, ids, case["masked_frames"], case["padding_mask"]
+    ):
         assert float(test_case.to_numpy(value)) == 0.0
 
 
@@ -197,7 +204,9 @@ def hugging_face_pretraining_case(num_groups=2, num_codes=3):
     batch_size = 2
     input_values = torch.randn(batch_size, 400)
     length = int(model._get_feat_extract_output_lengths(400))
-    mask_time = modeling_wav2vec2._compute_mask_indices((batch_size, length), mask_prob=0.4, mask_length=3)
+    mask_time = modeling_wav2vec2._compute_mask_indices(
+        (batch_size, length), mask_prob=0.4, mask_length=3
+    )
     negatives = modeling_wav2vec2._sample_negative_indices((batch_size, length), 7, mask_time)
     with torch.no_grad():
         out = model(
@@ -301,7 +310,9 @@ def build_losses(inputs):
         contrastive, contrastive_accuracy, _ = w2v_bert.contrastive_loss(**case)
         prediction, prediction_accuracy = w2v_bert.masked_prediction_loss(
             keras.ops.cast(batch["logits"], holder.compute_dtype),
-            batch["ids"], batch["masked_frames"], batch["padding_mask"]
+            batch["ids"],
+            batch["masked_frames"],
+            batch["padding_mask"],
         )
         return dict(
             contrastive=contrastive,
@@ -322,12 +333,16 @@ def loss_inputs(rng):
 
 def test_backend_parity(seeded, parity_worker):
     test_case.assert_backend_parity(
-        "tests.objectives.test_w2v_bert:build_losses", loss_inputs(seeded), parity_worker=parity_worker
+        "tests.objectives.test_w2v_bert:build_losses",
+        loss_inputs(seeded),
+        parity_worker=parity_worker,
     )
 
 
 def test_mixed_precision_finite(seeded):
-    test_case.assert_mixed_precision_finite("tests.objectives.test_w2v_bert:build_losses", loss_inputs(seeded))
+    test_case.assert_mixed_precision_finite(
+        "tests.objectives.test_w2v_bert:build_losses", loss_inputs(seeded)
+    )
     keras.config.set_dtype_policy("mixed_bfloat16")
     _, call_fn = build_losses(None)
     for name, value in call_fn(loss_inputs(seeded)).items():
@@ -342,7 +357,9 @@ class ToyPretrainer(keras.Model):
         self.span_masking = SpanMasking(span_length=3, start_probability=0.15, min_spans=1, seed=1)
         self.mask_embedding = MaskEmbedding(dtype=self.dtype_policy)
         self.encoder = keras.layers.Dense(16, dtype=self.dtype_policy)
-        self.quantizer = GumbelVectorQuantizer(1, 8, 16, temperature_decay=0.9, seed=2, dtype=self.dtype_policy)
+        self.quantizer = GumbelVectorQuantizer(
+            1, 8, 16, temperature_decay=0.9, seed=2, dtype=self.dtype_policy
+        )
         self.project_context = keras.layers.Dense(8, dtype=self.dtype_policy)
         self.project_targets = keras.layers.Dense(8, dtype=self.dtype_policy)
         self.prediction_head = keras.layers.Dense(8, dtype=self.dtype_policy)
@@ -359,10 +376,18 @@ class ToyPretrainer(keras.Model):
         features, padding_mask = x["features"], x["padding_mask"]
         masked = self.span_masking(padding_mask)
         context = self.encoder(self.mask_embedding(features, masked))
-        quantized, code_ids, perplexity, _ = self.quantizer(features, padding_mask, training=training)
-        negatives = w2v_bert.sample_negative_indices(masked, 4, padding_mask, seed=self.negatives_seed)
+        quantized, code_ids, perplexity, _ = self.quantizer(
+            features, padding_mask, training=training
+        )
+        negatives = w2v_bert.sample_negative_indices(
+            masked, 4, padding_mask, seed=self.negatives_seed
+        )
         contrastive, _, _ = w2v_bert.contrastive_loss(
-            self.project_context(context), self.project_targets(quantized), masked, negatives, padding_mask
+            self.project_context(context),
+            self.project_targets(quantized),
+            masked,
+            negatives,
+            padding_mask,
         )
         diversity = w2v_bert.diversity_loss(perplexity, 8)
         prediction, _ = w2v_bert.masked_prediction_loss(
@@ -384,7 +409,9 @@ def test_compute_loss_under_jit_fit(seeded, policy):
     }
     model.compute_loss(x={k: v[:2] for k, v in data.items()}, training=False)  # builds every layer
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=test_case.backend() != "torch")
-    monitor = CodebookCollapseMonitor({"codebook_usage": 1.1}, check_every_n_batches=1, on_collapse="warn")
+    monitor = CodebookCollapseMonitor(
+        {"codebook_usage": 1.1}, check_every_n_batches=1, on_collapse="warn"
+    )
     with pytest.warns(RuntimeWarning, match="collapse"):
         history = model.fit(data, batch_size=4, epochs=2, verbose=0, callbacks=[monitor])
     for name in ("loss", "contrastive", "diversity", "prediction", "codebook_usage"):
@@ -409,7 +436,9 @@ def test_negatives_and_contrastive_loss_with_lengths_known_only_at_run_time(seed
 
     def negatives_and_losses(predictions, targets, masked_frames, padding_mask):
         negatives = w2v_bert.sample_negative_indices(masked_frames, 5, padding_mask, seed=3)
-        return negatives, w2v_bert.contrastive_loss(predictions, targets, masked_frames, negatives, padding_mask)
+        return negatives, w2v_bert.contrastive_loss(
+            predictions, targets, masked_frames, negatives, padding_mask
+        )
 
     negatives, losses = test_case.call_with_unknown_lengths(negatives_and_losses, *arrays)
     counted = (case["masked_frames"] * case["padding_mask"]) > 0

@@ -6,10 +6,8 @@ import re
 import subprocess
 import sys
 
-from keras_slam.data.tokenizers import CharacterTokenizer
-from keras_slam.data.tokenizers import build_character_vocabulary
-from keras_slam.models import SLAMBackbone
-from keras_slam.models import SpeechRecognizer
+from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
+from keras_slam.models import SLAMBackbone, SpeechRecognizer
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone_presets import backbone_presets
 from tests import test_case
@@ -31,7 +29,11 @@ def run_fresh(code, cwd):
     """Runs `code` in a new Python process on this backend; returns its stdout."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-W", "ignore", "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -54,10 +56,12 @@ def test_presets_with_a_tokenizer_load_after_the_readme_imports(tmp_path):
     backbone_preset, recognizer_preset = str(tmp_path / "pretrained"), str(tmp_path / "recognizer")
     tokenizer.save_to_preset(backbone_preset)
     backbone.save_to_preset(backbone_preset)
-    SpeechRecognizer(backbone, preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer)).save_to_preset(
-        recognizer_preset
-    )
-    imports = [line for line in readme_first_look().splitlines() if line.startswith(("import ", "from "))]
+    SpeechRecognizer(
+        backbone, preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer)
+    ).save_to_preset(recognizer_preset)
+    imports = [
+        line for line in readme_first_look().splitlines() if line.startswith(("import ", "from "))
+    ]
     code = "\n".join(
         imports
         + [
@@ -72,4 +76,3 @@ def test_presets_with_a_tokenizer_load_after_the_readme_imports(tmp_path):
     loaded = json.loads(run_fresh(code, cwd=tmp_path).splitlines()[-1])
     expected = ["CharacterTokenizer", test_case.to_numpy(tokenizer(TEXTS)).tolist()]
     assert loaded == {backbone_preset: expected, recognizer_preset: expected}
-

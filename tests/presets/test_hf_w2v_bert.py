@@ -16,11 +16,10 @@ import pytest
 import torch
 import transformers
 
-from keras_slam.utils.keras_private import get_preset_loader
-
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert
 from keras_slam.utils import preset_utils
+from keras_slam.utils.keras_private import get_preset_loader
 from tests import test_case
 
 TOLERANCE = 1e-4
@@ -47,8 +46,12 @@ def hf_config(**overrides):
 # kernel 3, 1-3 layers, the other position types.
 CONFIGS = {
     "default_small": {},
-    "three_heads_kernel3_3layers": dict(num_attention_heads=3, conv_depthwise_kernel_size=3, num_hidden_layers=3),
-    "one_layer_left1_right0": dict(num_hidden_layers=1, left_max_position_embeddings=1, right_max_position_embeddings=0),
+    "three_heads_kernel3_3layers": dict(
+        num_attention_heads=3, conv_depthwise_kernel_size=3, num_hidden_layers=3
+    ),
+    "one_layer_left1_right0": dict(
+        num_hidden_layers=1, left_max_position_embeddings=1, right_max_position_embeddings=0
+    ),
     "relative_sinusoidal": dict(position_embeddings_type="relative", num_attention_heads=6),
     "no_positions_eps": dict(position_embeddings_type=None, layer_norm_eps=1e-3),
 }
@@ -131,14 +134,25 @@ def test_ctc_checkpoint_becomes_an_ordinary_task_preset(tmp_path, seeded):
     from keras_slam.models import SpeechRecognizer
 
     hf_dir, preset_dir = tmp_path / "hf", tmp_path / "preset"
-    vocabulary = {token: i for i, token in enumerate("<pad> <s> </s> <unk> | a b c d e f g h".split())}
+    vocabulary = {
+        token: i
+        for i, token in enumerate(
+            ["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b", "c", "d", "e", "f", "g", "h"]
+        )
+    }
     model = save_hf_model(hf_dir, hf_config(pad_token_id=3), with_ctc=True)
     (hf_dir / "vocab.json").write_text(json.dumps(vocabulary))
     hf_w2v_bert.convert_to_preset(hf_dir, preset_dir)
 
     files = set(os.listdir(preset_dir))
-    assert {"config.json", "model.weights.h5", "metadata.json", "task.json", "task.weights.h5",
-            "preprocessor.json"} <= files
+    assert {
+        "config.json",
+        "model.weights.h5",
+        "metadata.json",
+        "task.json",
+        "task.weights.h5",
+        "preprocessor.json",
+    } <= files
     assert not any(name.startswith("ctc_head") for name in files)
     assert json.loads((preset_dir / "task.json").read_text())["class_name"] == "SpeechRecognizer"
     metadata = json.loads((preset_dir / "metadata.json").read_text())
@@ -235,7 +249,9 @@ def test_hub_handle_fails_clearly_offline(monkeypatch):
         raise huggingface_hub.errors.OfflineModeIsEnabled("offline")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(OSError, match="cannot download hf://facebook/w2v-bert-2.0.*convert-w2v-bert"):
+    with pytest.raises(
+        OSError, match="cannot download hf://facebook/w2v-bert-2.0.*convert-w2v-bert"
+    ):
         SpeechEncoder.from_preset("hf://facebook/w2v-bert-2.0")
 
 
@@ -321,12 +337,24 @@ def test_existing_preset_is_not_overwritten(tmp_path):
     "fields, problem",
     [
         (dict(hiden_size=24), "unknown field 'hiden_size' (did you mean 'hidden_size'?)"),
-        (dict(num_hidden_layer=2), "unknown field 'num_hidden_layer' (did you mean 'num_hidden_layers'?)"),
-        (dict(num_hidden_layers="2"), "field 'num_hidden_layers' must be a positive integer, got '2'"),
+        (
+            dict(num_hidden_layer=2),
+            "unknown field 'num_hidden_layer' (did you mean 'num_hidden_layers'?)",
+        ),
+        (
+            dict(num_hidden_layers="2"),
+            "field 'num_hidden_layers' must be a positive integer, got '2'",
+        ),
         (dict(hidden_dropout=None), "field 'hidden_dropout' must be a number in [0, 1), got None"),
         (dict(add_adapter="false"), "field 'add_adapter' must be a boolean, got 'false'"),
-        (dict(conv_depthwise_kernel_size=4), "field 'conv_depthwise_kernel_size' must be an odd positive integer, got 4"),
-        (dict(feature_projection_input_dim=41), "field 'feature_projection_input_dim' must be an even positive integer, got 41"),
+        (
+            dict(conv_depthwise_kernel_size=4),
+            "field 'conv_depthwise_kernel_size' must be an odd positive integer, got 4",
+        ),
+        (
+            dict(feature_projection_input_dim=41),
+            "field 'feature_projection_input_dim' must be an even positive integer, got 41",
+        ),
     ],
 )
 def test_config_errors_name_the_file_and_field(tmp_path, fields, problem):
@@ -379,5 +407,7 @@ def test_front_end_follows_feature_projection_input_dim(tmp_path, seeded):
     assert features.shape[-1] == encoder.feature_dim == expected["input_features"].shape[-1] == 40
     length = min(features.shape[1], expected["input_features"].shape[1])
     np.testing.assert_array_equal(frame_mask[:, :length], expected["attention_mask"][:, :length])
-    diff = max_diff_at_real(features[:, :length], expected["input_features"][:, :length], frame_mask[:, :length])
+    diff = max_diff_at_real(
+        features[:, :length], expected["input_features"][:, :length], frame_mask[:, :length]
+    )
     assert diff < 1e-3, diff

@@ -100,7 +100,9 @@ def run_on_backend(backend, directory, inputs):
     """{kind: outputs} of the presets `directory/<kind>` loaded on `backend`."""
     for kind, kind_inputs in inputs.items():
         np.savez(os.path.join(directory, f"{kind}_inputs.npz"), **kind_inputs)
-    code = f"from tests.presets.test_save_load import load_and_run; load_and_run({str(directory)!r})"
+    code = (
+        f"from tests.presets.test_save_load import load_and_run; load_and_run({str(directory)!r})"
+    )
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO_ROOT)
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, cwd=REPO_ROOT, env=env)
     outputs = {}
@@ -122,7 +124,9 @@ def test_backbone_and_task_round_trip_here_and_on_another_backend(tmp_path, seed
     inputs = slam_inputs(seeded)
     expected = outputs_of(backbone, inputs)
     backbone.save_to_preset(tmp_path / "slam")
-    assert {"config.json", "metadata.json", "model.weights.h5"} <= set(os.listdir(tmp_path / "slam"))
+    assert {"config.json", "metadata.json", "model.weights.h5"} <= set(
+        os.listdir(tmp_path / "slam")
+    )
     metadata = json.loads((tmp_path / "slam" / "metadata.json").read_text())
     assert metadata["keras_slam_version"] == preset_utils.KERAS_SLAM_VERSION
     restored = SLAMBackbone.from_preset(str(tmp_path / "slam"))
@@ -135,22 +139,30 @@ def test_backbone_and_task_round_trip_here_and_on_another_backend(tmp_path, seed
     task_inputs = encoder_inputs(seeded)
     task_expected = outputs_of(task, task_inputs)
     task.save_to_preset(tmp_path / "task")
-    assert {"task.json", "task.weights.h5", "config.json", "model.weights.h5", "metadata.json"} <= set(
-        os.listdir(tmp_path / "task")
-    )
+    assert {
+        "task.json",
+        "task.weights.h5",
+        "config.json",
+        "model.weights.h5",
+        "metadata.json",
+    } <= set(os.listdir(tmp_path / "task"))
     restored_task = TinyFrameClassifier.from_preset(str(tmp_path / "task"))
     assert_same_outputs(task_expected, outputs_of(restored_task, task_inputs), atol=1e-6)
 
-    other = run_on_backend(test_case.next_backend(), tmp_path, {"slam": inputs, "task": task_inputs})
+    other = run_on_backend(
+        test_case.next_backend(), tmp_path, {"slam": inputs, "task": task_inputs}
+    )
     assert_same_outputs(expected, other["slam"], 1e-4)
     assert_same_outputs(task_expected, other["task"], 1e-4)
 
 
 def test_named_task_preset_builds_backbone(seeded):
-    with pytest.warns(UserWarning, match="w2v_bert_2_0"):
-        with pytest.raises(ValueError, match="w2v_bert_2_0.*SLAMBackbone cannot"):
-            # A SpeechEncoder preset cannot make a SLAMBackbone.
-            SLAMBackbone.from_preset("w2v_bert_2_0")
+    # A SpeechEncoder preset cannot make a SLAMBackbone.
+    with (
+        pytest.warns(UserWarning, match="w2v_bert_2_0"),
+        pytest.raises(ValueError, match="w2v_bert_2_0.*SLAMBackbone cannot"),
+    ):
+        SLAMBackbone.from_preset("w2v_bert_2_0")
 
 
 def test_tokenizer_round_trip(saved_encoder):
@@ -161,11 +173,12 @@ def test_tokenizer_round_trip(saved_encoder):
     """
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
-    from keras_slam.data.tokenizers import CharacterTokenizer
-    from keras_slam.data.tokenizers import build_character_vocabulary
+    from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 
     tmp_path = saved_encoder
-    tokenizer = CharacterTokenizer(build_character_vocabulary(["hello world", "keras slam"]), sequence_length=16)
+    tokenizer = CharacterTokenizer(
+        build_character_vocabulary(["hello world", "keras slam"]), sequence_length=16
+    )
     tokenizer.save_to_preset(tmp_path)
     restored = get_preset_loader(str(tmp_path)).load_tokenizer(CharacterTokenizer)
     texts = ["hello slam", "world"]

@@ -104,9 +104,7 @@ def check_preset_files(tmp_path):
 
 
 def check_get_preset_loader(tmp_path):
-    keras_hub.layers.AudioConverter(name="audio_converter").save_to_preset(
-        str(tmp_path)
-    )
+    keras_hub.layers.AudioConverter(name="audio_converter").save_to_preset(str(tmp_path))
     config = keras.saving.serialize_keras_object(keras.layers.Dense(2))
     (tmp_path / "config.json").write_text(json.dumps(config))
     loader = keras_private.get_preset_loader(str(tmp_path))
@@ -150,9 +148,7 @@ CHECKS = {
     "unique_saveable_name to_snake_case": check_unique_saveable_name,
     "check_file_exists AUDIO_CONVERTER_CONFIG_FILE PREPROCESSOR_CONFIG_FILE "
     "TOKENIZER_CONFIG_FILE CONFIG_FILE METADATA_FILE MODEL_WEIGHTS_FILE "
-    "SHARDED_MODEL_WEIGHTS_CONFIG_FILE TASK_CONFIG_FILE TASK_WEIGHTS_FILE": (
-        check_preset_files
-    ),
+    "SHARDED_MODEL_WEIGHTS_CONFIG_FILE TASK_CONFIG_FILE TASK_WEIGHTS_FILE": (check_preset_files),
     "load_json check_config_class": check_config_json,
     "get_preset_loader": check_get_preset_loader,
     "register_presets": check_register_presets,
@@ -189,10 +185,7 @@ INSTANCES = {
 @pytest.mark.parametrize(
     "owner, attribute, user",
     keras_private.PRIVATE_ATTRIBUTES,
-    ids=[
-        f"{owner}.{attribute}"
-        for owner, attribute, _ in keras_private.PRIVATE_ATTRIBUTES
-    ],
+    ids=[f"{owner}.{attribute}" for owner, attribute, _ in keras_private.PRIVATE_ATTRIBUTES],
 )
 def test_private_attribute_exists(owner, attribute, user):
     instance = INSTANCES[owner]()

@@ -26,18 +26,11 @@ def test_registered_source_serves_every_class():
         calls.append((cls, preset, kwargs))
         return cls.__name__
 
-    source = preset_utils.PresetSource(
-        "test_source", lambda p: p.startswith("test://"), load
-    )
+    source = preset_utils.PresetSource("test_source", lambda p: p.startswith("test://"), load)
     preset_utils.register_preset_source(source)
     try:
-        assert (
-            SpeechEncoder.from_preset("test://x", load_weights=False) == "SpeechEncoder"
-        )
-        assert (
-            SpeechRecognizer.from_preset("test://y", vocabulary_size=5)
-            == "SpeechRecognizer"
-        )
+        assert SpeechEncoder.from_preset("test://x", load_weights=False) == "SpeechEncoder"
+        assert SpeechRecognizer.from_preset("test://y", vocabulary_size=5) == "SpeechRecognizer"
     finally:
         preset_utils.PRESET_SOURCES.remove(source)
     assert calls == [
@@ -48,9 +41,7 @@ def test_registered_source_serves_every_class():
 
 def test_registrations_happen_on_import_of_the_models():
     assert {"slam_tiny", "w2v_bert_2_0"} <= set(preset_utils.NAMED_PRESETS)
-    assert [source.name for source in preset_utils.PRESET_SOURCES] == [
-        "huggingface_w2v_bert"
-    ]
+    assert [source.name for source in preset_utils.PRESET_SOURCES] == ["huggingface_w2v_bert"]
 
 
 def test_named_backbone_preset_makes_a_recognizer_with_its_text_vocabulary():
