@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
 POSITION_ENCODINGS = ("relative_key", "relative_sinusoidal", "none")
@@ -135,7 +136,7 @@ class RelativePositionAttention(keras.layers.Layer):
             return keras.layers.Dense(
                 hidden_dim,
                 use_bias=use_bias,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

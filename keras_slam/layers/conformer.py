@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from keras_slam.layers.attention import RelativePositionAttention
+from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
 CONV_NORMS = ("group", "layer", "batch")
@@ -147,7 +148,7 @@ class ConformerFeedForward(keras.layers.Layer):
         self.intermediate_dense = keras.layers.Dense(
             ffn_dim,
             activation=self.activation,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
             name="intermediate_dense",
         )
@@ -156,7 +157,7 @@ class ConformerFeedForward(keras.layers.Layer):
         )
         self.output_dense = keras.layers.Dense(
             hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
             name="output_dense",
         )
@@ -261,7 +262,7 @@ class ConformerConvolution(keras.layers.Layer):
         self.pointwise_conv1 = keras.layers.Dense(
             2 * hidden_dim,
             use_bias=pointwise_bias,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
             name="pointwise_conv1",
         )
@@ -280,7 +281,7 @@ class ConformerConvolution(keras.layers.Layer):
         self.pointwise_conv2 = keras.layers.Dense(
             hidden_dim,
             use_bias=pointwise_bias,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
             name="pointwise_conv2",
         )
@@ -292,7 +293,7 @@ class ConformerConvolution(keras.layers.Layer):
         self.pointwise_conv1.build(input_shape)
         self.depthwise_kernel = self.add_weight(
             shape=(self.kernel_size, self.hidden_dim),
-            initializer=self.kernel_initializer,
+            initializer=clone_initializer(self.kernel_initializer),
             name="depthwise_kernel",
         )
         self.depthwise_norm.build(input_shape)
@@ -452,9 +453,6 @@ class ConformerBlock(keras.layers.Layer):
         self.conformer = ConformerConfig.coerce(conformer)
         config = self.conformer
         policy = self.dtype_policy
-        # One instance for every sub-layer, as before. Unseeded, it gives
-        # same-shaped kernels (ffn1/ffn2, q/k/v) equal initial values.
-        kernel_initializer = keras.initializers.get(config.kernel_initializer)
 
         def feed_forward(name):
             return ConformerFeedForward(
@@ -464,7 +462,7 @@ class ConformerBlock(keras.layers.Layer):
                 dropout=config.dropout,
                 activation_dropout=config.activation_dropout,
                 layer_norm_epsilon=config.layer_norm_epsilon,
-                kernel_initializer=kernel_initializer,
+                kernel_initializer=config.kernel_initializer,
                 dtype=policy,
                 name=name,
             )
@@ -482,7 +480,7 @@ class ConformerBlock(keras.layers.Layer):
             left_context=config.left_context,
             right_context=config.right_context,
             attention_dropout=config.attention_dropout,
-            kernel_initializer=kernel_initializer,
+            kernel_initializer=config.kernel_initializer,
             dtype=policy,
             name="self_attention",
         )
@@ -499,7 +497,7 @@ class ConformerBlock(keras.layers.Layer):
             activation=config.activation,
             dropout=config.dropout,
             layer_norm_epsilon=config.layer_norm_epsilon,
-            kernel_initializer=kernel_initializer,
+            kernel_initializer=config.kernel_initializer,
             dtype=policy,
             name="convolution",
         )

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
 _STRIDE = 2
@@ -60,7 +61,7 @@ class ConvSubsampling(keras.layers.Layer):
                 strides=_STRIDE,
                 padding="valid",
                 activation="relu",
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=f"conv_{i}",
             )
@@ -68,7 +69,7 @@ class ConvSubsampling(keras.layers.Layer):
         ]
         self.projection = keras.layers.Dense(
             output_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="projection",
         )

@@ -295,3 +295,40 @@ def test_encoder_matches_hugging_face_encoder(seeded, position_encoding):
     actual = test_case.to_numpy(encoder(inputs["x"], inputs["padding_mask"]))
     real = inputs["padding_mask"].astype(bool)
     np.testing.assert_allclose(actual[real], expected.numpy()[real], atol=1e-4)
+
+
+def test_same_shaped_kernels_start_different(seeded):
+    # One unseeded initializer instance shared by every sub-layer gave
+    # ffn1/ffn2, q/k/v/out and the pointwise convolutions equal kernels.
+    block = ConformerBlock(HIDDEN, SLAM_BLOCK)
+    block.build((None, None, HIDDEN))
+    attention = block.self_attention
+    groups = {
+        "ffn intermediate": [block.ffn1.intermediate_dense, block.ffn2.intermediate_dense],
+        "ffn output": [block.ffn1.output_dense, block.ffn2.output_dense],
+        "attention": [
+            attention.query_dense,
+            attention.key_dense,
+            attention.value_dense,
+            attention.output_dense,
+            attention.position_dense,
+        ],
+    }
+    for group, layers in groups.items():
+        kernels = [test_case.to_numpy(layer.kernel) for layer in layers]
+        for i in range(len(kernels)):
+            for j in range(i + 1, len(kernels)):
+                assert not np.allclose(kernels[i], kernels[j]), (
+                    group,
+                    layers[i].name,
+                    layers[j].name,
+                )
+    # Reproducible: the same global seed gives the same fresh seeds.
+    keras.utils.set_random_seed(7)
+    first = ConformerBlock(HIDDEN, SLAM_BLOCK)
+    first.build((None, None, HIDDEN))
+    keras.utils.set_random_seed(7)
+    second = ConformerBlock(HIDDEN, SLAM_BLOCK)
+    second.build((None, None, HIDDEN))
+    for a, b in zip(first.weights, second.weights):
+        np.testing.assert_array_equal(test_case.to_numpy(a), test_case.to_numpy(b))
