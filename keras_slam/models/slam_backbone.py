@@ -22,6 +22,7 @@ import keras_hub
 from keras import ops
 
 from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.models.speech_encoder import SpeechTower
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -100,7 +101,7 @@ class SpeechTextPacking(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SLAMBackbone(PresetMixin, keras_hub.models.Backbone):
+class SLAMBackbone(LayoutMapMixin, PresetMixin, keras_hub.models.Backbone):
     """SLAM (Bapna et al. 2021) / mSLAM (2022) speech-text encoder.
 
     Args:

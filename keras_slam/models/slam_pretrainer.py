@@ -69,6 +69,7 @@ from keras_slam.layers.quantizers import (
     stack_frames,
 )
 from keras_slam.metrics.codebook import CodebookUsage, code_entropy
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.objectives.mlm import corrupt_tokens, masked_token_loss
@@ -127,7 +128,7 @@ def _any_real(padding_mask):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SLAMPretrainer(PresetMixin, keras_hub.models.Task):
+class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     """Pre-trains a `SLAMBackbone` on any mix of speech, text and pairs.
 
     Args:

@@ -24,6 +24,7 @@ from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.layers.padding import zero_padded_frames
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.utils.preset_utils import PresetMixin
 
 FRONT_ENDS = ("conv_subsampling", "stacked_features")
@@ -161,7 +162,7 @@ class SpeechTower(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechEncoder(PresetMixin, keras_hub.models.Backbone):
+class SpeechEncoder(LayoutMapMixin, PresetMixin, keras_hub.models.Backbone):
     """A `SpeechTower` as a keras-hub Backbone (w2v-BERT 2.0, ASR encoders).
 
     Args: as `SpeechTower`, plus `dtype`.

@@ -35,6 +35,7 @@ from keras_slam.layers.spec_augment import SpecAugment
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
 from keras_slam.utils.preset_utils import PresetMixin
@@ -61,7 +62,7 @@ def encode_speech(backbone, features, padding_mask, use_shared_encoder):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
+class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     """CTC speech recognizer (see the module docstring for the graph).
 
     Args:
