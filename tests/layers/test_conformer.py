@@ -332,3 +332,31 @@ def test_same_shaped_kernels_start_different(seeded):
     second.build((None, None, HIDDEN))
     for a, b in zip(first.weights, second.weights):
         np.testing.assert_array_equal(test_case.to_numpy(a), test_case.to_numpy(b))
+
+
+def test_remat_keeps_outputs_and_gradients(seeded):
+    inputs = make_inputs(seeded)
+    x = keras.ops.convert_to_tensor(inputs["x"])
+    padding_mask = keras.ops.convert_to_tensor(inputs["padding_mask"])
+    encoders = [
+        ConformerEncoder(2, HIDDEN, dataclasses.replace(SLAM_BLOCK, dropout=0.0, remat=remat))
+        for remat in (False, True)
+    ]
+    for encoder in encoders:
+        encoder.build(inputs["x"].shape)
+    encoders[1].set_weights(encoders[0].get_weights())
+    outputs, gradients = [], []
+    for encoder in encoders:
+
+        def loss_fn(encoder=encoder):
+            y = encoder(x, padding_mask, training=True)
+            return keras.ops.sum(keras.ops.square(y) * keras.ops.arange(HIDDEN, dtype="float32"))
+
+        outputs.append(test_case.to_numpy(loss_fn()))
+        gradients.append(test_case.gradients(encoder.trainable_weights, loss_fn))
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    assert len(gradients[0]) == 72 and max(np.abs(g).max() for g in gradients[0]) > 0
+    for plain, recomputed in zip(*gradients):
+        np.testing.assert_allclose(plain, recomputed, atol=1e-5)
+    restored = ConformerEncoder.from_config(encoders[1].get_config())
+    assert restored.conformer.remat
