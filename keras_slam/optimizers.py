@@ -28,6 +28,33 @@ def _counter_updates(finite, skipped_steps, consecutive_skips):
     return skipped_steps + skipped, (consecutive_skips + skipped) * skipped
 
 
+def _in_tf_distribution():
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False
+
+
+def _tf_cross_replica(apply_if_finite, grads, trainable_variables):
+    """`apply_if_finite` under a tf.distribute strategy (MirroredStrategy).
+
+    The inner step synchronises the replicas (`merge_call`), which a cond
+    in replica context cannot hold; so, as `LossScaleOptimizer` does, the
+    cond runs in cross-replica context and the step on every replica.
+    """
+    import tensorflow as tf
+
+    def cross_replica(distribution, grads, trainable_variables):
+        finite = distribution.extended.call_for_each_replica(_all_finite, args=(grads,))
+        finite = ops.all(ops.stack(distribution.experimental_local_results(finite)))
+
+        def per_replica(fn, *args):
+            distribution.extended.call_for_each_replica(fn, args=args)
+
+        apply_if_finite(finite, grads, trainable_variables, run_inner=per_replica)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, trainable_variables))
+
+
 @keras.saving.register_keras_serializable(package="keras_slam")
 class FiniteStepOptimizer(keras.optimizers.Optimizer):
     """Applies `inner_optimizer`'s step only when the loss and all gradients
@@ -84,15 +111,23 @@ class FiniteStepOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
-        finite = _all_finite(grads)
+        if keras.backend.backend() == "tensorflow" and _in_tf_distribution():
+            _tf_cross_replica(self._apply_if_finite, grads, trainable_variables)
+        else:
+            self._apply_if_finite(_all_finite(grads), grads, trainable_variables)
+
+    def _apply_if_finite(self, finite, grads, trainable_variables, run_inner=None):
+        """Counts the step and applies it when `finite`; `run_inner(fn, *args)`
+        runs the inner step (per replica under tf.distribute)."""
         skipped_steps, consecutive_skips = _counter_updates(
             finite, self.skipped_steps, self.consecutive_skips
         )
         self.skipped_steps.assign(skipped_steps)
         self.consecutive_skips.assign(consecutive_skips)
+        run_inner = run_inner or (lambda fn, *args: fn(*args))
         ops.cond(
             finite,
-            lambda: self.inner_optimizer.apply(grads, trainable_variables),
+            lambda: run_inner(self.inner_optimizer.apply, grads, trainable_variables),
             lambda: None,
         )
 

@@ -81,6 +81,7 @@ from keras_slam.objectives.w2v_bert import (
     sample_negative_indices,
 )
 from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
 OBJECTIVES = ("contrastive", "diversity", "w2v_mlm", "text_mlm", "tlm", "stm", "ctc")
@@ -681,7 +682,8 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 metric.update_state(y_pred[name], sample_weight=present)
         if self.codebook_usage is not None and "speech_code_ids" in y_pred:
             self.codebook_usage.update_state(y_pred["speech_code_ids"], y_pred["speech_code_mask"])
-        return self.total_loss(y_pred)
+        # Under tf.distribute each replica's loss is 1 / replicas of its mean.
+        return scale_loss_for_distribution(self.total_loss(y_pred))
 
     def get_config(self):
         config = super().get_config()

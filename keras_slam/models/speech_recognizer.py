@@ -38,6 +38,7 @@ from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
 HEAD_NAME = "ctc_head"
@@ -205,7 +206,8 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             blank_index=self.blank_index,
         )
         # Keeps keras' regularization losses (none by default) in the sum.
-        return loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        loss = loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        return scale_loss_for_distribution(loss)
 
     # --- decoding ---------------------------------------------------------
 

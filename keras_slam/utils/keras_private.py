@@ -13,6 +13,11 @@ does the job.
 # attribute "uninitialized_variables"; restoring it discards them unallocated.
 from keras.src.backend.common import global_state
 
+# models/speech_recognizer.py, models/slam_pretrainer.py `compute_loss`: the
+# 1 / replicas factor Keras' own losses apply under tf.distribute, so that
+# the replicas' summed gradients are those of the global batch mean.
+from keras.src.losses.loss import scale_loss_for_distribution
+
 # utils/preset_utils.py `weight_mismatch`: walks a model the way Keras' weights
 # file does (`_walk_saveable`, `_get_unique_name` for container entries,
 # snake-case class names) to name the first variable that does not fit.
@@ -92,6 +97,7 @@ __all__ = [
     "global_state",
     "preprocessing_function",
     "register_presets",
+    "scale_loss_for_distribution",
     "to_snake_case",
     "unique_saveable_name",
     "walk_saveable",

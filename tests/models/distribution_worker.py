@@ -53,13 +53,13 @@ def make_batch():
     return x, y
 
 
-def one_step(initial_weights, batch):
+def one_step(initial_weights, batch, global_clipnorm=5.0, learning_rate=1e-3):
     """(loss, updated weights) of one training step from `initial_weights`."""
     model = make_recognizer()
     model.set_weights(initial_weights)
-    # Adam's first step is lr * sign(gradient) where |gradient| >> epsilon; a
-    # small lr keeps the round-off of near-epsilon gradients under 1e-5.
-    model.compile(learning_rate=1e-3)
+    # Adam's first step is lr * g / (|g| + epsilon): a gradient near epsilon
+    # turns its round-off into a weight change of up to lr, so lr is small.
+    model.compile(learning_rate=learning_rate, global_clipnorm=global_clipnorm)
     history = model.fit(*batch, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     return history.history["loss"][0], [keras.ops.convert_to_numpy(w) for w in model.weights]
 

@@ -141,6 +141,15 @@ def check_tensor_utils():
     assert np.array_equal(keras.ops.convert_to_numpy(Layer().call(np.ones(2))), [1, 1])
 
 
+def check_scale_loss_for_distribution():
+    # Outside a tf.distribute strategy (and on JAX / torch) the loss is kept.
+    loss = keras.ops.convert_to_tensor(3.0)
+    assert float(keras.ops.convert_to_numpy(keras_private.scale_loss_for_distribution(loss))) == 3
+    assert list(inspect.signature(keras_private.scale_loss_for_distribution).parameters) == [
+        "value"
+    ]
+
+
 # Symbols of `keras_private` -> the check of how the library uses them.
 CHECKS = {
     "global_state": check_global_state,
@@ -153,6 +162,7 @@ CHECKS = {
     "get_preset_loader": check_get_preset_loader,
     "register_presets": check_register_presets,
     "convert_to_ragged_batch preprocessing_function": check_tensor_utils,
+    "scale_loss_for_distribution": check_scale_loss_for_distribution,
 }
 
 
