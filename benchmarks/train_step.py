@@ -4,7 +4,7 @@ Same shape on both sides: 160-dim features -> LayerNorm + Dense to D ->
 L Conformer blocks (D wide, H heads, FFN F, depthwise kernel 5, causal,
 LayerNorm in the conv module, relative_key 64/8), all dropouts 0,
 mean-square loss, AdamW. Ours is a jit-compiled `train_on_batch` on the
-process's KERAS_BACKEND; HF runs in torch train mode. Each `make_*` returns a
+process's KERAS_BACKEND (eager on torch); HF runs in torch train mode. Each `make_*` returns a
 function that runs one step.
 """
 
@@ -50,7 +50,10 @@ def make_keras_step(shape):
     )
     x = ConformerEncoder(shape.layers, shape.hidden, conformer)(x, padding_mask)
     model = keras.Model([features, padding_mask], x)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=True)
+    # XLA on JAX and TensorFlow; torch runs eagerly as its `fit` does by
+    # default (jit_compile=True would mean minutes of torch.compile).
+    jit_compile = keras.backend.backend() != "torch"
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     inputs = [
         rng.normal(size=(shape.batch, shape.frames, FEATURES)).astype("float32"),
