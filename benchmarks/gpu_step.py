@@ -70,10 +70,8 @@ def train_step_flops(backbone, batch, subsampled_frames, text_length):
     blocks = backbone.num_speech_layers * conformer_block_flops(
         subsampled_frames, d, conformer
     ) + backbone.num_shared_layers * conformer_block_flops(shared_length, d, conformer)
-    block_params = sum(
-        layer.count_params()
-        for layer in (backbone.speech_tower.encoder, backbone.shared_encoder)
-        if hasattr(layer, "count_params")
+    block_params = (
+        backbone.speech_tower.encoder.count_params() + backbone.shared_encoder.count_params()
     )
     other_params = backbone.count_params() - block_params
     forward = batch * (blocks + 2 * other_params * subsampled_frames)
