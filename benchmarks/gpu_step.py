@@ -42,9 +42,12 @@ import os
 import resource
 import statistics
 import sys
-import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from benchmarks import train_step
+
 # Dense bf16 peak TFLOP/s by device name (vendor data sheets, no sparsity).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 
@@ -97,17 +100,6 @@ def peak_memory_bytes(backend, device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def time_steps(step, warmup, steps):
-    for _ in range(warmup):
-        step()
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
 def run_keras(preset, batch, frames, warmup, steps):
     import keras
     import numpy as np
@@ -130,7 +122,10 @@ def run_keras(preset, batch, frames, warmup, steps):
     }
     sequence_length = model.predict_on_batch(inputs).shape[1]
     targets = np.zeros((batch, sequence_length, backbone.hidden_dim), "float32")
-    seconds = time_steps(lambda: model.train_on_batch(inputs, targets), warmup, steps)
+    step_seconds = train_step.time_steps(
+        lambda: model.train_on_batch(inputs, targets), warmup, steps
+    )
+    seconds = statistics.median(step_seconds)
     flops, rule = train_step_flops(backbone, batch, sequence_length - 1, text_length=1)
     return dict(
         name=f"keras-slam {preset} ({keras.backend.backend()}, mixed_bfloat16)",
@@ -143,51 +138,29 @@ def run_keras(preset, batch, frames, warmup, steps):
 
 
 def run_hugging_face(preset, batch, subsampled_frames, warmup, steps, device):
-    import torch
-    from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
-
+    """HF `Wav2Vec2BertModel` of the preset's size on the T' frames, bf16 autocast."""
     from keras_slam.layers.conformer import ConformerConfig
     from keras_slam.models.slam_backbone_presets import backbone_presets
 
     config = backbone_presets[preset].config
     conformer = ConformerConfig.coerce(config["conformer"])
-    hf_config = Wav2Vec2BertConfig(
-        hidden_size=config["hidden_dim"],
-        num_hidden_layers=config["num_speech_layers"] + config["num_shared_layers"],
-        num_attention_heads=conformer.num_heads,
-        intermediate_size=conformer.ffn_dim,
-        conv_depthwise_kernel_size=conformer.kernel_size,
-        position_embeddings_type="relative",
-        hidden_dropout=0.0,
-        activation_dropout=0.0,
-        attention_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.0,
+    shape = train_step.TrainShape(
+        batch=batch,
+        frames=subsampled_frames,
+        layers=config["num_speech_layers"] + config["num_shared_layers"],
+        hidden=config["hidden_dim"],
+        heads=conformer.num_heads,
+        ffn=conformer.ffn_dim,
+        kernel=conformer.kernel_size,
     )
     torch_device = "cuda" if device == "gpu" else "cpu"
-    model = Wav2Vec2BertModel(hf_config).to(torch_device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    features = torch.randn(batch, subsampled_frames, 160, device=torch_device)
-
-    def step():
-        optimizer.zero_grad()
-        with torch.autocast(torch_device, dtype=torch.bfloat16):
-            outputs = model(features).last_hidden_state
-        outputs.float().square().mean().backward()
-        optimizer.step()
-        if device == "gpu":
-            torch.cuda.synchronize()
-
     if device == "gpu":
+        import torch
+
         torch.cuda.reset_peak_memory_stats()
-    seconds = time_steps(step, warmup, steps)
-    return dict(
-        name=f"HF Wav2Vec2Bert (torch bf16 autocast, {hf_config._attn_implementation})",
-        seconds=seconds,
-        frames_per_step=batch * subsampled_frames,
-        parameters=sum(p.numel() for p in model.parameters()),
-    )
+    name, step = train_step.make_hugging_face_step(shape, "relative", torch_device, bfloat16=True)
+    seconds = statistics.median(train_step.time_steps(step, warmup, steps))
+    return dict(name=name, seconds=seconds, frames_per_step=batch * subsampled_frames)
 
 
 def device_peak_tflops():
@@ -218,7 +191,6 @@ def main(argv=None):
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    sys.path.insert(0, REPO_ROOT)
     import keras
 
     preset = "slam_600m" if args.config == "slam_600m" else "slam_tiny"

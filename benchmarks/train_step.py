@@ -9,6 +9,7 @@ function that runs one step.
 """
 
 import dataclasses
+import time
 
 FEATURES = 160
 
@@ -63,7 +64,22 @@ def make_keras_step(shape):
     return f"keras-slam ({keras.backend.backend()})", lambda: model.train_on_batch(inputs, targets)
 
 
-def make_hugging_face_step(shape):
+def time_steps(step, warmup, steps, clock=time.perf_counter):
+    """Per-step seconds of `steps` calls of `step` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    seconds = []
+    for _ in range(steps):
+        start = clock()
+        step()
+        seconds.append(clock() - start)
+    return seconds
+
+
+def make_hugging_face_step(
+    shape, position_embeddings_type="relative_key", device="cpu", bfloat16=False
+):
+    """HF's step on `device` ("cpu" or "cuda"), in bf16 autocast if `bfloat16`."""
     import torch
     from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
 
@@ -74,7 +90,7 @@ def make_hugging_face_step(shape):
         intermediate_size=shape.ffn,
         conv_depthwise_kernel_size=shape.kernel,
         feature_projection_input_dim=FEATURES,
-        position_embeddings_type="relative_key",
+        position_embeddings_type=position_embeddings_type,
         left_max_position_embeddings=64,
         right_max_position_embeddings=8,
         hidden_dropout=0.0,
@@ -84,15 +100,19 @@ def make_hugging_face_step(shape):
         layerdrop=0.0,
         mask_time_prob=0.0,
     )
-    model = Wav2Vec2BertModel(config).train()
+    model = Wav2Vec2BertModel(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    features = torch.randn(shape.batch, shape.frames, FEATURES)
-    attention_mask = torch.ones(shape.batch, shape.frames, dtype=torch.long)
+    features = torch.randn(shape.batch, shape.frames, FEATURES, device=device)
+    attention_mask = torch.ones(shape.batch, shape.frames, dtype=torch.long, device=device)
 
     def step():
         optimizer.zero_grad()
-        outputs = model(features, attention_mask=attention_mask).last_hidden_state
-        outputs.square().mean().backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16):
+            outputs = model(features, attention_mask=attention_mask).last_hidden_state
+        outputs.float().square().mean().backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
-    return f"HF Wav2Vec2Bert (torch, {config._attn_implementation})", step
+    precision = "bf16 autocast, " if bfloat16 else ""
+    return f"HF Wav2Vec2Bert (torch, {precision}{config._attn_implementation})", step

@@ -15,7 +15,6 @@ import os
 import resource
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -62,18 +61,6 @@ def make_step(workload, contender, quick, folder):
     return name, step, shape.batch * shape.frames, "frames"
 
 
-def time_steps(step, warmup, steps, clock=time.perf_counter):
-    """Per-step seconds of `steps` calls of `step` after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
-    seconds = []
-    for _ in range(steps):
-        start = clock()
-        step()
-        seconds.append(clock() - start)
-    return seconds
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=WORKLOADS, required=True)
@@ -84,7 +71,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         name, step, units, unit = make_step(args.workload, args.contender, args.quick, folder)
-        seconds = time_steps(step, args.warmup, args.steps)
+        seconds = train_step.time_steps(step, args.warmup, args.steps)
     # ru_maxrss is in kB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
