@@ -3,6 +3,7 @@
     python -m recipes.slam --config mslam_tiny --output /tmp/mslam_tiny
     python -m recipes.slam --config slam_tiny --steps 200
     python -m recipes.slam --config w2v_bert_tiny --steps 300 --output /tmp/w2v_tiny
+    python -m recipes.slam --config slam_tiny --position-encoding rotary
 
 Named configs (`CONFIGS`); each takes its model from the preset table
 (`keras_slam.models.slam_backbone_presets`) and adds the recipe: objectives,
@@ -64,6 +65,7 @@ from keras_slam.callbacks import (
     CodebookCollapseMonitor,
     ObjectiveSchedule,
 )
+from keras_slam.layers.attention import POSITION_ENCODINGS
 from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
@@ -269,16 +271,35 @@ def plot_history(history, path):
     pyplot.close(figure)
 
 
-def pretrain(config_name, output_dir, steps=None, steps_per_epoch=10, corpus_dir=SAMPLE_CORPUS):
+def with_position_encoding(config, position_encoding):
+    """`config` with every Conformer block's attention set to
+    `position_encoding` (e.g. "rotary" against the default
+    "relative_sinusoidal"; see `RelativePositionAttention`)."""
+    conformer = dataclasses.replace(
+        config["backbone"]["conformer"], position_encoding=position_encoding
+    )
+    return dict(config, backbone=dict(config["backbone"], conformer=conformer))
+
+
+def pretrain(
+    config_name,
+    output_dir,
+    steps=None,
+    steps_per_epoch=10,
+    corpus_dir=SAMPLE_CORPUS,
+    position_encoding=None,
+):
     """Pre-trains a tiny config on the sample corpus; returns the history dict.
 
-    Writes `history.json` (per-epoch means of every loss and metric),
+    `position_encoding` replaces the config's (None: keep it). Writes `history.json` (per-epoch means of every loss and metric),
     `loss_curves.png` and, with speech objectives, `codebook_usage.png`
     into `output_dir`.
     """
     config = CONFIGS[config_name]
     if "max_seconds" not in config:
         raise ValueError(f"{config_name} is a paper-scale config; only *_tiny configs run here")
+    if position_encoding is not None:
+        config = with_position_encoding(config, position_encoding)
     steps = steps or config["steps"]
     os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -327,8 +348,20 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--output", default="runs/pretrain")
     parser.add_argument("--corpus", default=SAMPLE_CORPUS)
+    parser.add_argument(
+        "--position-encoding",
+        choices=POSITION_ENCODINGS,
+        default=None,
+        help="the attention's positions (default: the config's, relative_sinusoidal)",
+    )
     args = parser.parse_args(argv)
-    history = pretrain(args.config, args.output, args.steps, corpus_dir=args.corpus)
+    history = pretrain(
+        args.config,
+        args.output,
+        args.steps,
+        corpus_dir=args.corpus,
+        position_encoding=args.position_encoding,
+    )
     for name in sorted(history):
         if name.endswith(("loss", "accuracy")) or name.startswith("codebook_"):
             print(f"{name}: {history[name][0]:.4f} -> {history[name][-1]:.4f}")

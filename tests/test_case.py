@@ -557,3 +557,36 @@ def assert_fit_on_variable_lengths(model, batches):
     assert np.isfinite(loss), loss
     after = [to_numpy(weight) for weight in model.trainable_weights]
     assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+
+
+def train_step_traces(model, fit, shape_of):
+    """Runs `fit()` with `model.train_step` wrapped; returns `shape_of(batch)`
+    for every Python run of the step. Under jit (JAX, TensorFlow) the step
+    runs in Python only when it is traced, so the list counts the traces
+    (compiles); torch runs it eagerly at every batch."""
+    traces = []
+    train_step = model.train_step
+
+    def counting_train_step(state_or_data, *data):
+        traces.append(shape_of(data[-1] if data else state_or_data))
+        return train_step(state_or_data, *data)
+
+    model.train_step = counting_train_step
+    try:
+        fit()
+    finally:
+        model.train_step = train_step
+    return traces
+
+
+def assert_one_compile_per_bucket(traces, bucket_shapes, num_batches):
+    """JAX traces the step once per bucket shape (in order of first use);
+    TensorFlow traces it with the bucketed lengths unknown (None), at most
+    once per bucket; torch runs it eagerly, once per batch."""
+    if backend() == "jax":
+        assert traces == list(bucket_shapes), traces
+    elif backend() == "tensorflow":
+        assert len(traces) <= len(bucket_shapes), traces
+        assert all(None in shape for shape in traces), traces
+    else:
+        assert len(traces) == num_batches, traces

@@ -35,9 +35,20 @@ def test_paper_optimizer_settings():
     assert slam.CONFIGS["mslam_600m"]["batch"] == {"speech": 2048, "text": 8192, "paired": 256}
 
 
-@pytest.mark.parametrize("name", ["slam_tiny", "mslam_tiny"])
-def test_tiny_configs_build_and_give_finite_losses(name, seeded):
-    pretrainer = slam.build_pretrainer(slam.CONFIGS[name], vocabulary_size=50)
+@pytest.mark.parametrize(
+    "name, position_encoding",
+    [("slam_tiny", None), ("mslam_tiny", None), ("slam_tiny", "rotary")],
+)
+def test_tiny_configs_build_and_give_finite_losses(name, position_encoding, seeded):
+    config = slam.CONFIGS[name]
+    if position_encoding:
+        config = slam.with_position_encoding(config, position_encoding)
+    pretrainer = slam.build_pretrainer(config, vocabulary_size=50)
+    attention = [
+        layer for layer in pretrainer._flatten_layers() if hasattr(layer, "position_encoding")
+    ]
+    expected = position_encoding or "relative_sinusoidal"
+    assert attention and {layer.position_encoding for layer in attention} == {expected}
     mask = np.ones((2, 64), "float32")
     speech = {
         "speech_features": seeded.normal(size=(2, 64, 80)).astype("float32"),

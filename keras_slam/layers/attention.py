@@ -3,12 +3,15 @@
 import math
 
 import keras
+import keras_hub
 from keras import ops
 
 from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
-POSITION_ENCODINGS = ("relative_key", "relative_sinusoidal", "none")
+POSITION_ENCODINGS = ("relative_key", "relative_sinusoidal", "rotary", "none")
+# Position encodings with no (T, T) logit bias: they reach fused kernels.
+_BIAS_FREE_ENCODINGS = ("rotary", "none")
 
 # Added to the logits of padded keys: far below any real logit, so padded keys
 # get weight exactly 0, yet finite in float32 and bfloat16 (no inf - inf NaN).
@@ -84,7 +87,15 @@ class RelativePositionAttention(keras.layers.Layer):
       query-minus-key distance through `position_dense` (no bias), learned
       biases `pos_bias_u` (content) and `pos_bias_v` (position):
       `logits = ((q + u) . k + (q + v) . P[i - j]) / sqrt(head_dim)`.
+    - "rotary" (RoPE, Su et al. 2021): keras-hub's `RotaryEmbedding` turns
+      the channel pairs (k, k + d/2) of each head's query and key at
+      position t by `t * 10000 ** (-2k / d)`, so `q . k` depends on the
+      positions only through their difference; no position weights.
     - "none": plain scaled dot-product attention.
+
+    "rotary" and "none" add no (T, T) bias, so they run through
+    `keras.ops.dot_product_attention` with a key mask and
+    `flash_attention=None` (fused kernels where the backend has them).
 
     Padded keys get zero weight; padded query rows output zeros.
 
@@ -92,7 +103,7 @@ class RelativePositionAttention(keras.layers.Layer):
         hidden_dim: model width D (= num_heads * head_dim).
         num_heads: number of heads H.
         position_encoding: one of "relative_key", "relative_sinusoidal",
-            "none".
+            "rotary", "none".
         left_context, right_context: clipping range of "relative_key".
         attention_dropout: dropout on the attention probabilities.
         kernel_initializer: initializer of the projections.
@@ -147,6 +158,13 @@ class RelativePositionAttention(keras.layers.Layer):
         self.output_dense = dense("output_dense")
         if position_encoding == "relative_sinusoidal":
             self.position_dense = dense("position_dense", use_bias=False)
+        if position_encoding == "rotary":
+            if self.head_dim % 2:
+                raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
+            # (B, T, H, d): rotates along T, channel pairs along d.
+            self.rotary_embedding = keras_hub.layers.RotaryEmbedding(
+                sequence_axis=1, feature_axis=-1, dtype=self.dtype_policy, name="rotary_embedding"
+            )
         self.probability_dropout = keras.layers.Dropout(
             attention_dropout, dtype=self.dtype_policy, name="probability_dropout"
         )
@@ -205,7 +223,9 @@ class RelativePositionAttention(keras.layers.Layer):
         mask = ops.cast(padding_mask, x.dtype)
         # (B, 1, 1, T): pushes padded keys out of every softmax.
         bias = ((1.0 - mask) * _PADDED_KEY_LOGIT)[:, None, None, :]
-        if self.position_encoding != "none":
+        if self.position_encoding == "rotary":
+            query, key = self.rotary_embedding(query), self.rotary_embedding(key)
+        elif self.position_encoding != "none":
             position_logits, query = self._position_logits(query)
             bias = bias + position_logits * scale
 
@@ -216,6 +236,15 @@ class RelativePositionAttention(keras.layers.Layer):
                 ops.cast(probabilities, x.dtype), training=training
             )
             attended = ops.einsum("bhts,bshd->bthd", probabilities, value)
+        elif self.position_encoding in _BIAS_FREE_ENCODINGS:
+            real_key = ops.greater(padding_mask, 0)
+            # An all-padding item attends to every key (its output is zeroed
+            # below): an all-False mask row is NaN in some fused kernels.
+            no_real_key = ops.logical_not(ops.any(real_key, axis=1, keepdims=True))
+            key_mask = ops.logical_or(real_key, no_real_key)[:, None, None, :]
+            attended = ops.dot_product_attention(
+                query, key, value, mask=key_mask, scale=scale, flash_attention=None
+            )
         else:
             # Fused attention where the backend has it (cuDNN/SDPA on GPU).
             attended = ops.dot_product_attention(query, key, value, bias=bias, scale=scale)

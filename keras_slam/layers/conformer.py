@@ -371,8 +371,10 @@ class ConformerConfig:
         ffn_dim: inner width of both feed-forward modules.
         kernel_size, conv_padding, conv_norm, conv_norm_groups,
             pointwise_bias: see `ConformerConvolution`.
-        position_encoding, left_context, right_context: see
-            `RelativePositionAttention` (the contexts clip "relative_key").
+        position_encoding: "relative_sinusoidal", "relative_key", "rotary"
+            (fused attention kernels where the backend has them) or "none";
+            see `RelativePositionAttention`.
+        left_context, right_context: clip "relative_key"'s distances.
         dropout: on each module's output (FFN, MHSA, conv); the towers also
             apply it to their front end and text embedding.
         attention_dropout: on the attention probabilities.

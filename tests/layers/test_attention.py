@@ -1,5 +1,6 @@
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -69,6 +70,10 @@ def build_relative_sinusoidal(inputs):
     return build_attention(inputs, "relative_sinusoidal")
 
 
+def build_rotary(inputs):
+    return build_attention(inputs, "rotary")
+
+
 def build_no_positions(inputs):
     return build_attention(inputs, "none")
 
@@ -76,9 +81,10 @@ def build_no_positions(inputs):
 BUILDERS = {
     "relative_key": "tests.layers.test_attention:build_relative_key",
     "relative_sinusoidal": "tests.layers.test_attention:build_relative_sinusoidal",
+    "rotary": "tests.layers.test_attention:build_rotary",
     "none": "tests.layers.test_attention:build_no_positions",
 }
-EXPECTED_NUM_WEIGHTS = {"relative_key": 9, "relative_sinusoidal": 11, "none": 8}
+EXPECTED_NUM_WEIGHTS = {"relative_key": 9, "relative_sinusoidal": 11, "rotary": 8, "none": 8}
 
 
 @pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
@@ -123,14 +129,80 @@ def test_mixed_bfloat16_finite(seeded, position_encoding):
     test_case.assert_mixed_precision_finite(BUILDERS[position_encoding], make_inputs(seeded))
 
 
-def test_dropout_path_matches_fused_path(seeded):
-    """The explicit-softmax path (used for attention dropout) is the same math."""
+@pytest.mark.parametrize("position_encoding", ["relative_key", "rotary", "none"])
+def test_dropout_path_matches_fused_path(seeded, position_encoding):
+    """The explicit-softmax path (used for attention dropout) is the same math
+    as `dot_product_attention` (with a bias, or with a key mask)."""
     inputs = make_inputs(seeded)
-    layer, call_fn = build_relative_key(inputs)
+    layer, call_fn = build_attention(inputs, position_encoding)
     fused = test_case.to_numpy(call_fn(inputs)[0])
     layer.attention_dropout = 1e-9  # takes the dropout path, drops nothing
     plain = layer(inputs["x"], inputs["padding_mask"], training=True)
     np.testing.assert_allclose(test_case.to_numpy(plain), fused, atol=1e-5)
+
+
+def numpy_rotary(x, positions):
+    """Reference RoPE of (B, T, H, d) at `positions` (T,): pairs (k, k + d/2)."""
+    half = x.shape[-1] // 2
+    angles = positions[:, None] * 10000.0 ** (-np.arange(half) / half)
+    cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+    first, second = x[..., :half], x[..., half:]
+    return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+def test_rotary_matches_numpy_softmax_reference(seeded):
+    inputs = make_inputs(seeded)
+    layer, call_fn = build_rotary(inputs)
+    x, real = inputs["x"], inputs["padding_mask"] > 0
+    x = np.where(real[..., None], x, 0.0)
+    weights = {w.path.split("/")[-2] + "/" + w.name: test_case.to_numpy(w) for w in layer.weights}
+
+    def project(name):
+        projected = x @ weights[f"{name}/kernel"] + weights[f"{name}/bias"]
+        return projected.reshape(x.shape[:2] + (HEADS, HIDDEN // HEADS))
+
+    positions = np.arange(LENGTH, dtype="float64")
+    query = numpy_rotary(project("query_dense"), positions)
+    key = numpy_rotary(project("key_dense"), positions)
+    logits = np.einsum("bthd,bshd->bhts", query, key) / np.sqrt(HIDDEN // HEADS)
+    logits = np.where(real[:, None, None, :], logits, -np.inf)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    attended = np.einsum("bhts,bshd->bthd", probabilities, project("value_dense"))
+    attended = attended.reshape(x.shape[:2] + (HIDDEN,))
+    expected = attended @ weights["output_dense/kernel"] + weights["output_dense/bias"]
+    expected = np.where(real[..., None], expected, 0.0)
+    np.testing.assert_allclose(test_case.to_numpy(call_fn(inputs)[0]), expected, atol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_position_differences(seeded):
+    """Shifting every position by the same offset leaves q . k unchanged;
+    a shifted query alone changes it."""
+    layer, _ = build_rotary(make_inputs(seeded))
+    query, key = (seeded.normal(size=(2, LENGTH, HEADS, HIDDEN // HEADS)) for _ in range(2))
+    query, key = query.astype("float32"), key.astype("float32")
+
+    def logits(query_offset, key_offset):
+        positions = np.arange(LENGTH, dtype="float32")
+        rotated_query = layer.rotary_embedding(query, positions=positions + query_offset)
+        rotated_key = layer.rotary_embedding(key, positions=positions + key_offset)
+        return test_case.to_numpy(keras.ops.einsum("bthd,bshd->bhts", rotated_query, rotated_key))
+
+    np.testing.assert_allclose(logits(37.0, 37.0), logits(0.0, 0.0), atol=1e-4)
+    assert np.abs(logits(3.0, 0.0) - logits(0.0, 0.0)).max() > 1e-2
+
+
+def test_rotary_all_padding_item_stays_finite(seeded):
+    inputs = make_inputs(seeded)
+    inputs["padding_mask"][0] = 0
+    _, call_fn = build_rotary(inputs)
+    outputs = test_case.to_numpy(call_fn(inputs)[0])
+    assert np.all(np.isfinite(outputs)) and np.all(outputs[0] == 0)
+
+
+def test_rotary_rejects_odd_head_dim():
+    with pytest.raises(ValueError, match="even head_dim, got 3"):
+        RelativePositionAttention(12, 4, position_encoding="rotary")
 
 
 @pytest.mark.parametrize(

@@ -217,6 +217,39 @@ def test_blank_only_guard_fires_on_blank_model(seeded):
     assert "frames shorter than labels" in message and "learning rate" in message
 
 
+def test_fit_on_several_buckets_compiles_once_per_bucket(seeded):
+    """A 2-epoch fit over K = 2 bucket shapes with the lengths unknown to
+    the dataset (as the bucketed pipeline gives them) traces (compiles) the
+    train step at most K times in all."""
+    import tensorflow as tf
+
+    recognizer = make_recognizer()
+    recognizer.compile(learning_rate=1e-2)
+    buckets = [(48, ["hello", "cat"]), (64, ["good day", "a cat sat"])]
+    batches = [
+        (
+            features(seeded, batch_size=2, length=length),
+            recognizer.preprocessor.tokenize_transcripts(transcripts),
+        )
+        for length, transcripts in buckets * 2
+    ]
+    signature = keras.tree.map_structure(
+        lambda array: tf.TensorSpec((2, None) + array.shape[2:], tf.as_dtype(array.dtype)),
+        batches[0],
+    )
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    history = {}
+
+    def fit():
+        history.update(recognizer.fit(dataset, epochs=2, verbose=0).history)
+
+    traces = test_case.train_step_traces(
+        recognizer, fit, lambda batch: tuple(batch[0]["speech_features"].shape)
+    )
+    assert len(history["loss"]) == 2 and np.all(np.isfinite(history["loss"]))
+    test_case.assert_one_compile_per_bucket(traces, [(2, 48, 80), (2, 64, 80)], num_batches=8)
+
+
 def test_blank_only_guard_runs_inside_fit(seeded):
     recognizer = make_recognizer()
     _blank_biased(recognizer, favourite=recognizer.blank_index)

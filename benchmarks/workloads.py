@@ -1,0 +1,90 @@
+"""The benchmark workloads and the child process that times one contender.
+
+    python -m benchmarks.workloads --workload train_8x250 --contender keras \
+        --warmup 2 --steps 5
+
+runs, in this process (KERAS_BACKEND chosen by the caller), `warmup`
+untimed and `steps` timed steps of one contender and prints one line
+`@bench {json}`: name, per-step seconds, units per step, peak RSS (MB,
+`resource.getrusage` of this process).
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+
+import numpy as np
+
+from benchmarks import features, train_step
+
+# Workload -> (shape, quick shape). Train steps count frames; the feature
+# pipeline counts audio seconds per pass over its corpus.
+TRAIN_WORKLOADS = {
+    "train_8x250": (
+        train_step.TrainShape(batch=8, frames=250),
+        train_step.TrainShape(batch=2, frames=40, layers=1, hidden=32, heads=2, ffn=64),
+    ),
+    "train_4x750": (
+        train_step.TrainShape(batch=4, frames=750),
+        train_step.TrainShape(batch=1, frames=120, layers=1, hidden=32, heads=2, ffn=64),
+    ),
+}
+FEATURE_SECONDS = {False: 3000.0, True: 20.0}
+WORKLOADS = (*TRAIN_WORKLOADS, "features")
+# The contenders of every workload: (contender, KERAS_BACKEND of its process).
+CONTENDERS = {
+    "train": (("hf", "torch"), ("keras", "jax"), ("keras", "tensorflow"), ("keras", "torch")),
+    "features": (("hf", "tensorflow"), ("keras", "tensorflow")),
+}
+
+
+def contenders_of(workload):
+    return CONTENDERS["features" if workload == "features" else "train"]
+
+
+def make_step(workload, contender, quick, folder):
+    """(name, function running one step, units per step, unit)."""
+    if workload == "features":
+        waveforms = features.make_corpus(folder, FEATURE_SECONDS[quick], np.random.default_rng(0))
+        audio_seconds = sum(map(len, waveforms)) / features.schema.SAMPLE_RATE
+        if contender == "hf":
+            name, step = features.make_huggingface_pass(waveforms)
+        else:
+            name, step = features.make_pipeline_pass(folder)
+        return name, step, audio_seconds, "audio-s"
+    shape = TRAIN_WORKLOADS[workload][quick]
+    make = train_step.make_hugging_face_step if contender == "hf" else train_step.make_keras_step
+    name, step = make(shape)
+    return name, step, shape.batch * shape.frames, "frames"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=WORKLOADS, required=True)
+    parser.add_argument("--contender", choices=("hf", "keras"), required=True)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        name, step, units, unit = make_step(args.workload, args.contender, args.quick, folder)
+        seconds = train_step.time_steps(step, args.warmup, args.steps)
+    # ru_maxrss is in kB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    result = dict(
+        name=name,
+        seconds=seconds,
+        units_per_step=units,
+        unit=unit,
+        peak_rss_mb=peak_rss_mb,
+        pid=os.getpid(),
+    )
+    print("@bench " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
