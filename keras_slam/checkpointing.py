@@ -44,6 +44,7 @@ are skipped by `FiniteStepOptimizer` and counted as `skipped_steps` in the
 logs by `TerminateOnSkippedSteps`; this many in a row stop the run).
 """
 
+import argparse
 import json
 import math
 import os
@@ -223,6 +224,13 @@ def add_training_arguments(parser, checkpoint_every_steps=100):
         default=10,
         help="non-finite steps in a row (each skipped) that stop the run",
     )
+
+
+def default_training_arguments():
+    """The flags' defaults, for a recipe called as a function."""
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    return parser.parse_args([])
 
 
 def checkpoint_from_args(args, output_dir, name=None):

@@ -315,7 +315,7 @@ def pretrain(
     config = CONFIGS[config_name]
     if "max_seconds" not in config:
         raise ValueError(f"{config_name} is a paper-scale config; only *_tiny configs run here")
-    args = args or training_parser().parse_args([])
+    args = args or checkpointing.default_training_arguments()
     steps = steps or config["steps"]
     os.makedirs(output_dir, exist_ok=True)
     checkpointing.apply_mixed_precision(args)

@@ -168,6 +168,7 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
         encoder_learning_rate_multiplier=1.0,
         freeze_encoder_steps=0,
         global_clipnorm=5.0,
+        gradient_accumulation_steps=None,
         **kwargs,
     ):
         """Compiles with the CTC loss (`compute_loss`) and `EncoderHeadAdam`.
@@ -182,6 +183,8 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
             encoder_learning_rate_multiplier: encoder lr / head lr.
             freeze_encoder_steps: steps that train only the head.
             global_clipnorm: gradient clipping of the "auto" optimizer.
+            gradient_accumulation_steps: steps whose gradients the "auto"
+                optimizer averages into one update (None: every step).
             **kwargs: `keras.Model.compile` arguments.
         """
         if optimizer == "auto":
@@ -191,6 +194,7 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
                 freeze_encoder_steps=freeze_encoder_steps,
                 learning_rate=learning_rate,
                 global_clipnorm=global_clipnorm,
+                gradient_accumulation_steps=gradient_accumulation_steps,
             )
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
 
