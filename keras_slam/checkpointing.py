@@ -87,6 +87,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.history = {}
         self.restored = False
         self.total_steps = None
+        self.save_due = False
 
     def checkpoints(self):
         """[(step, path)] of the complete checkpoints, oldest first."""
@@ -162,14 +163,20 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        self.save_due = self.step % self.every_steps == 0
         if self.total_steps is not None and self.step >= self.total_steps:
-            self.model.stop_training = True
-        elif self.step % self.every_steps == 0:
-            self.save()
+            self.model.stop_training = True  # saved by on_train_end
+            self.save_due = False
+        elif self.save_due and batch + 1 < self.params.get("steps", batch + 2):
+            self.save()  # mid-epoch; at an epoch's end, on_epoch_end saves with its logs
+            self.save_due = False
 
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
+        if self.save_due:
+            self.save()
+            self.save_due = False
 
     def on_train_end(self, logs=None):
         if not self.checkpoints() or self.checkpoints()[-1][0] != self.step:

@@ -1,7 +1,12 @@
 """Checkpoints resume a fit exactly; writes are atomic; keep-last-N; recipe flags."""
 
 import argparse
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -12,6 +17,8 @@ from keras_slam import checkpointing
 from keras_slam.callbacks import ObjectiveSchedule
 from keras_slam.optimizers import FiniteStepOptimizer, find_finite_step_optimizer
 from tests import test_case
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Weighted(keras.Model):
@@ -146,3 +153,76 @@ def test_training_flags():
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def run_killed_and_resumed(tmp_path, steps=30, kill_after_step=10):
+    """Runs `recipes.slam` (best_rq_tiny, a checkpoint every 5 steps), kills it
+    with SIGKILL once a checkpoint of `kill_after_step` exists, reruns the
+    same command to the end; returns (resumed step, history before the kill,
+    final history, rerun's stdout)."""
+    command = [
+        sys.executable,
+        "-m",
+        "recipes.slam",
+        "--config",
+        "best_rq_tiny",
+        "--steps",
+        str(steps),
+        "--steps-per-epoch",
+        "5",
+        "--checkpoint-every-steps",
+        "5",
+        "--output",
+        str(tmp_path),
+    ]
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), PYTHONPATH=REPO_ROOT)
+    checkpoint = checkpointing.TrainingCheckpoint(str(tmp_path / "checkpoints"))
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+        deadline = time.time() + 600
+        while not any(step >= kill_after_step for step, _ in checkpoint.checkpoints()):
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.time() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    newest, path = checkpoint.checkpoints()[-1]
+    assert newest < steps, "the run finished before it was killed"
+    with open(os.path.join(path, checkpointing.STATE_FILE)) as file:
+        killed_history = json.load(file)["history"]
+    rerun = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    with open(tmp_path / "history.json") as file:
+        history = json.load(file)
+    return newest, killed_history, history, rerun.stdout
+
+
+def check_resumed(tmp_path):
+    step, killed, history, stdout = run_killed_and_resumed(tmp_path)
+    assert f"resumed from step {step} " in stdout, stdout[-2000:]
+    # Keras counts the resumed epochs on: no "Epoch 1/" after a resume.
+    assert f"Epoch {step // 5 + 1}/6" in stdout and "Epoch 1/6" not in stdout, stdout[-2000:]
+    # The epochs before the kill are kept; the run still ends at step 30.
+    epochs = len(killed["loss"])
+    assert history["loss"][:epochs] == killed["loss"]
+    assert len(history["loss"]) == 6
+    losses = np.asarray(history["w2v_mlm_loss"])
+    # The first resumed epoch continues from the last one before the kill,
+    # not from the initial loss.
+    assert abs(losses[epochs] - losses[epochs - 1]) < abs(losses[epochs] - losses[0]), losses
+    from keras_slam.models.slam_backbone import SLAMBackbone
+
+    backbone = SLAMBackbone.from_preset(str(tmp_path / "preset"))
+    assert backbone.count_params() > 0
+
+
+@pytest.mark.slow(backend="jax")
+def test_slam_recipe_resumes_after_sigkill_on_jax(tmp_path):
+    check_resumed(tmp_path)
+
+
+@pytest.mark.slow(backend="tensorflow")
+def test_slam_recipe_resumes_after_sigkill_on_tensorflow(tmp_path):
+    check_resumed(tmp_path)
