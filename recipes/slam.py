@@ -46,6 +46,12 @@ stages, tokenizer, batches, optimizer, steps.
 when a metric of `COLLAPSE_THRESHOLDS` (or the config's
 `collapse_thresholds`) falls below its threshold at an epoch's end.
 
+Every run checkpoints (`<output>/checkpoints`, `keras_slam.checkpointing`:
+`--checkpoint-every-steps`, `--keep-checkpoints`, and the long-run flags
+`--gradient-accumulation-steps`, `--clipnorm`, `--mixed-precision bf16`),
+resumes when the same command is rerun, and ends by saving the pre-trained
+backbone with its front end and tokenizer as a preset (`<output>/preset`).
+
 Paper-scale configs are documented here and parameter-counted by the tests;
 they are not run here.
 """

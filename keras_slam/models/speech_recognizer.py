@@ -36,7 +36,7 @@ from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, standardize_waveform
 from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
 from keras_slam.objectives.ctc import ctc_loss
-from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.preset_utils import PresetMixin
 
 HEAD_NAME = "ctc_head"
@@ -197,6 +197,7 @@ class SpeechRecognizer(PresetMixin, keras_hub.models.Task):
                 gradient_accumulation_steps=gradient_accumulation_steps,
             )
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """CTC negative log-likelihood, mean over the items with audio."""
