@@ -262,6 +262,7 @@ def optimizer_arguments(args, **defaults):
 
 
 def apply_mixed_precision(args):
-    """Sets the global dtype policy of `--mixed-precision` (before models are built)."""
-    policy = {"none": "float32", "bf16": "mixed_bfloat16"}[args.mixed_precision]
-    keras.mixed_precision.set_dtype_policy(policy)
+    """Sets the global dtype policy to mixed_bfloat16 for `--mixed-precision bf16`
+    (call before building models); "none" leaves the policy as it is."""
+    if args.mixed_precision == "bf16":
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")

@@ -336,8 +336,9 @@ def pretrain(
     stages = tuple(
         (int(start * steps / config["steps"]), weights) for start, weights in config["stages"]
     )
+    start = checkpoint.restore(pretrainer)
     callbacks = [
-        ObjectiveSchedule(stages, initial_step=checkpoint.restore(pretrainer)),
+        ObjectiveSchedule(stages, initial_step=start),
         TerminateOnSkippedSteps(args.max_consecutive_skips),
     ]
     if pretrainer.codebook_usage is not None:
@@ -359,7 +360,7 @@ def pretrain(
     with open(os.path.join(output_dir, "history.json"), "w") as file:
         json.dump(history, file, indent=1)
     plot_history(history, os.path.join(output_dir, "loss_curves.png"))
-    if pretrainer.codebook_usage is not None:
+    if pretrainer.codebook_usage is not None and steps > start:
         # The metric resets every epoch: its counts cover the last epoch.
         save_codebook_usage_plot(
             pretrainer.codebook_usage.total_counts(),
