@@ -193,6 +193,31 @@ def skip_non_finite_steps(optimizer):
     return FiniteStepOptimizer(optimizer)
 
 
+@keras.saving.register_keras_serializable(package="keras_slam")
+class FiniteMean(keras.metrics.Mean):
+    """`keras.metrics.Mean` of the finite values only: a skipped step's NaN
+    loss leaves the running mean as it was (the step shows in
+    `skipped_steps` instead of turning a whole logging window into NaN)."""
+
+    def update_state(self, values, sample_weight=None):
+        values = ops.convert_to_tensor(values, self.dtype)
+        finite = ops.isfinite(values)
+        weight = ops.cast(finite, self.dtype)
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, self.dtype)
+        return super().update_state(ops.where(finite, values, 0.0), sample_weight=weight)
+
+
+def log_finite_losses(model):
+    """Makes a compiled `model` log the mean of its finite losses as "loss".
+
+    Keras' train step updates the private `model._loss_tracker` (a `Mean`)
+    with every step's loss; this swaps in a `FiniteMean`. Call after
+    `compile` (which creates the tracker).
+    """
+    model._loss_tracker = FiniteMean(name="loss")
+
+
 def find_finite_step_optimizer(optimizer):
     """The `FiniteStepOptimizer` in `optimizer` (itself or under a
     `LossScaleOptimizer`), or None."""

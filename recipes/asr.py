@@ -14,6 +14,8 @@ import os
 
 import keras
 
+from keras_slam import checkpointing
+from keras_slam.callbacks import TerminateOnSkippedSteps
 from keras_slam.data import pipeline
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.layers.log_mel import LogMelSpectrogram
@@ -104,8 +106,15 @@ def finetune(
     freeze_encoder_steps=0,
     callbacks=(),
     verbose=2,
+    checkpoint=None,
+    optimizer_arguments=None,
+    max_consecutive_skips=10,
 ):
     """CTC fine-tuning for `steps` steps (warm-up, then cosine decay).
+
+    `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
+    from; `optimizer_arguments`: `SpeechRecognizer.compile` optimizer
+    arguments (`global_clipnorm`, `gradient_accumulation_steps`).
 
     Returns: the mean training loss of each logging window (see `fit_logged`).
     """
@@ -121,36 +130,58 @@ def finetune(
         learning_rate=schedule,
         encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
         freeze_encoder_steps=freeze_encoder_steps,
+        **(optimizer_arguments or {}),
     )
-    return fit_logged(recognizer, train.map(split_asr_batch), steps, callbacks, verbose)["loss"]
+    return fit_logged(
+        recognizer,
+        train.map(split_asr_batch),
+        steps,
+        callbacks,
+        verbose,
+        checkpoint=checkpoint,
+        max_consecutive_skips=max_consecutive_skips,
+    )["loss"]
 
 
-def fit_logged(model, dataset, steps, callbacks=(), verbose=2, windows=20):
+def fit_logged(
+    model,
+    dataset,
+    steps,
+    callbacks=(),
+    verbose=2,
+    windows=20,
+    checkpoint=None,
+    max_consecutive_skips=10,
+):
     """`model.fit` for `steps` steps, logged as `windows` windows of equal length.
 
     Keras reports running means over an epoch; one short epoch per window
     turns them into the mean of each window (the dataset iterator and the
-    optimizer state carry on across epochs). `steps` is rounded up to a
-    multiple of the window length.
+    optimizer state carry on across epochs). Steps with a non-finite loss
+    are skipped and counted (`skipped_steps`); `max_consecutive_skips` in a
+    row stop the run. With a `checkpointing.TrainingCheckpoint`, the run
+    resumes from its newest checkpoint and saves periodically.
 
     Returns: {metric name: [mean of each window]}.
     """
     window = max(1, steps // windows)
-    history = model.fit(
+    history = checkpointing.fit(
+        model,
         dataset,
-        steps_per_epoch=window,
-        epochs=-(-steps // window),
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
-        verbose=verbose,
+        steps,
+        window,
+        checkpoint,
+        [TerminateOnSkippedSteps(max_consecutive_skips), *callbacks],
+        verbose,
     )
-    for name, values in history.history.items():
+    for name, values in history.items():
         bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
         if bad:
             raise FloatingPointError(
                 f"{name} became {values[bad[0]]} within training steps "
                 f"{bad[0] * window + 1}-{(bad[0] + 1) * window}"
             )
-    return history.history
+    return history
 
 
 def evaluate(recognizer, dataset, languages=LANGUAGES, strategy="greedy"):
@@ -191,7 +222,9 @@ def main(argv=None):
     parser.add_argument("--freeze-encoder-steps", type=int, default=0)
     parser.add_argument("--encoder-lr-multiplier", type=float, default=1.0)
     parser.add_argument("--batch-seconds", type=float, default=16.0)
+    checkpointing.add_training_arguments(parser)
     args = parser.parse_args(argv)
+    checkpointing.apply_mixed_precision(args)
     languages = tuple(args.languages.split(","))
     tokenizer = build_tokenizer(args.corpus, languages)
     front_end = make_front_end()
@@ -206,6 +239,9 @@ def main(argv=None):
         args.learning_rate,
         encoder_learning_rate_multiplier=args.encoder_lr_multiplier,
         freeze_encoder_steps=args.freeze_encoder_steps,
+        checkpoint=checkpointing.checkpoint_from_args(args, args.output),
+        optimizer_arguments=checkpointing.optimizer_arguments(args),
+        max_consecutive_skips=args.max_consecutive_skips,
     )
     print(f"CTC loss: first {losses[0]:.2f}, last {losses[-1]:.2f}")
     results, _ = evaluate(

@@ -30,10 +30,10 @@ import time
 
 import keras
 
+from keras_slam import checkpointing
 from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.data import pipeline
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from recipes import asr, slam
@@ -120,11 +120,15 @@ def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS
     return pipeline.mix_streams({"speech": speech, "text": text, "paired": paired})
 
 
-def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
+def pretrain(settings, tokenizer, front_end, preset_dir, seed=0, checkpoint=None, args=None):
     """Pre-trains a SLAMBackbone; saves backbone + tokenizer + front end.
+
+    `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
+    from; `args`: the `checkpointing` flags (clipping, accumulation, skips).
 
     Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`).
     """
+    args = args or checkpointing.default_training_arguments()
     backbone = SLAMBackbone(vocabulary_size=tokenizer.vocabulary_size(), **settings.backbone)
     pretrainer = SLAMPretrainer(
         backbone,
@@ -146,7 +150,7 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
                 warmup_steps=max(1, settings.pretrain_steps // 10),
                 alpha=0.1,
             ),
-            global_clipnorm=5.0,
+            **checkpointing.optimizer_arguments(args, global_clipnorm=5.0),
         )
     )
     # Stops with a CodebookCollapseError naming the metric and step when the
@@ -155,11 +159,15 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0):
         slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20)
     )
     dataset = pretraining_dataset(settings, tokenizer, front_end, seed=seed)
-    history = asr.fit_logged(pretrainer, dataset, settings.pretrain_steps, callbacks=[monitor])
-    # A backbone preset that `SpeechRecognizer.from_preset` reads whole.
-    backbone.save_to_preset(preset_dir)
-    preprocessor = SpeechRecognizerPreprocessor(audio_converter=front_end, tokenizer=tokenizer)
-    preprocessor.save_to_preset(preset_dir)
+    history = asr.fit_logged(
+        pretrainer,
+        dataset,
+        settings.pretrain_steps,
+        callbacks=[monitor],
+        checkpoint=checkpoint,
+        max_consecutive_skips=args.max_consecutive_skips,
+    )
+    slam.save_pretrained_preset(backbone, preset_dir, front_end, tokenizer)
     return history
 
 
@@ -185,8 +193,14 @@ def plot_losses(curves, path, title, steps):
     return path
 
 
-def finetune_and_evaluate(preset, settings, tokenizer, front_end, load_weights, seed=0):
-    """Fine-tunes `SpeechRecognizer.from_preset(preset)`; returns (model, losses, rates, examples)."""
+def finetune_and_evaluate(
+    preset, settings, tokenizer, front_end, load_weights, seed=0, checkpoint=None, args=None
+):
+    """Fine-tunes `SpeechRecognizer.from_preset(preset)`; returns (model, losses, rates, examples).
+
+    `checkpoint` and `args` as in `pretrain`.
+    """
+    args = args or checkpointing.default_training_arguments()
     keras.utils.set_random_seed(seed)
     recognizer = asr.build_recognizer(preset, tokenizer, front_end, load_weights=load_weights)
     train = asr.paired_dataset(
@@ -198,7 +212,15 @@ def finetune_and_evaluate(preset, settings, tokenizer, front_end, load_weights, 
         training=True,
         seed=seed,
     )
-    losses = asr.finetune(recognizer, train, settings.finetune_steps, settings.learning_rate)
+    losses = asr.finetune(
+        recognizer,
+        train,
+        settings.finetune_steps,
+        settings.learning_rate,
+        checkpoint=checkpoint,
+        optimizer_arguments=checkpointing.optimizer_arguments(args),
+        max_consecutive_skips=args.max_consecutive_skips,
+    )
     test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
     rates, examples = asr.evaluate(recognizer, test, settings.languages)
     return recognizer, losses, rates, examples
@@ -216,7 +238,9 @@ def main(argv=None):
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--finetune-steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    checkpointing.add_training_arguments(parser)
     args = parser.parse_args(argv)
+    checkpointing.apply_mixed_precision(args)
     settings = dataclasses.replace(TINY if args.tiny else DEFAULT)
     if args.pretrain_steps is not None:
         settings.pretrain_steps = args.pretrain_steps
@@ -233,7 +257,15 @@ def main(argv=None):
     print(
         f"== 1/3 SLAM pre-training: {settings.pretrain_steps} steps (backend {keras.backend.backend()})"
     )
-    pretrain_history = pretrain(settings, tokenizer, front_end, pretrained_dir, args.seed)
+    pretrain_history = pretrain(
+        settings,
+        tokenizer,
+        front_end,
+        pretrained_dir,
+        args.seed,
+        checkpointing.checkpoint_from_args(args, output, "pretraining"),
+        args,
+    )
     pretrain_seconds = time.time() - started
     loss_names = [n for n in pretrain_history if n.endswith("loss")]
     # Losses, then the views that collapse cannot fool (codebook usage and
@@ -274,6 +306,8 @@ def main(argv=None):
             front_end,
             load_weights=name == "pretrained",
             seed=args.seed,
+            checkpoint=checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}"),
+            args=args,
         )
         curves[f"ctc ({name})"] = losses
         print(

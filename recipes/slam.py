@@ -47,6 +47,12 @@ stages, tokenizer, batches, optimizer, steps.
 when a metric of `COLLAPSE_THRESHOLDS` (or the config's
 `collapse_thresholds`) falls below its threshold at an epoch's end.
 
+Every run checkpoints (`<output>/checkpoints`, `keras_slam.checkpointing`:
+`--checkpoint-every-steps`, `--keep-checkpoints`, and the long-run flags
+`--gradient-accumulation-steps`, `--clipnorm`, `--mixed-precision bf16`),
+resumes when the same command is rerun, and ends by saving the pre-trained
+backbone with its front end and tokenizer as a preset (`<output>/preset`).
+
 Paper-scale configs are documented here and parameter-counted by the tests;
 they are not run here.
 """
@@ -59,14 +65,17 @@ import os
 
 import keras
 
+from keras_slam import checkpointing
 from keras_slam.callbacks import (
     MSLAM_STAGES,
     SLAM_STAGES,
     CodebookCollapseMonitor,
     ObjectiveSchedule,
+    TerminateOnSkippedSteps,
 )
 from keras_slam.layers.attention import POSITION_ENCODINGS
 from keras_slam.metrics.codebook import save_codebook_usage_plot
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
@@ -184,14 +193,20 @@ def character_tokenizer(corpus_dir, max_tokens):
     return tokenizers.CharacterTokenizer(vocabulary, sequence_length=None), len(vocabulary)
 
 
-def make_dataset(config, corpus_dir, tokenizer, seed=0):
+def make_front_end():
+    """The log-mel front end of the tiny pre-training recipes."""
+    from keras_slam.layers.log_mel import LogMelSpectrogram
+
+    return LogMelSpectrogram(waveform_scale=1.0, normalize_per_bin=True, name="audio_converter")
+
+
+def make_dataset(config, corpus_dir, tokenizer, frontend=None, seed=0):
     """The mixed stream of the tiny recipes: one sub-batch per key of
     `config["batch"]` ("speech", "text", "paired"); the speech stream reads
     the shards of `config["speech_sources"]` (default: speech only)."""
     from keras_slam.data import pipeline
-    from keras_slam.layers.log_mel import LogMelSpectrogram
 
-    frontend = LogMelSpectrogram(waveform_scale=1.0, normalize_per_bin=True)
+    frontend = frontend or make_front_end()
     batch = config["batch"]
 
     def shards(*kinds):
@@ -237,13 +252,30 @@ def make_dataset(config, corpus_dir, tokenizer, seed=0):
     return pipeline.mix_streams(streams)
 
 
-def build_pretrainer(config, vocabulary_size=None):
+def build_pretrainer(config, vocabulary_size=None, **optimizer_arguments):
+    """The config's `SLAMPretrainer`, compiled with Adam on its schedule
+    (`optimizer_arguments`: e.g. `global_clipnorm`, `gradient_accumulation_steps`)."""
     backbone_config = dict(config["backbone"])
     if vocabulary_size is not None:
         backbone_config["vocabulary_size"] = vocabulary_size
     pretrainer = SLAMPretrainer(SLAMBackbone(**backbone_config), **config["pretrainer"])
-    pretrainer.compile(optimizer=keras.optimizers.Adam(TransformerSchedule(**config["optimizer"])))
+    pretrainer.compile(
+        optimizer=keras.optimizers.Adam(
+            TransformerSchedule(**config["optimizer"]), **optimizer_arguments
+        )
+    )
     return pretrainer
+
+
+def save_pretrained_preset(backbone, preset_dir, front_end, tokenizer=None):
+    """Saves the backbone with its front end (and tokenizer) as one preset
+    that `SpeechRecognizer.from_preset` (or any task) reads whole."""
+    backbone.save_to_preset(preset_dir)
+    if tokenizer is None:
+        front_end.save_to_preset(preset_dir)
+    else:
+        preprocessor = SpeechRecognizerPreprocessor(audio_converter=front_end, tokenizer=tokenizer)
+        preprocessor.save_to_preset(preset_dir)
 
 
 def plot_history(history, path):
@@ -288,29 +320,43 @@ def pretrain(
     steps_per_epoch=10,
     corpus_dir=SAMPLE_CORPUS,
     position_encoding=None,
+    args=None,
 ):
     """Pre-trains a tiny config on the sample corpus; returns the history dict.
 
-    `position_encoding` replaces the config's (None: keep it). Writes `history.json` (per-epoch means of every loss and metric),
-    `loss_curves.png` and, with speech objectives, `codebook_usage.png`
-    into `output_dir`.
+    `position_encoding` replaces the config's (None: keep it). Writes
+    `history.json` (per-epoch means of every loss and metric),
+    `loss_curves.png`, with speech objectives `codebook_usage.png`, and the
+    pre-trained backbone with its front end and tokenizer as a preset
+    (`<output_dir>/preset`) into `output_dir`. Checkpoints go to
+    `<output_dir>/checkpoints` (`args`: the `checkpointing` flags; default
+    flags when None); a rerun resumes from the newest.
     """
     config = CONFIGS[config_name]
     if "max_seconds" not in config:
         raise ValueError(f"{config_name} is a paper-scale config; only *_tiny configs run here")
     if position_encoding is not None:
         config = with_position_encoding(config, position_encoding)
+    args = args or checkpointing.default_training_arguments()
     steps = steps or config["steps"]
     os.makedirs(output_dir, exist_ok=True)
+    checkpointing.apply_mixed_precision(args)
     keras.utils.set_random_seed(0)
     tokenizer, vocabulary_size = None, None
     if "max_tokens" in config:
         tokenizer, vocabulary_size = character_tokenizer(corpus_dir, config["max_tokens"])
-    pretrainer = build_pretrainer(config, vocabulary_size)
+    pretrainer = build_pretrainer(
+        config, vocabulary_size, **checkpointing.optimizer_arguments(args)
+    )
+    checkpoint = checkpointing.checkpoint_from_args(args, output_dir)
     stages = tuple(
         (int(start * steps / config["steps"]), weights) for start, weights in config["stages"]
     )
-    callbacks = [ObjectiveSchedule(stages)]
+    start = checkpoint.restore(pretrainer)
+    callbacks = [
+        ObjectiveSchedule(stages, initial_step=start),
+        TerminateOnSkippedSteps(args.max_consecutive_skips),
+    ]
     if pretrainer.codebook_usage is not None:
         callbacks.append(
             CodebookCollapseMonitor(
@@ -318,27 +364,32 @@ def pretrain(
                 check_every_n_batches=steps_per_epoch,
             )
         )
-    history = pretrainer.fit(
-        make_dataset(config, corpus_dir, tokenizer),
-        epochs=max(1, steps // steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=2,
-    ).history
+    front_end = make_front_end()
+    history = checkpointing.fit(
+        pretrainer,
+        make_dataset(config, corpus_dir, tokenizer, front_end),
+        steps,
+        steps_per_epoch,
+        checkpoint,
+        callbacks,
+    )
     with open(os.path.join(output_dir, "history.json"), "w") as file:
         json.dump(history, file, indent=1)
     plot_history(history, os.path.join(output_dir, "loss_curves.png"))
-    if pretrainer.codebook_usage is not None:
+    if pretrainer.codebook_usage is not None and steps > start:
         # The metric resets every epoch: its counts cover the last epoch.
         save_codebook_usage_plot(
             pretrainer.codebook_usage.total_counts(),
             os.path.join(output_dir, "codebook_usage.png"),
             title=f"{config_name}: target codes at masked frames, last {steps_per_epoch} steps",
         )
+    save_pretrained_preset(
+        pretrainer.backbone, os.path.join(output_dir, "preset"), front_end, tokenizer
+    )
     return history
 
 
-def main(argv=None):
+def training_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -346,6 +397,7 @@ def main(argv=None):
         "--config", default="mslam_tiny", choices=sorted(n for n in CONFIGS if n.endswith("_tiny"))
     )
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--steps-per-epoch", type=int, default=10)
     parser.add_argument("--output", default="runs/pretrain")
     parser.add_argument("--corpus", default=SAMPLE_CORPUS)
     parser.add_argument(
@@ -354,17 +406,25 @@ def main(argv=None):
         default=None,
         help="the attention's positions (default: the config's, relative_sinusoidal)",
     )
-    args = parser.parse_args(argv)
+    checkpointing.add_training_arguments(parser)
+    return parser
+
+
+def main(argv=None):
+    args = training_parser().parse_args(argv)
     history = pretrain(
         args.config,
         args.output,
         args.steps,
-        corpus_dir=args.corpus,
+        args.steps_per_epoch,
+        args.corpus,
         position_encoding=args.position_encoding,
+        args=args,
     )
     for name in sorted(history):
         if name.endswith(("loss", "accuracy")) or name.startswith("codebook_"):
             print(f"{name}: {history[name][0]:.4f} -> {history[name][-1]:.4f}")
+    print(f"pre-trained preset: {os.path.join(args.output, 'preset')}")
 
 
 if __name__ == "__main__":

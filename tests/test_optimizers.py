@@ -9,6 +9,7 @@ from keras_slam.callbacks import TerminateOnSkippedSteps
 from keras_slam.optimizers import (
     FiniteStepOptimizer,
     TransformerSchedule,
+    log_finite_losses,
     skip_non_finite_steps,
 )
 from tests import test_case
@@ -159,3 +160,19 @@ def test_saved_transformer_schedule_reloads_with_the_library_alone():
     restored = keras.optimizers.schedules.deserialize(config)
     assert isinstance(restored, TransformerSchedule)
     assert restored.get_config() == schedule.get_config()
+
+
+def test_a_skipped_step_leaves_the_logged_loss_finite(seeded):
+    """Keras' own loss tracker would log the window's loss as NaN."""
+    x, y = batches(seeded, 3, nan_batches=[1])
+    model = make_model()
+    log_finite_losses(model)
+    history = model.fit(
+        x, y, batch_size=2, shuffle=False, verbose=0, callbacks=[TerminateOnSkippedSteps()]
+    )
+    assert history.history["skipped_steps"] == [1]
+    reference = make_model()
+    log_finite_losses(reference)
+    finite = [0, 1, 4, 5]  # the rows of batches 0 and 2
+    expected = reference.fit(x[finite], y[finite], batch_size=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], expected.history["loss"], rtol=1e-6)

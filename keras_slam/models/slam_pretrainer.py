@@ -80,7 +80,7 @@ from keras_slam.objectives.w2v_bert import (
     masked_prediction_loss,
     sample_negative_indices,
 )
-from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.optimizers import FiniteMean, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -354,7 +354,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
 
         # === Metrics ===
         self.objective_metrics = {
-            name: keras.metrics.Mean(name=name)
+            name: FiniteMean(name=name)
             for name, (_, needs) in METRICS.items()
             if self._any_of(*needs)
             and (self.speech_target == "gumbel" or not name.startswith("codebook_"))
@@ -378,6 +378,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         with a non-finite loss or gradient are skipped and counted
         (`keras_slam.optimizers.skip_non_finite_steps`)."""
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     def set_objective_weights(self, weights):
         """Assigns {objective: weight}; no recompilation needed."""

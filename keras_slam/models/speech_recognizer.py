@@ -37,7 +37,7 @@ from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, sta
 from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.ctc import ctc_loss
-from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -170,6 +170,7 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         encoder_learning_rate_multiplier=1.0,
         freeze_encoder_steps=0,
         global_clipnorm=5.0,
+        gradient_accumulation_steps=None,
         **kwargs,
     ):
         """Compiles with the CTC loss (`compute_loss`) and `EncoderHeadAdam`.
@@ -184,6 +185,8 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             encoder_learning_rate_multiplier: encoder lr / head lr.
             freeze_encoder_steps: steps that train only the head.
             global_clipnorm: gradient clipping of the "auto" optimizer.
+            gradient_accumulation_steps: steps whose gradients the "auto"
+                optimizer averages into one update (None: every step).
             **kwargs: `keras.Model.compile` arguments.
         """
         if optimizer == "auto":
@@ -193,8 +196,10 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 freeze_encoder_steps=freeze_encoder_steps,
                 learning_rate=learning_rate,
                 global_clipnorm=global_clipnorm,
+                gradient_accumulation_steps=gradient_accumulation_steps,
             )
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """CTC negative log-likelihood, mean over the items with audio."""
