@@ -3,8 +3,8 @@
 One module per objective, holding its loss and what prepares its inputs:
 `w2v_bert` (negative sampling, contrastive, diversity and masked-prediction
 losses), `mlm` (BERT token corruption, masked token loss), `stm` (mismatched
-pairs, matching loss), `ctc` (CTC loss), `classification` (cross-entropy of classifiers). Masked means come from
-`keras_slam.layers.padding.masked_mean`.
+pairs, matching loss), `ctc` (CTC loss), `classification` (classifiers'
+cross-entropy). Masked means come from `keras_slam.layers.padding.masked_mean`.
 """
 
 from keras_slam.objectives.classification import classification_loss
