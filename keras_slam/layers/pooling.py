@@ -56,7 +56,9 @@ class SequencePooling(keras.layers.Layer):
         real = ops.greater(padding_mask, 0)
         # Selects, so NaN/inf at padded positions never reach the sum.
         sequence = zero_padded_frames(sequence, padding_mask)
-        scores = ops.einsum("btd,d->bt", ops.cast(sequence, "float32"), self.query)
+        scores = ops.einsum(
+            "btd,d->bt", ops.cast(sequence, "float32"), ops.cast(self.query, "float32")
+        )
         scores = scores / math.sqrt(sequence.shape[-1])
         scores = ops.where(real, scores, ops.full_like(scores, -1e9))
         weights = ops.where(real, ops.softmax(scores, axis=1), ops.zeros_like(scores))
