@@ -1,9 +1,12 @@
+import json
+import os
 import tempfile
 
 import keras
 import numpy as np
 import pytest
 
+from keras_slam import cli
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
@@ -163,3 +166,31 @@ def test_padded_rows_are_left_out_of_the_loss(classifier, seeded):
     log_probabilities = np.log(test_case.to_numpy(keras.ops.softmax(logits[:2])))
     expected = -(log_probabilities[0, 0] + log_probabilities[1, 1]) / 2
     np.testing.assert_allclose(test_case.to_numpy(kept), expected, rtol=1e-5)
+
+
+SAMPLE_DEV = os.path.join(
+    os.path.dirname(__file__), "..", "..", "tfrecords", "sample", "paired", "dev"
+)
+
+
+@pytest.mark.slow(backend="tensorflow")
+def test_evaluate_classifier_cli_on_sample_shards(tmp_path, capsys):
+    classifier = SpeechClassifier(
+        make_backbone("speech_encoder"),
+        class_names=["de", "es"],
+        preprocessor=SpeechRecognizerPreprocessor(),
+    )
+    classifier.save_to_preset(str(tmp_path / "preset"))
+    shards = [os.path.join(SAMPLE_DEV, language) for language in ("de", "es")]
+    output = str(tmp_path / "evaluation")
+    arguments = ["evaluate-classifier", "--preset", str(tmp_path / "preset"), "--shards"]
+    assert cli.main(arguments + shards + ["--label-field", "language", "--output", output]) == 0
+    with open(os.path.join(output, "report.json")) as file:
+        report = json.load(file)
+    # The sample's dev split holds 8 utterances per language.
+    assert report["examples"] == 16
+    assert [sum(row) for row in report["confusion_matrix"]] == [8, 8]
+    matrix = np.array(report["confusion_matrix"])
+    assert report["accuracy"] == pytest.approx(np.trace(matrix) / 16)
+    assert f"accuracy: {report['accuracy']:.4f}" in capsys.readouterr().out
+    assert os.path.getsize(os.path.join(output, "confusion_matrix.png")) > 1000
