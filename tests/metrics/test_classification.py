@@ -64,6 +64,7 @@ def test_bad_inputs_are_errors():
         accuracy([], [])
 
 
+@pytest.mark.slow(backend="jax")  # the same import on every backend: run once
 def test_metrics_package_imports_first():
     """`keras_slam.metrics` imported before the layers package (as by
     `keras-slam evaluate-classifier`) used to fail on an import cycle."""
