@@ -14,7 +14,10 @@ import numpy as np
 from keras import ops
 
 from keras_slam.layers.padding import zero_padded_frames
-from keras_slam.metrics.codebook import codebook_perplexity, frame_perplexity
+
+# A module import: `keras_slam.metrics` imports the layers package while it
+# loads (its codebook metrics use `masked_mean`), so names are read at call time.
+from keras_slam.metrics import codebook
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -154,8 +157,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         return (
             ops.cast(quantized, self.compute_dtype),
             ops.cast(code_ids, "int32"),
-            codebook_perplexity(frame_probs, padding_mask),
-            frame_perplexity(frame_probs, padding_mask),
+            codebook.codebook_perplexity(frame_probs, padding_mask),
+            codebook.frame_perplexity(frame_probs, padding_mask),
         )
 
     def compute_output_shape(self, input_shape):
