@@ -1,6 +1,13 @@
-"""Error rates, BLEU and codebook usage."""
+"""Error rates, BLEU, chrF and codebook usage."""
 
-from keras_slam.metrics.bleu import bleu_by_language, corpus_bleu
+from keras_slam.metrics.bleu import (
+    TranslationScores,
+    bleu_by_language,
+    chrf_by_language,
+    corpus_bleu,
+    corpus_chrf,
+    translation_scores,
+)
 from keras_slam.metrics.codebook import CodebookUsage
 from keras_slam.metrics.error_rates import (
     character_error_rate,
