@@ -109,20 +109,25 @@ def finetune(
 
     Returns: the mean training loss of each logging window (see `fit_logged`).
     """
+    recognizer.compile(
+        learning_rate=warmup_cosine(steps, learning_rate, warmup_steps),
+        encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
+        freeze_encoder_steps=freeze_encoder_steps,
+    )
+    return fit_logged(recognizer, train.map(split_asr_batch), steps, callbacks, verbose)["loss"]
+
+
+def warmup_cosine(steps, learning_rate, warmup_steps=None):
+    """Linear warm-up (default: a tenth of `steps`) to `learning_rate`, then
+    cosine decay to 5% of it at `steps`."""
     warmup_steps = warmup_steps if warmup_steps is not None else max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
         decay_steps=max(1, steps - warmup_steps),
         warmup_target=learning_rate,
         warmup_steps=warmup_steps,
         alpha=0.05,
     )
-    recognizer.compile(
-        learning_rate=schedule,
-        encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
-        freeze_encoder_steps=freeze_encoder_steps,
-    )
-    return fit_logged(recognizer, train.map(split_asr_batch), steps, callbacks, verbose)["loss"]
 
 
 def fit_logged(model, dataset, steps, callbacks=(), verbose=2, windows=20):

@@ -137,6 +137,11 @@ def chrf_by_language(references, hypotheses, languages, lowercase=False):
     )
 
 
+def pair_name(source_language, target_language):
+    """ "de", "en" -> "de-en"."""
+    return f"{source_language}-{target_language}"
+
+
 @dataclasses.dataclass(frozen=True)
 class PairScore:
     """Corpus BLEU and chrF of one language pair, with sacrebleu's signatures."""
@@ -215,7 +220,7 @@ def translation_scores(
             tokenize=_language_tokenize(target, tokenize), lowercase=lowercase
         )
         chrf = sacrebleu.metrics.CHRF(lowercase=lowercase)
-        scores[f"{source}-{target}"] = PairScore(
+        scores[pair_name(source, target)] = PairScore(
             bleu=float(bleu.corpus_score(hyps, streams).score),
             chrf=float(chrf.corpus_score(hyps, streams).score),
             sentences=len(hyps),
