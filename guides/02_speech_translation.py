@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from keras_slam import cli
 from keras_slam.data import pipeline
 from keras_slam.models.speech_translator import SpeechTranslator
-from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from recipes import asr, st
 from recipes import main as main_recipe
 
@@ -61,23 +60,16 @@ main_recipe.pretrain(settings, st.build_source_tokenizer(), front_end, pretraine
 
 # %% [markdown]
 # ## 3. A SpeechTranslator on it
-# `from_preset` reads the backbone, front end and source tokenizer and adds
-# a new decoder; the target side gets its own tokenizer (English
-# characters). Target ids end in BOS and EOS, two ids past the tokenizer's.
+# `SpeechTranslator.from_preset(pretrained, preprocessor=..., decoder_num_layers=...)`
+# (wrapped by `st.build_translator`) reads the backbone and adds a new
+# decoder. The preprocessor keeps the preset's front end and source
+# tokenizer and adds a target tokenizer (English characters); target ids
+# end in BOS and EOS, two ids past the target tokenizer's.
 
 # %%
-preprocessor = SpeechTranslatorPreprocessor(
-    audio_converter=front_end,
-    tokenizer=SpeechTranslatorPreprocessor.from_preset(pretrained).tokenizer,
-    target_tokenizer=st.build_target_tokenizer(),
-)
-translator = SpeechTranslator.from_preset(
-    pretrained,
-    preprocessor=preprocessor,
-    mt_loss_weight=config["mt_loss_weight"],
-    max_target_length=config["max_translation_length"] + 1,
-    **config["decoder"],
-)
+preprocessor = st.build_preprocessor(pretrained)
+translator = st.build_translator(pretrained, preprocessor, config)
+print(config["decoder"], "BOS", translator.bos_id, "EOS", translator.eos_id)
 translator.summary()
 
 # %% [markdown]

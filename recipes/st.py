@@ -52,14 +52,14 @@ _TINY_DECODER = {
 CONFIGS = {
     "st_tiny": {
         "backbone": main_recipe.TINY_BACKBONE,
-        "pretrain_steps": 150,
+        "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
         "train_pairs": 1000,  # per direction
-        "test_pairs": 50,
+        "test_pairs": 25,
         "max_translation_length": 80,  # English characters; longer pairs are skipped
-        "finetune_steps": 300,
+        "finetune_steps": 200,
         "learning_rate": 2e-3,
-        "batch_seconds": 24.0,
+        "batch_seconds": 16.0,
         "mt_loss_weight": 5.0,  # mSLAM's
     },
 }
@@ -70,7 +70,6 @@ CONFIGS["st_smoke"] = dict(
     train_pairs=24,
     test_pairs=4,
     finetune_steps=4,
-    batch_seconds=16.0,
 )
 SETTINGS = (
     # name, encoder weights loaded, joint ST + MT
@@ -109,6 +108,29 @@ def build_target_tokenizer():
         for pair in gettext_pairs.read_pairs(language, "train")
     ]
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=96), sequence_length=None)
+
+
+def build_preprocessor(preset):
+    """The preset's front end and (source) tokenizer + `build_target_tokenizer()`."""
+    source = SpeechTranslatorPreprocessor.from_preset(preset)
+    return SpeechTranslatorPreprocessor(
+        audio_converter=source.audio_converter,
+        tokenizer=source.tokenizer,
+        target_tokenizer=build_target_tokenizer(),
+    )
+
+
+def build_translator(preset, preprocessor, config, load_weights=True):
+    """`SpeechTranslator.from_preset` with the config's decoder: the preset's
+    encoder (its weights, or a random one of its size) and a new decoder."""
+    return SpeechTranslator.from_preset(
+        preset,
+        load_weights=load_weights,
+        preprocessor=preprocessor,
+        mt_loss_weight=config["mt_loss_weight"],
+        max_target_length=config["max_translation_length"] + 1,
+        **config["decoder"],
+    )
 
 
 def translation_dataset(files, preprocessor, config, training=False, seed=0):
@@ -193,26 +215,14 @@ def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, 
         )
         print(f"== SLAM pre-training: {settings.pretrain_steps} steps")
         main_recipe.pretrain(settings, build_source_tokenizer(), front_end, preset, seed)
-    source_preprocessor = SpeechTranslatorPreprocessor.from_preset(preset)
-    preprocessor = SpeechTranslatorPreprocessor(
-        audio_converter=source_preprocessor.audio_converter,
-        tokenizer=source_preprocessor.tokenizer,
-        target_tokenizer=build_target_tokenizer(),
-    )
+    preprocessor = build_preprocessor(preset)
     files = speech_corpus(cache, config)
     train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
     results, table = {}, {}
     for name, load_weights, joint in SETTINGS:
         started = time.time()
         keras.utils.set_random_seed(seed)
-        translator = SpeechTranslator.from_preset(
-            preset,
-            load_weights=load_weights,
-            preprocessor=preprocessor,
-            mt_loss_weight=config["mt_loss_weight"],
-            max_target_length=config["max_translation_length"] + 1,
-            **config["decoder"],
-        )
+        translator = build_translator(preset, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         losses = finetune(translator, train, config, joint, verbose)
         sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
