@@ -100,6 +100,8 @@ translator.save_to_preset(preset)
 for mode in ([], ["--text"]):
     output = os.path.join(work, "evaluation" + "_text" * bool(mode))
     argv = ["evaluate-st", "--preset", preset, "--shards", *files["test"], "--output", output]
+    if config["max_decode_length"]:
+        argv += ["--max-length", str(config["max_decode_length"])]
     cli.main(argv + mode)
     with open(os.path.join(output, "report.json"), encoding="utf-8") as file:
         print(json.load(file)["scores"]["average"])
@@ -109,7 +111,8 @@ record = next(pipeline.read_records(files["test"][:1]).as_numpy_iterator())
 waveform = record["pcm"] / pipeline.PCM_SCALE
 print("spoken:     ", record["transcript"].decode())
 print("reference:  ", record["translation"].decode())
-print("greedy:     ", reloaded.translate([waveform])[0])
-print("beam search:", reloaded.translate([waveform], strategy="beam", beam_width=4)[0])
-print("from text:  ", reloaded.translate_text([record["transcript"].decode()])[0])
+decoding = {"max_length": config["max_decode_length"]}
+print("greedy:     ", reloaded.translate([waveform], **decoding)[0])
+print("beam search:", reloaded.translate([waveform], strategy="beam", beam_width=4, **decoding)[0])
+print("from text:  ", reloaded.translate_text([record["transcript"].decode()], **decoding)[0])
 print("guide finished")

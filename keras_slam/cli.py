@@ -211,6 +211,11 @@ def add_evaluate_st_arguments(parser):
     parser.add_argument("--beam-width", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
+        "--max-length",
+        type=int,
+        help="decoder positions per translation, BOS included (default: the model's maximum)",
+    )
+    parser.add_argument(
         "--output",
         default="runs/evaluate_st",
         help="folder for report.json, translations.jsonl and <pair>.{ref,hyp}.txt",
@@ -226,7 +231,13 @@ def run_evaluate_st(args):
     try:
         files = pipeline.list_shards(args.shards)
         scores, rows = translation_evaluation.evaluate_translation(
-            translator, files, source, args.strategy, args.beam_width, args.batch_size
+            translator,
+            files,
+            source,
+            args.strategy,
+            args.beam_width,
+            args.batch_size,
+            args.max_length,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -240,6 +251,7 @@ def run_evaluate_st(args):
         "source": source,
         "strategy": args.strategy,
         "beam_width": args.beam_width,
+        "max_length": args.max_length,
     }
     translation_evaluation.write_evaluation(args.output, scores, rows, settings)
     print(f"report, translations and per-pair text files in {args.output}")

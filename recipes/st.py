@@ -61,6 +61,7 @@ CONFIGS = {
         "learning_rate": 2e-3,
         "batch_seconds": 16.0,
         "mt_loss_weight": 5.0,  # mSLAM's
+        "max_decode_length": None,  # decoder positions at evaluation (None: all)
     },
 }
 # The tests and the guide: every stage, in seconds rather than minutes.
@@ -70,6 +71,7 @@ CONFIGS["st_smoke"] = dict(
     train_pairs=24,
     test_pairs=4,
     finetune_steps=4,
+    max_decode_length=12,
 )
 SETTINGS = (
     # name, encoder weights loaded, joint ST + MT
@@ -228,7 +230,11 @@ def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, 
         sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
         for source in sources:
             scores, rows = translation_evaluation.evaluate_translation(
-                translator, files["test"], source, batch_size=16
+                translator,
+                files["test"],
+                source,
+                batch_size=16,
+                max_length=config["max_decode_length"],
             )
             label = name if source == "speech" else "zero_shot_mt_" + name.removeprefix("st_")
             translation_evaluation.write_evaluation(
