@@ -44,6 +44,18 @@ class SpeechTranslatorPreprocessor(SpeechRecognizerPreprocessor):
             target_tokenizer.config_file = TARGET_TOKENIZER_CONFIG_FILE
         self.target_tokenizer = target_tokenizer
 
+    def call(self, x, y=None, sample_weight=None):
+        """Waveforms -> speech features (as `SpeechRecognizerPreprocessor`); a
+        dict of model inputs (flat or {"speech", "text"}) passes unchanged."""
+        if y is not None and not isinstance(y, dict):
+            raise ValueError(
+                "SpeechTranslatorPreprocessor takes no target strings as y: tokenize them with "
+                "`tokenize_targets` and build (x, y) with `split_translation_batch`"
+            )
+        if isinstance(x, dict) and "waveform" not in x:
+            return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+        return super().call(x, y, sample_weight)
+
     def tokenize_sources(self, texts):
         """list of str -> {"token_ids" (B, S) int32, "token_padding_mask" (B, S)}."""
         return self.tokenize_transcripts(texts)
