@@ -87,6 +87,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         mt_loss_weight: scale of the text-MT examples' loss (mSLAM: 5.0).
         use_shared_encoder: run the shared encoder after the speech tower
             (default: whenever the backbone has one).
+        compile: compile with the defaults of `compile`.
 
     Call: a dict of encoder inputs (speech: "speech_features",
     "speech_padding_mask"; text: "token_ids", "token_padding_mask") plus
@@ -122,6 +123,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         label_smoothing=0.1,
         mt_loss_weight=5.0,
         use_shared_encoder=None,
+        compile=True,
         **kwargs,
     ):
         if target_vocabulary_size is None:
@@ -201,6 +203,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             name: keras.metrics.Mean(name=f"{name}_loss") for name in ("st", "mt")
         }
         self.built = True
+        if compile:
+            self.compile()
 
     @property
     def bos_id(self):
