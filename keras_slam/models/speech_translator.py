@@ -8,7 +8,7 @@
     -> decoder: token + position embedding of decoder_token_ids (B, L),
        N keras-hub `TransformerDecoder` blocks (pre-norm; causal self-attention
        over decoder_padding_mask, cross-attention over the encoder's real
-       frames), final LayerNorm, Dense(V) -> logits (B, L, V)
+       frames), final LayerNorm, transposed token embedding (tied) -> logits (B, L, V)
 
 Target ids are the target tokenizer's ids, then two more: BOS =
 `target_vocabulary_size - 2` and EOS = `target_vocabulary_size - 1` (the
@@ -155,7 +155,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             target_vocabulary_size,
             max_target_length,
             decoder_hidden_dim,
-            tie_weights=False,
+            tie_weights=True,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=decoder_hidden_dim**-0.5),
             dtype=dtype,
             name=f"{DECODER_PREFIX}_embedding",
@@ -181,11 +181,6 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             epsilon=1e-5, dtype=dtype, name=f"{DECODER_PREFIX}_layer_norm"
         )
         self.decoder_layer_norm.build((None, None, decoder_hidden_dim))
-        self.decoder_output = keras.layers.Dense(
-            target_vocabulary_size, dtype=dtype, name=f"{DECODER_PREFIX}_output"
-        )
-        self.decoder_output.build((None, None, decoder_hidden_dim))
-
         # === Config ===
         self.target_vocabulary_size = target_vocabulary_size
         self.decoder_num_layers = decoder_num_layers
@@ -254,7 +249,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         return self.decoder_embedding_dropout(x, training=training)
 
     def _logits(self, x):
-        return self.decoder_output(self.decoder_layer_norm(x))
+        # The output projection is the transposed token embedding (tied).
+        return self.decoder_embedding.token_embedding(self.decoder_layer_norm(x), reverse=True)
 
     def decode(
         self,
