@@ -8,7 +8,7 @@
     -> decoder: token + position embedding of decoder_token_ids (B, L),
        N keras-hub `TransformerDecoder` blocks (pre-norm; causal self-attention
        over decoder_padding_mask, cross-attention over the encoder's real
-       frames), final LayerNorm, Dense(V) -> logits (B, L, V)
+       frames), final LayerNorm, transposed token embedding (tied) -> logits (B, L, V)
 
 Target ids are the target tokenizer's ids, then two more: BOS =
 `target_vocabulary_size - 2` and EOS = `target_vocabulary_size - 1` (the
@@ -87,6 +87,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         mt_loss_weight: scale of the text-MT examples' loss (mSLAM: 5.0).
         use_shared_encoder: run the shared encoder after the speech tower
             (default: whenever the backbone has one).
+        compile: compile with the defaults of `compile`.
 
     Call: a dict of encoder inputs (speech: "speech_features",
     "speech_padding_mask"; text: "token_ids", "token_padding_mask") plus
@@ -122,6 +123,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         label_smoothing=0.1,
         mt_loss_weight=5.0,
         use_shared_encoder=None,
+        compile=True,
         **kwargs,
     ):
         if target_vocabulary_size is None:
@@ -153,7 +155,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             target_vocabulary_size,
             max_target_length,
             decoder_hidden_dim,
-            tie_weights=False,
+            tie_weights=True,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=decoder_hidden_dim**-0.5),
             dtype=dtype,
             name=f"{DECODER_PREFIX}_embedding",
@@ -179,11 +181,6 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             epsilon=1e-5, dtype=dtype, name=f"{DECODER_PREFIX}_layer_norm"
         )
         self.decoder_layer_norm.build((None, None, decoder_hidden_dim))
-        self.decoder_output = keras.layers.Dense(
-            target_vocabulary_size, dtype=dtype, name=f"{DECODER_PREFIX}_output"
-        )
-        self.decoder_output.build((None, None, decoder_hidden_dim))
-
         # === Config ===
         self.target_vocabulary_size = target_vocabulary_size
         self.decoder_num_layers = decoder_num_layers
@@ -201,6 +198,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             name: keras.metrics.Mean(name=f"{name}_loss") for name in ("st", "mt")
         }
         self.built = True
+        if compile:
+            self.compile()
 
     @property
     def bos_id(self):
@@ -250,7 +249,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         return self.decoder_embedding_dropout(x, training=training)
 
     def _logits(self, x):
-        return self.decoder_output(self.decoder_layer_norm(x))
+        # The output projection is the transposed token embedding (tied).
+        return self.decoder_embedding.token_embedding(self.decoder_layer_norm(x), reverse=True)
 
     def decode(
         self,

@@ -135,10 +135,18 @@ def test_label_smoothed_cross_entropy_matches_numpy(seeded):
 def test_task(seeded, parity_worker, tmp_path):
     translator = make_translator()
     inputs = dict(speech(seeded), **random_decoder_inputs(seeded, translator))
-    train_batches = [
-        teacher_forced(translator, speech(seeded, 2, length), texts)
-        for length, texts in ((48, ["hallo", "tag"]), (64, ["eine katze", "guten tag"]))
-    ]
+    # Joint ST + MT batches whose lengths differ, as bucketed pipelines give.
+    train_batches = []
+    for length, sources, targets in (
+        (48, SOURCES[:2], TARGETS[:2]),
+        (64, SOURCES[1:], TARGETS[1:]),
+    ):
+        speech_x, speech_y = teacher_forced(translator, speech(seeded, 2, length), targets)
+        text = translator.preprocessor.tokenize_sources(sources)
+        text_x, text_y = teacher_forced(translator, text, targets)
+        train_batches.append(
+            ({"speech": speech_x, "text": text_x}, {"speech": speech_y, "text": text_y})
+        )
     test_case.run_task_test(
         "tests.models.test_speech_translator:build_translator",
         logits_fn,
@@ -241,21 +249,6 @@ def test_joint_batch_loss_is_st_plus_weighted_mt(seeded):
     np.testing.assert_allclose(mt_loss, test_case.to_numpy(expected), rtol=1e-5)
 
 
-def test_joint_fit_reports_both_losses(seeded):
-    translator = make_translator()
-    speech_x, speech_y = teacher_forced(translator, speech(seeded, 2), TARGETS[:2])
-    text_x, text_y = teacher_forced(
-        translator, translator.preprocessor.tokenize_sources(SOURCES[:2]), TARGETS[:2]
-    )
-    translator.compile(learning_rate=1e-2)
-    x, y = {"speech": speech_x, "text": text_x}, {"speech": speech_y, "text": text_y}
-    history = translator.fit(x, y, batch_size=2, epochs=2, verbose=0).history
-    assert history["loss"][-1] < history["loss"][0]
-    np.testing.assert_allclose(
-        history["loss"][0], history["st_loss"][0] + 5.0 * history["mt_loss"][0], rtol=1e-5
-    )
-
-
 def test_save_to_preset_keeps_outputs_and_both_tokenizers(seeded, translator, tmp_path):
     inputs = dict(speech(seeded), **random_decoder_inputs(seeded, translator))
     restored = test_case.run_preset_test(translator, logits_fn, inputs, str(tmp_path))
@@ -267,9 +260,6 @@ def test_save_to_preset_keeps_outputs_and_both_tokenizers(seeded, translator, tm
     )
     assert preprocessor.target_tokenizer.get_vocabulary() == (
         translator.preprocessor.target_tokenizer.get_vocabulary()
-    )
-    assert restored.translate_text(SOURCES, max_length=6) == translator.translate_text(
-        SOURCES, max_length=6
     )
 
 
