@@ -19,9 +19,10 @@ from keras_slam.data import (
     synth_corpus,
     writers,
 )
-from keras_slam.metrics import classification
+from keras_slam.metrics import classification, translation_evaluation
 from keras_slam.models.sequence_classifier import SequenceClassifier
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import commands as presets_commands
 
@@ -266,6 +267,82 @@ COMMANDS.append(
         "accuracy, macro-F1 and confusion matrix of a classifier preset on TFRecord shards",
         add_evaluate_classifier_arguments,
         run_evaluate_classifier,
+    )
+)
+
+
+def add_evaluate_st_arguments(parser):
+    parser.add_argument(
+        "--preset", required=True, help="SpeechTranslator preset directory (with its tokenizers)"
+    )
+    parser.add_argument(
+        "--shards",
+        required=True,
+        nargs="+",
+        help="speech-translation shard folders, files or globs (keras-slam parallel-speech)",
+    )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="translate the records' transcripts (text in, zero-shot MT) instead of their audio",
+    )
+    parser.add_argument("--strategy", choices=("greedy", "beam"), default="greedy")
+    parser.add_argument("--beam-width", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="decoder positions per translation, BOS included (default: the model's maximum)",
+    )
+    parser.add_argument(
+        "--output",
+        default="runs/evaluate_st",
+        help="folder for report.json, translations.jsonl and <pair>.{ref,hyp}.txt",
+    )
+    parser.add_argument(
+        "--examples", type=int, default=3, help="reference/hypothesis pairs to print"
+    )
+
+
+def run_evaluate_st(args):
+    translator = SpeechTranslator.from_preset(args.preset)
+    source = "text" if args.text else "speech"
+    try:
+        files = pipeline.list_shards(args.shards)
+        scores, rows = translation_evaluation.evaluate_translation(
+            translator,
+            files,
+            source,
+            args.strategy,
+            args.beam_width,
+            args.batch_size,
+            args.max_length,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for row in rows[: args.examples]:
+        print(f"[{row['id']}] ref: {row['reference']}\n     hyp: {row['hypothesis']}")
+    print(scores.table())
+    settings = {
+        "preset": args.preset,
+        "shards": files,
+        "source": source,
+        "strategy": args.strategy,
+        "beam_width": args.beam_width,
+        "max_length": args.max_length,
+    }
+    translation_evaluation.write_evaluation(args.output, scores, rows, settings)
+    print(f"report, translations and per-pair text files in {args.output}")
+    return 0
+
+
+COMMANDS.append(
+    (
+        "evaluate-st",
+        "BLEU / chrF per language pair of a SpeechTranslator preset on speech-translation shards",
+        add_evaluate_st_arguments,
+        run_evaluate_st,
     )
 )
 

@@ -118,16 +118,8 @@ def finetune(
 
     Returns: the mean training loss of each logging window (see `fit_logged`).
     """
-    warmup_steps = warmup_steps if warmup_steps is not None else max(1, steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, steps - warmup_steps),
-        warmup_target=learning_rate,
-        warmup_steps=warmup_steps,
-        alpha=0.05,
-    )
     recognizer.compile(
-        learning_rate=schedule,
+        learning_rate=warmup_cosine(steps, learning_rate, warmup_steps),
         encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
         freeze_encoder_steps=freeze_encoder_steps,
         **(optimizer_arguments or {}),
@@ -141,6 +133,19 @@ def finetune(
         checkpoint=checkpoint,
         max_consecutive_skips=max_consecutive_skips,
     )["loss"]
+
+
+def warmup_cosine(steps, learning_rate, warmup_steps=None):
+    """Linear warm-up (default: a tenth of `steps`) to `learning_rate`, then
+    cosine decay to 5% of it at `steps`."""
+    warmup_steps = warmup_steps if warmup_steps is not None else max(1, steps // 10)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, steps - warmup_steps),
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+        alpha=0.05,
+    )
 
 
 def fit_logged(

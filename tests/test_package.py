@@ -88,3 +88,16 @@ def test_every_module_imports_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'slam_tiny'" in result.stdout and "huggingface_w2v_bert" in result.stdout
+
+
+def test_metrics_import_first_in_a_fresh_process():
+    """`keras_slam.metrics` imports `keras_slam.layers`, which imports a
+    metrics module back: either may be the first import."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from keras_slam.metrics import translation_scores, CodebookUsage"],
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE.parent,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

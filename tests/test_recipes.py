@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -131,3 +132,27 @@ def test_recipes_stop_loudly_on_collapse(tmp_path, monkeypatch):
         CodebookCollapseError, match=r"codebook_usage = .* < threshold 1\.01 at step 5 "
     ):
         slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=10, steps_per_epoch=5)
+
+
+@pytest.mark.slow(backend="torch")
+def test_st_recipe_runs_every_setting_and_saves_a_translator(tmp_path):
+    from keras_slam.models.speech_translator import SpeechTranslator
+    from recipes import st
+
+    table = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
+    settings = ["st_pretrained", "zero_shot_mt_pretrained", "st_random_init", "st_mt_pretrained"]
+    assert list(table) == settings
+    pairs = {f"{language}-en" for language in ("de", "es", "fr", "it")}
+    for name, scores in table.items():
+        assert set(scores["pairs"]) == pairs, name
+        assert (
+            0.0 <= scores["average"]["bleu"] <= 100.0 and 0.0 <= scores["average"]["chrf"] <= 100.0
+        )
+        assert (tmp_path / "run" / "eval" / name / "report.json").is_file()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["scores"] == table
+    assert all(np.isfinite(results[name]["loss"]).all() for name, _, _ in st.SETTINGS)
+    assert (tmp_path / "run" / "results.png").stat().st_size > 0
+    translator = SpeechTranslator.from_preset(str(tmp_path / "run" / "translator"))
+    assert translator.mt_loss_weight == st.CONFIGS["st_smoke"]["mt_loss_weight"]
+    assert isinstance(translator.translate_text(["Datei nicht gefunden."])[0], str)

@@ -1,6 +1,13 @@
-"""Error rates, BLEU, codebook usage and classification metrics."""
+"""Error rates, BLEU, chrF, codebook usage and classification metrics."""
 
-from keras_slam.metrics.bleu import bleu_by_language, corpus_bleu
+from keras_slam.metrics.bleu import (
+    TranslationScores,
+    bleu_by_language,
+    chrf_by_language,
+    corpus_bleu,
+    corpus_chrf,
+    translation_scores,
+)
 from keras_slam.metrics.classification import (
     accuracy,
     classification_report,

@@ -15,6 +15,8 @@ from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.models.speech_translator import SpeechTranslator
+from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import hf_w2v_bert  # noqa: F401  (registers its preset source)
 from keras_slam.utils.preset_utils import register_named_presets

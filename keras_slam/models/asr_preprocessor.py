@@ -9,6 +9,8 @@ The same front end as the TFRecord pipeline (`keras_slam.data.pipeline`), so
 audio read from files gives the features the model was trained on.
 """
 
+import warnings
+
 import keras
 import keras_hub
 import numpy as np
@@ -72,6 +74,21 @@ def standardize_waveform(waveform, sample_rate, target_rate, channels=None, wher
             f"{where}: expected (samples,) or (samples, channels), got shape {waveform.shape}"
         )
     return resample(waveform, sample_rate, target_rate).astype("float32")
+
+
+def waveform_list(array):
+    """A (B, S) array of waveforms, or one (S,) waveform -> list of waveforms."""
+    if array.ndim == 1:
+        return [array]
+    if array.ndim == 2 and array.shape[1] < array.shape[0]:
+        raise ValueError(
+            f"audio: a 2-D array is a (B, S) batch of mono waveforms, but shape {array.shape} "
+            "has fewer samples than waveforms; for one multi-channel (S, C) waveform pass "
+            '[waveform] with channels="mean"'
+        )
+    if array.ndim != 2:
+        raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
+    return list(array)
 
 
 def pad_waveforms(waveforms, multiple=1):
@@ -193,19 +210,58 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
             y = self.tokenize_transcripts(y)
         return keras.utils.pack_x_y_sample_weight(inputs, y, sample_weight)
 
+    def prepare_waveforms(
+        self, waveforms, sample_rate=None, channels=None, non_finite="raise", caller="transcribe"
+    ):
+        """Raw audio -> (standardized waveforms, indices of those long enough for a frame).
+
+        Args:
+            waveforms: a list of (S,) / (S, C) waveforms or a (B, S) array
+                (see `SpeechRecognizer.transcribe`).
+            sample_rate, channels: see `standardize_waveform`; default rate:
+                the front end's.
+            non_finite: a waveform with NaN or Inf samples raises ValueError
+                ("raise") or, with "empty", becomes empty (no frames) and is
+                counted in a warning naming `caller`.
+        """
+        if non_finite not in ("raise", "empty"):
+            raise ValueError(f'non_finite must be "raise" or "empty", got {non_finite!r}')
+        if isinstance(waveforms, np.ndarray):
+            waveforms = waveform_list(waveforms)
+        target_rate = self.audio_converter.sample_rate
+        prepared, non_finite_items = [], []
+        for index, waveform in enumerate(waveforms):
+            waveform = standardize_waveform(
+                waveform,
+                target_rate if sample_rate is None else sample_rate,
+                target_rate,
+                channels,
+                where=f"audio item {index}",
+            )
+            if not np.all(np.isfinite(waveform)):
+                if non_finite == "raise":
+                    raise ValueError(
+                        f'audio item {index}: NaN or Inf samples (pass non_finite="empty" '
+                        'to give such items "")'
+                    )
+                non_finite_items.append(index)
+                waveform = waveform[:0]
+            prepared.append(waveform)
+        if non_finite_items:
+            warnings.warn(
+                f"{caller}: {len(non_finite_items)} of {len(prepared)} waveforms have NaN or "
+                f'Inf samples and give "": items {non_finite_items}',
+                stacklevel=3,
+            )
+        # Shorter than one window: no frames, nothing to run the model on.
+        frame_length = self.audio_converter.frame_length
+        return prepared, [i for i, w in enumerate(prepared) if len(w) >= frame_length]
+
     def tokenize_transcripts(self, transcripts):
         """list of str -> {"token_ids" (B, L) int32, "token_padding_mask" (B, L)}."""
         if self.tokenizer is None:
             raise ValueError("this preprocessor has no tokenizer")
-        ids = [
-            list(np.asarray(keras.ops.convert_to_numpy(self.tokenizer(t))).reshape(-1))
-            for t in transcripts
-        ]
-        ids = [[i for i in row if i != 0] for row in ids]  # drop fixed-length padding
-        length = max(1, max(len(row) for row in ids))
-        token_ids = np.zeros((len(ids), length), "int32")
-        for i, row in enumerate(ids):
-            token_ids[i, : len(row)] = row
+        token_ids = pad_token_ids(self.tokenizer, transcripts)
         return {"token_ids": token_ids, "token_padding_mask": (token_ids > 0).astype("float32")}
 
     def detokenize(self, token_id_lists):
@@ -215,16 +271,31 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
                 "this SpeechRecognizer has no tokenizer to turn ids into text: pass "
                 "`preprocessor=SpeechRecognizerPreprocessor(tokenizer=...)`"
             )
-        texts = []
-        for ids in token_id_lists:
-            ids = [int(i) for i in ids if i > 0]
-            text = self.tokenizer.detokenize([ids])[0] if ids else ""
-            if hasattr(text, "numpy"):
-                text = text.numpy()
-            texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
-        return texts
+        return detokenize_ids(self.tokenizer, token_id_lists)
 
     def get_config(self):
         config = super().get_config()
         config["pad_to_multiple"] = self.pad_to_multiple
         return config
+
+
+def pad_token_ids(tokenizer, texts):
+    """list of str -> (B, L) int32 ids right-padded with 0 (L >= 1)."""
+    ids = [list(np.asarray(keras.ops.convert_to_numpy(tokenizer(t))).reshape(-1)) for t in texts]
+    ids = [[i for i in row if i != 0] for row in ids]  # drop fixed-length padding
+    token_ids = np.zeros((len(ids), max(1, max(len(row) for row in ids))), "int32")
+    for i, row in enumerate(ids):
+        token_ids[i, : len(row)] = row
+    return token_ids
+
+
+def detokenize_ids(tokenizer, token_id_lists):
+    """list of id lists -> list of str (ids < 0 and the pad id dropped)."""
+    texts = []
+    for ids in token_id_lists:
+        ids = [int(i) for i in ids if i > 0]
+        text = tokenizer.detokenize([ids])[0] if ids else ""
+        if hasattr(text, "numpy"):
+            text = text.numpy()
+        texts.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+    return texts

@@ -24,8 +24,6 @@ variables, the optimizer state and the compiled step stay the same; the
 price is that encoder gradients are still computed while frozen.
 """
 
-import warnings
-
 import keras
 import keras_hub
 import numpy as np
@@ -33,7 +31,7 @@ from keras import ops
 
 from keras_slam.layers.spec_augment import SpecAugment
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
-from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, standardize_waveform
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, waveform_list
 from keras_slam.models.ctc_decoding import ctc_decode, token_id_lists
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.ctc import ctc_loss
@@ -265,7 +263,7 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             `standardize_waveform`, and `non_finite`).
         """
         if isinstance(audio, np.ndarray):
-            audio = _waveform_list(audio)
+            audio = waveform_list(audio)
         if isinstance(audio, (list, tuple)) and not (audio and isinstance(audio[0], dict)):
             return self._transcribe_waveforms(
                 audio, strategy, beam_width, batch_size, sample_rate, channels, non_finite
@@ -279,39 +277,11 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         self, waveforms, strategy, beam_width, batch_size, sample_rate, channels, non_finite
     ):
         """List of waveforms -> one text per waveform (see `transcribe`)."""
-        if non_finite not in ("raise", "empty"):
-            raise ValueError(f'non_finite must be "raise" or "empty", got {non_finite!r}')
         preprocessor = self._preprocessor_or_error()
-        target_rate = preprocessor.audio_converter.sample_rate
-        prepared, non_finite_items = [], []
-        for index, waveform in enumerate(waveforms):
-            waveform = standardize_waveform(
-                waveform,
-                target_rate if sample_rate is None else sample_rate,
-                target_rate,
-                channels,
-                where=f"audio item {index}",
-            )
-            if not np.all(np.isfinite(waveform)):
-                if non_finite == "raise":
-                    raise ValueError(
-                        f'audio item {index}: NaN or Inf samples (pass non_finite="empty" '
-                        'to transcribe such items as "")'
-                    )
-                non_finite_items.append(index)
-                waveform = waveform[:0]
-            prepared.append(waveform)
-        if non_finite_items:
-            warnings.warn(
-                f"transcribe: {len(non_finite_items)} of {len(prepared)} waveforms have NaN or "
-                f'Inf samples and are transcribed as "": items {non_finite_items}',
-                stacklevel=3,
-            )
-        # Shorter than one window: no frames, nothing to run the model on.
+        prepared, audible = preprocessor.prepare_waveforms(
+            waveforms, sample_rate, channels, non_finite, caller="transcribe"
+        )
         texts = [""] * len(prepared)
-        audible = [
-            i for i, w in enumerate(prepared) if len(w) >= preprocessor.audio_converter.frame_length
-        ]
         for start in range(0, len(audible), batch_size):
             rows = audible[start : start + batch_size]
             batch = preprocessor([prepared[i] for i in rows])
@@ -402,18 +372,3 @@ def _default_vocabulary_size(backbone, preprocessor):
         f"pass vocabulary_size or a preprocessor with a tokenizer ({type(backbone).__name__} "
         "has no text vocabulary to default to)"
     )
-
-
-def _waveform_list(array):
-    """A (B, S) array of waveforms, or one (S,) waveform -> list of waveforms."""
-    if array.ndim == 1:
-        return [array]
-    if array.ndim == 2 and array.shape[1] < array.shape[0]:
-        raise ValueError(
-            f"audio: a 2-D array is a (B, S) batch of mono waveforms, but shape {array.shape} "
-            "has fewer samples than waveforms; for one multi-channel (S, C) waveform pass "
-            '[waveform] with channels="mean"'
-        )
-    if array.ndim != 2:
-        raise ValueError(f"audio: expected a (B, S) array of waveforms, got shape {array.shape}")
-    return list(array)

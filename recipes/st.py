@@ -1,0 +1,274 @@
+"""Speech translation recipe: SLAM pre-training -> SpeechTranslator, X->En.
+
+    python -m recipes.st --config st_tiny --output runs/st
+    python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
+
+On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
+it -> en), spoken by espeak-ng into a cache on first use
+(`ensure_parallel_speech`, reused afterwards):
+
+1. A tiny SLAM backbone pre-trained on tfrecords/sample (`recipes.main`),
+   unless `--preset` names one; its tokenizer reads the source text.
+2. Fine-tuning a `SpeechTranslator` (Transformer decoder, English character
+   targets) on speech translation from the pre-trained encoder and from a
+   random one of the same size, then jointly on speech and text
+   translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
+   same pairs' source text) from the pre-trained encoder.
+3. BLEU and chrF (sacrebleu, per pair and their mean) on the test split of
+   each, and the zero-shot text translation of the ST-only pre-trained
+   model (it never saw text input in fine-tuning).
+4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
+   translations under `eval/<setting>/` and the joint model as a task
+   preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
+"""
+
+import argparse
+import json
+import os
+import time
+
+import keras
+
+from keras_slam.data import gettext_pairs, parallel_speech, pipeline
+from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
+from keras_slam.data.translation import split_translation_batch
+from keras_slam.metrics import translation_evaluation
+from keras_slam.models.speech_translator import SpeechTranslator
+from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
+from recipes import asr
+from recipes import main as main_recipe
+
+DIRECTIONS = tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES)
+BUCKET_SECONDS = (3.0, 5.0, 8.0)
+MAX_SOURCE_LENGTH = 160  # characters of the spoken side's text (MT input)
+_TINY_DECODER = {
+    "decoder_num_layers": 2,
+    "decoder_hidden_dim": 64,
+    "decoder_intermediate_dim": 128,
+    "decoder_num_heads": 2,
+    "dropout": 0.1,
+    "label_smoothing": 0.1,
+}
+CONFIGS = {
+    "st_tiny": {
+        "backbone": main_recipe.TINY_BACKBONE,
+        "pretrain_steps": 100,
+        "decoder": _TINY_DECODER,
+        "train_pairs": 1000,  # per direction
+        "test_pairs": 25,
+        "max_translation_length": 80,  # English characters; longer pairs are skipped
+        "finetune_steps": 200,
+        "learning_rate": 2e-3,
+        "batch_seconds": 16.0,
+        "mt_loss_weight": 5.0,  # mSLAM's
+        "max_decode_length": None,  # decoder positions at evaluation (None: all)
+    },
+}
+# The tests and the guide: every stage, in seconds rather than minutes.
+CONFIGS["st_smoke"] = dict(
+    CONFIGS["st_tiny"],
+    pretrain_steps=4,
+    train_pairs=24,
+    test_pairs=4,
+    finetune_steps=4,
+    max_decode_length=12,
+)
+SETTINGS = (
+    # name, encoder weights loaded, joint ST + MT
+    ("st_pretrained", True, False),
+    ("st_random_init", False, False),
+    ("st_mt_pretrained", True, True),
+)
+
+
+def speech_corpus(cache, config):
+    """{split: speech-translation shard files} of the X->En directions,
+    spoken into `cache` on first use."""
+    files = {}
+    for split, pairs in (("train", config["train_pairs"]), ("test", config["test_pairs"])):
+        corpus = parallel_speech.ensure_parallel_speech(
+            os.path.join(cache, f"{split}_{pairs}"), DIRECTIONS, (split,), pairs, progress=False
+        )
+        names = [parallel_speech.direction_name(*direction) for direction in DIRECTIONS]
+        files[split] = pipeline.list_shards([os.path.join(corpus, n, split) for n in names])
+    return files
+
+
+def build_source_tokenizer():
+    """Characters of the sample corpus' transcripts and the pairs' source side."""
+    texts = asr.training_transcripts()
+    for language, _ in DIRECTIONS:
+        texts += [pair[language] for pair in gettext_pairs.read_pairs(language, "train")]
+    return CharacterTokenizer(build_character_vocabulary(texts, max_size=160), sequence_length=None)
+
+
+def build_target_tokenizer():
+    """Characters of the English side of the training pairs."""
+    texts = [
+        pair["en"]
+        for language, _ in DIRECTIONS
+        for pair in gettext_pairs.read_pairs(language, "train")
+    ]
+    return CharacterTokenizer(build_character_vocabulary(texts, max_size=96), sequence_length=None)
+
+
+def build_preprocessor(preset):
+    """The preset's front end and (source) tokenizer + `build_target_tokenizer()`."""
+    source = SpeechTranslatorPreprocessor.from_preset(preset)
+    return SpeechTranslatorPreprocessor(
+        audio_converter=source.audio_converter,
+        tokenizer=source.tokenizer,
+        target_tokenizer=build_target_tokenizer(),
+    )
+
+
+def build_translator(preset, preprocessor, config, load_weights=True):
+    """`SpeechTranslator.from_preset` with the config's decoder: the preset's
+    encoder (its weights, or a random one of its size) and a new decoder."""
+    return SpeechTranslator.from_preset(
+        preset,
+        load_weights=load_weights,
+        preprocessor=preprocessor,
+        mt_loss_weight=config["mt_loss_weight"],
+        max_target_length=config["max_translation_length"] + 1,
+        **config["decoder"],
+    )
+
+
+def translation_dataset(files, preprocessor, config, training=False, seed=0):
+    """Speech + source text + translation batches (`paired=True`); training
+    batches are shuffled and repeat."""
+    return pipeline.speech_dataset(
+        files,
+        preprocessor.audio_converter,
+        pipeline.Buckets.from_budget(BUCKET_SECONDS, config["batch_seconds"]),
+        tokenizer=preprocessor.tokenizer,
+        max_token_length=MAX_SOURCE_LENGTH,
+        paired=True,
+        translation_tokenizer=preprocessor.target_tokenizer,
+        max_translation_length=config["max_translation_length"],
+        too_long="skip",
+        shuffle_buffer=1024 if training else 0,
+        seed=seed,
+        repeat=training,
+    )
+
+
+def joint_batch(batch):
+    """A paired batch -> {"speech": ST batch, "text": MT batch of its source text}."""
+    text_keys = ("token_ids", "token_padding_mask", "translation_ids", "translation_padding_mask")
+    return {"speech": batch, "text": {key: batch[key] for key in text_keys}}
+
+
+def finetune(translator, train, config, joint=False, verbose=2):
+    """Trains for `config["finetune_steps"]` steps; returns the loss of each window."""
+    translator.compile(
+        learning_rate=asr.warmup_cosine(config["finetune_steps"], config["learning_rate"])
+    )
+
+    def split(batch):
+        batch = joint_batch(batch) if joint else batch
+        return split_translation_batch(batch, translator.bos_id, translator.eos_id)
+
+    return asr.fit_logged(translator, train.map(split), config["finetune_steps"], verbose=verbose)[
+        "loss"
+    ]
+
+
+def plot_results(results, path):
+    """Grouped bars: BLEU and chrF per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    names = list(results)
+    figure, axis = pyplot.subplots(figsize=(8, 4))
+    for offset, metric in ((-0.2, "bleu"), (0.2, "chrf")):
+        values = [results[name]["average"][metric] for name in names]
+        axis.bar([i + offset for i in range(len(names))], values, width=0.4, label=metric)
+    axis.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
+    axis.set_ylabel("score (sacrebleu, mean over X->En pairs)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def format_table(results):
+    lines = [f"{'setting':<28} {'BLEU':>6} {'chrF':>6}"]
+    lines += [
+        f"{name:<28} {r['average']['bleu']:6.2f} {r['average']['chrf']:6.2f}"
+        for name, r in results.items()
+    ]
+    return "\n".join(lines)
+
+
+def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, verbose=2):
+    """The whole recipe (module docstring); returns {setting: scores dict}."""
+    config = CONFIGS[config_name]
+    os.makedirs(output, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    front_end = asr.make_front_end()
+    if preset is None:
+        preset = os.path.join(output, "pretrained")
+        settings = main_recipe.Settings(
+            config["backbone"], config["pretrain_steps"], config["finetune_steps"]
+        )
+        print(f"== SLAM pre-training: {settings.pretrain_steps} steps")
+        main_recipe.pretrain(settings, build_source_tokenizer(), front_end, preset, seed)
+    preprocessor = build_preprocessor(preset)
+    files = speech_corpus(cache, config)
+    train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
+    results, table = {}, {}
+    for name, load_weights, joint in SETTINGS:
+        started = time.time()
+        keras.utils.set_random_seed(seed)
+        translator = build_translator(preset, preprocessor, config, load_weights)
+        print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
+        losses = finetune(translator, train, config, joint, verbose)
+        sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
+        for source in sources:
+            scores, rows = translation_evaluation.evaluate_translation(
+                translator,
+                files["test"],
+                source,
+                batch_size=16,
+                max_length=config["max_decode_length"],
+            )
+            label = name if source == "speech" else "zero_shot_mt_" + name.removeprefix("st_")
+            translation_evaluation.write_evaluation(
+                os.path.join(output, "eval", label), scores, rows, {"setting": label}
+            )
+            table[label] = scores.as_dict()
+            print(scores.table())
+        results[name] = {"loss": [losses[0], losses[-1]], "seconds": time.time() - started}
+    translator.save_to_preset(os.path.join(output, "translator"))
+    results["scores"] = table
+    with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    plot_results(table, os.path.join(output, "results.png"))
+    print(format_table(table))
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="st_tiny", choices=sorted(CONFIGS))
+    parser.add_argument("--output", default="runs/st")
+    parser.add_argument(
+        "--preset", help="pre-trained backbone preset to start from (default: pre-train one)"
+    )
+    parser.add_argument(
+        "--speech-cache", default="runs/parallel_speech", help="spoken pairs, made on first use"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    run(args.config, args.output, args.preset, args.speech_cache, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
