@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from keras_slam import cli
-from keras_slam.data import intents, pipeline, schema, spoken_classification, synth
+from keras_slam.data import intents, pipeline, schema, spoken_classification, synth, tokenizers
 
 pytest.importorskip("espeakng_loader")
 
@@ -87,6 +87,20 @@ def test_speech_and_text_records_carry_the_label_and_the_test_split_is_unseen(tm
             assert record["transcript"] == written[id]["text"]
         texts[split] = {record["text"] for record in written.values()}
     assert texts["train"] and texts["test"] and not texts["train"] & texts["test"]
+    # The pipeline turns the written label into its index among the class names.
+    tokenizer = tokenizers.CharacterTokenizer(
+        tokenizers.build_character_vocabulary(t.decode() for t in texts["train"]),
+        sequence_length=None,
+    )
+    batches = pipeline.text_dataset(
+        spoken_classification.shard_files(corpus, "text", "train"),
+        tokenizer,
+        pipeline.Buckets((128,), 32),
+        labels=summary["labels"],
+    )
+    (batch,) = list(batches.as_numpy_iterator())
+    real = batch["token_padding_mask"].any(axis=1)
+    assert sorted(batch["label"][real]) == [0] * 6 + [1] * 6 and (batch["label"][~real] == -1).all()
 
 
 def test_language_id_corpus_labels_each_language(tmp_path):
