@@ -14,7 +14,11 @@ import numpy as np
 from keras import ops
 
 from keras_slam.layers.padding import zero_padded_frames
-from keras_slam.metrics.codebook import codebook_perplexity, frame_perplexity
+
+# The module, not its names: `import keras_slam.metrics` first imports
+# metrics.codebook, which imports keras_slam.layers (and so this file) before
+# it defines them.
+from keras_slam.metrics import codebook as codebook_metrics
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -154,8 +158,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         return (
             ops.cast(quantized, self.compute_dtype),
             ops.cast(code_ids, "int32"),
-            codebook_perplexity(frame_probs, padding_mask),
-            frame_perplexity(frame_probs, padding_mask),
+            codebook_metrics.codebook_perplexity(frame_probs, padding_mask),
+            codebook_metrics.frame_perplexity(frame_probs, padding_mask),
         )
 
     def compute_output_shape(self, input_shape):
