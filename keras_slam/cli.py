@@ -21,7 +21,10 @@ from keras_slam.data import (
     synth_corpus,
     writers,
 )
+from keras_slam.metrics import classification
+from keras_slam.models.sequence_classifier import SequenceClassifier
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import commands as presets_commands
 
 
@@ -188,6 +191,83 @@ COMMANDS.append(
         "WER / CER per language of a SpeechRecognizer preset on paired TFRecord shards",
         add_evaluate_asr_arguments,
         run_evaluate_asr,
+    )
+)
+
+
+def add_evaluate_classifier_arguments(parser):
+    parser.add_argument(
+        "--preset",
+        required=True,
+        help="SpeechClassifier or TextClassifier task preset directory (with its class names)",
+    )
+    parser.add_argument(
+        "--shards",
+        required=True,
+        nargs="+",
+        help="speech (or, for text, paired) shard folders, files or globs",
+    )
+    parser.add_argument(
+        "--label-field",
+        default="label",
+        help='record field holding the class name: "label" (intents; the sample corpus\'s '
+        'language codes) or "language"',
+    )
+    parser.add_argument(
+        "--output", required=True, help="folder for report.json and confusion_matrix.png"
+    )
+    parser.add_argument("--batch-seconds", type=float, default=32.0)
+    parser.add_argument(
+        "--max-transcript-length", type=int, default=512, help="token cap of a TextClassifier"
+    )
+
+
+def run_evaluate_classifier(args):
+    classifier = SequenceClassifier.from_preset(args.preset)
+    if not classifier.class_names:
+        print(f"error: {args.preset} has no class names to match the labels", file=sys.stderr)
+        return 1
+    preprocessor = classifier.preprocessor
+    if preprocessor is None:
+        print(f"error: {args.preset} has no preprocessor (front end)", file=sys.stderr)
+        return 1
+    is_text = isinstance(classifier, TextClassifier)
+    dataset = pipeline.speech_dataset(
+        pipeline.list_shards(args.shards),
+        preprocessor.audio_converter,
+        pipeline.Buckets.from_budget((4.0, 8.0, 16.0, 32.0), args.batch_seconds),
+        tokenizer=preprocessor.tokenizer if is_text else None,
+        max_token_length=args.max_transcript_length if is_text else None,
+        paired=is_text,
+        labels=classifier.class_names,
+        label_field=args.label_field,
+    )
+    y_true, y_pred = classifier.collect_predictions(dataset)
+    report = classification.classification_report(y_true, y_pred, classifier.class_names)
+    report.update(preset=args.preset, shards=args.shards, label_field=args.label_field)
+    os.makedirs(args.output, exist_ok=True)
+    report_path = os.path.join(args.output, "report.json")
+    with open(report_path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2, ensure_ascii=False)
+    png_path = classification.plot_confusion_matrix(
+        report["confusion_matrix"],
+        classifier.class_names,
+        os.path.join(args.output, "confusion_matrix.png"),
+        title=f"{type(classifier).__name__} on {report['examples']} examples",
+    )
+    print(f"examples: {report['examples']}")
+    print(f"accuracy: {report['accuracy']:.4f}")
+    print(f"macro-F1: {report['macro_f1']:.4f}")
+    print(f"report: {report_path}\nconfusion matrix: {png_path}")
+    return 0
+
+
+COMMANDS.append(
+    (
+        "evaluate-classifier",
+        "accuracy, macro-F1 and confusion matrix of a classifier preset on TFRecord shards",
+        add_evaluate_classifier_arguments,
+        run_evaluate_classifier,
     )
 )
 

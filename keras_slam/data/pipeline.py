@@ -653,6 +653,7 @@ def speech_dataset(
     languages=None,
     target_languages=None,
     labels=None,
+    label_field="label",
     too_long="error",
     remainder="pad",
     shuffle_buffer=0,
@@ -685,6 +686,10 @@ def speech_dataset(
         languages / target_languages / labels: lists of names; when given,
             batches carry their indices as "language" / "target_language" /
             "label" (B,) int32.
+        label_field: the record's string field whose value `labels` indexes
+            (default "label": intents, the sample corpus's language codes;
+            "language" for language ID from any corpus). A value not in
+            `labels` stops the pipeline with an error naming the record.
         too_long: "error" or "skip" for audio longer than the last bucket
             (the count is `dataset.num_too_long` when `verify`).
         remainder: "pad" (fully-masked rows) or "drop" for partial batches.
@@ -730,7 +735,13 @@ def speech_dataset(
     target_language_index = (
         _index_lookup(target_languages, "target language") if target_languages else None
     )
-    label_index = _index_lookup(labels, "label") if labels else None
+    text_fields = [n for n, (t, _) in schema.SPEECH_FIELDS.items() if t == tf.string and n != "pcm"]
+    if label_field not in text_fields:
+        raise ValueError(
+            f"label_field must be a text field of speech records, one of {text_fields}; "
+            f"got {label_field!r}"
+        )
+    label_index = _index_lookup(labels, f"label ({label_field})") if labels else None
 
     def prepare(record):
         item = {
@@ -750,7 +761,7 @@ def speech_dataset(
         if target_language_index:
             item["target_language"] = target_language_index(record["target_language"], record["id"])
         if label_index:
-            item["label"] = label_index(record["label"], record["id"])
+            item["label"] = label_index(record[label_field], record["id"])
         fits = tf.shape(record["pcm"])[0] <= limits[-1]
         if paired:
             fits = tf.logical_and(fits, tf.shape(item["token_ids"])[0] <= max_token_length)

@@ -15,10 +15,9 @@ from keras import ops
 
 from keras_slam.layers.padding import zero_padded_frames
 
-# The module, not its names: `import keras_slam.metrics` first imports
-# metrics.codebook, which imports keras_slam.layers (and so this file) before
-# it defines them.
-from keras_slam.metrics import codebook as codebook_metrics
+# A module import: `keras_slam.metrics` imports the layers package while it
+# loads (its codebook metrics use `masked_mean`), so names are read at call time.
+from keras_slam.metrics import codebook
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -158,8 +157,8 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         return (
             ops.cast(quantized, self.compute_dtype),
             ops.cast(code_ids, "int32"),
-            codebook_metrics.codebook_perplexity(frame_probs, padding_mask),
-            codebook_metrics.frame_perplexity(frame_probs, padding_mask),
+            codebook.codebook_perplexity(frame_probs, padding_mask),
+            codebook.frame_perplexity(frame_probs, padding_mask),
         )
 
     def compute_output_shape(self, input_shape):

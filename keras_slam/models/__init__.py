@@ -12,8 +12,10 @@ and `SpeechRecognizer.from_preset(<Hugging Face directory>)` work.
 from keras_slam.models import slam_backbone_presets, speech_encoder_presets
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import hf_w2v_bert  # noqa: F401  (registers its preset source)
 from keras_slam.utils.preset_utils import register_named_presets
 

@@ -283,3 +283,25 @@ def test_model_fit_consumes_the_mixed_pipeline(tmp_path, seeded):
     history = model.fit(pipeline.mix_streams(streams), steps_per_epoch=4, epochs=2, verbose=0)
     losses = history.history["loss"]
     assert len(losses) == 2 and np.all(np.isfinite(losses)) and losses[1] < losses[0]
+
+
+def test_label_field_reads_any_text_field_and_rejects_unknown_labels(tmp_path):
+    with tf.io.TFRecordWriter(str(tmp_path / "s-00000.tfrecord")) as writer:
+        for index, (language, intent) in enumerate([("fr", "pay"), ("en", "greet")]):
+            pcm = np.full(1600, 100 * (index + 1), "int16")
+            writer.write(schema.speech_example(f"u{index}", pcm, language, label=intent))
+    files, frontend = [str(tmp_path / "s-00000.tfrecord")], LogMelSpectrogram()
+    buckets = pipeline.Buckets.from_budget((0.5,), budget=1.0)
+
+    def labels(names, field):
+        dataset = pipeline.speech_dataset(
+            files, frontend, buckets, labels=names, label_field=field, verify=False
+        )
+        return [int(x) for batch in epoch(dataset) for x in batch["label"] if x >= 0]
+
+    assert labels(["en", "fr"], "language") == [1, 0]
+    assert labels(["greet", "pay"], "label") == [1, 0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"unknown label \(label\).*u1"):
+        labels(["pay"], "label")
+    with pytest.raises(ValueError, match="label_field must be a text field"):
+        labels(["pay"], "intent")

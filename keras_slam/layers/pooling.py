@@ -1,0 +1,121 @@
+"""Sequence pooling and the classification head shared by speech and text.
+
+    sequence (B, T, D), padding_mask (B, T)
+      -> SequencePooling ("mean" | "attention") -> (B, D)
+      -> Dropout -> Dense(num_classes) -> logits (B, C)
+
+One head class serves `SpeechClassifier` and `TextClassifier`, so a head
+trained on text can classify speech through the shared encoder (cross-modal
+zero-shot transfer).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_slam.layers.padding import masked_mean, zero_padded_frames
+
+POOLINGS = ("mean", "attention")
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SequencePooling(keras.layers.Layer):
+    """Masked mean or attention pooling over the real positions.
+
+    "mean": the mean of the real positions. "attention": a learned query q
+    (D,) scores each position, s_t = x_t . q / sqrt(D); the output is
+    sum_t softmax(s)_t x_t with the softmax over real positions only (in
+    float32). A row without real positions pools to zeros.
+
+    Args:
+        pooling: "mean" or "attention".
+
+    Call args:
+        sequence: (B, T, D).
+        padding_mask: (B, T), 1 = real, 0 = pad.
+    Returns:
+        (B, D) in the sequence's dtype.
+    """
+
+    def __init__(self, pooling="mean", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        if self.pooling == "attention":
+            self.query = self.add_weight(
+                shape=(sequence_shape[-1],), initializer="zeros", name="query"
+            )
+
+    def call(self, sequence, padding_mask):
+        if self.pooling == "mean":
+            return masked_mean(sequence, padding_mask, axis=1)
+        real = ops.greater(padding_mask, 0)
+        # Selects, so NaN/inf at padded positions never reach the sum.
+        sequence = zero_padded_frames(sequence, padding_mask)
+        scores = ops.einsum(
+            "btd,d->bt", ops.cast(sequence, "float32"), ops.cast(self.query, "float32")
+        )
+        scores = scores / math.sqrt(sequence.shape[-1])
+        scores = ops.where(real, scores, ops.full_like(scores, -1e9))
+        weights = ops.where(real, ops.softmax(scores, axis=1), ops.zeros_like(scores))
+        pooled = ops.einsum("bt,btd->bd", weights, ops.cast(sequence, "float32"))
+        return ops.cast(pooled, sequence.dtype)
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config["pooling"] = self.pooling
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class ClassificationHead(keras.layers.Layer):
+    """`SequencePooling` -> dropout -> Dense(num_classes).
+
+    Args:
+        num_classes: C.
+        pooling: "mean" or "attention" (see `SequencePooling`).
+        dropout: rate before the dense layer.
+
+    Call args:
+        sequence: (B, T, D) encoder output.
+        padding_mask: (B, T), 1 = real, 0 = pad.
+        training: enables dropout.
+    Returns:
+        logits (B, C).
+    """
+
+    def __init__(self, num_classes, pooling="mean", dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.pooling = pooling
+        self.dropout = dropout
+        self.sequence_pooling = SequencePooling(
+            pooling, dtype=self.dtype_policy, name="sequence_pooling"
+        )
+        self.dropout_layer = keras.layers.Dropout(
+            dropout, dtype=self.dtype_policy, name="head_dropout"
+        )
+        self.dense = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="logits")
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        self.sequence_pooling.build(sequence_shape, padding_mask_shape)
+        self.dense.build((sequence_shape[0], sequence_shape[-1]))
+
+    def call(self, sequence, padding_mask, training=None):
+        pooled = self.sequence_pooling(sequence, padding_mask)
+        return self.dense(self.dropout_layer(pooled, training=training))
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, pooling=self.pooling, dropout=self.dropout)
+        return config

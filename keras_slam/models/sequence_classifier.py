@@ -1,0 +1,173 @@
+"""What `SpeechClassifier` and `TextClassifier` share: head, loss, labels.
+
+    encoder output (B, T, D), padding mask (B, T)
+      -> ClassificationHead "classification_head" (pooling, dropout, Dense)
+      -> logits (B, C)
+
+Labels are int (B,) class ids, -1 for rows to leave out (a pipeline's
+padded batch rows); the loss is
+`keras_slam.objectives.classification.classification_loss`.
+
+Linear probe vs fine-tuning: `freeze_encoder=True` sets
+`backbone.trainable = False`, so only the head trains (the encoder's
+dropout still runs in `fit`; give the backbone dropout 0 for a
+deterministic probe). `freeze_encoder=False` fine-tunes everything, the
+encoder at `encoder_learning_rate_multiplier` x the head's learning rate.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+
+from keras_slam.layers.pooling import ClassificationHead
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.objectives.classification import classification_loss
+from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.utils.preset_utils import PresetMixin
+
+HEAD_NAME = "classification_head"
+
+
+def split_classification_batch(batch, feature_keys, label_key="label"):
+    """Pipeline batch dict -> (x dict of `feature_keys`, y labels (B,)) for `fit`."""
+    return {key: batch[key] for key in feature_keys}, batch[label_key]
+
+
+def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
+    """The head a classifier uses: `head` as given, or a new one.
+
+    Returns:
+        (head, num_classes, class_names as a list or None).
+    Raises:
+        ValueError: the class count is missing or disagrees between
+            `num_classes`, `class_names` and `head`.
+    """
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names has duplicates: {class_names}")
+        if num_classes is None:
+            num_classes = len(class_names)
+    if head is not None and num_classes is None:
+        num_classes = head.num_classes
+    if num_classes is None:
+        raise ValueError("pass num_classes or class_names")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"num_classes is {num_classes} but class_names has {len(class_names)}")
+    if head is None:
+        head = ClassificationHead(
+            num_classes, pooling, dropout, dtype=backbone.dtype_policy, name=HEAD_NAME
+        )
+    elif head.num_classes != num_classes:
+        raise ValueError(f"the head has {head.num_classes} classes, not {num_classes}")
+    return head, num_classes, class_names
+
+
+class SequenceClassifier(PresetMixin, keras_hub.models.Task):
+    """Base of the classifiers: subclasses build the functional graph
+    (inputs -> encoder -> `self.head`) and name their input keys in
+    `feature_keys`; this class compiles, trains and predicts."""
+
+    backbone_cls = keras_hub.models.Backbone
+    preprocessor_cls = SpeechRecognizerPreprocessor
+    feature_keys = ()
+
+    def _set_classifier_config(self, num_classes, class_names, freeze_encoder):
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.freeze_encoder = freeze_encoder
+        self.pooling = self.head.pooling
+        self.dropout = self.head.dropout
+
+    def compile(
+        self,
+        optimizer="auto",
+        learning_rate=1e-3,
+        encoder_learning_rate_multiplier=1.0,
+        global_clipnorm=5.0,
+        **kwargs,
+    ):
+        """Compiles with the cross-entropy of `compute_loss`.
+
+        Args:
+            optimizer: "auto" builds `EncoderHeadAdam` from the next three
+                arguments; any other optimizer is used as given. Steps with
+                a non-finite loss or gradient are skipped and counted.
+            learning_rate: head learning rate (float or schedule).
+            encoder_learning_rate_multiplier: encoder lr / head lr (when
+                the encoder is not frozen).
+            global_clipnorm: gradient clipping of the "auto" optimizer.
+            **kwargs: `keras.Model.compile` arguments.
+        """
+        if optimizer == "auto":
+            optimizer = EncoderHeadAdam(
+                head_prefix=HEAD_NAME,
+                encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
+                learning_rate=learning_rate,
+                global_clipnorm=global_clipnorm,
+            )
+        super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Cross-entropy, mean over the rows whose label is not -1."""
+        loss = classification_loss(y, y_pred)
+        return loss + keras.ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+
+    def model_inputs(self, inputs):
+        """A batch dict holding `feature_keys` -> the model's inputs (numpy);
+        subclasses also take raw inputs through their preprocessor."""
+        missing = [key for key in self.feature_keys if key not in inputs]
+        if missing:
+            raise ValueError(f"{type(self).__name__} inputs lack {missing}")
+        return {key: np.asarray(inputs[key]) for key in self.feature_keys}
+
+    def predict_labels(self, inputs):
+        """Class names and probabilities of one batch.
+
+        Args:
+            inputs: a batch dict with `feature_keys` (e.g. a pipeline
+                batch), or raw inputs (see the subclass's `model_inputs`).
+        Returns:
+            (labels: list of B class names (the class index as a string
+            when the classifier has no class names), probabilities (B, C)
+            float32 numpy).
+        """
+        logits = self.predict_on_batch(self.model_inputs(inputs))
+        probabilities = keras.ops.convert_to_numpy(
+            keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)
+        )
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        return [names[i] for i in probabilities.argmax(axis=-1)], probabilities
+
+    def collect_predictions(self, dataset, label_key="label"):
+        """True and predicted class ids over a dataset's labelled rows.
+
+        Args:
+            dataset: iterable of batch dicts with `feature_keys` and
+                `label_key` (int (B,), -1 for padded rows, which are left out).
+        Returns:
+            (y_true (N,) int, y_pred (N,) int) numpy arrays.
+        """
+        y_true, y_pred = [], []
+        for batch in dataset:
+            labels = np.asarray(batch[label_key])
+            rows = labels >= 0
+            if not rows.any():
+                continue
+            logits = np.asarray(self.predict_on_batch(self.model_inputs(batch)))
+            y_true.append(labels[rows])
+            y_pred.append(logits[rows].argmax(axis=-1))
+        if not y_true:
+            return np.zeros(0, int), np.zeros(0, int)
+        return np.concatenate(y_true), np.concatenate(y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            pooling=self.pooling,
+            dropout=self.dropout,
+            freeze_encoder=self.freeze_encoder,
+        )
+        return config

@@ -1,0 +1,135 @@
+"""Utterance classification (language ID, intent) on a SLAM backbone or SpeechEncoder.
+
+    speech_features (B, T, F), speech_padding_mask (B, T)
+      -> backbone.speech_tower            (both backbones have one)
+      -> backbone.shared_encoder          (SLAMBackbone, `use_shared_encoder`)
+      -> ClassificationHead "classification_head" -> logits (B, C)
+
+Training, loss, labels and the linear-probe mode: see
+`keras_slam.models.sequence_classifier`.
+"""
+
+import keras
+import numpy as np
+
+from keras_slam.models.sequence_classifier import SequenceClassifier, resolve_head
+from keras_slam.models.speech_recognizer import FEATURE_KEYS, encode_speech
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SpeechClassifier(SequenceClassifier):
+    """Speech classifier: encoder -> pooled head (module docstring).
+
+    Args:
+        backbone: `SLAMBackbone` or `SpeechEncoder`.
+        num_classes: C; default: `len(class_names)`, else the head's.
+        class_names: C names (saved with the task preset; `predict_labels`
+            returns them).
+        preprocessor: `SpeechRecognizerPreprocessor` (front end) for raw
+            waveforms in `predict_labels`.
+        pooling: "mean" or "attention" (`keras_slam.layers.pooling`).
+        use_shared_encoder: run the SLAM shared encoder after the speech
+            tower (default: whenever the backbone has one).
+        dropout: before the head's dense layer.
+        freeze_encoder: linear probe: `backbone.trainable = False`.
+        head: a `ClassificationHead` to use (and share), e.g. a
+            `TextClassifier`'s; `pooling` and `dropout` are then its own.
+
+    Inputs: {"speech_features" (B, T, F), "speech_padding_mask" (B, T)}.
+    Outputs: logits (B, C). Labels for `fit`: int (B,), -1 = left out.
+
+    Example:
+    ```python
+    classifier = SpeechClassifier.from_preset(
+        "runs/x/pretrained", class_names=["de", "en", "es", "it"], freeze_encoder=True
+    )
+    classifier.compile(learning_rate=1e-3)
+    classifier.fit(batches.map(lambda b: split_classification_batch(b, FEATURE_KEYS)))
+    labels, probabilities = classifier.predict_labels([waveform])
+    ```
+    """
+
+    feature_keys = FEATURE_KEYS
+
+    def __init__(
+        self,
+        backbone,
+        num_classes=None,
+        class_names=None,
+        preprocessor=None,
+        pooling="mean",
+        use_shared_encoder=None,
+        dropout=0.1,
+        freeze_encoder=False,
+        head=None,
+        **kwargs,
+    ):
+        has_shared = hasattr(backbone, "shared_encoder")
+        if use_shared_encoder is None:
+            use_shared_encoder = has_shared
+        if use_shared_encoder and not has_shared:
+            raise ValueError(f"{type(backbone).__name__} has no shared encoder")
+        head, num_classes, class_names = resolve_head(
+            backbone, num_classes, class_names, head, pooling, dropout
+        )
+        backbone.trainable = not freeze_encoder
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.head = head
+
+        # === Functional Model ===
+        speech_features = keras.Input((None, backbone.feature_dim), name="speech_features")
+        speech_padding_mask = keras.Input((None,), name="speech_padding_mask")
+        sequence, frame_mask = encode_speech(
+            backbone, speech_features, speech_padding_mask, use_shared_encoder
+        )
+        logits = self.head(sequence, frame_mask)
+        super().__init__(
+            inputs={"speech_features": speech_features, "speech_padding_mask": speech_padding_mask},
+            outputs=logits,
+            **kwargs,
+        )
+
+        # === Config ===
+        self._set_classifier_config(num_classes, class_names, freeze_encoder)
+        self.use_shared_encoder = use_shared_encoder
+
+    @classmethod
+    def from_text_classifier(cls, text_classifier, **kwargs):
+        """A speech classifier sharing a `TextClassifier`'s backbone and head
+        (the same variables): cross-modal zero-shot transfer, a head trained
+        on text classifying speech through the shared encoder.
+
+        Args:
+            text_classifier: a `TextClassifier` (SLAM backbone).
+            **kwargs: other `SpeechClassifier` arguments (e.g. `preprocessor`).
+        """
+        return cls(
+            text_classifier.backbone,
+            class_names=text_classifier.class_names,
+            num_classes=text_classifier.num_classes,
+            use_shared_encoder=True,
+            freeze_encoder=text_classifier.freeze_encoder,
+            head=text_classifier.head,
+            **kwargs,
+        )
+
+    def model_inputs(self, inputs):
+        """A feature batch dict, or raw waveforms (a list of 1-D arrays or a
+        (B, S) array, 16 kHz, through the preprocessor's front end)."""
+        if isinstance(inputs, dict):
+            return super().model_inputs(inputs)
+        if self.preprocessor is None:
+            raise ValueError(
+                "this SpeechClassifier has no preprocessor for raw waveforms: pass "
+                "`preprocessor=SpeechRecognizerPreprocessor()` or feature batches"
+            )
+        features = self.preprocessor(inputs)
+        return {key: np.asarray(features[key]) for key in self.feature_keys}
+
+    def get_config(self):
+        config = super().get_config()
+        config["use_shared_encoder"] = self.use_shared_encoder
+        return config

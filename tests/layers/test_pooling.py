@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from keras_slam.layers.pooling import ClassificationHead, SequencePooling
+from tests import test_case
+
+
+def inputs(rng, batch_size=3, length=6, dim=4):
+    return {
+        "sequence": rng.normal(size=(batch_size, length, dim)).astype("float32"),
+        "padding_mask": test_case.random_padding_mask(rng, batch_size, length),
+    }
+
+
+def pooling_layer(pooling, rng, dim=4):
+    layer = SequencePooling(pooling)
+    layer.build((None, None, dim))
+    if pooling == "attention":
+        layer.query.assign(rng.normal(size=(dim,)).astype("float32"))
+    return layer
+
+
+def test_attention_pooling_known_answer(seeded):
+    layer = pooling_layer("attention", seeded)
+    batch = inputs(seeded)
+    pooled = test_case.to_numpy(layer(**batch))
+    query = test_case.to_numpy(layer.query)
+    for row, (sequence, mask) in enumerate(zip(batch["sequence"], batch["padding_mask"])):
+        real = sequence[mask > 0]
+        scores = real @ query / 2.0  # sqrt(D) = 2
+        weights = np.exp(scores - scores.max())
+        weights /= weights.sum()
+        np.testing.assert_allclose(pooled[row], weights @ real, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_pooling_known_answer(seeded):
+    batch = inputs(seeded)
+    pooled = test_case.to_numpy(SequencePooling("mean")(**batch))
+    for row, (sequence, mask) in enumerate(zip(batch["sequence"], batch["padding_mask"])):
+        np.testing.assert_allclose(pooled[row], sequence[mask > 0].mean(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_pooling_padding_invariance_and_empty_rows(seeded, pooling):
+    layer = pooling_layer(pooling, seeded)
+    test_case.assert_padding_invariant(
+        lambda batch: layer(**batch), inputs(seeded), {"sequence": "padding_mask"}
+    )
+    batch = test_case.with_non_finite_padding(inputs(seeded), {"sequence": "padding_mask"})
+    batch["padding_mask"][1] = 0.0
+    batch["sequence"][1] = np.nan
+    pooled = test_case.to_numpy(layer(**batch))
+    np.testing.assert_array_equal(pooled[1], 0.0)
+    assert np.all(np.isfinite(pooled))
+
+
+def test_unknown_pooling_is_an_error():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        SequencePooling("max")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_head_shapes_weights_and_serialization(seeded, pooling):
+    head = ClassificationHead(5, pooling=pooling, dropout=0.1)
+    batch = inputs(seeded)
+    test_case.run_layer_test(head, batch, (3, 5), 3 if pooling == "attention" else 2)
+    test_case.assert_serialization_roundtrip(head, lambda layer: lambda b: layer(**b), batch)
