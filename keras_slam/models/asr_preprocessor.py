@@ -173,8 +173,8 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
         return cls(**kwargs)
 
     def call(self, x, y=None, sample_weight=None):
-        if isinstance(x, dict) and "speech_features" in x:
-            # Already features (a `keras_slam.data.pipeline` batch): unchanged.
+        if isinstance(x, dict) and ("speech_features" in x or "token_ids" in x):
+            # Already features or tokens (a `keras_slam.data.pipeline` batch): unchanged.
             return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
         if isinstance(x, dict):
             waveform, mask = x["waveform"], x.get("waveform_padding_mask")
