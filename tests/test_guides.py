@@ -10,8 +10,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow(backend="torch")
-def test_first_model_guide_runs():
+def run_guide(name):
     env = dict(
         os.environ,
         KERAS_BACKEND=keras.backend.backend(),
@@ -19,7 +18,7 @@ def test_first_model_guide_runs():
         PYTHONPATH=REPO_ROOT,
     )
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "guides", "01_first_model.py")],
+        [sys.executable, os.path.join(REPO_ROOT, "guides", name)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -28,4 +27,15 @@ def test_first_model_guide_runs():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "CER" in result.stdout and "guide finished" in result.stdout
+    assert "guide finished" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow(backend="torch")
+def test_first_model_guide_runs():
+    assert "CER" in run_guide("01_first_model.py")
+
+
+@pytest.mark.slow(backend="tensorflow")
+def test_classification_guide_runs():
+    assert "text-trained head on speech" in run_guide("03_classification.py")
