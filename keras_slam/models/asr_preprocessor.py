@@ -119,8 +119,9 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
     Call args:
         x: a list of 1-D waveforms, a (B, S) array, or a dict {"waveform"
             (B, S), "waveform_padding_mask" (B, S)}; samples in [-1, 1].
-            A dict that already holds "speech_features" (a pipeline batch)
-            passes through unchanged, so `fit` / `predict` take either.
+            A dict that already holds "speech_features" or "token_ids" (a
+            pipeline batch) passes through unchanged, so `fit` / `predict`
+            take either.
         y: optional list of B transcripts (or an already tokenized dict).
     Returns:
         x = {"speech_features" (B, T, F), "speech_padding_mask" (B, T)}, or
@@ -174,7 +175,7 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
 
     def call(self, x, y=None, sample_weight=None):
         if isinstance(x, dict) and ("speech_features" in x or "token_ids" in x):
-            # Already features or tokens (a `keras_slam.data.pipeline` batch): unchanged.
+            # Already model inputs (a `keras_slam.data.pipeline` batch): unchanged.
             return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
         if isinstance(x, dict):
             waveform, mask = x["waveform"], x.get("waveform_padding_mask")

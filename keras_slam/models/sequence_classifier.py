@@ -72,6 +72,20 @@ class SequenceClassifier(PresetMixin, keras_hub.models.Task):
     preprocessor_cls = SpeechRecognizerPreprocessor
     feature_keys = ()
 
+    def _set_layers(
+        self, backbone, preprocessor, num_classes, class_names, head, pooling, dropout, freeze
+    ):
+        """Sets backbone (frozen or not), preprocessor and head (`resolve_head`)
+        before the subclass builds its graph; returns (num_classes, class_names)."""
+        head, num_classes, class_names = resolve_head(
+            backbone, num_classes, class_names, head, pooling, dropout
+        )
+        backbone.trainable = not freeze
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.head = head
+        return num_classes, class_names
+
     def _set_classifier_config(self, num_classes, class_names, freeze_encoder):
         self.num_classes = num_classes
         self.class_names = class_names

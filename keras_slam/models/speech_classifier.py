@@ -12,7 +12,7 @@ Training, loss, labels and the linear-probe mode: see
 import keras
 import numpy as np
 
-from keras_slam.models.sequence_classifier import SequenceClassifier, resolve_head
+from keras_slam.models.sequence_classifier import SequenceClassifier
 from keras_slam.models.speech_recognizer import FEATURE_KEYS, encode_speech
 
 
@@ -69,15 +69,11 @@ class SpeechClassifier(SequenceClassifier):
             use_shared_encoder = has_shared
         if use_shared_encoder and not has_shared:
             raise ValueError(f"{type(backbone).__name__} has no shared encoder")
-        head, num_classes, class_names = resolve_head(
-            backbone, num_classes, class_names, head, pooling, dropout
-        )
-        backbone.trainable = not freeze_encoder
 
         # === Layers ===
-        self.backbone = backbone
-        self.preprocessor = preprocessor
-        self.head = head
+        num_classes, class_names = self._set_layers(
+            backbone, preprocessor, num_classes, class_names, head, pooling, dropout, freeze_encoder
+        )
 
         # === Functional Model ===
         speech_features = keras.Input((None, backbone.feature_dim), name="speech_features")

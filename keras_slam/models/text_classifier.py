@@ -13,7 +13,7 @@ loss, labels and the linear-probe mode: see
 
 import keras
 
-from keras_slam.models.sequence_classifier import SequenceClassifier, resolve_head
+from keras_slam.models.sequence_classifier import SequenceClassifier
 from keras_slam.models.slam_backbone import SLAMBackbone
 
 FEATURE_KEYS = ("token_ids", "token_padding_mask")
@@ -62,15 +62,11 @@ class TextClassifier(SequenceClassifier):
                 f"TextClassifier needs a SLAMBackbone (text tower + shared encoder), "
                 f"got {type(backbone).__name__}"
             )
-        head, num_classes, class_names = resolve_head(
-            backbone, num_classes, class_names, head, pooling, dropout
-        )
-        backbone.trainable = not freeze_encoder
 
         # === Layers ===
-        self.backbone = backbone
-        self.preprocessor = preprocessor
-        self.head = head
+        num_classes, class_names = self._set_layers(
+            backbone, preprocessor, num_classes, class_names, head, pooling, dropout, freeze_encoder
+        )
 
         # === Functional Model ===
         token_ids = keras.Input((None,), dtype="int32", name="token_ids")
