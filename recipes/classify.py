@@ -224,6 +224,7 @@ def format_table(rows):
 def pretrained_preset(config, output, seed=0):
     """A brief SLAM pre-training on the sample corpus, saved to <output>/pretrained."""
     preset = os.path.join(output, "pretrained")
+    keras.utils.set_random_seed(seed)  # the same backbone whatever ran before
     tokenizer = asr.build_tokenizer()
     main_recipe.pretrain(config.pretraining, tokenizer, asr.make_front_end(), preset, seed)
     return preset
