@@ -14,8 +14,10 @@ from keras_slam.data import (
     audio,
     corpora,
     gettext_pairs,
+    intents,
     parallel_speech,
     pipeline,
+    spoken_classification,
     synth_corpus,
     writers,
 )
@@ -541,6 +543,75 @@ COMMANDS += [
         "speak the parallel text with espeak-ng into a speech-translation TFRecord corpus",
         add_parallel_speech_arguments,
         run_parallel_speech,
+    ),
+]
+
+
+def add_classification_corpus_arguments(parser, languages):
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="corpus folder (reused when a finished corpus with the same parameters is there)",
+    )
+    parser.add_argument("--languages", nargs="+", default=list(languages), help="language codes")
+    parser.add_argument("--seed", type=int, default=0, help="fixes voices and styles")
+    parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_intent_corpus_arguments(parser):
+    add_classification_corpus_arguments(parser, intents.LANGUAGES)
+    parser.add_argument("--intents", nargs="+", default=list(intents.INTENTS), help="intent names")
+    parser.add_argument(
+        "--max-per-template",
+        type=int,
+        default=0,
+        help="sentences per template, spread over its slot values (0: all)",
+    )
+
+
+def add_lid_corpus_arguments(parser):
+    add_classification_corpus_arguments(parser, spoken_classification.LID_LANGUAGES)
+    parser.add_argument("--train-per-language", type=int, default=120)
+    parser.add_argument("--test-per-language", type=int, default=30)
+
+
+def run_classification_corpus(args):
+    options = {"seed": args.seed, "num_workers": args.workers, "progress": not args.no_progress}
+    try:
+        if args.command == "intent-corpus":
+            output = spoken_classification.ensure_intent_corpus(
+                args.output, args.languages, args.intents, args.max_per_template or None, **options
+            )
+        else:
+            output = spoken_classification.ensure_language_id_corpus(
+                args.output,
+                args.languages,
+                args.train_per_language,
+                args.test_per_language,
+                **options,
+            )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with open(os.path.join(output, "summary.json"), encoding="utf-8") as file:
+        print(file.read())
+    return 0
+
+
+COMMANDS += [
+    (
+        "intent-corpus",
+        "speak and write the templated banking intents (12 intents, 5 languages, test split "
+        "by template) into TFRecord shards",
+        add_intent_corpus_arguments,
+        run_classification_corpus,
+    ),
+    (
+        "lid-corpus",
+        "speak the committed gettext text in 9 languages into a language-ID TFRecord corpus",
+        add_lid_corpus_arguments,
+        run_classification_corpus,
     ),
 ]
 

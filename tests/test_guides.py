@@ -41,3 +41,8 @@ def test_first_model_guide_runs():
 def test_speech_translation_guide_runs():
     output = run_guide("02_speech_translation.py")
     assert "chrF" in output and "from text:" in output
+
+
+@pytest.mark.slow(backend="tensorflow")
+def test_classification_guide_runs():
+    assert "text-trained head on speech" in run_guide("03_classification.py")

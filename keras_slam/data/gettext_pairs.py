@@ -253,13 +253,17 @@ def write_parallel_text(
     dpkg_info=DPKG_INFO,
     doc_root=DOC_ROOT,
     max_train_pairs=MAX_TRAIN_PAIRS,
+    max_eval_pairs=None,
 ):
     """Extracts each language's pairs into `output` (see the module docstring):
-    all dev and test pairs and the first `max_train_pairs` train pairs by id
-    (None or 0: all). Returns the summary dict (also `output/summary.json`)."""
+    the first `max_train_pairs` train pairs and `max_eval_pairs` dev and test
+    pairs by id (None or 0: all). Returns the summary dict (also
+    `output/summary.json`)."""
     if max_train_pairs is not None and max_train_pairs < 0:
         raise ValueError(f"max_train_pairs must be >= 0 (0: all), not {max_train_pairs}")
-    max_train_pairs = max_train_pairs or None
+    if max_eval_pairs is not None and max_eval_pairs < 0:
+        raise ValueError(f"max_eval_pairs must be >= 0 (0: all), not {max_eval_pairs}")
+    max_train_pairs, max_eval_pairs = max_train_pairs or None, max_eval_pairs or None
     packages = package_index(dpkg_info)
     summary = {
         "format_version": FORMAT_VERSION,
@@ -271,6 +275,8 @@ def write_parallel_text(
         "languages": {},
         "licences": {},
     }
+    if max_eval_pairs is not None:  # absent: dev and test whole (text made before the cap)
+        summary["max_eval_pairs"] = max_eval_pairs
     for language in sorted(languages):
         pairs, report = extract_pairs(language, locale_root, packages, doc_root)
         folder = Path(output) / language
@@ -278,8 +284,8 @@ def write_parallel_text(
         written = {}
         for split in SPLITS:
             chosen = [pair for pair in pairs if pair["split"] == split]
-            if split == "train" and max_train_pairs is not None:
-                chosen = chosen[:max_train_pairs]  # pairs are sorted by id
+            cap = max_train_pairs if split == "train" else max_eval_pairs
+            chosen = chosen[:cap]  # pairs are sorted by id; a cap of None keeps all
             written[split] = len(chosen)
             lines = "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in chosen)
             (folder / f"{split}{SUFFIX}").write_bytes(

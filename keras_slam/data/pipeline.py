@@ -22,7 +22,7 @@ float32 when paired], ["translation_ids" (B, L') int32,
 "translation_padding_mask" (B, L') float32 with a translation tokenizer],
 ["language" (B,) int32], ["target_language" (B,) int32], ["label" (B,) int32]}.
 Text batch: {"token_ids" (B, L) int32, "token_padding_mask" (B, L) float32,
-["language" (B,) int32]}. Strings never leave the pipeline (JAX and torch
+["language" (B,) int32], ["label" (B,) int32]}. Strings never leave the pipeline (JAX and torch
 cannot take them): languages and labels become indices into the given lists.
 Padded rows have all-zero masks, token ids 0, language/label -1.
 """
@@ -889,6 +889,7 @@ def text_dataset(
     buckets,
     max_length=512,
     languages=None,
+    labels=None,
     remainder="pad",
     shuffle_buffer=0,
     seed=None,
@@ -900,7 +901,7 @@ def text_dataset(
     verify=True,
     prefetch=True,
 ):
-    """Text-only batches {"token_ids", "token_padding_mask"[, "language"]}.
+    """Text-only batches {"token_ids", "token_padding_mask"[, "language"][, "label"]}.
 
     Sequences are capped at `max_length` tokens (the cap is added as the last
     bucket boundary if `buckets` stops short of it). Other arguments as in
@@ -922,12 +923,15 @@ def text_dataset(
         buckets.batch_sizes[min(len(limits) - 1, len(buckets.batch_sizes) - 1)]
     ]
     language_index = _index_lookup(languages, "language") if languages else None
+    label_index = _index_lookup(labels, "label") if labels else None
 
     def prepare(record):
         ids = tf.cast(tokenizer(record["text"]), tf.int32)[:max_length]
         item = {"token_ids": ids, "token_padding_mask": tf.ones_like(ids, tf.float32)}
         if language_index:
             item["language"] = language_index(record["language"], record["id"])
+        if label_index:
+            item["label"] = label_index(record["label"], record["id"])
         return item
 
     items = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -935,13 +939,19 @@ def text_dataset(
 
     def padded_shapes(limit):
         shapes = {"token_ids": tf.reshape(limit, [1]), "token_padding_mask": tf.reshape(limit, [1])}
-        if languages:
-            shapes["language"] = []
+        shapes.update(
+            {name: [] for name, given in (("language", languages), ("label", labels)) if given}
+        )
         return shapes
 
     padding_values = {"token_ids": tf.constant(0), "token_padding_mask": tf.constant(0.0)}
-    if languages:
-        padding_values["language"] = tf.constant(-1)
+    padding_values.update(
+        {
+            name: tf.constant(-1)
+            for name, given in (("language", languages), ("label", labels))
+            if given
+        }
+    )
     batches = _bucket_and_batch(
         items,
         lambda item: tf.shape(item["token_ids"])[0],

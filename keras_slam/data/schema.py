@@ -37,6 +37,7 @@ TEXT_FIELDS = {
     "id": (tf.string, None),
     "text": (tf.string, None),
     "language": (tf.string, None),
+    "label": (tf.string, ""),
 }
 FIELDS = {SPEECH: SPEECH_FIELDS, TEXT: TEXT_FIELDS}
 
@@ -101,9 +102,14 @@ def speech_example(
     )
 
 
-def text_example(id, text, language):
-    """Serializes one text-only record (bytes)."""
-    features = {"id": _text(id), "text": _text(text), "language": _text(language)}
+def text_example(id, text, language, label=""):
+    """Serializes one text-only record (bytes); `label` is an optional class name."""
+    features = {
+        "id": _text(id),
+        "text": _text(text),
+        "language": _text(language),
+        "label": _text(label),
+    }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
         deterministic=True
     )

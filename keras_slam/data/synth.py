@@ -123,12 +123,12 @@ class Style:
     word_gap: int = 0
 
 
-def draw_style(rng, voices):
-    """A random Style: a voice from `voices`, the rest uniform over VARIANTS and
-    the inclusive ranges RATE_RANGE, PITCH_RANGE, WORD_GAP_RANGE."""
+def draw_style(rng, voices, variants=VARIANTS):
+    """A random Style: a voice from `voices`, the rest uniform over `variants`
+    and the inclusive ranges RATE_RANGE, PITCH_RANGE, WORD_GAP_RANGE."""
     return Style(
         voice=voices[rng.integers(len(voices))],
-        variant=VARIANTS[rng.integers(len(VARIANTS))],
+        variant=variants[rng.integers(len(variants))],
         rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
         pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
         word_gap=int(rng.integers(WORD_GAP_RANGE[0], WORD_GAP_RANGE[1] + 1)),

@@ -170,12 +170,14 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     return summary
 
 
-def write_corpus_shards(items, folder, prefix, seconds):
-    """GZIP shards of about SHARD_SECONDS of audio each; the writer's summary."""
+def write_corpus_shards(items, folder, prefix, seconds, kind=schema.SPEECH):
+    """GZIP shards of about SHARD_SECONDS of audio each (text: one shard); the
+    writer's summary."""
     num_shards = max(1, round(seconds / SHARD_SECONDS))
     shards = writers.write_shards(
         items,
         str(folder),
+        kind=kind,
         prefix=prefix,
         num_shards=num_shards,
         compress=True,

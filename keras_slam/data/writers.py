@@ -3,7 +3,7 @@
 An *item* is a dict. Speech items: {"id", "audio" (path) or "pcm" (int16
 (samples,) at 16 kHz, already in memory), "language", optional
 "transcript", "translation", "target_language", "label"}. Text
-items: {"id", "text", "language"}. `keras_slam.data.corpora` turns corpus
+items: {"id", "text", "language", optional "label"}. `keras_slam.data.corpora` turns corpus
 layouts into items; `write_shards` decodes, validates, shards and
 summarizes them.
 
@@ -86,7 +86,10 @@ def encode_item(item, kind, charset=None, downmix=False, decoder="soundfile"):
         if not item["text"].strip():
             raise audio_lib.BadInputError(source, "empty", "whitespace-only text")
         check_text(source, item["text"], charset)
-        return schema.text_example(item["id"], item["text"], item["language"]), 0.0
+        text = schema.text_example(
+            item["id"], item["text"], item["language"], item.get("label", "")
+        )
+        return text, 0.0
     transcript, translation = (
         item.get(field, "") if item.get(field, "").strip() else ""
         for field in ("transcript", "translation")

@@ -325,6 +325,23 @@ def test_train_is_capped_at_the_first_pairs_by_id_dev_and_test_are_whole(tmp_pat
         gettext_pairs.write_parallel_text(
             tmp_path / "x", ("de",), locale, info, doc, max_train_pairs=-1
         )
+    eval_capped = gettext_pairs.write_parallel_text(
+        tmp_path / "eval", ("de",), locale, info, doc, max_train_pairs=5, max_eval_pairs=1
+    )
+    assert eval_capped["max_eval_pairs"] == 1
+    for split in gettext_pairs.SPLITS:
+        every = gettext_pairs.read_pairs("de", split, tmp_path / "all")
+        kept = gettext_pairs.read_pairs("de", split, tmp_path / "eval")
+        assert kept == every[: 5 if split == "train" else 1], split
+    assert eval_capped["languages"]["de"]["written"] == {
+        split: min(count, 5 if split == "train" else 1)
+        for split, count in full["languages"]["de"]["splits"].items()
+    }
+    assert full["languages"]["de"]["splits"]["test"] > 1  # so the eval cap cuts
+    with pytest.raises(ValueError, match="max_eval_pairs must be >= 0"):
+        gettext_pairs.write_parallel_text(
+            tmp_path / "x", ("de",), locale, info, doc, max_eval_pairs=-1
+        )
     args = ["parallel-text", "--output", str(tmp_path / "cli"), "--languages", "de"]
     args += ["--locale-root", str(locale), "--dpkg-info", str(info)]
     assert cli.main([*args, "--doc-root", str(doc), "--max-train-pairs", "5"]) == 0

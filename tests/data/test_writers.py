@@ -291,3 +291,13 @@ def test_list_shards_refuses_a_folder_whose_shards_disagree_with_its_summary(tmp
         match=r"disagree with summary.json \(not listed: \['shard-00000-of-00003.tfrecord'\], missing: \[\]\)",
     ):
         pipeline.list_shards(tmp_path / "out")
+
+
+def test_text_records_keep_an_optional_label(tmp_path):
+    items = [
+        {"id": "a", "text": "Block my card.", "language": "en", "label": "freeze"},
+        {"id": "b", "text": "Hello there.", "language": "en"},
+    ]
+    writers.write_shards(items, str(tmp_path), kind=schema.TEXT, progress=False)
+    records = read_all(tmp_path, "text")
+    assert records["a"]["label"].numpy() == b"freeze" and records["b"]["label"].numpy() == b""

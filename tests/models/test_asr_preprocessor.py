@@ -1,5 +1,7 @@
 import os
 
+import keras
+import numpy as np
 import pytest
 
 from keras_slam.layers.log_mel import LogMelSpectrogram
@@ -72,3 +74,20 @@ def test_preset_without_preprocessor(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no preprocessor"):
         SpeechRecognizerPreprocessor.from_preset(preset)
     assert SpeechRecognizer.from_preset(preset, vocabulary_size=5).preprocessor is None
+
+
+def test_pipeline_batches_pass_through_unchanged():
+    """keras-hub's `Task.fit` runs the preprocessor on every batch: a speech
+    (features) or text (tokens) batch from the pipeline, with its labels,
+    must come out as it went in (a TextClassifier's text batches did not)."""
+    preprocessor = make_preprocessor()
+    labels = np.array([2, -1])
+    for batch in (
+        {
+            "speech_features": np.zeros((2, 5, 80), "float32"),
+            "speech_padding_mask": np.ones((2, 5)),
+        },
+        {"token_ids": np.array([[3, 4], [5, 0]]), "token_padding_mask": np.ones((2, 2))},
+    ):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(preprocessor(batch, labels))
+        assert x is batch and y is labels

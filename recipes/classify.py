@@ -1,0 +1,277 @@
+"""Classification recipe: spoken language ID and intent, pre-trained vs random
+init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
+
+    python -m recipes.classify --config classify_tiny              # <= 10 min, 2 CPU cores
+    python -m recipes.classify --preset runs/<ts>/pretrained      # the main job's backbone
+    python -m recipes.classify --config classify_smoke             # seconds (the tests)
+
+1. Data (`keras_slam.data.spoken_classification`, built once into `--data`):
+   language ID in nine languages and the banking intents in five, spoken by
+   espeak-ng; test sentences (intents: templates) and voice variants unseen.
+2. Backbone: `--preset` (a SLAM backbone preset with its preprocessor, e.g.
+   the main job's `runs/<ts>/pretrained`), else a brief SLAM pre-training on
+   the sample corpus (`recipes.main.pretrain`) saved to `<output>/pretrained`.
+3. One classifier per row of `RUNS`: `SpeechClassifier` (language ID,
+   intent) or `TextClassifier` (written intents) from that preset, with its
+   weights ("pretrained") or without ("random"), encoder frozen ("probe":
+   only the pooled head trains) or not ("finetune"), trained for the
+   config's steps and scored on the test split.
+4. Zero-shot: each text-trained intent classifier classifies the *spoken*
+   test set through the speech path with the same head
+   (`SpeechClassifier.from_text_classifier`): the SLAM claim that text and
+   speech share one representation, measured.
+5. `<output>/results.json`, the table printed, a confusion PNG per row and
+   every trained classifier saved as a task preset under `<output>/presets/`.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import keras
+
+from keras_slam.data import intents, pipeline, spoken_classification
+from keras_slam.metrics import classification as classification_metrics
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.sequence_classifier import split_classification_batch
+from keras_slam.models.speech_classifier import SpeechClassifier
+from keras_slam.models.text_classifier import TextClassifier
+from recipes import asr
+from recipes import main as main_recipe
+
+TEXT_LENGTH = main_recipe.TEXT_LENGTH
+# Two buckets: every classifier compiles its step for each, so fewer is faster
+# on CPU than tighter padding.
+BUCKET_SECONDS = (4.0, 8.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    pretraining: main_recipe.Settings  # the brief pre-training (unused with --preset)
+    steps: int  # per classifier
+    lid_languages: tuple
+    lid_per_language: tuple  # (train, test) utterances
+    intent_languages: tuple
+    intent_names: tuple
+    max_per_template: int | None
+    runs: tuple = None  # rows of RUNS (None: all)
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+
+
+CONFIGS = {
+    "classify_tiny": Config(
+        dataclasses.replace(
+            main_recipe.DEFAULT, backbone=main_recipe.TINY_BACKBONE, pretrain_steps=200
+        ),
+        steps=150,
+        lid_languages=spoken_classification.LID_LANGUAGES,
+        lid_per_language=(60, 20),
+        intent_languages=intents.LANGUAGES,
+        intent_names=intents.INTENTS,
+        max_per_template=3,
+    ),
+    "classify_smoke": Config(
+        main_recipe.TINY,
+        steps=4,
+        lid_languages=("en", "pl"),
+        lid_per_language=(4, 2),
+        intent_languages=("en", "de"),
+        intent_names=("balance", "freeze"),
+        max_per_template=1,
+        runs=(
+            ("intent", "speech", "pretrained", "probe"),
+            ("intent", "text", "random", "finetune"),
+        ),
+        batch_size=4,
+    ),
+}
+
+# (task, modality the head trains on, init, mode); a "text" run is also
+# scored zero-shot on speech.
+RUNS = (
+    ("language_id", "speech", "pretrained", "probe"),
+    ("language_id", "speech", "pretrained", "finetune"),
+    ("language_id", "speech", "random", "probe"),
+    ("language_id", "speech", "random", "finetune"),
+    ("intent", "speech", "pretrained", "probe"),
+    ("intent", "speech", "pretrained", "finetune"),
+    ("intent", "speech", "random", "probe"),
+    ("intent", "speech", "random", "finetune"),
+    ("intent", "text", "pretrained", "probe"),
+    ("intent", "text", "pretrained", "finetune"),
+    ("intent", "text", "random", "finetune"),
+)
+
+
+def ensure_corpora(config, data_dir, progress=True):
+    """{"language_id": corpus folder, "intent": corpus folder}, built once."""
+    train, test = config.lid_per_language
+    return {
+        "language_id": spoken_classification.ensure_language_id_corpus(
+            os.path.join(data_dir, "language_id"),
+            config.lid_languages,
+            train,
+            test,
+            progress=progress,
+        ),
+        "intent": spoken_classification.ensure_intent_corpus(
+            os.path.join(data_dir, "intent"),
+            config.intent_languages,
+            config.intent_names,
+            config.max_per_template,
+            progress=progress,
+        ),
+    }
+
+
+def speech_batches(corpus, split, preprocessor, class_names, batch_size, training=False):
+    """Speech batches {"speech_features", "speech_padding_mask", "label"}."""
+    return pipeline.speech_dataset(
+        spoken_classification.shard_files(corpus, "speech", split),
+        preprocessor.audio_converter,
+        pipeline.Buckets(BUCKET_SECONDS, batch_size),
+        labels=class_names,
+        shuffle_buffer=1024 if training else 0,
+        repeat=training,
+    )
+
+
+def text_batches(corpus, split, preprocessor, class_names, batch_size, training=False):
+    """Text batches {"token_ids", "token_padding_mask", "label"}."""
+    return pipeline.text_dataset(
+        spoken_classification.shard_files(corpus, "text", split),
+        preprocessor.tokenizer,
+        pipeline.Buckets((TEXT_LENGTH,), batch_size),
+        max_length=TEXT_LENGTH,
+        labels=class_names,
+        shuffle_buffer=1024 if training else 0,
+        repeat=training,
+    )
+
+
+def score(classifier, batches, path, title):
+    """{"accuracy", "macro_f1", "utterances"} of `classifier` on `batches`; the
+    confusion matrix goes to the PNG `path`."""
+    y_true, y_pred = classifier.collect_predictions(batches)
+    report = classification_metrics.classification_report(y_true, y_pred, classifier.class_names)
+    classification_metrics.plot_confusion_matrix(
+        report["confusion_matrix"], classifier.class_names, path, title
+    )
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "utterances": report["examples"],
+    }
+
+
+def train_and_score(run, preset, corpora, config, output, seed=0):
+    """Trains one row of RUNS; returns its result rows (two for a text run)."""
+    task, modality, init, mode = run
+    name = "-".join(run)
+    keras.utils.set_random_seed(seed)
+    corpus = corpora[task]
+    class_names = spoken_classification.read_summary(corpus)["labels"]
+    preprocessor = SpeechRecognizerPreprocessor.from_preset(preset)
+    cls, batches = (
+        (SpeechClassifier, speech_batches)
+        if modality == "speech"
+        else (TextClassifier, text_batches)
+    )
+    classifier = cls.from_preset(
+        preset,
+        load_weights=init == "pretrained",
+        class_names=class_names,
+        preprocessor=preprocessor,
+        freeze_encoder=mode == "probe",
+    )
+    classifier.compile(learning_rate=config.learning_rate)
+    train = batches(corpus, "train", preprocessor, class_names, config.batch_size, training=True)
+    train = train.map(lambda batch: split_classification_batch(batch, cls.feature_keys))
+    started = time.time()
+    losses = asr.fit_logged(classifier, train, config.steps, verbose=0)["loss"]
+    seconds = time.time() - started
+    classifier.save_to_preset(os.path.join(output, "presets", name))
+    common = {"task": task, "train": modality, "init": init, "mode": mode}
+    common.update(chance=1 / len(class_names), loss=[losses[0], losses[-1]], seconds=seconds)
+    test = batches(corpus, "test", preprocessor, class_names, config.batch_size)
+    png = os.path.join(output, f"confusion-{name}.png")
+    rows = [dict(common, test=modality, **score(classifier, test, png, name))]
+    if modality == "text":
+        speech = SpeechClassifier.from_text_classifier(classifier, preprocessor=preprocessor)
+        test = speech_batches(corpus, "test", preprocessor, class_names, config.batch_size)
+        png = os.path.join(output, f"confusion-{name}-zero-shot-speech.png")
+        title = f"{name}, zero-shot on speech"
+        rows.append(dict(common, test="speech (zero-shot)", **score(speech, test, png, title)))
+    return rows
+
+
+def format_table(rows):
+    """The results as one fixed-width table."""
+    header = f"{'task':<12} {'train':<7} {'test':<19} {'init':<11} {'mode':<9}"
+    header += f" {'accuracy':>8} {'macro-F1':>8} {'chance':>7} {'n':>5}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['task']:<12} {r['train']:<7} {r['test']:<19} {r['init']:<11} {r['mode']:<9}"
+            f" {r['accuracy']:>8.1%} {r['macro_f1']:>8.3f} {r['chance']:>7.1%} {r['utterances']:>5}"
+        )
+    return "\n".join(lines)
+
+
+def pretrained_preset(config, output, seed=0):
+    """A brief SLAM pre-training on the sample corpus, saved to <output>/pretrained."""
+    preset = os.path.join(output, "pretrained")
+    keras.utils.set_random_seed(seed)  # the same backbone whatever ran before
+    tokenizer = asr.build_tokenizer()
+    main_recipe.pretrain(config.pretraining, tokenizer, asr.make_front_end(), preset, seed)
+    return preset
+
+
+def run(config_name, output, data_dir, preset=None, progress=True):
+    """The whole recipe; returns the result rows (also `<output>/results.json`)."""
+    config = CONFIGS[config_name]
+    os.makedirs(output, exist_ok=True)
+    started = time.time()
+    corpora = ensure_corpora(config, data_dir, progress)
+    print(f"== data ready ({time.time() - started:.0f} s): {corpora}")
+    if preset is None:
+        print(f"== SLAM pre-training, {config.pretraining.pretrain_steps} steps")
+        preset = pretrained_preset(config, output)
+    rows = []
+    for run_spec in config.runs or RUNS:
+        new_rows = train_and_score(run_spec, preset, corpora, config, output)
+        accuracies = ", ".join(f"{r['test']} {r['accuracy']:.1%}" for r in new_rows)
+        print(f"  {'-'.join(run_spec)}: {accuracies} ({new_rows[0]['seconds']:.0f} s)")
+        rows += new_rows
+    results = {
+        "config": config_name,
+        "preset": preset,
+        "backend": keras.backend.backend(),
+        "seconds": time.time() - started,
+        "rows": rows,
+    }
+    with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=1)
+    print(format_table(rows))
+    print(f"results: {output}/results.json ({results['seconds']:.0f} s)")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="classify_tiny", choices=sorted(CONFIGS))
+    parser.add_argument("--output", default="runs/classify")
+    parser.add_argument("--data", default="runs/classification_data", help="corpus cache")
+    parser.add_argument("--preset", help="SLAM backbone preset (default: pre-train briefly)")
+    args = parser.parse_args(argv)
+    run(args.config, args.output, args.data, args.preset)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
