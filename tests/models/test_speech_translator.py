@@ -312,7 +312,8 @@ def test_overfits_a_tiny_batch_to_bleu_100():
     batch = speech(rng, min_length=48)
     x, y = teacher_forced(translator, batch, TARGETS)
     translator.compile(learning_rate=3e-3)
-    translator.fit(x, y, batch_size=3, epochs=150, verbose=0)
+    translator.fit(x, y, batch_size=3, epochs=50, verbose=0)
     hypotheses = translator.translate(batch, max_length=12)
     assert hypotheses == TARGETS
-    assert corpus_bleu(TARGETS, hypotheses) == 100.0
+    # One document: the two-word sentences alone have no 4-grams to score.
+    assert corpus_bleu([" ".join(TARGETS)], [" ".join(hypotheses)]) == pytest.approx(100.0)
