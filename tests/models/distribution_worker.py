@@ -8,6 +8,9 @@ process (KERAS_BACKEND=jax) and reads the JSON it prints as the last line:
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -30,6 +33,21 @@ BACKBONE = dict(
         num_heads=2, ffn_dim=32, kernel_size=3, conv_norm_groups=4, dropout=0.0
     ),
 )
+
+
+def run_worker(module, **env):
+    """Runs `python -m module` with `env` added; returns its last JSON line."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-m", module],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        env=dict(os.environ, PYTHONPATH=repo_root, **env),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def make_recognizer():

@@ -7,11 +7,7 @@ runs tests/models/distribution_worker.py in a subprocess with 8 simulated
 CPU devices, from the JAX pass of the suite.
 """
 
-import json
-import os
 import re
-import subprocess
-import sys
 
 import keras
 import pytest
@@ -19,8 +15,7 @@ import pytest
 from keras_slam.models.layout_map import get_layout_map, layout_rules
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_recognizer import SpeechRecognizer
-from tests.conftest import REPO_ROOT
-from tests.models.distribution_worker import BACKBONE, VOCABULARY
+from tests.models.distribution_worker import BACKBONE, VOCABULARY, run_worker
 from tests.models.test_slam_pretrainer import build_pretrainer
 
 
@@ -61,23 +56,12 @@ def test_layout_map_names_the_missing_mesh_axis():
 
 @pytest.mark.slow(backend="jax")
 def test_sharded_step_equals_single_device_step():
-    env = dict(
-        os.environ,
+    report = run_worker(
+        "tests.models.distribution_worker",
         KERAS_BACKEND="jax",
         JAX_PLATFORMS="cpu",
         XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        PYTHONPATH=REPO_ROOT,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.models.distribution_worker"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     for path, (declared, actual) in report["sharding"].items():
         assert declared == actual, (path, declared, actual)
     assert any("model" in declared for declared, _ in report["sharding"].values())
