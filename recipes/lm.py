@@ -18,7 +18,6 @@ a unigram model of the training tokens (add-one smoothed).
 
 import argparse
 import json
-import math
 import os
 import time
 
