@@ -161,7 +161,7 @@ def test_only_adapter_trains_and_frozen_weights_unchanged(slm):
     dataset = tf.data.Dataset.from_generator(
         lambda: iter(batches),
         output_signature={
-            k: tf.TensorSpec((None,) * v.ndim, v.dtype) for k, v in batches[0].items()
+            k: tf.TensorSpec((None, None) + v.shape[2:], v.dtype) for k, v in batches[0].items()
         },
     ).map(split_instruction_batch)
     slm.compile(optimizer=keras.optimizers.Adam(1e-2))
