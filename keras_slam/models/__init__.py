@@ -13,6 +13,7 @@ from keras_slam.models import slam_backbone_presets, speech_encoder_presets
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower
+from keras_slam.models.speech_language_model import SpeechAdapter, SpeechLanguageModel
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.presets import hf_w2v_bert  # noqa: F401  (registers its preset source)
 from keras_slam.utils.preset_utils import register_named_presets
