@@ -10,8 +10,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow(backend="torch")
-def test_first_model_guide_runs():
+def run_guide(filename):
+    """Runs guides/`filename` in its tiny form on this backend; returns its stdout."""
     env = dict(
         os.environ,
         KERAS_BACKEND=keras.backend.backend(),
@@ -19,7 +19,7 @@ def test_first_model_guide_runs():
         PYTHONPATH=REPO_ROOT,
     )
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "guides", "01_first_model.py")],
+        [sys.executable, os.path.join(REPO_ROOT, "guides", filename)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -28,4 +28,16 @@ def test_first_model_guide_runs():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "CER" in result.stdout and "guide finished" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow(backend="torch")
+def test_first_model_guide_runs():
+    stdout = run_guide("01_first_model.py")
+    assert "CER" in stdout and "guide finished" in stdout
+
+
+@pytest.mark.slow(backend="torch")
+def test_slm_guide_runs():
+    stdout = run_guide("04_slm.py")
+    assert "ASR CER: SLM" in stdout and "guide finished" in stdout
