@@ -45,7 +45,7 @@ for family, instruction in instructions.INSTRUCTIONS.items():
 # ## 2. Train: LM, speech encoder, adapter
 # `recipes.slm.run` pre-trains the LM (saved as a keras-hub preset), CTC-trains
 # a tiny speech encoder, freezes both and trains the adapter on the trained
-# families. Each step is reused when its output exists.
+# families. The LM preset is reused when it exists.
 
 # %%
 report = slm_recipe.run(work, "smoke" if SMOKE else "tiny", verbose=0 if SMOKE else 2)

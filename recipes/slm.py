@@ -4,8 +4,7 @@
     python -m recipes.slm --output runs/slm            # tiny config
     python -m recipes.slm --output runs/slm --config smoke
 
-Steps (each reused when its output exists): (1) the LM preset
-(`recipes.lm.train_lm`); (2) a tiny `SpeechEncoder` CTC-trained on the
+Steps: (1) the LM preset (`recipes.lm.train_lm`, reused when it exists); (2) a tiny `SpeechEncoder` CTC-trained on the
 paired sample (`recipes.asr`), saved as a backbone preset: the speech
 encoder here is this quick tiny one, not the main job's; (3) the adapter,
 trained on the TRAINED instruction families of the paired sample's training
@@ -28,6 +27,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_slam.data import instructions, pipeline, schema
 from keras_slam.layers.conformer import ConformerConfig
@@ -88,33 +88,28 @@ def record_features(records, front_end, batch_size=16):
 
 
 def train_encoder(output, config, verbose=2):
-    """A tiny SpeechEncoder CTC-trained on the paired sample; reused if saved.
+    """A tiny SpeechEncoder CTC-trained on the paired sample, saved as a
+    backbone preset (retrained on every run: it is the CTC baseline too).
 
     Returns: (encoder preset directory, CTC recognizer).
     """
-    preset_dir = os.path.join(output, "asr_preset")
     tokenizer, front_end = asr.build_tokenizer(), asr.make_front_end()
-    if os.path.exists(os.path.join(preset_dir, "task.json")):
-        recognizer = asr.build_recognizer(preset_dir, tokenizer, front_end)
-    else:
-        encoder = SpeechEncoder(
-            **config["encoder"],
-            conformer=ConformerConfig(
-                num_heads=4, ffn_dim=4 * config["encoder"]["hidden_dim"], conv_norm_groups=4
-            ),
-        )
-        recognizer = SpeechRecognizer(
-            encoder,
-            preprocessor=asr.SpeechRecognizerPreprocessor(
-                audio_converter=front_end, tokenizer=tokenizer
-            ),
-        )
-        train = asr.paired_dataset(tokenizer, front_end, "train", training=True)
-        asr.finetune(recognizer, train, config["asr_steps"], verbose=verbose)
-        recognizer.save_to_preset(preset_dir)
+    encoder = SpeechEncoder(
+        **config["encoder"],
+        conformer=ConformerConfig(
+            num_heads=4, ffn_dim=4 * config["encoder"]["hidden_dim"], conv_norm_groups=4
+        ),
+    )
+    recognizer = SpeechRecognizer(
+        encoder,
+        preprocessor=asr.SpeechRecognizerPreprocessor(
+            audio_converter=front_end, tokenizer=tokenizer
+        ),
+    )
+    train = asr.paired_dataset(tokenizer, front_end, "train", training=True)
+    asr.finetune(recognizer, train, config["asr_steps"], verbose=verbose)
     encoder_dir = os.path.join(output, "encoder_preset")
-    if not os.path.exists(os.path.join(encoder_dir, "config.json")):
-        recognizer.backbone.save_to_preset(encoder_dir)
+    recognizer.backbone.save_to_preset(encoder_dir)
     return encoder_dir, recognizer
 
 
@@ -193,10 +188,16 @@ def run(output, config_name="tiny", seed=0, verbose=2):
     def fit_batches():
         for batch in batches():
             batch.pop("family")
-            yield split_instruction_batch(batch)
+            yield batch
+
+    first = next(fit_batches())
+    signature = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in first.items()}
+    train = tf.data.Dataset.from_generator(fit_batches, output_signature=signature)
 
     slm.compile(optimizer=keras.optimizers.Adam(config["learning_rate"], global_clipnorm=1.0))
-    history = asr.fit_logged(slm, fit_batches(), config["adapter_steps"], verbose=verbose)
+    history = asr.fit_logged(
+        slm, train.map(split_instruction_batch), config["adapter_steps"], verbose=verbose
+    )
     ctc_results, _ = asr.evaluate(recognizer, asr.paired_dataset(
         recognizer.preprocessor.tokenizer, front_end, "test"))  # fmt: skip
     results, samples = evaluate(slm, test_records, test_features, config["max_new_tokens"])
