@@ -161,6 +161,8 @@ def run(output, config_name="tiny", seed=0, verbose=2):
     lm_preset, lm_report = lm.train_lm(os.path.join(output, "lm"), config["lm"], verbose=verbose)
     encoder_preset, recognizer = train_encoder(output, config, verbose)
     front_end = recognizer.preprocessor.audio_converter
+    ctc_results, _ = asr.evaluate(recognizer, asr.paired_dataset(
+        recognizer.preprocessor.tokenizer, front_end, "test"))  # fmt: skip
     slm = SpeechLanguageModel.from_frozen_presets(
         encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
     )
@@ -198,8 +200,6 @@ def run(output, config_name="tiny", seed=0, verbose=2):
     history = asr.fit_logged(
         slm, train.map(split_instruction_batch), config["adapter_steps"], verbose=verbose
     )
-    ctc_results, _ = asr.evaluate(recognizer, asr.paired_dataset(
-        recognizer.preprocessor.tokenizer, front_end, "test"))  # fmt: skip
     results, samples = evaluate(slm, test_records, test_features, config["max_new_tokens"])
     slm.save_to_preset(os.path.join(output, "slm_preset"), reference_frozen=True)
     adapter_parameters = slm.adapter.count_params()
