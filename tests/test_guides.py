@@ -46,3 +46,8 @@ def test_speech_translation_guide_runs():
 @pytest.mark.slow(backend="tensorflow")
 def test_classification_guide_runs():
     assert "text-trained head on speech" in run_guide("03_classification.py")
+
+
+@pytest.mark.slow(backend="torch")
+def test_slm_guide_runs():
+    assert "ASR CER: SLM" in run_guide("04_slm.py")

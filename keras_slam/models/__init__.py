@@ -14,6 +14,7 @@ from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.speech_encoder import SpeechEncoder, SpeechTower
+from keras_slam.models.speech_language_model import SpeechAdapter, SpeechLanguageModel
 from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor

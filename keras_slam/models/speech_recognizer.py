@@ -49,14 +49,15 @@ def split_asr_batch(batch):
     return {k: batch[k] for k in FEATURE_KEYS}, {k: batch[k] for k in LABEL_KEYS}
 
 
-def encode_speech(backbone, features, padding_mask, use_shared_encoder):
+def encode_speech(backbone, features, padding_mask, use_shared_encoder, training=None):
     """Speech tower (+ shared encoder) of either backbone.
 
+    `training=False` runs a frozen encoder without dropout inside `fit`.
     Returns: (sequence (B, T', D), frame padding mask (B, T')).
     """
-    sequence, frame_mask = backbone.speech_tower(features, padding_mask)
+    sequence, frame_mask = backbone.speech_tower(features, padding_mask, training=training)
     if use_shared_encoder:
-        sequence = backbone.shared_encoder(sequence, frame_mask)
+        sequence = backbone.shared_encoder(sequence, frame_mask, training=training)
     return sequence, frame_mask
 
 

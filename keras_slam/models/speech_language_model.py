@@ -1,0 +1,579 @@
+"""SLM (arXiv 2310.00230): a frozen speech encoder and a frozen keras-hub
+causal LM joined by a trained adapter.
+
+    speech_features (B, T, F), speech_padding_mask (B, T)
+      -> frozen speech encoder (`encode_speech`: speech tower [+ shared encoder])
+      -> SpeechAdapter: stack `stack_frames` frames, Dense, Transformer
+         layers, Dense to the LM's embedding width      -> (B, S, D_lm)
+    prompt_token_ids (B, P): "<bos>" + instruction [+ context], LM-embedded
+    response_token_ids (B, R): response + "<eos>" (teacher forcing), LM-embedded
+
+    packed per item, no gaps: [prompt | adapted speech | response | padding]
+      -> the frozen LM's decoder layers on the embeddings, final norm
+      -> logits only where the next token is a response token (B, R, V)
+
+The loss is the cross-entropy of the response tokens: the prompt and the
+speech never have labels because the logits are taken only at the R
+positions that predict a response token (position l_p + l_s + r - 1 for
+response token r of an item with l_p prompt tokens and l_s speech frames);
+this also keeps the vocabulary projection to (B, R, V).
+
+Packing each item without gaps keeps the LM's positions (RoPE) those of the
+item alone, so a padded batch gives each item's outputs (padding
+invariance). `generate` runs greedy decoding through
+`keras_hub.samplers.GreedySampler` with the LM's key/value cache: the
+packed prefix seeds the cache in one pass, then one position per step.
+
+Hooks into the LM (`LM_FAMILIES`): keras-hub causal LMs embed tokens with
+`backbone.token_embedding` (Gemma then scales by sqrt(hidden_dim)), run
+`backbone.transformer_layers` (Gemma: `padding_mask`, `cache`,
+`cache_update_index` keywords) and `backbone.layer_norm`, and project with
+`token_embedding(x, reverse=True)` (Gemma's `GemmaCausalLM.call_with_cache`
+does the same). The table holds the Gemma family (`GemmaBackbone`, the
+architecture of `recipes/lm.py`, and any Gemma preset a user has on disk:
+`keras_hub.models.CausalLM.from_preset(directory)`); another family is one
+more entry.
+
+Presets: `save_to_preset(dir)` copies the two frozen models into
+`dir/speech_encoder` and `dir/language_model`; with `reference_frozen=True`
+it stores only their paths. Either way `dir` holds `config.json` (the
+adapter's config) and `adapter.weights.h5` (the only trained weights).
+"""
+
+import json
+import os
+
+import h5py
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from keras_slam.data.instructions import pad_rows
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.speech_recognizer import encode_speech
+from keras_slam.utils import preset_utils
+
+CONFIG_FILE = "config.json"
+ADAPTER_WEIGHTS_FILE = "adapter.weights.h5"
+SPEECH_ENCODER_DIR = "speech_encoder"
+LANGUAGE_MODEL_DIR = "language_model"
+
+
+class _GemmaHooks:
+    """How `SpeechLanguageModel` calls a Gemma-family backbone on embeddings."""
+
+    @staticmethod
+    def embed(backbone, token_ids):
+        x = backbone.token_embedding(token_ids)
+        return x * ops.cast(ops.sqrt(backbone.hidden_dim), x.dtype)
+
+    @staticmethod
+    def decoder(backbone, x, padding_mask):
+        for layer in backbone.transformer_layers:
+            x = layer(x, padding_mask=padding_mask)
+        return backbone.layer_norm(x)
+
+    @staticmethod
+    def decoder_with_cache(backbone, x, cache, cache_update_index):
+        """x (B, n, D) at positions cache_update_index.. -> (hidden, cache)."""
+        caches = []
+        for i, layer in enumerate(backbone.transformer_layers):
+            x, layer_cache = layer(x, cache=cache[:, i], cache_update_index=cache_update_index)
+            caches.append(layer_cache)
+        return backbone.layer_norm(x), ops.stack(caches, axis=1)
+
+    @staticmethod
+    def empty_cache(backbone, batch_size, length, dtype):
+        shape = (
+            batch_size,
+            backbone.num_layers,
+            2,
+            length,
+            backbone.num_key_value_heads,
+            backbone.head_dim,
+        )
+        return ops.zeros(shape, dtype=dtype)
+
+
+LM_FAMILIES = {keras_hub.models.GemmaBackbone: _GemmaHooks}
+
+
+def lm_hooks(language_model):
+    for backbone_cls, hooks in LM_FAMILIES.items():
+        if isinstance(language_model.backbone, backbone_cls):
+            return hooks
+    raise ValueError(
+        f"SpeechLanguageModel: no hooks for {type(language_model.backbone).__name__}; "
+        f"supported LM backbones: {[cls.__name__ for cls in LM_FAMILIES]}"
+    )
+
+
+def stack_frames(sequence, padding_mask, factor):
+    """Concatenates `factor` consecutive frames.
+
+    (B, T, D), (B, T) -> (B, ceil(T / factor), factor * D), (B, ceil(T / factor)).
+    Padded frames are zeroed first (by a select, so NaN padding cannot leak);
+    a stacked frame is real when its first frame is.
+    """
+    sequence = ops.where(padding_mask[..., None] > 0, sequence, ops.zeros_like(sequence))
+    length = ops.shape(sequence)[1]
+    extra = (factor - length % factor) % factor
+    sequence = ops.pad(sequence, [[0, 0], [0, extra], [0, 0]])
+    padding_mask = ops.pad(padding_mask, [[0, 0], [0, extra]])
+    batch, dim = ops.shape(sequence)[0], sequence.shape[-1]
+    stacked = ops.reshape(sequence, (batch, -1, factor * dim))
+    return stacked, padding_mask[:, ::factor]
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SpeechAdapter(keras.layers.Layer):
+    """Speech encodings -> LM input embeddings (the SLM's only trained part).
+
+    frames (B, T, D_speech), mask (B, T)
+      -> `stack_frames(stack_frames)` -> Dense(hidden_dim)
+      -> `num_layers` keras-hub TransformerEncoder layers (padding-masked)
+      -> Dense(output_dim)  -> (B, ceil(T / stack_frames), output_dim), mask
+
+    `num_layers=0` makes it an MLP (Dense, gelu, Dense).
+    """
+
+    def __init__(
+        self,
+        output_dim,
+        hidden_dim=256,
+        stack_frames=4,
+        num_layers=1,
+        num_heads=4,
+        intermediate_dim=None,
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.hidden_dim = hidden_dim
+        self.stack_frames = stack_frames
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim or 4 * hidden_dim
+        self.dropout = dropout
+        activation = None if num_layers else "gelu"
+        self.input_projection = keras.layers.Dense(
+            hidden_dim, activation=activation, dtype=self.dtype_policy, name="input_projection"
+        )
+        self.transformer_layers = [
+            keras_hub.layers.TransformerEncoder(
+                self.intermediate_dim,
+                num_heads,
+                dropout=dropout,
+                activation="gelu",
+                normalize_first=True,
+                dtype=self.dtype_policy,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.output_projection = keras.layers.Dense(
+            output_dim, dtype=self.dtype_policy, name="output_projection"
+        )
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        stacked = (sequence_shape[0], None, self.stack_frames * sequence_shape[-1])
+        self.input_projection.build(stacked)
+        hidden = (sequence_shape[0], None, self.hidden_dim)
+        for layer in self.transformer_layers:
+            layer.build(hidden)
+        self.output_projection.build(hidden)
+        self.built = True
+
+    def call(self, sequence, padding_mask, training=None):
+        x, padding_mask = stack_frames(sequence, padding_mask, self.stack_frames)
+        x = self.input_projection(x)
+        for layer in self.transformer_layers:
+            x = layer(x, padding_mask=padding_mask > 0, training=training)
+        return self.output_projection(x), padding_mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim,
+            hidden_dim=self.hidden_dim,
+            stack_frames=self.stack_frames,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            dropout=self.dropout,
+        )
+        return config
+
+
+def pack_segments(segments):
+    """Concatenates per-item segments without gaps.
+
+    segments: [(x (B, L_k, D), padding_mask (B, L_k)), ...], each segment's
+    real positions first.
+    Returns: packed (B, sum L_k, D), padding mask (B, sum L_k), and each
+    segment's start per item [(B,), ...].
+    """
+    lengths = [ops.sum(ops.cast(mask > 0, "int32"), axis=1) for _, mask in segments]
+    total = sum(ops.shape(x)[1] for x, _ in segments)
+    positions = ops.arange(total, dtype="int32")[None, :]
+    start, starts = ops.zeros_like(lengths[0]), []
+    packed = packed_mask = None
+    for (x, _), length in zip(segments, lengths):
+        offset = positions - start[:, None]
+        inside = (offset >= 0) & (offset < length[:, None])
+        index = ops.clip(offset, 0, ops.shape(x)[1] - 1)
+        gathered = ops.take_along_axis(x, index[..., None], axis=1)
+        if packed is None:
+            packed, packed_mask = ops.zeros_like(gathered), ops.zeros_like(inside)
+        packed = ops.where(inside[..., None], gathered, packed)
+        packed_mask = packed_mask | inside
+        starts.append(start)
+        start = start + length
+    return packed, packed_mask, starts
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class SpeechLanguageModel(keras_hub.models.Task):
+    """Frozen speech encoder + trained `SpeechAdapter` + frozen keras-hub causal LM.
+
+    Args:
+        speech_encoder: `SLAMBackbone` or `SpeechEncoder` (frozen here).
+        language_model: a keras-hub `CausalLM` of a family in `LM_FAMILIES`,
+            with its preprocessor (tokenizer) for `generate` (frozen here).
+        adapter: `SpeechAdapter` arguments (dict) except `output_dim`, which
+            is the LM's hidden width.
+        use_shared_encoder: run a SLAM backbone's shared encoder (default:
+            whenever it has one).
+        audio_converter: the speech front end (e.g. `LogMelSpectrogram`)
+            for `generate` on waveforms.
+        speech_encoder_preset, language_model_preset: where the frozen
+            models came from (set by `from_frozen_presets`); needed by
+            `save_to_preset(..., reference_frozen=True)`.
+
+    Inputs (dict): speech_features (B, T, F), speech_padding_mask (B, T),
+    prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
+    response_padding_mask (B, R) (ids left-aligned, masks 1 = real).
+    Outputs: {"logits" (B, R, V): row r predicts response token r,
+    "padding_mask" (B, R)}. Labels y: {"response_token_ids",
+    "response_padding_mask"} (`split_instruction_batch`).
+    """
+
+    def __init__(
+        self,
+        speech_encoder,
+        language_model,
+        adapter=None,
+        use_shared_encoder=None,
+        audio_converter=None,
+        speech_encoder_preset=None,
+        language_model_preset=None,
+        **kwargs,
+    ):
+        speech_encoder.trainable = False
+        language_model.trainable = False
+        if use_shared_encoder is None:
+            use_shared_encoder = hasattr(speech_encoder, "shared_encoder")
+        adapter_config = dict(adapter or {})
+        super().__init__(compile=False, **kwargs)
+        self.hooks = lm_hooks(language_model)
+        # === Layers ===
+        self.speech_encoder = speech_encoder
+        self.language_model = language_model
+        self.audio_converter = audio_converter
+        self.adapter = SpeechAdapter(
+            output_dim=language_model.backbone.hidden_dim,
+            **adapter_config,
+            dtype=language_model.backbone.dtype_policy,
+            name="adapter",
+        )
+        encoded_shape, _ = speech_encoder.speech_tower.compute_output_shape(
+            (None, None, speech_encoder.feature_dim)
+        )
+        self.adapter.build(encoded_shape)
+        # === Config ===
+        self.adapter_config = adapter_config
+        self.use_shared_encoder = use_shared_encoder
+        self.speech_encoder_preset = speech_encoder_preset
+        self.language_model_preset = language_model_preset
+
+    @classmethod
+    def from_frozen_presets(cls, speech_encoder_preset, language_model_preset, **kwargs):
+        """Builds the task around a speech-encoder preset (any keras-slam
+        backbone preset directory or name) and a keras-hub causal-LM preset
+        directory (`recipes/lm.py`'s, or a Gemma preset on disk)."""
+        return cls(
+            preset_utils.from_preset(keras_hub.models.Backbone, os.fspath(speech_encoder_preset)),
+            keras_hub.models.CausalLM.from_preset(language_model_preset),
+            speech_encoder_preset=os.fspath(speech_encoder_preset),
+            language_model_preset=os.fspath(language_model_preset),
+            **kwargs,
+        )
+
+    # --- forward ----------------------------------------------------------
+
+    def encode(self, speech_features, speech_padding_mask):
+        """Frozen encoder + adapter -> (B, S, D_lm) embeddings, (B, S) mask."""
+        sequence, frame_mask = encode_speech(
+            self.speech_encoder,
+            speech_features,
+            speech_padding_mask,
+            self.use_shared_encoder,
+            training=False,
+        )
+        return self.adapter(sequence, frame_mask)
+
+    def embed_tokens(self, token_ids):
+        return self.hooks.embed(self.language_model.backbone, token_ids)
+
+    def call(self, inputs, training=None):
+        speech, speech_mask = self.encode(inputs["speech_features"], inputs["speech_padding_mask"])
+        response_mask = inputs["response_padding_mask"]
+        packed, packed_mask, starts = pack_segments(
+            [
+                (self.embed_tokens(inputs["prompt_token_ids"]), inputs["prompt_padding_mask"]),
+                (speech, speech_mask),
+                (self.embed_tokens(inputs["response_token_ids"]), response_mask),
+            ]
+        )
+        hidden = self.hooks.decoder(self.language_model.backbone, packed, packed_mask)
+        # Response token r is predicted at the position just before it.
+        num_responses = ops.shape(inputs["response_token_ids"])[1]
+        positions = starts[2][:, None] - 1 + ops.arange(num_responses, dtype="int32")[None, :]
+        # An item without prompt and speech (batch filler) reads position 0.
+        positions = ops.maximum(positions, 0)
+        hidden = ops.take_along_axis(hidden, positions[..., None], axis=1)
+        logits = self.language_model.backbone.token_embedding(hidden, reverse=True)
+        return {"logits": logits, "padding_mask": response_mask}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean cross-entropy per response token (float32)."""
+        return response_loss(y["response_token_ids"], y["response_padding_mask"], y_pred["logits"])
+
+    def compile(self, optimizer="adam", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+
+    # --- generation -------------------------------------------------------
+
+    def generate(self, speech, instructions, max_new_tokens=32):
+        """Greedy responses to `instructions` about `speech`.
+
+        Args:
+            speech: a feature batch {"speech_features", "speech_padding_mask"},
+                or a list of waveforms (needs `audio_converter`).
+            instructions: one string per item (or one for all).
+            max_new_tokens: response tokens at most (the "<eos>" ends one).
+        Returns: list of response strings.
+        """
+        if not isinstance(speech, dict):
+            speech = self._features(speech)
+        batch_size = int(np.shape(speech["speech_features"])[0])
+        if isinstance(instructions, str):
+            instructions = [instructions] * batch_size
+        if len(instructions) != batch_size:
+            raise ValueError(
+                f"generate: {len(instructions)} instructions for {batch_size} speech items"
+            )
+        prompt_ids, prompt_mask = self.tokenize_prompts(instructions)
+        token_ids = self.generate_token_ids(
+            speech["speech_features"],
+            speech["speech_padding_mask"],
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens,
+        )
+        return self.detokenize(token_ids)
+
+    def generate_token_ids(
+        self, speech_features, speech_padding_mask, prompt_ids, prompt_mask, max_new_tokens
+    ):
+        """Greedy response ids (B, max_new_tokens), "<eos>" and after set to pad."""
+        backbone = self.language_model.backbone
+        speech, speech_mask = self.encode(speech_features, speech_padding_mask)
+        prefix, prefix_mask, _ = pack_segments(
+            [(self.embed_tokens(prompt_ids), prompt_mask), (speech, speech_mask)]
+        )
+        prefix_length = ops.sum(ops.cast(prefix_mask, "int32"), axis=1)
+        total = ops.shape(prefix)[1] + max_new_tokens
+        prefix = ops.pad(prefix, [[0, 0], [0, max_new_tokens], [0, 0]])
+        batch_size = ops.shape(prefix)[0]
+        positions = ops.arange(total, dtype="int32")[None, :]
+        in_prefix = positions < prefix_length[:, None]
+        cache = self.hooks.empty_cache(backbone, batch_size, total, prefix.dtype)
+        _, cache = self.hooks.decoder_with_cache(backbone, prefix, cache, 0)
+
+        def next_logits(token_ids, cache, index):
+            # Feeds position index - 1: a prefix embedding or the last token.
+            previous = index - 1
+            token = ops.slice(token_ids, [0, previous], [batch_size, 1])
+            embedded = ops.where(
+                ops.slice(in_prefix, [0, previous], [batch_size, 1])[..., None],
+                ops.slice(prefix, [0, previous, 0], [batch_size, 1, prefix.shape[-1]]),
+                self.embed_tokens(token),
+            )
+            hidden, cache = self.hooks.decoder_with_cache(backbone, embedded, cache, previous)
+            logits = backbone.token_embedding(hidden, reverse=True)
+            return ops.squeeze(logits, 1), ops.squeeze(hidden, 1), cache
+
+        tokenizer = self.language_model.preprocessor.tokenizer
+        pad_id, end_id = tokenizer.pad_token_id, tokenizer.end_token_id
+        token_ids = ops.full((batch_size, total), pad_id, dtype="int32")
+        token_ids = keras_hub.samplers.GreedySampler()(
+            next=next_logits,
+            prompt=token_ids,
+            cache=cache,
+            index=ops.min(prefix_length),
+            mask=in_prefix,
+            stop_token_ids=(end_id,),
+            model=self,
+        )
+        # Each item's response starts at its own prefix length.
+        index = ops.clip(prefix_length[:, None] + ops.arange(max_new_tokens)[None, :], 0, total - 1)
+        response = ops.convert_to_numpy(ops.take_along_axis(token_ids, index, axis=1))
+        ended = np.cumsum(response == end_id, axis=1) > 0
+        return np.where(ended, pad_id, response)
+
+    # --- text -------------------------------------------------------------
+
+    def prompt_ids(self, instruction):
+        """ "<bos>" + the instruction's ids (list of int)."""
+        tokenizer = self.language_model.preprocessor.tokenizer
+        return [tokenizer.start_token_id] + _ids(tokenizer, instruction)
+
+    def response_ids(self, response):
+        """The response's ids + "<eos>" (list of int)."""
+        tokenizer = self.language_model.preprocessor.tokenizer
+        return _ids(tokenizer, response) + [tokenizer.end_token_id]
+
+    def tokenize_prompts(self, instructions):
+        """Strings -> prompt ids (B, P) int32, mask (B, P)."""
+        pad_id = self.language_model.preprocessor.tokenizer.pad_token_id
+        return pad_rows([np.array(self.prompt_ids(t), "int32") for t in instructions], None, pad_id)
+
+    def tokenize_responses(self, responses):
+        """Strings -> response ids (B, R) int32, mask (B, R)."""
+        pad_id = self.language_model.preprocessor.tokenizer.pad_token_id
+        return pad_rows([np.array(self.response_ids(t), "int32") for t in responses], None, pad_id)
+
+    def detokenize(self, token_ids):
+        tokenizer = self.language_model.preprocessor.tokenizer
+        rows = [[int(i) for i in row if i != tokenizer.pad_token_id] for row in token_ids]
+        return [str(keras.ops.convert_to_numpy(tokenizer.detokenize(row))) for row in rows]
+
+    def _features(self, waveforms):
+        if self.audio_converter is None:
+            raise ValueError(
+                "generate: waveforms need `audio_converter` (the speech front end); "
+                "or pass a feature batch"
+            )
+        return SpeechRecognizerPreprocessor(audio_converter=self.audio_converter)(list(waveforms))
+
+    # --- presets ----------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "adapter": self.adapter_config,
+            "use_shared_encoder": self.use_shared_encoder,
+            "audio_converter": (
+                None
+                if self.audio_converter is None
+                else keras.saving.serialize_keras_object(self.audio_converter)
+            ),
+            "name": self.name,
+        }
+
+    def save_to_preset(self, preset_dir, reference_frozen=False):
+        """Saves the adapter and the frozen models (copied, or referenced by path).
+
+        Args:
+            preset_dir: output directory.
+            reference_frozen: store the frozen presets' paths
+                (`speech_encoder_preset`, `language_model_preset`) instead
+                of copies; the preset then needs them at load time.
+        """
+        os.makedirs(preset_dir, exist_ok=True)
+        if reference_frozen:
+            missing = [
+                name
+                for name in ("speech_encoder_preset", "language_model_preset")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"save_to_preset(reference_frozen=True): {missing} unknown; build the "
+                    "task with `from_frozen_presets`, or save copies (reference_frozen=False)"
+                )
+            frozen = {
+                "speech_encoder": os.path.abspath(self.speech_encoder_preset),
+                "language_model": os.path.abspath(self.language_model_preset),
+            }
+        else:
+            self.speech_encoder.save_to_preset(os.path.join(preset_dir, SPEECH_ENCODER_DIR))
+            self.language_model.save_to_preset(os.path.join(preset_dir, LANGUAGE_MODEL_DIR))
+            frozen = {"speech_encoder": SPEECH_ENCODER_DIR, "language_model": LANGUAGE_MODEL_DIR}
+        config = {"class_name": type(self).__name__, "config": self.get_config(), **frozen}
+        with open(os.path.join(preset_dir, CONFIG_FILE), "w", encoding="utf-8") as file:
+            json.dump(config, file, indent=2)
+        with h5py.File(os.path.join(preset_dir, ADAPTER_WEIGHTS_FILE), "w") as file:
+            for variable in self.adapter.weights:
+                file[variable.path] = keras.ops.convert_to_numpy(variable)
+
+    @classmethod
+    def from_preset(cls, preset_dir):
+        """Loads a `save_to_preset` directory (the frozen presets it names)."""
+        config_path = os.path.join(preset_dir, CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{preset_dir}: no {CONFIG_FILE} (not an SLM preset)")
+        with open(config_path, encoding="utf-8") as file:
+            saved = json.load(file)
+        if saved.get("class_name") != cls.__name__:
+            raise ValueError(f"{config_path}: holds {saved.get('class_name')}, not {cls.__name__}")
+        config = dict(saved["config"])
+        if config.get("audio_converter") is not None:
+            config["audio_converter"] = keras.saving.deserialize_keras_object(
+                config["audio_converter"]
+            )
+        paths = {
+            key: os.path.join(preset_dir, saved[key])  # absolute paths stay as they are
+            for key in ("speech_encoder", "language_model")
+        }
+        for key, path in paths.items():
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"{config_path}: the {key} preset {path} does not exist")
+        model = cls.from_frozen_presets(paths["speech_encoder"], paths["language_model"], **config)
+        model.load_adapter_weights(os.path.join(preset_dir, ADAPTER_WEIGHTS_FILE))
+        return model
+
+    def load_adapter_weights(self, path):
+        """Adapter weights from `path`, matched by variable path."""
+        with h5py.File(path, "r") as file:
+            for variable in self.adapter.weights:
+                if variable.path not in file:
+                    raise ValueError(f"{path}: no weights for {variable.path}")
+                value = file[variable.path][()]
+                if value.shape != tuple(variable.shape):
+                    raise ValueError(
+                        f"{path}: {variable.path} has shape {value.shape}, "
+                        f"the adapter expects {tuple(variable.shape)}"
+                    )
+                variable.assign(value)
+
+
+def response_loss(response_token_ids, response_padding_mask, logits):
+    """Cross-entropy per real response token, mean; float32 (no log(0))."""
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    ids = ops.cast(response_token_ids, "int32")
+    picked = ops.squeeze(ops.take_along_axis(log_probs, ids[..., None], axis=-1), -1)
+    mask = ops.cast(response_padding_mask, "float32")
+    return -ops.sum(picked * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def split_instruction_batch(batch):
+    """Instruction batch dict -> (x, y) for `fit` (y: the response labels)."""
+    y = {k: batch[k] for k in ("response_token_ids", "response_padding_mask")}
+    return dict(batch), y
+
+
+def _ids(tokenizer, text):
+    return [int(i) for i in keras.ops.convert_to_numpy(tokenizer(text))]
