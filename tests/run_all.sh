@@ -9,7 +9,7 @@ set +e
 status=0
 for backend in jax tensorflow torch; do
     echo "=== KERAS_BACKEND=$backend ==="
-    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider tests "$@"
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=25 tests "$@"
     code=$?
     if [ $code -ne 0 ]; then
         echo "pytest on $backend exited with $code (5 = no tests ran)"
