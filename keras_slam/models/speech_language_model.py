@@ -52,6 +52,7 @@ from keras import ops
 from keras_slam.data.instructions import pad_rows
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
+from keras_slam.optimizers import skip_non_finite_steps
 from keras_slam.utils import preset_utils
 
 CONFIG_FILE = "config.json"
@@ -352,7 +353,9 @@ class SpeechLanguageModel(keras_hub.models.Task):
         return response_loss(y["response_token_ids"], y["response_padding_mask"], y_pred["logits"])
 
     def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
+        """Keras `compile` with an optimizer that skips non-finite steps, as
+        every keras-slam task (the recipes count the skips)."""
+        super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
 
     # --- generation -------------------------------------------------------
 
