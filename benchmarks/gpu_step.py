@@ -100,15 +100,24 @@ def peak_memory_bytes(backend, device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def run_keras(preset, batch, frames, warmup, steps):
+def run_keras(preset, batch, frames, warmup, steps, position_encoding=None):
+    import dataclasses
+
     import keras
     import numpy as np
 
+    from keras_slam.layers.conformer import ConformerConfig
     from keras_slam.models.slam_backbone import SLAMBackbone
     from keras_slam.models.slam_backbone_presets import backbone_presets
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    backbone = SLAMBackbone(**backbone_presets[preset].config)
+    config = dict(backbone_presets[preset].config)
+    if position_encoding:
+        config["conformer"] = dataclasses.replace(
+            config["conformer"], position_encoding=position_encoding
+        )
+    backbone = SLAMBackbone(**config)
+    encoding = ConformerConfig.coerce(backbone.conformer).position_encoding
     model = keras.Model(backbone.input, backbone.output["sequence_output"])
     # XLA on JAX and TensorFlow; torch eager (torch.compile is not fit's default).
     jit_compile = keras.backend.backend() != "torch"
@@ -128,7 +137,7 @@ def run_keras(preset, batch, frames, warmup, steps):
     seconds = statistics.median(step_seconds)
     flops, rule = train_step_flops(backbone, batch, sequence_length - 1, text_length=1)
     return dict(
-        name=f"keras-slam {preset} ({keras.backend.backend()}, mixed_bfloat16)",
+        name=f"keras-slam {preset} ({keras.backend.backend()}, mixed_bfloat16, {encoding})",
         seconds=seconds,
         frames_per_step=batch * (sequence_length - 1),
         flops=flops,
@@ -186,6 +195,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=None, help="for MFU")
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face")
+    parser.add_argument(
+        "--position-encoding",
+        choices=("relative_sinusoidal", "relative_key", "rotary", "none"),
+        help="override the preset's (rotary and none reach fused attention kernels)",
+    )
     parser.add_argument("--output", help="JSON report path")
     args = parser.parse_args(argv)
     if args.device == "cpu":
@@ -198,7 +212,7 @@ def main(argv=None):
     frames = args.frames or (1600 if preset == "slam_600m" else 64)
     backend = keras.backend.backend()
 
-    ours = run_keras(preset, batch, frames, args.warmup, args.steps)
+    ours = run_keras(preset, batch, frames, args.warmup, args.steps, args.position_encoding)
     ours["peak_memory_gb"] = peak_memory_bytes(backend, args.device) / 2**30
     peak_tflops = args.peak_tflops or (device_peak_tflops() if args.device == "gpu" else None)
     results = [ours]
