@@ -13,7 +13,8 @@ the largest sequences pre-training sees; objective heads are not counted):
   both precisions (Keras mixed precision keeps float32 variables);
 - activations: the per-device batch is `batch / data`; each item brings
   F = 100 * seconds log-mel frames (10 ms hop), T = F / 4 after the
-  subsampling, in float32 (4 bytes) or bfloat16 (2 bytes).
+  subsampling, in float32 (4 bytes) or bfloat16 (2 bytes; the float32
+  softmax and norm statistics of mixed precision are not counted apart).
 
 Activations kept for backward, per item, in elements (counted from the
 code; `FRONT_END_*`, `BLOCK_*` below):
@@ -24,9 +25,9 @@ code; `FRONT_END_*`, `BLOCK_*` below):
   output (F/2, 40, C), 3 of the second's (F/4, 20, C), 2 of the padded
   features (F + 2, 82) (80 bins: the config's `feature_dim`).
 - each Conformer block of width D, FFN width E, H heads: 16 (T, D) tensors
-  (the block input, the inputs of its 5 LayerNorms and 14 dense/conv
-  kernels, the GLU halves, the depthwise output and its norm, the residual
-  sums), 4 (T, E) tensors (each feed-forward module's pre-activation and
+  (the block input and residual sums, the LayerNorm outputs that feed the
+  dense layers, query, key, value and the attended values, the GLU halves
+  and output, the depthwise output, its norm and activation), 4 (T, E) tensors (each feed-forward module's pre-activation and
   activation), 2 (H, T, T) tensors (the attention logits with their
   relative-position and padding bias, and the softmax probabilities) and
   1 (H, T, R) tensor (the relative-position logits per distance before the
@@ -38,6 +39,9 @@ code; `FRONT_END_*`, `BLOCK_*` below):
 With `remat` (`ConformerConfig.remat`, `keras.remat`), a block keeps only
 its input (T, D) and recomputes the rest during its own backward pass, so
 the stack holds one (T, D) tensor per block plus one block's full set.
+That figure is counted, not measured: XLA's CPU scheduler does not realise
+remat's savings (a pure-JAX stack of `jax.checkpoint` blocks reports the
+same bytes as without), so there is nothing on CPU to check it against.
 The counts were read from XLA's buffer assignment of a tiny model's JAX
 training step on CPU (`compile().memory_analysis()`, the memory-usage
 report of `--xla_dump_to`), and `tests/utils/test_memory_plan.py` checks
@@ -81,7 +85,7 @@ BLOCK_TRANSIENT_DISTANCE_COPIES = 1
 
 
 def parse_mesh(text):
-    """ "8x4" -> (8, 4) (data, model); "32" -> (32, 1)."""
+    """Mesh flag -> (data, model) devices: "8x4" -> (8, 4), "32" -> (32, 1)."""
     parts = text.lower().split("x")
     if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise ValueError(f"mesh {text!r}: expected DATA or DATAxMODEL, e.g. 8x4 or 32")
