@@ -27,6 +27,7 @@ from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import commands as presets_commands
+from keras_slam.utils import memory_plan
 
 
 def _infer_format(path):
@@ -614,6 +615,17 @@ COMMANDS += [
         run_classification_corpus,
     ),
 ]
+
+
+COMMANDS.append(
+    (
+        "plan",
+        "per-device memory of a SLAM training step (weights, optimizer, activations with and "
+        "without remat) on a data x model mesh, and whether it fits",
+        memory_plan.add_plan_arguments,
+        memory_plan.run_plan,
+    )
+)
 
 
 def build_parser():

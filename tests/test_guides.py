@@ -10,13 +10,14 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_guide(name):
-    """Runs guides/<name> in its tiny form; returns its stdout."""
+def run_guide(name, **extra_env):
+    """Runs guides/<name> in its tiny form (with `extra_env` set); returns its stdout."""
     env = dict(
         os.environ,
         KERAS_BACKEND=keras.backend.backend(),
         KERAS_SLAM_GUIDE_TINY="1",
         PYTHONPATH=REPO_ROOT,
+        **extra_env,
     )
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "guides", name)],
@@ -51,3 +52,10 @@ def test_classification_guide_runs():
 @pytest.mark.slow(backend="torch")
 def test_slm_guide_runs():
     assert "ASR CER: SLM" in run_guide("04_slm.py")
+
+
+@pytest.mark.slow(backend="jax")
+def test_scale_out_guide_runs():
+    output = run_guide("05_scale_out.py", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    assert "model parallel 2x4" in output and "max |loss - 1 device| / loss" in output
+    assert "mslam_2b on a 8x4 (data x model) mesh" in output and "fits in 32 GiB" in output

@@ -8,7 +8,7 @@ deep in a training run. Each entry says who uses it and why no public API
 does the job.
 """
 
-# utils/parameters.py `count_parameters`: the deferred variables of a
+# utils/parameters.py `weight_shapes`: the deferred variables of a
 # `keras.StatelessScope(initialize_variables=False)` are kept in the global
 # attribute "uninitialized_variables"; restoring it discards them unallocated.
 from keras.src.backend.common import global_state
