@@ -181,7 +181,11 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             noise), masked prediction 6% accurate, gain -0.18 nats;
             "frontend" gives noise codes (frame perplexity 6.8, accuracy
             1.7%, gain -0.22) and "detached_frontend" a half-collapsed
-            codebook (usage 0.44, perplexity 10, gain -0.08).
+            codebook (usage 0.44, perplexity 10, gain -0.08). These gains
+            were read against each batch's own code marginal, which is
+            biased low by about 0.45 nats here (see `w2v_mlm_gain` in the
+            module docstring): none of the three is shown to beat the
+            marginal, and none is shown to lose to it.
         target_projection_dim: None, or the size of a linear projection of
             the quantized targets before the contrastive cosine (fairseq
             `project_q`, fairseq2 `final_target_proj`); the context is
