@@ -22,6 +22,11 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
    speech share one representation, measured.
 5. `<output>/results.json`, the table printed, a confusion PNG per row and
    every trained classifier saved as a task preset under `<output>/presets/`.
+
+Checkpoints (`keras_slam.checkpointing`): the pre-training and each
+classifier save to `<output>/checkpoints/<name>` every
+`--checkpoint-every-steps`; rerun the same command after a kill and each
+resumes where it stopped (finished ones are only scored again).
 """
 
 import argparse
@@ -32,6 +37,7 @@ import time
 
 import keras
 
+from keras_slam import checkpointing
 from keras_slam.data import intents, pipeline, spoken_classification
 from keras_slam.metrics import classification as classification_metrics
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
@@ -73,9 +79,11 @@ CONFIGS = {
         intent_names=intents.INTENTS,
         max_per_template=3,
     ),
+    # Every code path once (speech and text heads, pre-trained and random,
+    # probe and fine-tune, zero-shot), the fewest steps and utterances.
     "classify_smoke": Config(
-        main_recipe.TINY,
-        steps=4,
+        dataclasses.replace(main_recipe.TINY, pretrain_steps=2),
+        steps=2,
         lid_languages=("en", "pl"),
         lid_per_language=(4, 2),
         intent_languages=("en", "de"),
@@ -107,27 +115,26 @@ RUNS = (
 
 
 def ensure_corpora(config, data_dir, progress=True):
-    """{"language_id": corpus folder, "intent": corpus folder}, built once."""
+    """{task: corpus folder} of the tasks the config's runs train ("language_id",
+    "intent"), each built once."""
     train, test = config.lid_per_language
-    return {
-        "language_id": spoken_classification.ensure_language_id_corpus(
-            os.path.join(data_dir, "language_id"),
-            config.lid_languages,
-            train,
-            test,
-            progress=progress,
+    builders = {
+        "language_id": lambda folder: spoken_classification.ensure_language_id_corpus(
+            folder, config.lid_languages, train, test, progress=progress
         ),
-        "intent": spoken_classification.ensure_intent_corpus(
-            os.path.join(data_dir, "intent"),
+        "intent": lambda folder: spoken_classification.ensure_intent_corpus(
+            folder,
             config.intent_languages,
             config.intent_names,
             config.max_per_template,
             progress=progress,
         ),
     }
+    tasks = sorted({task for task, *_ in config.runs or RUNS})
+    return {task: builders[task](os.path.join(data_dir, task)) for task in tasks}
 
 
-def speech_batches(corpus, split, preprocessor, class_names, batch_size, training=False):
+def speech_batches(corpus, split, preprocessor, class_names, batch_size, training=False, seed=0):
     """Speech batches {"speech_features", "speech_padding_mask", "label"}."""
     return pipeline.speech_dataset(
         spoken_classification.shard_files(corpus, "speech", split),
@@ -135,11 +142,12 @@ def speech_batches(corpus, split, preprocessor, class_names, batch_size, trainin
         pipeline.Buckets(BUCKET_SECONDS, batch_size),
         labels=class_names,
         shuffle_buffer=1024 if training else 0,
+        seed=seed,
         repeat=training,
     )
 
 
-def text_batches(corpus, split, preprocessor, class_names, batch_size, training=False):
+def text_batches(corpus, split, preprocessor, class_names, batch_size, training=False, seed=0):
     """Text batches {"token_ids", "token_padding_mask", "label"}."""
     return pipeline.text_dataset(
         spoken_classification.shard_files(corpus, "text", split),
@@ -148,6 +156,7 @@ def text_batches(corpus, split, preprocessor, class_names, batch_size, training=
         max_length=TEXT_LENGTH,
         labels=class_names,
         shuffle_buffer=1024 if training else 0,
+        seed=seed,
         repeat=training,
     )
 
@@ -167,8 +176,9 @@ def score(classifier, batches, path, title):
     }
 
 
-def train_and_score(run, preset, corpora, config, output, seed=0):
-    """Trains one row of RUNS; returns its result rows (two for a text run)."""
+def train_and_score(run, preset, corpora, config, output, args, seed=0):
+    """Trains one row of RUNS (resuming from its checkpoint; `args`: the
+    `checkpointing` flags); returns its result rows (two for a text run)."""
     task, modality, init, mode = run
     name = "-".join(run)
     keras.utils.set_random_seed(seed)
@@ -187,11 +197,22 @@ def train_and_score(run, preset, corpora, config, output, seed=0):
         preprocessor=preprocessor,
         freeze_encoder=mode == "probe",
     )
-    classifier.compile(learning_rate=config.learning_rate)
-    train = batches(corpus, "train", preprocessor, class_names, config.batch_size, training=True)
+    classifier.compile(
+        learning_rate=config.learning_rate, **checkpointing.optimizer_arguments(args)
+    )
+    train = batches(
+        corpus, "train", preprocessor, class_names, config.batch_size, training=True, seed=seed
+    )
     train = train.map(lambda batch: split_classification_batch(batch, cls.feature_keys))
     started = time.time()
-    losses = asr.fit_logged(classifier, train, config.steps, verbose=0)["loss"]
+    losses = asr.fit_logged(
+        classifier,
+        train,
+        config.steps,
+        verbose=0,
+        checkpoint=checkpointing.checkpoint_from_args(args, output, name),
+        max_consecutive_skips=args.max_consecutive_skips,
+    )["loss"]
     seconds = time.time() - started
     classifier.save_to_preset(os.path.join(output, "presets", name))
     common = {"task": task, "train": modality, "init": init, "mode": mode}
@@ -221,17 +242,25 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def pretrained_preset(config, output, seed=0):
-    """A brief SLAM pre-training on the sample corpus, saved to <output>/pretrained."""
+def pretrained_preset(config, output, args, seed=0):
+    """A brief SLAM pre-training on the sample corpus (checkpointed under
+    `<output>/checkpoints/pretraining`), saved to <output>/pretrained."""
     preset = os.path.join(output, "pretrained")
     keras.utils.set_random_seed(seed)  # the same backbone whatever ran before
     tokenizer = asr.build_tokenizer()
-    main_recipe.pretrain(config.pretraining, tokenizer, asr.make_front_end(), preset, seed)
+    checkpoint = checkpointing.checkpoint_from_args(args, output, "pretraining")
+    main_recipe.pretrain(
+        config.pretraining, tokenizer, asr.make_front_end(), preset, seed, checkpoint, args
+    )
     return preset
 
 
-def run(config_name, output, data_dir, preset=None, progress=True):
-    """The whole recipe; returns the result rows (also `<output>/results.json`)."""
+def run(config_name, output, data_dir, preset=None, progress=True, args=None):
+    """The whole recipe; returns the result rows (also `<output>/results.json`).
+
+    `args`: the `checkpointing` flags (default: their defaults).
+    """
+    args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
     os.makedirs(output, exist_ok=True)
     started = time.time()
@@ -239,10 +268,10 @@ def run(config_name, output, data_dir, preset=None, progress=True):
     print(f"== data ready ({time.time() - started:.0f} s): {corpora}")
     if preset is None:
         print(f"== SLAM pre-training, {config.pretraining.pretrain_steps} steps")
-        preset = pretrained_preset(config, output)
+        preset = pretrained_preset(config, output, args)
     rows = []
     for run_spec in config.runs or RUNS:
-        new_rows = train_and_score(run_spec, preset, corpora, config, output)
+        new_rows = train_and_score(run_spec, preset, corpora, config, output, args)
         accuracies = ", ".join(f"{r['test']} {r['accuracy']:.1%}" for r in new_rows)
         print(f"  {'-'.join(run_spec)}: {accuracies} ({new_rows[0]['seconds']:.0f} s)")
         rows += new_rows
@@ -268,8 +297,10 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/classify")
     parser.add_argument("--data", default="runs/classification_data", help="corpus cache")
     parser.add_argument("--preset", help="SLAM backbone preset (default: pre-train briefly)")
+    checkpointing.add_training_arguments(parser)
     args = parser.parse_args(argv)
-    run(args.config, args.output, args.data, args.preset)
+    checkpointing.apply_mixed_precision(args)
+    run(args.config, args.output, args.data, args.preset, args=args)
     return 0
 
 

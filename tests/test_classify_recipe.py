@@ -1,18 +1,33 @@
 """recipes/classify.py end to end on its smoke config: data, brief pre-training,
-a speech-trained head and a text-trained head scored zero-shot on speech."""
+a speech-trained head and a text-trained head scored zero-shot on speech;
+then a rerun after losing the last checkpoint resumes and ends where the
+uninterrupted run did."""
 
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 
+from keras_slam import checkpointing
+from keras_slam.models.text_classifier import TextClassifier
 from recipes import classify
+
+TEXT_RUN = "intent-text-random-finetune"
+
+
+def preset_weights(path):
+    return [np.asarray(w) for w in TextClassifier.from_preset(path).get_weights()]
 
 
 @pytest.mark.slow(backend="tensorflow")
-def test_smoke_config_trains_scores_and_saves_every_classifier(tmp_path):
+def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     pytest.importorskip("espeakng_loader")
-    rows = classify.run("classify_smoke", str(tmp_path / "out"), str(tmp_path / "data"))
+    output, data = str(tmp_path / "out"), str(tmp_path / "data")
+    args = checkpointing.default_training_arguments()
+    args.checkpoint_every_steps = 1
+    rows = classify.run("classify_smoke", output, data, args=args)
     assert [(r["train"], r["test"]) for r in rows] == [
         ("speech", "speech"),
         ("text", "text"),
@@ -22,9 +37,29 @@ def test_smoke_config_trains_scores_and_saves_every_classifier(tmp_path):
         assert 0.0 <= row["accuracy"] <= 1.0 and row["chance"] == 0.5 and row["utterances"] == 4
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["rows"] == rows
-    saved = sorted(os.listdir(tmp_path / "out" / "presets"))
-    assert saved == ["intent-speech-pretrained-probe", "intent-text-random-finetune"]
-    pngs = [name for name in os.listdir(tmp_path / "out") if name.endswith(".png")]
+    assert os.listdir(data) == ["intent"]  # no language ID run: its corpus is not built
+    presets = os.path.join(output, "presets")
+    assert sorted(os.listdir(presets)) == ["intent-speech-pretrained-probe", TEXT_RUN]
+    pngs = [name for name in os.listdir(output) if name.endswith(".png")]
     assert len(pngs) == 3
     table = classify.format_table(rows)
     assert "speech (zero-shot)" in table and "macro-F1" in table
+
+    # A kill after the text run's first step: its last checkpoint and its
+    # preset are gone; the rerun trains only that step and ends the same.
+    finished = preset_weights(os.path.join(presets, TEXT_RUN))
+    checkpoint = checkpointing.TrainingCheckpoint(os.path.join(output, "checkpoints", TEXT_RUN))
+    assert [step for step, _ in checkpoint.checkpoints()] == [1, 2]
+    shutil.rmtree(checkpoint.checkpoints()[-1][1])
+    shutil.rmtree(os.path.join(presets, TEXT_RUN))
+    capsys.readouterr()
+    rerun = classify.run("classify_smoke", output, data, args=args)
+    resumed = [line for line in capsys.readouterr().out.splitlines() if "resumed" in line]
+    assert [line.split(" (")[0] for line in resumed] == [
+        "resumed from step 2",  # pre-training: finished, not repeated
+        "resumed from step 2",  # the speech run: finished
+        "resumed from step 1",  # the text run: one step left
+    ]
+    for expected, actual in zip(finished, preset_weights(os.path.join(presets, TEXT_RUN))):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+    assert [r["accuracy"] for r in rerun] == [r["accuracy"] for r in rows]

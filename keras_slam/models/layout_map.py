@@ -52,6 +52,7 @@ def layout_rules(model="model", data="batch"):
         "quantizer/codevectors": (None, None, None),
         "quantizer/logits_projection/kernel": (None, None),
         "(contrastive_projection|.*_head)/kernel": (model, None),
+        "classification_head/logits/kernel": (model, None),
     }
 
 

@@ -21,8 +21,10 @@ import numpy as np
 
 from keras_slam.layers.pooling import ClassificationHead
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.classification import classification_loss
-from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
+from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
 HEAD_NAME = "classification_head"
@@ -63,10 +65,11 @@ def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
     return head, num_classes, class_names
 
 
-class SequenceClassifier(PresetMixin, keras_hub.models.Task):
+class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     """Base of the classifiers: subclasses build the functional graph
     (inputs -> encoder -> `self.head`) and name their input keys in
-    `feature_keys`; this class compiles, trains and predicts."""
+    `feature_keys`; this class compiles, trains and predicts, and gives the
+    layout map of its weights (`get_layout_map`, head included)."""
 
     backbone_cls = keras_hub.models.Backbone
     preprocessor_cls = SpeechRecognizerPreprocessor
@@ -99,18 +102,21 @@ class SequenceClassifier(PresetMixin, keras_hub.models.Task):
         learning_rate=1e-3,
         encoder_learning_rate_multiplier=1.0,
         global_clipnorm=5.0,
+        gradient_accumulation_steps=None,
         **kwargs,
     ):
         """Compiles with the cross-entropy of `compute_loss`.
 
         Args:
-            optimizer: "auto" builds `EncoderHeadAdam` from the next three
+            optimizer: "auto" builds `EncoderHeadAdam` from the next four
                 arguments; any other optimizer is used as given. Steps with
                 a non-finite loss or gradient are skipped and counted.
             learning_rate: head learning rate (float or schedule).
             encoder_learning_rate_multiplier: encoder lr / head lr (when
                 the encoder is not frozen).
             global_clipnorm: gradient clipping of the "auto" optimizer.
+            gradient_accumulation_steps: steps whose gradients the "auto"
+                optimizer averages into one update (None: every step).
             **kwargs: `keras.Model.compile` arguments.
         """
         if optimizer == "auto":
@@ -119,13 +125,17 @@ class SequenceClassifier(PresetMixin, keras_hub.models.Task):
                 encoder_learning_rate_multiplier=encoder_learning_rate_multiplier,
                 learning_rate=learning_rate,
                 global_clipnorm=global_clipnorm,
+                gradient_accumulation_steps=gradient_accumulation_steps,
             )
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Cross-entropy, mean over the rows whose label is not -1."""
+        """Cross-entropy, mean over the rows whose label is not -1 (divided by
+        the replicas under tf.distribute, whose gradients are summed)."""
         loss = classification_loss(y, y_pred)
-        return loss + keras.ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        loss = loss + keras.ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        return scale_loss_for_distribution(loss)
 
     def model_inputs(self, inputs):
         """A batch dict holding `feature_keys` -> the model's inputs (numpy);

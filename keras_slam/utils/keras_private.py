@@ -13,9 +13,10 @@ does the job.
 # attribute "uninitialized_variables"; restoring it discards them unallocated.
 from keras.src.backend.common import global_state
 
-# models/speech_recognizer.py, models/slam_pretrainer.py `compute_loss`: the
-# 1 / replicas factor Keras' own losses apply under tf.distribute, so that
-# the replicas' summed gradients are those of the global batch mean.
+# models/speech_recognizer.py, slam_pretrainer.py, sequence_classifier.py
+# `compute_loss`: the 1 / replicas factor Keras' own losses apply under
+# tf.distribute, so that the replicas' summed gradients are those of the
+# global batch mean.
 from keras.src.losses.loss import scale_loss_for_distribution
 
 # utils/preset_utils.py `weight_mismatch`: walks a model the way Keras' weights

@@ -71,9 +71,12 @@ def make_batch():
     return x, y
 
 
-def one_step(initial_weights, batch, global_clipnorm=5.0, learning_rate=1e-3):
-    """(loss, updated weights) of one training step from `initial_weights`."""
-    model = make_recognizer()
+def one_step(
+    initial_weights, batch, global_clipnorm=5.0, learning_rate=1e-3, make_model=make_recognizer
+):
+    """(loss, updated weights) of one training step of `make_model()` from
+    `initial_weights`."""
+    model = make_model()
     model.set_weights(initial_weights)
     # Adam's first step is lr * g / (|g| + epsilon): a gradient near epsilon
     # turns its round-off into a weight change of up to lr, so lr is small.

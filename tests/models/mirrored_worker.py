@@ -1,31 +1,54 @@
 """One training step under tf.distribute.MirroredStrategy on 2 logical CPUs.
 
-Run by tests/models/test_mirrored_strategy.py in its own process
+Run by tests/models/test_mirrored_strategy.py (the CTC recognizer) and
+test_classifier_scale_out.py (`MIRRORED_TASK=classifier`) in its own process
 (KERAS_BACKEND=tensorflow): logical devices must be configured before
 TensorFlow initialises. Prints one JSON line: {"replicas", "loss":
 |loss - single-device loss|, "weights": max |weight diff|}.
 """
 
 import json
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tests.models.distribution_worker import make_batch, make_recognizer, one_step
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.speech_classifier import SpeechClassifier
+from tests.models.distribution_worker import BACKBONE, make_batch, make_recognizer, one_step
+
+NUM_CLASSES = 3
+
+
+def make_classifier():
+    """A dropout-free speech classifier on the shared encoder."""
+    return SpeechClassifier(SLAMBackbone(**BACKBONE), num_classes=NUM_CLASSES, dropout=0.0)
+
+
+def make_classification_batch():
+    x, _ = make_batch()
+    return x, np.arange(len(x["speech_features"])) % NUM_CLASSES
+
+
+TASKS = {
+    "recognizer": (make_recognizer, make_batch),
+    "classifier": (make_classifier, make_classification_batch),
+}
 
 
 def main():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    make_model, make_task_batch = TASKS[os.environ.get("MIRRORED_TASK", "recognizer")]
     keras.utils.set_random_seed(0)
-    initial = make_recognizer().get_weights()
-    batch = make_batch()
+    initial = make_model().get_weights()
+    batch = make_task_batch()
     # Keras clips each replica's gradient before the all-reduce (TF
     # optimizer), so clipping differs from one device's; compare without.
     # The replicas' gradients are summed in another order than one device's:
     # lr 1e-4 keeps that round-off (see one_step) under 1e-5.
-    step = dict(global_clipnorm=None, learning_rate=1e-4)
+    step = dict(global_clipnorm=None, learning_rate=1e-4, make_model=make_model)
     loss, weights = one_step(initial, batch, **step)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
