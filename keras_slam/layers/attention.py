@@ -103,6 +103,11 @@ class RelativePositionAttention(keras.layers.Layer):
       the channel pairs (k, k + d/2) of each head's query and key at
       position t by `t * 10000 ** (-2k / d)`, so `q . k` depends on the
       positions only through their difference; no position weights.
+      Quality (`recipes.slam --config w2v_bert_tiny`, 300 steps, JAX, seed
+      0, mean of the last 5 of 30 epochs): contrastive loss 3.016 against
+      relative_sinusoidal's 3.014 (within noise, epoch std 0.003); w2v MLM
+      loss 4.111 against 4.048 (epoch std 0.022): rotary learns the masked
+      prediction slightly slower at this size.
     - "none": plain scaled dot-product attention.
 
     "rotary" and "none" add no (T, T) bias, so they run through
