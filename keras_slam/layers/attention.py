@@ -37,41 +37,53 @@ def sinusoidal_relative_positions(length, dim, dtype="float32"):
     return ops.cast(ops.reshape(interleaved, (-1, dim)), dtype)
 
 
-def relative_distance_index(length, left_context, right_context):
-    """(T, T) row of `distance_embedding` that query i uses for key j.
+def relative_shift(logits_per_offset):
+    """Query x key logits from logits per key-minus-query offset, gather-free.
 
-    The distance `j - i` is clipped to `[-left_context, right_context]` and
-    shifted by `left_context` (w2v-BERT 2.0 / Hugging Face `relative_key`).
-    """
-    positions = ops.arange(length)
-    distance = positions[None, :] - positions[:, None]
-    return ops.clip(distance, -left_context, right_context) + left_context
-
-
-def query_minus_key_index(length):
-    """(T, T) row of `sinusoidal_relative_positions(length)` for query i, key j."""
-    positions = ops.arange(length)
-    return positions[None, :] - positions[:, None] + (length - 1)
-
-
-def gather_relative_logits(logits_per_distance, distance_index):
-    """Gathers per-distance logits into query x key logits.
-
-    Computing q.E once per distinct distance and gathering costs O(T * R * d)
-    + O(T^2) instead of the O(T^2 * d) of a (T, T, d) embedding tensor.
+    Transformer-XL's pad/reshape trick: flattened with one extra column,
+    then read with a row stride one shorter, row i starts at offset -i.
+    Only pads, slices and reshapes (cheap on CPU, where a (T, T) gather and
+    its scatter-add gradient are not).
 
     Args:
-        logits_per_distance: (B, H, T, R) logits of every query against
-            every distance.
-        distance_index: (T, T) int, which of the R distances (query i, key j)
-            uses.
+        logits_per_offset: (B, H, T, 2T - 1); column c holds the offset
+            (key index - query index) `c - (T - 1)`.
     Returns:
-        (B, H, T, T) logits.
+        (B, H, T, T): `[..., i, j] = logits_per_offset[..., i, j - i + T - 1]`.
     """
-    batch, heads, length, num_distances = ops.shape(logits_per_distance)
-    flat = ops.reshape(logits_per_distance, (batch, heads, length * num_distances))
-    row_offsets = ops.arange(length)[:, None] * num_distances
-    return ops.take(flat, distance_index + row_offsets, axis=2)
+    batch, heads, length, width = ops.shape(logits_per_offset)
+    padded = ops.pad(logits_per_offset, ((0, 0), (0, 0), (0, 0), (0, 1)))
+    flat = ops.reshape(padded, (batch, heads, length * (width + 1)))
+    flat = flat[:, :, length - 1 : length - 1 + length * width]
+    return ops.reshape(flat, (batch, heads, length, width))[..., :length]
+
+
+def clipped_offset_logits(logits_per_distance, length, left_context):
+    """Per-distance logits spread over every offset `-(T - 1), ..., T - 1`.
+
+    Offsets beyond the clipping range repeat the first or last distance
+    (broadcasts, not a gather).
+
+    Args:
+        logits_per_distance: (B, H, T, R), R = left + right context + 1;
+            column r is the offset `r - left_context`.
+        length: T.
+        left_context: offsets below `-left_context` use column 0.
+    Returns:
+        (B, H, T, 2T - 1) for `relative_shift`.
+    """
+    batch, heads = ops.shape(logits_per_distance)[:2]
+    edge_shape = (batch, heads, length, length - 1)
+    # Column (T - 1) + left_context + offset for every |offset| < T.
+    spread = ops.concatenate(
+        [
+            ops.broadcast_to(logits_per_distance[..., :1], edge_shape),
+            logits_per_distance,
+            ops.broadcast_to(logits_per_distance[..., -1:], edge_shape),
+        ],
+        axis=-1,
+    )
+    return spread[..., left_context : left_context + 2 * length - 1]
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -91,6 +103,11 @@ class RelativePositionAttention(keras.layers.Layer):
       the channel pairs (k, k + d/2) of each head's query and key at
       position t by `t * 10000 ** (-2k / d)`, so `q . k` depends on the
       positions only through their difference; no position weights.
+      Quality (`recipes.slam --config w2v_bert_tiny`, 300 steps, JAX, seed
+      0, mean of the last 5 of 30 epochs): contrastive loss 3.016 against
+      relative_sinusoidal's 3.014 (within noise, epoch std 0.003); w2v MLM
+      loss 4.111 against 4.048 (epoch std 0.022): rotary learns the masked
+      prediction slightly slower at this size.
     - "none": plain scaled dot-product attention.
 
     "rotary" and "none" add no (T, T) bias, so they run through
@@ -201,15 +218,15 @@ class RelativePositionAttention(keras.layers.Layer):
         if self.position_encoding == "relative_key":
             embedding = ops.cast(self.distance_embedding, query.dtype)
             per_distance = ops.einsum("bthd,rd->bhtr", query, embedding)
-            index = relative_distance_index(length, self.left_context, self.right_context)
-            return gather_relative_logits(per_distance, index), query
+            per_offset = clipped_offset_logits(per_distance, length, self.left_context)
+            return relative_shift(per_offset), query
         sinusoids = sinusoidal_relative_positions(length, self.hidden_dim, self.compute_dtype)
         positions = ops.reshape(self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim))
         pos_bias_v = ops.cast(self.pos_bias_v, query.dtype)
-        per_distance = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, positions)
+        # Row r of `positions` is the offset (key - query) r - (T - 1).
+        per_offset = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, positions)
         pos_bias_u = ops.cast(self.pos_bias_u, query.dtype)
-        index = query_minus_key_index(length)
-        return gather_relative_logits(per_distance, index), query + pos_bias_u
+        return relative_shift(per_offset), query + pos_bias_u
 
     def call(self, x, padding_mask, training=False):
         # A padded frame's NaN/inf would reach real queries through

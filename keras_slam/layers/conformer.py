@@ -148,7 +148,6 @@ class ConformerFeedForward(keras.layers.Layer):
         )
         self.intermediate_dense = keras.layers.Dense(
             ffn_dim,
-            activation=self.activation,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
             name="intermediate_dense",
@@ -173,6 +172,9 @@ class ConformerFeedForward(keras.layers.Layer):
 
     def call(self, x, training=False):
         x = self.intermediate_dense(self.layer_norm(x))
+        # Recomputed in the backward pass: training keeps the (B, T, F)
+        # input and output only, not the activation's intermediates too.
+        x = keras.remat(self.activation)(x) if training else self.activation(x)
         x = self.intermediate_dropout(x, training=training)
         return self.output_dropout(self.output_dense(x), training=training)
 
