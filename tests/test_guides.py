@@ -51,3 +51,9 @@ def test_classification_guide_runs():
 @pytest.mark.slow(backend="torch")
 def test_slm_guide_runs():
     assert "ASR CER: SLM" in run_guide("04_slm.py")
+
+
+@pytest.mark.slow(backend="jax")
+def test_slam_ablation_guide_runs():
+    output = run_guide("06_slam_ablation.py")
+    assert "| random_init | - |" in output and "| +ctc | w2v-BERT + text_mlm" in output
