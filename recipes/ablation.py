@@ -26,7 +26,8 @@ run keeps its rows) and `ablation_cer.png` go to `<output>`.
 
 Checkpoints: one folder per variant and phase (`<output>/checkpoints/
 pretraining_<variant>`, `finetuning_<variant>`, "+" written "plus_"); the
-same command resumes a run that was killed.
+same command resumes a run that was killed, and does not redo the variants
+that `results.json` already holds for the same settings.
 """
 
 import argparse
@@ -152,7 +153,14 @@ def run(config, output, seed=0, args=None):
     settings = config.settings
     tokenizer = asr.build_tokenizer(languages=settings.languages)
     front_end = asr.make_front_end()
-    results = {}
+    results_path = os.path.join(output, "results.json")
+    saved = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "variants": {}}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as file:
+            previous = json.load(file)
+        if previous["settings"] == saved["settings"]:
+            saved = previous  # a rerun: the variants scored there are not redone
+    results = saved["variants"]
     architecture = None  # a pre-trained preset: random_init reads its config, not its weights
     # The widest comparison first, so that a run cut short keeps it: the
     # first pre-trained variant (whose preset gives random_init its
@@ -167,6 +175,11 @@ def run(config, output, seed=0, args=None):
         name = folder_name(variant)
         preset = architecture
         if objectives is not None:
+            architecture = architecture or os.path.join(output, f"pretrained_{name}")
+        if variant in results:
+            print(f"== {variant}: scored in {results_path}")
+            continue
+        if objectives is not None:
             print(f"== {variant}: pre-training {objectives} for {settings.pretrain_steps} steps")
             preset = os.path.join(output, f"pretrained_{name}")
             history = main_recipe.pretrain(
@@ -179,7 +192,6 @@ def run(config, output, seed=0, args=None):
                 args,
                 objectives=objectives,
             )
-            architecture = architecture or preset
         print(f"== {variant}: CTC fine-tuning for {settings.finetune_steps} steps")
         _, losses, rates, _ = main_recipe.finetune_and_evaluate(
             preset,
@@ -200,8 +212,8 @@ def run(config, output, seed=0, args=None):
             "mean_cer": float(np.mean([rates[lang]["cer"] for lang in settings.languages])),
             "seconds": time.time() - started,
         }
-        with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:
-            json.dump({"settings": dataclasses.asdict(settings), "variants": results}, file)
+        with open(results_path, "w", encoding="utf-8") as file:
+            json.dump(saved, file)
     return {variant: results[variant] for variant in config.variants}
 
 
