@@ -5,7 +5,6 @@ import numpy as np
 from keras_slam.metrics.codebook import (
     CodebookUsage,
     code_counts,
-    code_entropy,
     codebook_perplexity,
     frame_perplexity,
     save_codebook_usage_plot,
@@ -101,16 +100,6 @@ def test_usage_over_a_window_of_steps():
     assert float(test_case.to_numpy(cumulative.result())) == 0.5
     clone = CodebookUsage.from_config(cumulative.get_config())
     assert (clone.num_codes, clone.num_groups, clone.window_steps) == (4, 2, None)
-
-
-def test_code_entropy_is_the_masked_marginal_entropy_averaged_over_groups():
-    code_ids = np.array([[[0, 1], [1, 1], [2, 1], [3, 0]]])  # frame 3 is padding
-    mask = np.array([[1.0, 1.0, 1.0, 0.0]])
-    # Group 0: three codes once each (log 3); group 1: one code (0).
-    np.testing.assert_allclose(
-        test_case.to_numpy(code_entropy(code_ids, 4, mask)), np.log(3) / 2, rtol=1e-6
-    )
-    assert float(test_case.to_numpy(code_entropy(code_ids, 4, np.zeros_like(mask)))) == 0.0
 
 
 def test_usage_plot_is_a_png(tmp_path):

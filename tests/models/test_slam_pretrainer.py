@@ -382,19 +382,6 @@ def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
     assert len(monitor.history) == 1 and 0 < monitor.history[0][1]["codebook_usage"] <= 1
 
 
-def test_w2v_mlm_gain_is_code_marginal_entropy_minus_masked_prediction_loss(seeded):
-    batch = {"speech": sub_batch(seeded, 4, frames=48)}
-    pretrainer = build_pretrainer(num_codes=64, objectives=("contrastive", "w2v_mlm"))
-    outputs = numpy_tree(pretrainer(batch, training=True))
-    code_ids = outputs["speech_code_ids"][..., 0][outputs["speech_code_mask"] > 0]
-    frequencies = np.unique(code_ids, return_counts=True)[1] / code_ids.size
-    entropy = -np.sum(frequencies * np.log(frequencies))
-    np.testing.assert_allclose(
-        outputs["w2v_mlm_gain"], entropy - outputs["w2v_mlm_loss"], rtol=1e-5, atol=1e-6
-    )
-    assert 0 < outputs["valid_negatives"] <= TASK["num_negatives"]
-
-
 def test_ctc_is_per_target_token_as_torch_mean(seeded):
     """The pre-trainer's CTC equals torch's `ctc_loss(reduction="mean")` on
     the CTC head's logits (per utterance / transcript length, batch mean);
