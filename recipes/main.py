@@ -35,7 +35,7 @@ from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.data import pipeline
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.slam_backbone import SLAMBackbone
-from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from recipes import asr, slam
 
 # The tiny SLAM layout of the recipe: 2 speech + 2 shared Conformer layers.
@@ -88,8 +88,15 @@ TINY = Settings(
 )
 
 
-def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS, seed=0):
-    """Mixed {"speech", "text", "paired"} batches for `SLAMPretrainer.fit`."""
+def pretraining_dataset(
+    settings,
+    tokenizer,
+    front_end,
+    corpus=asr.SAMPLE_CORPUS,
+    seed=0,
+    sub_batches=("speech", "text", "paired"),
+):
+    """Mixed batches of `sub_batches` ("speech", "text", "paired") for `SLAMPretrainer.fit`."""
     languages = list(settings.languages)
 
     def folders(kind):
@@ -117,20 +124,16 @@ def pretraining_dataset(settings, tokenizer, front_end, corpus=asr.SAMPLE_CORPUS
         seed=seed,
         repeat=True,
     )
-    return pipeline.mix_streams({"speech": speech, "text": text, "paired": paired})
+    streams = {"speech": speech, "text": text, "paired": paired}
+    return pipeline.mix_streams({name: streams[name] for name in sub_batches})
 
 
-def pretrain(settings, tokenizer, front_end, preset_dir, seed=0, checkpoint=None, args=None):
-    """Pre-trains a SLAMBackbone; saves backbone + tokenizer + front end.
-
-    `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
-    from; `args`: the `checkpointing` flags (clipping, accumulation, skips).
-
-    Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`).
-    """
-    args = args or checkpointing.default_training_arguments()
-    backbone = SLAMBackbone(vocabulary_size=tokenizer.vocabulary_size(), **settings.backbone)
-    pretrainer = SLAMPretrainer(
+def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
+    """The job's `SLAMPretrainer` (uncompiled) with `objectives`; the initial
+    weights of the backbone and every head depend on `seed` only."""
+    keras.utils.set_random_seed(seed)
+    backbone = SLAMBackbone(vocabulary_size=vocabulary_size, **settings.backbone)
+    return SLAMPretrainer(
         backbone,
         num_codes=64,
         code_dim=32,
@@ -140,7 +143,32 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0, checkpoint=None
         first_regular_token_id=3,
         text_span_length=3,
         seed=seed,
+        objectives=objectives,
     )
+
+
+def pretrain(
+    settings,
+    tokenizer,
+    front_end,
+    preset_dir,
+    seed=0,
+    checkpoint=None,
+    args=None,
+    objectives=OBJECTIVES,
+):
+    """Pre-trains a SLAMBackbone; saves backbone + tokenizer + front end.
+
+    `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
+    from; `args`: the `checkpointing` flags (clipping, accumulation, skips);
+    `objectives`: the `SLAMPretrainer` objectives (the data streams follow
+    them). The backbone's initial weights depend on `seed` only.
+
+    Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`).
+    """
+    args = args or checkpointing.default_training_arguments()
+    pretrainer = build_pretrainer(settings, tokenizer.vocabulary_size(), seed, objectives)
+    backbone = pretrainer.backbone
     pretrainer.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(
@@ -158,7 +186,9 @@ def pretrain(settings, tokenizer, front_end, preset_dir, seed=0, checkpoint=None
     monitor = CodebookCollapseMonitor(
         slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20)
     )
-    dataset = pretraining_dataset(settings, tokenizer, front_end, seed=seed)
+    dataset = pretraining_dataset(
+        settings, tokenizer, front_end, seed=seed, sub_batches=pretrainer.sub_batches
+    )
     history = asr.fit_logged(
         pretrainer,
         dataset,

@@ -59,3 +59,9 @@ def test_scale_out_guide_runs():
     output = run_guide("05_scale_out.py", XLA_FLAGS="--xla_force_host_platform_device_count=8")
     assert "model parallel 2x4" in output and "max |loss - 1 device| / loss" in output
     assert "mslam_2b on a 8x4 (data x model) mesh" in output and "fits in 32 GiB" in output
+
+
+@pytest.mark.slow(backend="jax")
+def test_slam_ablation_guide_runs():
+    output = run_guide("06_slam_ablation.py")
+    assert "| random_init | - |" in output and "| +ctc | w2v-BERT + text_mlm" in output

@@ -394,6 +394,13 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     def _any_of(self, *names):
         return any(name in self.objectives for name in names)
 
+    @property
+    def sub_batches(self):
+        """The sub-batches ("speech", "text", "paired") its objectives read;
+        others in a batch are ignored, so a pipeline need not make them."""
+        needed = {METRICS[f"{name}_loss"][0] for name in self.objectives}
+        return tuple(name for name in ("speech", "text", "paired") if name in needed)
+
     def compile(self, optimizer="adam", **kwargs):
         """Compiles with Adam by default; the loss is `compute_loss`. Steps
         with a non-finite loss or gradient are skipped and counted
