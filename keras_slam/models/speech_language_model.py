@@ -52,6 +52,7 @@ from keras import ops
 from keras_slam.data.instructions import pad_rows
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
+from keras_slam.models.subclassed_task import SubclassedTask
 from keras_slam.optimizers import skip_non_finite_steps
 from keras_slam.utils import preset_utils
 
@@ -236,7 +237,7 @@ def pack_segments(segments):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechLanguageModel(keras_hub.models.Task):
+class SpeechLanguageModel(SubclassedTask):
     """Frozen speech encoder + trained `SpeechAdapter` + frozen keras-hub causal LM.
 
     Args:
