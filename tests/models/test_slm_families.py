@@ -13,6 +13,7 @@ import pytest
 from keras_slam.data.tokenizers import train_sentencepiece
 from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
 from keras_slam.optimizers import FiniteMean
+from recipes.lm import GEMMA_PIECES
 from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 from tests.models.test_speech_language_model import (
@@ -23,16 +24,7 @@ from tests.models.test_speech_language_model import (
     make_speech_encoder,
 )
 
-LLAMA_PIECES = dict(
-    pad_id=0,
-    eos_id=1,
-    bos_id=2,
-    unk_id=3,
-    pad_piece="<pad>",
-    eos_piece="</s>",
-    bos_piece="<s>",
-    unk_piece="<unk>",
-)
+LLAMA_PIECES = dict(GEMMA_PIECES, eos_piece="</s>", bos_piece="<s>")
 DECODER = dict(num_layers=1, hidden_dim=16, intermediate_dim=32)
 
 
@@ -44,44 +36,35 @@ def byte_level_vocabulary():
     return {token: i for i, token in enumerate(tokens)}, ["t h"]
 
 
+def causal_lm(family, tokenizer, **backbone_args):
+    """keras_hub.models.<family>CausalLM of a tiny random-weight backbone."""
+    backbone = getattr(keras_hub.models, f"{family}Backbone")(
+        vocabulary_size=tokenizer.vocabulary_size(), **DECODER, **backbone_args
+    )
+    preprocessor = getattr(keras_hub.models, f"{family}CausalLMPreprocessor")(
+        tokenizer, sequence_length=16
+    )
+    return getattr(keras_hub.models, f"{family}CausalLM")(
+        backbone=backbone, preprocessor=preprocessor
+    )
+
+
 def make_llama():
     proto = train_sentencepiece(
         TEXTS, vocab_size=32, model_type="char", control_symbols=[], **LLAMA_PIECES
     )
     tokenizer = keras_hub.models.LlamaTokenizer(proto=proto)
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_query_heads=2,
-        num_key_value_heads=1,
-        **DECODER,
-    )
-    preprocessor = keras_hub.models.LlamaCausalLMPreprocessor(tokenizer, sequence_length=16)
-    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=preprocessor)
+    return causal_lm("Llama", tokenizer, num_query_heads=2, num_key_value_heads=1)
 
 
 def make_qwen():
     tokenizer = keras_hub.models.QwenTokenizer(*byte_level_vocabulary())
-    backbone = keras_hub.models.QwenBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_query_heads=2,
-        num_key_value_heads=1,
-        **DECODER,
-    )
-    preprocessor = keras_hub.models.QwenCausalLMPreprocessor(tokenizer, sequence_length=16)
-    return keras_hub.models.QwenCausalLM(backbone=backbone, preprocessor=preprocessor)
+    return causal_lm("Qwen", tokenizer, num_query_heads=2, num_key_value_heads=1)
 
 
 def make_gpt2():
     tokenizer = keras_hub.models.GPT2Tokenizer(*byte_level_vocabulary())
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_heads=2,
-        dropout=0.0,
-        max_sequence_length=128,
-        **DECODER,
-    )
-    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16)
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    return causal_lm("GPT2", tokenizer, num_heads=2, dropout=0.0, max_sequence_length=128)
 
 
 FAMILIES = {"llama": make_llama, "qwen": make_qwen, "gpt2": make_gpt2}
