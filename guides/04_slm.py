@@ -12,8 +12,8 @@
 #     python guides/04_slm.py            # the recipe's tiny config (minutes)
 #     python guides/04_slm.py --smoke    # seconds per step (what the tests run)
 #
-# A real LM is the same code path: any keras-hub Gemma preset directory on
-# disk goes where the tiny LM preset goes below
+# A real LM is the same code path: any keras-hub Gemma, Llama, Qwen or GPT-2
+# preset directory on disk goes where the tiny LM preset goes below
 # (`keras_hub.models.CausalLM.from_preset(directory)`).
 
 # %%

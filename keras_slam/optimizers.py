@@ -215,7 +215,9 @@ def log_finite_losses(model):
     with every step's loss; this swaps in a `FiniteMean`. Call after
     `compile` (which creates the tracker).
     """
-    model._loss_tracker = FiniteMean(name="loss")
+    # Untracked, as `Trainer.compile` sets it: a tracked assignment raises
+    # "cannot add new elements of state" on a built subclassed model.
+    object.__setattr__(model, "_loss_tracker", FiniteMean(name="loss"))
 
 
 def find_finite_step_optimizer(optimizer):

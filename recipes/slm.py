@@ -161,10 +161,11 @@ def run(output, config_name="tiny", seed=0, verbose=2):
     lm_preset, lm_report = lm.train_lm(os.path.join(output, "lm"), config["lm"], verbose=verbose)
     encoder_preset, recognizer = train_encoder(output, config, verbose)
     front_end = recognizer.preprocessor.audio_converter
-    ctc_results, _ = asr.evaluate(recognizer, asr.paired_dataset(
-        recognizer.preprocessor.tokenizer, front_end, "test"))  # fmt: skip
     slm = SpeechLanguageModel.from_frozen_presets(
         encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
+    )
+    ctc_results, _ = asr.evaluate(
+        recognizer, asr.paired_dataset(recognizer.preprocessor.tokenizer, front_end, "test")
     )
     train_records, test_records = speech_records("train"), speech_records("test")
     train_features = record_features(train_records, front_end)

@@ -24,15 +24,18 @@ invariance). `generate` runs greedy decoding through
 `keras_hub.samplers.GreedySampler` with the LM's key/value cache: the
 packed prefix seeds the cache in one pass, then one position per step.
 
-Hooks into the LM (`LM_FAMILIES`): keras-hub causal LMs embed tokens with
-`backbone.token_embedding` (Gemma then scales by sqrt(hidden_dim)), run
-`backbone.transformer_layers` (Gemma: `padding_mask`, `cache`,
-`cache_update_index` keywords) and `backbone.layer_norm`, and project with
-`token_embedding(x, reverse=True)` (Gemma's `GemmaCausalLM.call_with_cache`
-does the same). The table holds the Gemma family (`GemmaBackbone`, the
-architecture of `recipes/lm.py`, and any Gemma preset a user has on disk:
-`keras_hub.models.CausalLM.from_preset(directory)`); another family is one
-more entry.
+Hooks into the LM (`LM_FAMILIES`, one `DecoderHooks` per backbone class):
+keras-hub causal LMs embed tokens with `backbone.token_embedding` (Gemma
+then scales by sqrt(hidden_dim), GPT-2 adds learned positions), run
+`backbone.transformer_layers` with their padding-mask / cache keywords and
+`backbone.layer_norm`, and project with `token_embedding(x, reverse=True)`,
+as each family's `CausalLM.call_with_cache` does. Supported: Gemma (the
+architecture of `recipes/lm.py`), Llama, Qwen and GPT-2, from any preset on
+disk (`keras_hub.models.CausalLM.from_preset(directory)`). Encoder-decoder
+`Seq2SeqLM`s (BART, T5) are not supported yet.
+
+Positions start at 0 for each packed item, so absolute position embeddings
+(GPT-2) see the item as it would be alone too.
 
 Presets: `save_to_preset(dir)` copies the two frozen models into
 `dir/speech_encoder` and `dir/language_model`; with `reference_frozen=True`
@@ -52,8 +55,10 @@ from keras import ops
 from keras_slam.data.instructions import pad_rows
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
-from keras_slam.optimizers import skip_non_finite_steps
+from keras_slam.models.subclassed_task import SubclassedTask
+from keras_slam.optimizers import log_finite_losses, skip_non_finite_steps
 from keras_slam.utils import preset_utils
+from keras_slam.utils.keras_private import scale_loss_for_distribution
 
 CONFIG_FILE = "config.json"
 ADAPTER_WEIGHTS_FILE = "adapter.weights.h5"
@@ -61,43 +66,86 @@ SPEECH_ENCODER_DIR = "speech_encoder"
 LANGUAGE_MODEL_DIR = "language_model"
 
 
-class _GemmaHooks:
-    """How `SpeechLanguageModel` calls a Gemma-family backbone on embeddings."""
+class DecoderHooks:
+    """How `SpeechLanguageModel` runs a keras-hub decoder-only backbone on
+    embeddings: `token_embedding` (reversible: also the output projection),
+    `transformer_layers`, final `layer_norm`, as each family's
+    `CausalLM.call_with_cache` does. The default is the Llama / Qwen layout;
+    a family differs only in the hooks it overrides.
+    """
 
-    @staticmethod
-    def embed(backbone, token_ids):
-        x = backbone.token_embedding(token_ids)
-        return x * ops.cast(ops.sqrt(backbone.hidden_dim), x.dtype)
+    padding_mask_key = "decoder_padding_mask"
+    cache_key = "self_attention_cache"
+    cache_index_key = "self_attention_cache_update_index"
 
-    @staticmethod
-    def decoder(backbone, x, padding_mask):
+    def embed(self, backbone, token_ids):
+        return backbone.token_embedding(token_ids)
+
+    def add_positions(self, backbone, x, start_index):
+        """Absolute position embeddings (RoPE families: none)."""
+        return x
+
+    def cache_heads(self, backbone):
+        """(key/value heads, head dim) of the key/value cache."""
+        return backbone.num_key_value_heads, backbone.hidden_dim // backbone.num_query_heads
+
+    def decoder(self, backbone, x, padding_mask):
+        """x (B, L, D), padding mask (B, L) -> final hidden states (B, L, D)."""
+        x = self.add_positions(backbone, x, 0)
         for layer in backbone.transformer_layers:
-            x = layer(x, padding_mask=padding_mask)
+            x = layer(x, **{self.padding_mask_key: padding_mask}, training=False)
         return backbone.layer_norm(x)
 
-    @staticmethod
-    def decoder_with_cache(backbone, x, cache, cache_update_index):
+    def decoder_with_cache(self, backbone, x, cache, cache_update_index):
         """x (B, n, D) at positions cache_update_index.. -> (hidden, cache)."""
+        x = self.add_positions(backbone, x, cache_update_index)
         caches = []
         for i, layer in enumerate(backbone.transformer_layers):
-            x, layer_cache = layer(x, cache=cache[:, i], cache_update_index=cache_update_index)
+            x, layer_cache = layer(
+                x,
+                **{self.cache_key: cache[:, i], self.cache_index_key: cache_update_index},
+                training=False,
+            )
             caches.append(layer_cache)
         return backbone.layer_norm(x), ops.stack(caches, axis=1)
 
-    @staticmethod
-    def empty_cache(backbone, batch_size, length, dtype):
-        shape = (
-            batch_size,
-            backbone.num_layers,
-            2,
-            length,
-            backbone.num_key_value_heads,
-            backbone.head_dim,
-        )
+    def empty_cache(self, backbone, batch_size, length, dtype):
+        shape = (batch_size, backbone.num_layers, 2, length, *self.cache_heads(backbone))
         return ops.zeros(shape, dtype=dtype)
 
 
-LM_FAMILIES = {keras_hub.models.GemmaBackbone: _GemmaHooks}
+class GemmaHooks(DecoderHooks):
+    """Gemma: embeddings scaled by sqrt(hidden_dim), its own keyword names."""
+
+    padding_mask_key = "padding_mask"
+    cache_key = "cache"
+    cache_index_key = "cache_update_index"
+
+    def embed(self, backbone, token_ids):
+        x = backbone.token_embedding(token_ids)
+        return x * ops.cast(ops.sqrt(backbone.hidden_dim), x.dtype)
+
+    def cache_heads(self, backbone):
+        return backbone.num_key_value_heads, backbone.head_dim
+
+
+class GPT2Hooks(DecoderHooks):
+    """GPT-2: learned absolute positions added to the token embeddings."""
+
+    def add_positions(self, backbone, x, start_index):
+        positions = backbone.position_embedding(x, start_index=start_index)
+        return backbone.embeddings_add((x, positions))
+
+    def cache_heads(self, backbone):
+        return backbone.num_heads, backbone.hidden_dim // backbone.num_heads
+
+
+LM_FAMILIES = {
+    keras_hub.models.GemmaBackbone: GemmaHooks(),
+    keras_hub.models.LlamaBackbone: DecoderHooks(),
+    keras_hub.models.QwenBackbone: DecoderHooks(),
+    keras_hub.models.GPT2Backbone: GPT2Hooks(),
+}
 
 
 def lm_hooks(language_model):
@@ -236,7 +284,7 @@ def pack_segments(segments):
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechLanguageModel(keras_hub.models.Task):
+class SpeechLanguageModel(SubclassedTask):
     """Frozen speech encoder + trained `SpeechAdapter` + frozen keras-hub causal LM.
 
     Args:
@@ -349,13 +397,17 @@ class SpeechLanguageModel(keras_hub.models.Task):
         return {"logits": logits, "padding_mask": response_mask}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean cross-entropy per response token (float32)."""
-        return response_loss(y["response_token_ids"], y["response_padding_mask"], y_pred["logits"])
+        """Mean cross-entropy per response token (float32), scaled by
+        1 / replicas under tf.distribute as Keras' own losses."""
+        loss = response_loss(y["response_token_ids"], y["response_padding_mask"], y_pred["logits"])
+        return scale_loss_for_distribution(loss)
 
     def compile(self, optimizer="adam", **kwargs):
-        """Keras `compile` with an optimizer that skips non-finite steps, as
-        every keras-slam task (the recipes count the skips)."""
+        """Keras `compile` with an optimizer that skips non-finite steps and a
+        "loss" that averages the finite ones, as every keras-slam task (the
+        recipes count the skips)."""
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     # --- generation -------------------------------------------------------
 
@@ -421,7 +473,11 @@ class SpeechLanguageModel(keras_hub.models.Task):
 
         tokenizer = self.language_model.preprocessor.tokenizer
         pad_id, end_id = tokenizer.pad_token_id, tokenizer.end_token_id
-        token_ids = ops.full((batch_size, total), pad_id, dtype="int32")
+        # The sampler stops once every row holds a stop token outside the
+        # mask, so the positions still to generate hold any other id (a
+        # tokenizer may pad with its end token, as tiny GPT-2 / Qwen ones do).
+        filler = (end_id + 1) % backbone.vocabulary_size
+        token_ids = ops.full((batch_size, total), filler, dtype="int32")
         token_ids = keras_hub.samplers.GreedySampler()(
             next=next_logits,
             prompt=token_ids,
@@ -440,9 +496,10 @@ class SpeechLanguageModel(keras_hub.models.Task):
     # --- text -------------------------------------------------------------
 
     def prompt_ids(self, instruction):
-        """ "<bos>" + the instruction's ids (list of int)."""
+        """The start token (when the tokenizer has one) + the instruction's ids."""
         tokenizer = self.language_model.preprocessor.tokenizer
-        return [tokenizer.start_token_id] + _ids(tokenizer, instruction)
+        start = [] if tokenizer.start_token_id is None else [tokenizer.start_token_id]
+        return start + _ids(tokenizer, instruction)
 
     def response_ids(self, response):
         """The response's ids + "<eos>" (list of int)."""
@@ -461,8 +518,15 @@ class SpeechLanguageModel(keras_hub.models.Task):
 
     def detokenize(self, token_ids):
         tokenizer = self.language_model.preprocessor.tokenizer
-        rows = [[int(i) for i in row if i != tokenizer.pad_token_id] for row in token_ids]
-        return [str(keras.ops.convert_to_numpy(tokenizer.detokenize(row))) for row in rows]
+        texts = []
+        for row in token_ids:
+            # Only the padding after the response goes: a pad id can be a
+            # real token too (GPT-2 and Qwen presets pad with id 0, "!").
+            row = [int(i) for i in row]
+            while row and row[-1] == tokenizer.pad_token_id:
+                row.pop()
+            texts.append(str(keras.ops.convert_to_numpy(tokenizer.detokenize(row))))
+        return texts
 
     def _features(self, waveforms):
         if self.audio_converter is None:

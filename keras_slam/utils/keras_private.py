@@ -19,6 +19,11 @@ from keras.src.backend.common import global_state
 # global batch mean.
 from keras.src.losses.loss import scale_loss_for_distribution
 
+# models/subclassed_task.py: keras-hub's `PipelineModel.__init__` rewrites
+# `PipelineModel.__bases__` and Keras injects `Functional` there; a
+# subclassed Task undoes both for itself (no public API names either class).
+from keras.src.models.functional import Functional
+
 # utils/preset_utils.py `weight_mismatch`: walks a model the way Keras' weights
 # file does (`_walk_saveable`, `_get_unique_name` for container entries,
 # snake-case class names) to name the first variable that does not fit.
@@ -26,6 +31,7 @@ from keras.src.saving.keras_saveable import KerasSaveable
 from keras.src.saving.saving_lib import _get_unique_name as unique_saveable_name
 from keras.src.saving.saving_lib import _walk_saveable as walk_saveable
 from keras.src.utils.naming import to_snake_case
+from keras_hub.src.utils.pipeline_model import PipelineModel
 
 # Preset files and loaders (keras-hub exports only `from_preset` /
 # `save_to_preset`): preset_utils registers named presets, tasks and
@@ -81,9 +87,11 @@ PRIVATE_ATTRIBUTES = (
 __all__ = [
     "AUDIO_CONVERTER_CONFIG_FILE",
     "CONFIG_FILE",
+    "Functional",
     "METADATA_FILE",
     "MODEL_WEIGHTS_FILE",
     "PREPROCESSOR_CONFIG_FILE",
+    "PipelineModel",
     "PRIVATE_ATTRIBUTES",
     "SHARDED_MODEL_WEIGHTS_CONFIG_FILE",
     "TASK_CONFIG_FILE",

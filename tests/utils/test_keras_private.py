@@ -150,6 +150,14 @@ def check_scale_loss_for_distribution():
     ]
 
 
+def check_pipeline_model_bases():
+    # subclassed_task: Task's base, whose `__init__` rewrites its `__bases__`,
+    # where building a functional Task injects `Functional`.
+    assert keras_private.PipelineModel in keras_hub.models.Task.__bases__
+    assert "PipelineModel.__bases__" in inspect.getsource(keras_private.PipelineModel.__init__)
+    assert issubclass(keras_private.Functional, keras.Model)
+
+
 # Symbols of `keras_private` -> the check of how the library uses them.
 CHECKS = {
     "global_state": check_global_state,
@@ -163,6 +171,7 @@ CHECKS = {
     "register_presets": check_register_presets,
     "convert_to_ragged_batch preprocessing_function": check_tensor_utils,
     "scale_loss_for_distribution": check_scale_loss_for_distribution,
+    "PipelineModel Functional": check_pipeline_model_bases,
 }
 
 
