@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_slam.callbacks import CodebookCollapseError
+from keras_slam.checkpointing import TrainingCheckpoint
 from keras_slam.models.slam_backbone_presets import backbone_presets
 from recipes import slam
 from tests import test_case
@@ -163,7 +164,8 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     phases = {"pretraining": config["pretrain_steps"]}
     phases.update({f"finetuning_{name}": config["finetune_steps"] for name, _, _ in st.SETTINGS})
     for phase, steps in phases.items():
-        assert (tmp_path / "run" / "checkpoints" / phase / f"step-{steps}").is_dir(), phase
+        saved = TrainingCheckpoint(str(tmp_path / "run" / "checkpoints" / phase)).checkpoints()
+        assert saved and saved[-1][0] == steps, (phase, saved)
     trained = []
     monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: trained.append(a[0]))
     rerun = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
