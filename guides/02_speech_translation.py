@@ -70,7 +70,7 @@ main_recipe.pretrain(settings, st.build_source_tokenizer(), front_end, pretraine
 preprocessor = st.build_preprocessor(pretrained)
 translator = st.build_translator(pretrained, preprocessor, config)
 print(config["decoder"], "BOS", translator.bos_id, "EOS", translator.eos_id)
-print(f"{translator.count_params():,} parameters")
+translator.summary()
 
 # %% [markdown]
 # ## 4. Joint speech + text translation fine-tuning

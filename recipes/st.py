@@ -20,6 +20,11 @@ it -> en), spoken by espeak-ng into a cache on first use
 4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
    translations under `eval/<setting>/` and the joint model as a task
    preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
+
+Every training phase checkpoints under `<output>/checkpoints/<phase>/`
+(`keras_slam.checkpointing` flags: `--checkpoint-every-steps`, ...): rerun
+the same command after a kill and it resumes where it stopped, skipping the
+phases that had finished.
 """
 
 import argparse
@@ -29,6 +34,7 @@ import time
 
 import keras
 
+from keras_slam import checkpointing
 from keras_slam.data import gettext_pairs, parallel_speech, pipeline
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.data.translation import split_translation_batch
@@ -160,19 +166,30 @@ def joint_batch(batch):
     return {"speech": batch, "text": {key: batch[key] for key in text_keys}}
 
 
-def finetune(translator, train, config, joint=False, verbose=2):
-    """Trains for `config["finetune_steps"]` steps; returns the loss of each window."""
+def finetune(translator, train, config, joint=False, verbose=2, checkpoint=None, args=None):
+    """Trains for `config["finetune_steps"]` steps; returns the loss of each window.
+
+    `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
+    from; `args`: the `checkpointing` flags (clipping, accumulation, skips).
+    """
+    args = args or checkpointing.default_training_arguments()
     translator.compile(
-        learning_rate=asr.warmup_cosine(config["finetune_steps"], config["learning_rate"])
+        learning_rate=asr.warmup_cosine(config["finetune_steps"], config["learning_rate"]),
+        **checkpointing.optimizer_arguments(args),
     )
 
     def split(batch):
         batch = joint_batch(batch) if joint else batch
         return split_translation_batch(batch, translator.bos_id, translator.eos_id)
 
-    return asr.fit_logged(translator, train.map(split), config["finetune_steps"], verbose=verbose)[
-        "loss"
-    ]
+    return asr.fit_logged(
+        translator,
+        train.map(split),
+        config["finetune_steps"],
+        verbose=verbose,
+        checkpoint=checkpoint,
+        max_consecutive_skips=args.max_consecutive_skips,
+    )["loss"]
 
 
 def plot_results(results, path):
@@ -204,8 +221,14 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, verbose=2):
-    """The whole recipe (module docstring); returns {setting: scores dict}."""
+def run(
+    config_name, output, preset=None, cache="runs/parallel_speech", seed=0, verbose=2, args=None
+):
+    """The whole recipe (module docstring); returns {setting: scores dict}.
+
+    `args`: the `checkpointing` flags (default: their defaults).
+    """
+    args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
     os.makedirs(output, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -216,7 +239,15 @@ def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, 
             config["backbone"], config["pretrain_steps"], config["finetune_steps"]
         )
         print(f"== SLAM pre-training: {settings.pretrain_steps} steps")
-        main_recipe.pretrain(settings, build_source_tokenizer(), front_end, preset, seed)
+        main_recipe.pretrain(
+            settings,
+            build_source_tokenizer(),
+            front_end,
+            preset,
+            seed,
+            checkpointing.checkpoint_from_args(args, output, "pretraining"),
+            args,
+        )
     preprocessor = build_preprocessor(preset)
     files = speech_corpus(cache, config)
     train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
@@ -226,7 +257,8 @@ def run(config_name, output, preset=None, cache="runs/parallel_speech", seed=0, 
         keras.utils.set_random_seed(seed)
         translator = build_translator(preset, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
-        losses = finetune(translator, train, config, joint, verbose)
+        checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
+        losses = finetune(translator, train, config, joint, verbose, checkpoint, args)
         sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
         for source in sources:
             scores, rows = translation_evaluation.evaluate_translation(
@@ -265,8 +297,10 @@ def main(argv=None):
         "--speech-cache", default="runs/parallel_speech", help="spoken pairs, made on first use"
     )
     parser.add_argument("--seed", type=int, default=0)
+    checkpointing.add_training_arguments(parser)
     args = parser.parse_args(argv)
-    run(args.config, args.output, args.preset, args.speech_cache, args.seed)
+    checkpointing.apply_mixed_precision(args)
+    run(args.config, args.output, args.preset, args.speech_cache, args.seed, args=args)
     return 0
 
 

@@ -1,10 +1,12 @@
 import dataclasses
 import json
 
+import keras
 import numpy as np
 import pytest
 
 from keras_slam.callbacks import CodebookCollapseError
+from keras_slam.checkpointing import TrainingCheckpoint
 from keras_slam.models.slam_backbone_presets import backbone_presets
 from recipes import slam
 from tests import test_case
@@ -135,7 +137,7 @@ def test_recipes_stop_loudly_on_collapse(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow(backend="torch")
-def test_st_recipe_runs_every_setting_and_saves_a_translator(tmp_path):
+def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, monkeypatch):
     from keras_slam.models.speech_translator import SpeechTranslator
     from recipes import st
 
@@ -156,3 +158,15 @@ def test_st_recipe_runs_every_setting_and_saves_a_translator(tmp_path):
     translator = SpeechTranslator.from_preset(str(tmp_path / "run" / "translator"))
     assert translator.mt_loss_weight == st.CONFIGS["st_smoke"]["mt_loss_weight"]
     assert isinstance(translator.translate_text(["Datei nicht gefunden."])[0], str)
+    # Every phase checkpointed its last step; a rerun resumes from them and
+    # trains nothing (before: no checkpoints, a rerun trained everything again).
+    config = st.CONFIGS["st_smoke"]
+    phases = {"pretraining": config["pretrain_steps"]}
+    phases.update({f"finetuning_{name}": config["finetune_steps"] for name, _, _ in st.SETTINGS})
+    for phase, steps in phases.items():
+        saved = TrainingCheckpoint(str(tmp_path / "run" / "checkpoints" / phase)).checkpoints()
+        assert saved and saved[-1][0] == steps, (phase, saved)
+    trained = []
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: trained.append(a[0]))
+    rerun = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
+    assert trained == [] and rerun == table

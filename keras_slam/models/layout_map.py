@@ -3,7 +3,7 @@
 `get_layout_map(device_mesh)` on `SLAMBackbone`, `SpeechEncoder` and the
 tasks returns one `keras.distribution.LayoutMap` whose rules (full-match
 regexes over variable paths) cover every Conformer, front-end, embedding,
-quantizer and head weight. Megatron-style pairs keep one collective per
+quantizer, head and translation-decoder weight. Megatron-style pairs keep one collective per
 pair: the first dense of a pair is split on its output features over the
 model axis (column parallel), the second on its input features (row
 parallel); the other kernel axis is split over the data axis (ZeRO-3 style,
@@ -41,13 +41,24 @@ def layout_rules(model="model", data="batch"):
         ".*/position_dense/kernel": column,
         ".*/pos_bias_(u|v)": (None, None),
         ".*/distance_embedding": (None, None),
+        # SpeechTranslator decoder (keras-hub TransformerDecoder blocks):
+        # attention kernels (D, heads, head_dim) / (heads, head_dim, D).
+        "decoder_layer_\\d+/(self|cross)_attention/(query|key|value)/kernel": (data, model, None),
+        "decoder_layer_\\d+/(self|cross)_attention/(query|key|value)/bias": (model, None),
+        "decoder_layer_\\d+/(self|cross)_attention/attention_output/kernel": (model, None, data),
+        "decoder_layer_\\d+/feedforward_intermediate_dense/kernel": column,
+        "decoder_layer_\\d+/feedforward_intermediate_dense/bias": (model,),
+        "decoder_layer_\\d+/feedforward_output_dense/kernel": row,
+        "decoder_encoder_projection/kernel": column,
+        "decoder_embedding/position_embedding/embeddings": (None, None),
         # Speech front end and tower output.
         ".*/subsampling/conv_\\d+/kernel": (None, None, None, model),
         ".*/subsampling/conv_\\d+/bias": (model,),
         ".*/subsampling/projection/kernel": (None, model),
         ".*/output_projection/kernel": column,
-        # Text embedding (vocabulary, D); tied with the MLM output.
-        "token_embedding/embeddings": (None, model),
+        # Text and decoder embeddings (vocabulary, D); tied with the MLM /
+        # decoder output.
+        "(decoder_embedding/)?token_embedding/embeddings": (None, model),
         # Quantizer and task heads (D or features, vocabulary or codes).
         "quantizer/codevectors": (None, None, None),
         "quantizer/logits_projection/kernel": (None, None),

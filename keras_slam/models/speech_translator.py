@@ -39,13 +39,26 @@ from keras_slam.data.translation import (
     encoder_keys,
     split_translation_batch,  # noqa: F401  (public here too)
 )
+from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
-from keras_slam.optimizers import EncoderHeadAdam, skip_non_finite_steps
+from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
+from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
 DECODER_PREFIX = "decoder"
 STRATEGIES = ("greedy", "beam")
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class TransformerDecoder(keras_hub.layers.TransformerDecoder):
+    """keras-hub's decoder block whose `compute_output_shape` also takes the
+    encoder shape that its `build` records: `Model.summary()` passes every
+    recorded build shape and raised a TypeError on keras-hub's. Same class
+    name, so weight files keep their paths."""
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return decoder_sequence_shape
 
 
 def label_smoothed_cross_entropy(target_ids, target_padding_mask, logits, label_smoothing):
@@ -67,7 +80,7 @@ def label_smoothed_cross_entropy(target_ids, target_padding_mask, logits, label_
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechTranslator(PresetMixin, keras_hub.models.Task):
+class SpeechTranslator(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     """Encoder-decoder translator (see the module docstring for the graph).
 
     Args:
@@ -166,7 +179,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         )
         self.decoder_layers = []
         for i in range(decoder_num_layers):
-            layer = keras_hub.layers.TransformerDecoder(
+            layer = TransformerDecoder(
                 decoder_intermediate_dim,
                 decoder_num_heads,
                 dropout=dropout,
@@ -192,6 +205,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         self.label_smoothing = label_smoothing
         self.mt_loss_weight = mt_loss_weight
         self.use_shared_encoder = use_shared_encoder
+
+        self._generate_functions = {}  # (strategy, beam_width, max_length, eager) -> function
 
         # === Metrics ===
         self.loss_trackers = {
@@ -299,7 +314,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
     ):
         """Compiles with `compute_loss` and `EncoderHeadAdam` (the decoder is
         the head); steps with a non-finite loss or gradient are skipped and
-        counted. Arguments as `SpeechRecognizer.compile`."""
+        counted, and the logged "loss" averages the finite ones. Arguments as
+        `SpeechRecognizer.compile`."""
         if optimizer == "auto":
             optimizer = EncoderHeadAdam(
                 head_prefix=DECODER_PREFIX,
@@ -309,6 +325,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
                 global_clipnorm=global_clipnorm,
             )
         super().compile(optimizer=skip_non_finite_steps(optimizer), **kwargs)
+        log_finite_losses(self)
 
     def modality_losses(self, x, y, y_pred):
         """{"st": loss, "mt": loss} of the sub-batches present (module docstring)."""
@@ -335,7 +352,8 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
         weights = {"st": 1.0, "mt": self.mt_loss_weight}
         loss = sum(weights[name] * value for name, value in losses.items())
         # Keeps keras' regularization losses (none by default) in the sum.
-        return loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        loss = loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
+        return scale_loss_for_distribution(loss)
 
     # --- generation -------------------------------------------------------
 
@@ -412,6 +430,47 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
                 f"got {max_length}"
             )
         inputs = {key: ops.convert_to_tensor(inputs[key]) for key in encoder_keys(inputs)}
+        generate_function = self._generate_function(strategy, beam_width, max_length)
+        return np.asarray(ops.convert_to_numpy(generate_function(inputs))).astype("int32")
+
+    def _generate_function(self, strategy, beam_width, max_length):
+        """`_generate_step` for these settings, made once: jit-compiled on JAX
+        (with the weights as arguments, so it compiles once per input shape
+        and sees later training), without autograd on torch, eager on
+        TensorFlow (no TensorFlow import in model code) and under `run_eagerly`."""
+        key = (strategy, beam_width, max_length, self.run_eagerly)
+        if key in self._generate_functions:
+            return self._generate_functions[key]
+
+        def generate_step(inputs):
+            return self._generate_step(inputs, strategy, beam_width, max_length)
+
+        function = generate_step
+        if keras.config.backend() == "jax" and not self.run_eagerly:
+            import jax
+
+            variables = self.trainable_variables + self.non_trainable_variables
+
+            @jax.jit
+            def stateless_generate_step(values, inputs):
+                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                    return generate_step(inputs)
+
+            def function(inputs):
+                return stateless_generate_step([v.value for v in variables], inputs)
+
+        elif keras.config.backend() == "torch":
+            import torch
+
+            def function(inputs):
+                with torch.no_grad():
+                    return generate_step(inputs)
+
+        self._generate_functions[key] = function
+        return function
+
+    def _generate_step(self, inputs, strategy, beam_width, max_length):
+        """Encoder inputs (tensors) -> (B, max_length) generated ids (`generate`)."""
         encoder_sequence, encoder_padding_mask = self.encode(inputs)
         cache = self._initial_cache(encoder_sequence, encoder_padding_mask, max_length)
         batch_size = ops.shape(encoder_sequence)[0]
@@ -441,7 +500,7 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             sampler = keras_hub.samplers.GreedySampler()
         else:
             sampler = keras_hub.samplers.BeamSampler(num_beams=beam_width)
-        generated = sampler(
+        return sampler(
             next_token_logits,
             prompt,
             cache=cache,
@@ -450,7 +509,6 @@ class SpeechTranslator(PresetMixin, keras_hub.models.Task):
             mask=fixed,
             stop_token_ids=(self.eos_id,),
         )
-        return np.asarray(ops.convert_to_numpy(generated)).astype("int32")
 
     def target_id_lists(self, generated):
         """(B, L) `generate` output -> per row the ids between BOS and EOS."""
