@@ -29,7 +29,7 @@ def test_tiny_config_runs_on_cpu(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     ours, theirs = json.loads(output.read_text())
-    assert ours["name"] == "keras-slam slam_tiny (jax, mixed_bfloat16)"
+    assert ours["name"] == "keras-slam slam_tiny (jax, mixed_bfloat16, relative_sinusoidal)"
     assert ours["frames_per_step"] == 2 * 16 and ours["frames_per_second"] > 0
     # The documented count and the 6 x parameters x tokens rule agree at
     # this length within the attention terms they treat differently.
