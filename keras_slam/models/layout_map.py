@@ -62,6 +62,8 @@ def layout_rules(model="model", data="batch"):
         # Quantizer and task heads (D or features, vocabulary or codes).
         "quantizer/codevectors": (None, None, None),
         "quantizer/logits_projection/kernel": (None, None),
+        # The pre-trainer's running code counts (1, codes) behind w2v_mlm_gain.
+        ".*/running_code_counts": (None, None),
         "(contrastive_projection|.*_head)/kernel": (model, None),
         "classification_head/logits/kernel": (model, None),
     }
