@@ -364,12 +364,14 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             for name, value in self.initial_objective_weights.items()
         }
 
-        # Decayed counts of the target codes at masked frames (`w2v_mlm_gain`).
+        # Decayed counts of the target codes at masked frames (`w2v_mlm_gain`),
+        # read in float32 under a mixed policy too (counts in the thousands).
         self.running_code_counts = self.add_weight(
             shape=(self.num_code_groups, num_codes),
             initializer="zeros",
             dtype="float32",
             trainable=False,
+            autocast=False,
             name="running_code_counts",
         )
 
