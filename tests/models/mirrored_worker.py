@@ -1,7 +1,8 @@
 """One training step under tf.distribute.MirroredStrategy on 2 logical CPUs.
 
-Run by tests/models/test_mirrored_strategy.py (the CTC recognizer) and
-test_classifier_scale_out.py (`MIRRORED_TASK=classifier`) in its own process
+Run by tests/models/test_mirrored_strategy.py (the CTC recognizer),
+test_classifier_scale_out.py (`MIRRORED_TASK=classifier`) and
+test_speech_translator_mirrored.py (`MIRRORED_TASK=translator`) in its own process
 (KERAS_BACKEND=tensorflow): logical devices must be configured before
 TensorFlow initialises. Prints one JSON line: {"replicas", "loss":
 |loss - single-device loss|, "weights": max |weight diff|}.
@@ -14,9 +15,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_slam.data.translation import split_translation_batch
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_classifier import SpeechClassifier
-from tests.models.distribution_worker import BACKBONE, make_batch, make_recognizer, one_step
+from recipes.st import joint_batch
+from tests.models.distribution_worker import (
+    BACKBONE,
+    BATCH,
+    make_batch,
+    make_recognizer,
+    one_step,
+)
+from tests.models.test_speech_translator import SOURCES, TARGETS, make_translator, speech
 
 NUM_CLASSES = 3
 
@@ -31,9 +41,24 @@ def make_classification_batch():
     return x, np.arange(len(x["speech_features"])) % NUM_CLASSES
 
 
+def make_translation_batch():
+    """A joint batch as recipes.st trains on: speech -> translation (ST) and
+    its source text -> translation (MT), BATCH items each."""
+    translator = make_translator()
+    preprocessor = translator.preprocessor
+    batch = dict(
+        speech(np.random.default_rng(0), batch_size=BATCH),
+        **preprocessor.tokenize_sources((SOURCES * BATCH)[:BATCH]),
+        **preprocessor.tokenize_targets((TARGETS * BATCH)[:BATCH]),
+    )
+    x, y = split_translation_batch(joint_batch(batch), translator.bos_id, translator.eos_id)
+    return keras.tree.map_structure(np.asarray, x), keras.tree.map_structure(np.asarray, y)
+
+
 TASKS = {
     "recognizer": (make_recognizer, make_batch),
     "classifier": (make_classifier, make_classification_batch),
+    "translator": (make_translator, make_translation_batch),
 }
 
 
