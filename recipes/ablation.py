@@ -39,7 +39,8 @@ import time
 import keras
 import numpy as np
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
+from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.slam_pretrainer import SPEECH_OBJECTIVES
 from recipes import asr
 from recipes import main as main_recipe
@@ -226,8 +227,10 @@ def main(argv=None):
     parser.add_argument("--output", help="run directory (default runs/ablation-<timestamp>)")
     parser.add_argument("--seed", type=int, default=0)
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh, get_layout_map)  # every SLAM model's
     config = CONFIGS[args.config]
     output = args.output or os.path.join("runs", time.strftime("ablation-%Y%m%d-%H%M%S"))
     os.makedirs(output, exist_ok=True)

@@ -14,7 +14,7 @@ import os
 
 import keras
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import TerminateOnSkippedSteps
 from keras_slam.data import pipeline
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
@@ -69,11 +69,11 @@ def paired_dataset(
     """Paired (speech + transcript) batches of one split, with "language".
 
     Training batches are shuffled and repeat forever; evaluation batches
-    read every utterance once.
+    read every utterance once. Training reads this host's shards only
+    (`distribution.host_shards`).
     """
-    files = pipeline.list_shards(
-        [os.path.join(corpus, "paired", split, language) for language in languages]
-    )
+    folders = [os.path.join(corpus, "paired", split, language) for language in languages]
+    files = distribution.host_shards(folders) if training else pipeline.list_shards(folders)
     return pipeline.speech_dataset(
         files,
         front_end,
@@ -228,8 +228,10 @@ def main(argv=None):
     parser.add_argument("--encoder-lr-multiplier", type=float, default=1.0)
     parser.add_argument("--batch-seconds", type=float, default=16.0)
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh, SpeechRecognizer.get_layout_map)
     languages = tuple(args.languages.split(","))
     tokenizer = build_tokenizer(args.corpus, languages)
     front_end = make_front_end()

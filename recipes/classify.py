@@ -37,10 +37,11 @@ import time
 
 import keras
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
 from keras_slam.data import intents, pipeline, spoken_classification
 from keras_slam.metrics import classification as classification_metrics
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.sequence_classifier import split_classification_batch
 from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.text_classifier import TextClassifier
@@ -134,10 +135,16 @@ def ensure_corpora(config, data_dir, progress=True):
     return {task: builders[task](os.path.join(data_dir, task)) for task in tasks}
 
 
+def shard_files(corpus, kind, split, training):
+    """The shards of a split; training reads this host's (`distribution.host_shards`)."""
+    files = spoken_classification.shard_files(corpus, kind, split)
+    return distribution.host_shards(files) if training else files
+
+
 def speech_batches(corpus, split, preprocessor, class_names, batch_size, training=False, seed=0):
     """Speech batches {"speech_features", "speech_padding_mask", "label"}."""
     return pipeline.speech_dataset(
-        spoken_classification.shard_files(corpus, "speech", split),
+        shard_files(corpus, "speech", split, training),
         preprocessor.audio_converter,
         pipeline.Buckets(BUCKET_SECONDS, batch_size),
         labels=class_names,
@@ -150,7 +157,7 @@ def speech_batches(corpus, split, preprocessor, class_names, batch_size, trainin
 def text_batches(corpus, split, preprocessor, class_names, batch_size, training=False, seed=0):
     """Text batches {"token_ids", "token_padding_mask", "label"}."""
     return pipeline.text_dataset(
-        spoken_classification.shard_files(corpus, "text", split),
+        shard_files(corpus, "text", split, training),
         preprocessor.tokenizer,
         pipeline.Buckets((TEXT_LENGTH,), batch_size),
         max_length=TEXT_LENGTH,
@@ -298,8 +305,10 @@ def main(argv=None):
     parser.add_argument("--data", default="runs/classification_data", help="corpus cache")
     parser.add_argument("--preset", help="SLAM backbone preset (default: pre-train briefly)")
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh, get_layout_map)  # every SLAM model's
     run(args.config, args.output, args.data, args.preset, args=args)
     return 0
 

@@ -30,10 +30,11 @@ import time
 
 import keras
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import CodebookCollapseMonitor
 from keras_slam.data import pipeline
 from keras_slam.layers.conformer import ConformerConfig
+from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import OBJECTIVES, SLAMPretrainer
 from recipes import asr, slam
@@ -103,11 +104,11 @@ def pretraining_dataset(
         return [os.path.join(corpus, kind, "train", lang) for lang in languages]
 
     bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
-    speech_files = pipeline.list_shards(folders("speech") + folders("paired"))
+    speech_files = distribution.host_shards(folders("speech") + folders("paired"))
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
     paired = pipeline.speech_dataset(
-        pipeline.list_shards(folders("paired")),
+        distribution.host_shards(folders("paired")),
         front_end,
         bucket,
         tokenizer=tokenizer,
@@ -116,7 +117,7 @@ def pretraining_dataset(
         **common,
     )
     text = pipeline.text_dataset(
-        pipeline.list_shards(folders("text")),
+        distribution.host_shards(folders("text")),
         tokenizer,
         pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size),
         max_length=TEXT_LENGTH,
@@ -269,8 +270,10 @@ def main(argv=None):
     parser.add_argument("--finetune-steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh, get_layout_map)  # the pre-trainer's and recognizers'
     settings = dataclasses.replace(TINY if args.tiny else DEFAULT)
     if args.pretrain_steps is not None:
         settings.pretrain_steps = args.pretrain_steps

@@ -75,7 +75,7 @@ import os
 
 import keras
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import (
     MSLAM_STAGES,
     SLAM_STAGES,
@@ -220,7 +220,7 @@ def make_dataset(config, corpus_dir, tokenizer, frontend=None, seed=0):
     batch = config["batch"]
 
     def shards(*kinds):
-        return pipeline.list_shards(
+        return distribution.host_shards(
             [os.path.join(corpus_dir, kind, "train", "*", "*.tfrecord.gz") for kind in kinds]
         )
 
@@ -417,11 +417,13 @@ def training_parser():
         help="the attention's positions (default: the config's, relative_sinusoidal)",
     )
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     return parser
 
 
 def main(argv=None):
     args = training_parser().parse_args(argv)
+    distribution.apply_mesh(args.mesh, SLAMPretrainer.get_layout_map)
     history = pretrain(
         args.config,
         args.output,

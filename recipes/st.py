@@ -34,11 +34,12 @@ import time
 
 import keras
 
-from keras_slam import checkpointing
+from keras_slam import checkpointing, distribution
 from keras_slam.data import gettext_pairs, parallel_speech, pipeline
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
+from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from recipes import asr
@@ -96,7 +97,9 @@ def speech_corpus(cache, config):
             os.path.join(cache, f"{split}_{pairs}"), DIRECTIONS, (split,), pairs, progress=False
         )
         names = [parallel_speech.direction_name(*direction) for direction in DIRECTIONS]
-        files[split] = pipeline.list_shards([os.path.join(corpus, n, split) for n in names])
+        folders = [os.path.join(corpus, n, split) for n in names]
+        list_shards = distribution.host_shards if split == "train" else pipeline.list_shards
+        files[split] = list_shards(folders)
     return files
 
 
@@ -298,8 +301,10 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     checkpointing.add_training_arguments(parser)
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh, get_layout_map)  # every SLAM model's
     run(args.config, args.output, args.preset, args.speech_cache, args.seed, args=args)
     return 0
 

@@ -58,6 +58,7 @@ import math
 import re
 import sys
 
+from keras_slam.distribution import parse_mesh
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
 from keras_slam.models.layout_map import layout_rules
@@ -82,15 +83,6 @@ BLOCK_ATTENTION_COPIES = 2
 BLOCK_DISTANCE_COPIES = 1
 BLOCK_TRANSIENT_ATTENTION_COPIES = 1
 BLOCK_TRANSIENT_DISTANCE_COPIES = 1
-
-
-def parse_mesh(text):
-    """Mesh flag -> (data, model) devices: "8x4" -> (8, 4), "32" -> (32, 1)."""
-    parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise ValueError(f"mesh {text!r}: expected DATA or DATAxMODEL, e.g. 8x4 or 32")
-    data, model = (int(part) for part in parts + ["1"] * (2 - len(parts)))
-    return data, model
 
 
 @functools.cache

@@ -1,0 +1,121 @@
+"""keras_slam.distribution: the recipes' `--mesh` and each host's training shards.
+
+The unit tests run on every backend. The end-to-end check (recipes.slam on a
+simulated 2x4 mesh against one device) is slow and JAX-only: the 8 devices
+need XLA_FLAGS before JAX starts, so it runs the recipe in subprocesses.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_slam import distribution
+from keras_slam.data import pipeline
+from recipes import asr, slam
+from recipes import main as main_recipe
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_mesh():
+    assert distribution.parse_mesh("2x4") == (2, 4)
+    assert distribution.parse_mesh("8") == (8, 1)
+    for bad in ("0x4", "2x", "2x4x1", "two"):
+        with pytest.raises(ValueError, match="DATA or DATAxMODEL"):
+            distribution.parse_mesh(bad)
+
+
+def test_no_mesh_sets_nothing():
+    assert distribution.apply_mesh(None) is None
+    if keras.backend.backend() == "jax":
+        assert keras.distribution.distribution() is None
+
+
+REFUSED = {
+    "jax": {
+        "64": "--mesh 64 needs 64 devices; JAX has 1 .*device_count=64",
+        "1x2": "--mesh 1x2: this model has no layout map; use --mesh 1",
+    },
+    "tensorflow": {
+        "2x4": r"--mesh 2x4: TensorFlow trains data parallel only \(MirroredStrategy\); use --mesh 8"
+    },
+    "torch": {"2": "--mesh 2: the torch backend has no multi-device training"},
+}
+
+
+def test_a_mesh_that_cannot_run_is_refused_by_name():
+    for mesh, message in REFUSED[keras.backend.backend()].items():
+        with pytest.raises(ValueError, match=message):
+            distribution.apply_mesh(mesh)
+    if keras.backend.backend() == "jax":
+        assert keras.distribution.distribution() is None
+
+
+def reader_calls(monkeypatch, build, host):
+    """The shard lists `build()` hands to the pipeline's readers on `host` of 2."""
+    monkeypatch.setattr(distribution, "processes", lambda: host)
+    calls = []
+    for reader in ("speech_dataset", "text_dataset"):
+        monkeypatch.setattr(pipeline, reader, lambda files, *a, **k: calls.append(files))
+    monkeypatch.setattr(pipeline, "mix_streams", lambda streams: streams)
+    build()
+    return calls
+
+
+TRAINING_DATASETS = {
+    "slam": lambda: slam.make_dataset(
+        slam.CONFIGS["slam_tiny"], slam.SAMPLE_CORPUS, tokenizer=None, frontend="front end"
+    ),
+    "asr": lambda: asr.paired_dataset(None, None, "train", training=True),
+    "main": lambda: main_recipe.pretraining_dataset(main_recipe.DEFAULT, None, None),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(TRAINING_DATASETS))
+def test_two_hosts_read_disjoint_shards_that_cover_all(monkeypatch, recipe):
+    build = TRAINING_DATASETS[recipe]
+    everything = reader_calls(monkeypatch, build, (1, 0))
+    hosts = [reader_calls(monkeypatch, build, (2, index)) for index in (0, 1)]
+    assert len(everything) == len(hosts[0]) == len(hosts[1]) >= 1
+    for all_files, first, second in zip(everything, *hosts):
+        assert first and second and not set(first) & set(second), (first, second)
+        assert sorted(first + second) == sorted(all_files)
+
+
+def test_evaluation_reads_every_shard_on_every_host(monkeypatch):
+    build = lambda: asr.paired_dataset(None, None, "test")  # noqa: E731
+    assert reader_calls(monkeypatch, build, (2, 1)) == reader_calls(monkeypatch, build, (1, 0))
+
+
+def run_slam_recipe(output, *flags):
+    """(stdout, history) of 2 steps of recipes.slam slam_tiny on 8 simulated JAX devices."""
+    command = [sys.executable, "-m", "recipes.slam", "--config", "slam_tiny", "--steps", "2"]
+    command += ["--steps-per-epoch", "1", "--output", str(output), *flags]
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=REPO_ROOT,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    )
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(os.path.join(output, "history.json"), encoding="utf-8") as file:
+        return result.stdout, json.load(file)
+
+
+@pytest.mark.slow(backend="jax")
+def test_slam_recipe_on_a_2x4_mesh_equals_one_device(tmp_path):
+    _, one_device = run_slam_recipe(tmp_path / "one_device")
+    stdout, mesh = run_slam_recipe(tmp_path / "mesh", "--mesh", "2x4")
+    assert "--mesh 2x4: ModelParallel over 8 devices" in stdout
+    losses = sorted(name for name in one_device if name.endswith("loss"))
+    assert "loss" in losses and len(losses) > 4, losses
+    for name in losses:  # after step 1, and after step 2 (the update)
+        np.testing.assert_allclose(mesh[name], one_device[name], rtol=1e-5, atol=1e-6, err_msg=name)
