@@ -5,9 +5,9 @@
 # bundled sample shards run three times: on one device, data-parallel over
 # 8 devices (`keras.distribution.DataParallel`) and on a 2 (batch) x 4
 # (model) mesh whose weights are sharded by the layout map
-# (`SpeechRecognizer.get_layout_map`). The losses agree. Then: the flags
-# for a TPU slice and a multi-GPU host, and `keras-slam plan` for the
-# paper's 2B model.
+# (`SpeechRecognizer.get_layout_map`). The losses agree. Then: the same
+# through the recipes' `--mesh` flag, the commands for a TPU slice and a
+# multi-GPU host, and `keras-slam plan` for the paper's 2B model.
 #
 # On a CPU, JAX simulates the 8 devices (what the tests run, ~1 minute):
 #
@@ -123,57 +123,56 @@ for name, values in losses.items():
     assert difference < 1e-5, (name, difference)
 
 # %% [markdown]
-# ## 3. A TPU slice (multi-host JAX)
-# Every host runs the same script; `keras.distribution.initialize()`
-# connects them (on Cloud TPU it finds the coordinator itself; elsewhere
-# pass `job_addresses`, `num_processes`, `process_id`). The mesh spans all
-# chips of all hosts, and each host reads its own shards:
-# `pipeline.list_shards(paths, num_hosts, host_index)` gives host i the
-# files `i::num_hosts`, and each host's batches are its part of the global
-# batch. `train.py`:
+# ## 3. The recipes: `--mesh`
+# Every recipe (`recipes.slam`, `asr`, `main`, `ablation`, `st`,
+# `classify`, `lm`, `slm`) takes `--mesh DATA[xMODEL]`
+# (`keras_slam.distribution`): `--mesh 8` trains data parallel on 8
+# devices, `--mesh 2x4` on this guide's 2 (batch) x 4 (model) mesh with
+# the task's layout map, set before the model is built. Batches are global
+# and split over the data axis, so on JAX each batch size must divide by
+# it (the pre-training configs' 8 / 16 / 8 do; the recipes whose buckets
+# share an audio budget, `asr`, `main`, `st`, `classify`, need a budget
+# whose bucket sizes do). On a CPU, simulated (`tests/test_distribution.py`
+# checks that the losses equal the single-device run's):
 #
-# ```python
-# import jax, keras
-# from keras_slam.data import pipeline
-# from keras_slam.models import SLAMPretrainer
+#     XLA_FLAGS=--xla_force_host_platform_device_count=8 KERAS_BACKEND=jax \
+#         python -m recipes.slam --config slam_tiny --mesh 2x4
 #
-# keras.distribution.initialize()
-# devices = keras.distribution.list_devices()           # every host's chips
-# mesh = keras.distribution.DeviceMesh((len(devices) // 4, 4), ("batch", "model"), devices)
-# keras.distribution.set_distribution(keras.distribution.ModelParallel(
-#     layout_map=SLAMPretrainer.get_layout_map(mesh), batch_dim_name="batch"))
-# files = pipeline.list_shards(paths, num_hosts=jax.process_count(),
-#                              host_index=jax.process_index())
-# ...  # build the model and dataset as on one device, then fit
-# ```
-#
-# launched on every worker of, e.g., a v4-64 slice (32 chips):
+# ## 4. A TPU slice (multi-host JAX)
+# Every host runs the same command. With `KERAS_DISTRIBUTION_NUM_PROCESSES`
+# set, `--mesh` first calls `keras.distribution.initialize()` (on Cloud
+# TPU it finds the coordinator itself; elsewhere also set
+# `KERAS_DISTRIBUTION_JOB_ADDRESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`);
+# the mesh then spans every host's chips, with the model axis inside one
+# host. Each host reads its own training shards (process i of n reads the
+# files i::n, `distribution.host_shards`), so the global batch is n times
+# the recipe's batch; vocabularies and evaluation read every shard. On a
+# v4-64 slice (8 hosts x 4 chips), 8 x 4:
 #
 #     gcloud compute tpus tpu-vm ssh my-v4-64 --zone us-central2-b --worker=all \
-#         --command "cd keras-slam && KERAS_BACKEND=jax python train.py"
+#         --command "cd keras-slam && KERAS_BACKEND=jax KERAS_DISTRIBUTION_NUM_PROCESSES=8 \
+#         python -m recipes.slam --config slam_tiny --mesh 8x4 --output /mnt/disks/runs/slam"
 #
-# The recipes' long-run flags (`keras_slam.checkpointing`) serve such a
-# job: `--checkpoint-dir`, `--checkpoint-every-steps`, `--keep-checkpoints`
-# (a rerun resumes after preemption), `--mixed-precision bf16`,
-# `--gradient-accumulation-steps`, `--clipnorm`.
+# The long-run flags (`keras_slam.checkpointing`) serve such a job:
+# `--checkpoint-every-steps`, `--keep-checkpoints` (a rerun resumes after
+# preemption), `--mixed-precision bf16`, `--gradient-accumulation-steps`,
+# `--clipnorm`. Checkpoints are Keras weight files: weights sharded across
+# hosts need a multi-host checkpointer (Orbax), not built in yet.
 #
-# ## 4. A multi-GPU host (TensorFlow)
-# `tf.distribute.MirroredStrategy` replicates the model on every GPU and
-# splits each batch; the losses scale by 1 / replicas as Keras' own do.
+# ## 5. A multi-GPU host (TensorFlow)
+# On TensorFlow `--mesh N` runs the recipe under
+# `tf.distribute.MirroredStrategy` over N GPUs (without GPUs, over N
+# logical CPUs); the tasks' losses are scaled by 1 / replicas as Keras'
+# own are, and Keras clips each replica's gradient before the all-reduce.
+# A model axis is JAX-only; torch refuses `--mesh`.
 #
-# ```python
-# import tensorflow as tf                               # KERAS_BACKEND=tensorflow
-# strategy = tf.distribute.MirroredStrategy()           # all visible GPUs
-# with strategy.scope():
-#     recognizer = SpeechRecognizer.from_preset("slam_600m", vocabulary_size=96)
-#     recognizer.compile(learning_rate=1e-4)
-# recognizer.fit(train_dataset, steps_per_epoch=1000)
-# ```
+# (fine-tuning the preset `python -m recipes.main --output runs/main` pre-trained):
 #
-#     CUDA_VISIBLE_DEVICES=0,1,2,3 KERAS_BACKEND=tensorflow python my_training_script.py
+#     CUDA_VISIBLE_DEVICES=0,1,2,3 KERAS_BACKEND=tensorflow \
+#         python -m recipes.asr --preset runs/main/pretrained --output runs/asr --mesh 4
 
 # %% [markdown]
-# ## 5. Will it fit? `keras-slam plan`
+# ## 6. Will it fit? `keras-slam plan`
 # Per-device weights, gradients, optimizer slots and activations of a
 # training step, with and without rematerialisation
 # (`ConformerConfig(remat=True)`), for the paper's mSLAM 2B on a TPU v4

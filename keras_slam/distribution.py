@@ -9,10 +9,13 @@ holds for the rest of the process:
 
 - JAX: `keras.distribution.DataParallel` (model axis 1) or `ModelParallel`
   with `get_layout_map(DeviceMesh((data, model), ("batch", "model")))`, over
-  the first data x model devices of `keras.distribution.list_devices()`
-  (every host's devices on a multi-host slice, after
-  `keras.distribution.initialize()`). Each batch is split over the "batch"
-  axis, so every batch size must divide by `data`.
+  the first data x model devices of `keras.distribution.list_devices()`.
+  Each batch is split over the "batch" axis, so every batch size must
+  divide by `data`. On several hosts every host runs the same command with
+  Keras' variables set (`KERAS_DISTRIBUTION_NUM_PROCESSES`, and off Cloud
+  TPU `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`):
+  `keras.distribution.initialize()` runs first, and the mesh spans every
+  host's devices (the model axis within one host).
 - TensorFlow: `tf.distribute.MirroredStrategy` over `data` GPUs, made the
   default strategy; on a host without GPUs over `data` logical CPUs split
   from its CPU (a simulation, as XLA_FLAGS does for JAX). No model axis.
@@ -27,11 +30,19 @@ own dataset auto-sharding (every host reads every file and keeps 1/n of
 the batches) is turned off. Vocabularies and evaluation read all shards.
 """
 
+import os
+
 import keras
 
 from keras_slam.data import pipeline
 
 DATA_AXIS, MODEL_AXIS = "batch", "model"
+# Keras' settings of a multi-host JAX run (`keras.distribution.initialize`).
+MULTI_HOST_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
 
 
 def add_mesh_argument(parser):
@@ -81,6 +92,8 @@ def apply_mesh(mesh, get_layout_map=None):
 def _apply_jax_mesh(mesh, data, model, get_layout_map):
     import jax
 
+    if any(name in os.environ for name in MULTI_HOST_VARIABLES):
+        keras.distribution.initialize()  # reads them; before JAX computes anything
     if model > 1 and get_layout_map is None:
         raise ValueError(f"--mesh {mesh}: this model has no layout map; use --mesh {data}")
     devices = keras.distribution.list_devices()

@@ -26,6 +26,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from keras_slam import distribution
 from keras_slam.data import gettext_pairs, pipeline, schema
 from keras_slam.data.tokenizers import train_sentencepiece
 
@@ -206,7 +207,9 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/lm")
     parser.add_argument("--config", choices=("tiny", "smoke"), default="tiny")
     parser.add_argument("--steps", type=int, help="override the config's training steps")
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
+    distribution.apply_mesh(args.mesh, keras_hub.models.GemmaBackbone.get_layout_map)
     config = dict(TINY if args.config == "tiny" else SMOKE)
     if args.steps:
         config["steps"] = args.steps

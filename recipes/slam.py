@@ -62,6 +62,7 @@ Every run checkpoints (`<output>/checkpoints`, `keras_slam.checkpointing`:
 `--gradient-accumulation-steps`, `--clipnorm`, `--mixed-precision bf16`),
 resumes when the same command is rerun, and ends by saving the pre-trained
 backbone with its front end and tokenizer as a preset (`<output>/preset`).
+`--mesh 8` / `--mesh 2x4` train on several devices (`keras_slam.distribution`).
 
 Paper-scale configs are documented here and parameter-counted by the tests;
 they are not run here.

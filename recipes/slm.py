@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_slam import distribution
 from keras_slam.data import instructions, pipeline, schema
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
@@ -241,7 +242,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/slm")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
+    distribution.apply_mesh(args.mesh)  # data parallel: the SLM has no layout map yet
     report = run(args.output, args.config)
     print(format_report(report))
     print(f"report: {os.path.join(args.output, 'report.json')}")

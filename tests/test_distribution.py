@@ -42,7 +42,8 @@ REFUSED = {
         "1x2": "--mesh 1x2: this model has no layout map; use --mesh 1",
     },
     "tensorflow": {
-        "2x4": r"--mesh 2x4: TensorFlow trains data parallel only \(MirroredStrategy\); use --mesh 8"
+        "2x4": r"--mesh 2x4: TensorFlow trains data parallel only \(MirroredStrategy\); "
+        "use --mesh 8"
     },
     "torch": {"2": "--mesh 2: the torch backend has no multi-device training"},
 }
@@ -119,3 +120,12 @@ def test_slam_recipe_on_a_2x4_mesh_equals_one_device(tmp_path):
     assert "loss" in losses and len(losses) > 4, losses
     for name in losses:  # after step 1, and after step 2 (the update)
         np.testing.assert_allclose(mesh[name], one_device[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_keras_multi_host_variables_initialize_jax_first(monkeypatch):
+    calls = []
+    monkeypatch.setattr(keras.distribution, "initialize", lambda: calls.append("initialize"))
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "4")
+    with pytest.raises(ValueError):
+        distribution.apply_mesh("64x2")  # refused on every backend, after initialize on JAX
+    assert calls == (["initialize"] if keras.backend.backend() == "jax" else [])
