@@ -1,8 +1,8 @@
 """One training step under tf.distribute.MirroredStrategy on 2 logical CPUs.
 
-Run by tests/models/test_mirrored_strategy.py (the CTC recognizer),
-test_classifier_scale_out.py (`MIRRORED_TASK=classifier`) and
-test_speech_translator_mirrored.py (`MIRRORED_TASK=translator`) in its own process
+Run by tests/models/test_mirrored_strategy.py (`MIRRORED_TASK=recognizer`,
+the CTC recognizer, or `translator`) and test_classifier_scale_out.py
+(`MIRRORED_TASK=classifier`) in its own process
 (KERAS_BACKEND=tensorflow): logical devices must be configured before
 TensorFlow initialises. Prints one JSON line: {"replicas", "loss":
 |loss - single-device loss|, "weights": max |weight diff|}.

@@ -11,9 +11,13 @@ import pytest
 from tests.models.distribution_worker import run_worker
 
 
+# The translator steps on a joint ST + MT batch, as recipes.st trains.
 @pytest.mark.slow(backend="tensorflow")
-def test_mirrored_step_equals_single_device_step():
-    report = run_worker("tests.models.mirrored_worker", KERAS_BACKEND="tensorflow")
+@pytest.mark.parametrize("task", ["recognizer", "translator"])
+def test_mirrored_step_equals_single_device_step(task):
+    report = run_worker(
+        "tests.models.mirrored_worker", KERAS_BACKEND="tensorflow", MIRRORED_TASK=task
+    )
     assert report["replicas"] == 2
     # Before: the step raised (a cond around a merge_call in
     # FiniteStepOptimizer), then the loss was twice the single-device one.
