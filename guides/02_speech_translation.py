@@ -116,3 +116,38 @@ print("greedy:     ", reloaded.translate([waveform], **decoding)[0])
 print("beam search:", reloaded.translate([waveform], strategy="beam", beam_width=4, **decoding)[0])
 print("from text:  ", reloaded.translate_text([record["transcript"].decode()], **decoding)[0])
 print("guide finished")
+
+# %% [markdown]
+# ## 6. What `st_tiny` measures: the decoder does not translate yet
+# `python -m recipes.st --config st_tiny --output runs/st_tiny`, measured
+# 2026-11-30 (JAX, shared 2-core CPU at load average 12-20, ~75 min; not
+# rerun since), mean over de/es/fr/it -> en, 25 test sentences each, greedy,
+# 200 fine-tuning steps:
+#
+# | setting | BLEU | chrF |
+# |---|---|---|
+# | ST, pre-trained encoder | 0.00 | 6.64 |
+# | zero-shot MT of that model (text in) | 0.06 | 9.33 |
+# | ST, random-init encoder | 0.05 | 7.31 |
+# | joint ST + MT, pre-trained encoder | 0.00 | 8.08 |
+#
+# None of the issue's targets is met: the decoder writes one string for
+# every input. A tuning run on 2026-12-01 (JAX, load average 12-15;
+# random-init encoder, ST only, 600 steps at learning rate 3e-3, otherwise
+# `st_tiny`) is no better: BLEU 0.16, chrF 9.54, and 3 distinct outputs for
+# the 100 test utterances. Fine-tuning shrinks the encoder's signal instead
+# of using it: at the decoder's input, the standard deviation of the
+# utterances' mean frames fell from 0.143 to 0.016 and the within-utterance
+# one from 0.475 to 0.088 (loss 4.02 -> 3.06 with label smoothing 0.1,
+# where the character prior sits).
+#
+# It is not a plumbing bug. The training and `translate` features of a
+# record agree (max |diff| 1e-6), the logits at initialisation change with
+# the encoder input, and 8 real spoken pairs overfit to BLEU 100 with 8
+# different outputs after 200 full-batch steps (after 100: 2 distinct
+# outputs, BLEU 25.6). So the decoder does learn to read the encoder, but
+# only after about 25 passes over each pair; `st_tiny`'s 200 steps of 2-5
+# utterances (16 s of audio) see at most a quarter of its 4,000 pairs once. What should help,
+# and is not yet measured: more passes (more steps, or fewer pairs), a CTC
+# loss on the encoder with the source transcript, and a longer pre-trained
+# encoder (the main job's preset, `--preset`).

@@ -42,6 +42,7 @@ from keras_slam.data.translation import (
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
+from keras_slam.models.subclassed_task import SubclassedTask
 from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
@@ -80,7 +81,7 @@ def label_smoothed_cross_entropy(target_ids, target_padding_mask, logits, label_
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
-class SpeechTranslator(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
+class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
     """Encoder-decoder translator (see the module docstring for the graph).
 
     Args:
@@ -434,10 +435,10 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         return np.asarray(ops.convert_to_numpy(generate_function(inputs))).astype("int32")
 
     def _generate_function(self, strategy, beam_width, max_length):
-        """`_generate_step` for these settings, made once: jit-compiled on JAX
-        (with the weights as arguments, so it compiles once per input shape
-        and sees later training), without autograd on torch, eager on
-        TensorFlow (no TensorFlow import in model code) and under `run_eagerly`."""
+        """`_generate_step` for these settings, made once: compiled once per
+        input shape on JAX (jit, with the weights as arguments) and
+        TensorFlow (`tf.function`, which reads the variables), so either sees
+        later training; without autograd on torch; eager under `run_eagerly`."""
         key = (strategy, beam_width, max_length, self.run_eagerly)
         if key in self._generate_functions:
             return self._generate_functions[key]
@@ -458,6 +459,11 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
 
             def function(inputs):
                 return stateless_generate_step([v.value for v in variables], inputs)
+
+        elif keras.config.backend() == "tensorflow" and not self.run_eagerly:
+            import tensorflow as tf  # only on this backend, as keras-hub's generate
+
+            function = tf.function(generate_step)
 
         elif keras.config.backend() == "torch":
             import torch

@@ -1,5 +1,6 @@
 """SpeechTranslator beyond one eager call: generation compiled once, summary,
-layout map, loss scaled for tf.distribute (issue 14 leftovers)."""
+layout map, loss scaled for tf.distribute, other Tasks built beside it
+(issue 14 leftovers)."""
 
 import re
 
@@ -10,6 +11,7 @@ import pytest
 from keras_slam.models import speech_translator as speech_translator_module
 from keras_slam.models.layout_map import layout_rules
 from keras_slam.models.speech_translator import SpeechTranslator
+from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 from tests.models.test_speech_translator import (
     SOURCES,
@@ -18,6 +20,7 @@ from tests.models.test_speech_translator import (
     speech,
     teacher_forced,
 )
+from tests.models.test_subclassed_task import make_recognizer
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,8 @@ def translator():
 
 def test_generate_compiles_once_per_input_shape(translator, monkeypatch):
     """Before: JAX traced the sampler loop (and so the decoder step) again at
-    every `generate`; now one jit trace per batch shape serves every call."""
+    every `generate`, and TensorFlow ran it eagerly; now one trace (jit,
+    tf.function) per batch shape serves every call."""
     traces = []
     decode_step = translator._decode_step
 
@@ -41,9 +45,9 @@ def test_generate_compiles_once_per_input_shape(translator, monkeypatch):
     outputs = [translator.generate(speech(rng), max_length=6) for _ in range(3)]
     batches = [speech(rng, batch_size=2) for _ in range(2)]
     outputs += [translator.generate(batch, max_length=6) for batch in batches]
-    if keras.config.backend() == "jax":
+    if keras.config.backend() in ("jax", "tensorflow"):
         assert traces == [(3, 1), (2, 1)], traces
-    else:  # eager: the step runs in Python at every generated position
+    else:  # torch, eager: the step runs in Python at every generated position
         assert len(traces) >= len(outputs), traces
     assert [output.shape for output in outputs] == [(3, 6)] * 3 + [(2, 6)] * 2
 
@@ -105,3 +109,23 @@ def test_loss_is_scaled_for_distribution(translator, monkeypatch):
     monkeypatch.setattr(speech_translator_module, "scale_loss_for_distribution", lambda x: x / 2)
     scaled = float(keras.ops.convert_to_numpy(translator.compute_loss(x, y, training=False)))
     np.testing.assert_allclose(scaled, unscaled / 2, rtol=1e-6)
+
+
+def test_tasks_built_before_and_after_keep_working(seeded):
+    """keras-hub rewrites the Task bases that every Task shares (see
+    `SubclassedTask`). Before: a recognizer built after the translator gave
+    it Functional's `call` ("no attribute '_inputs'"), and the translator
+    stripped `call` from a recognizer built before it."""
+    recognizer = make_recognizer()
+    features = {
+        "speech_features": seeded.normal(size=(2, 12, 16)).astype("float32"),
+        "speech_padding_mask": np.ones((2, 12), "float32"),
+    }
+    expected = test_case.to_numpy(recognizer(features)["logits"])
+    translator = make_translator()
+    x, _ = teacher_forced(translator, translator.preprocessor.tokenize_sources(SOURCES), TARGETS)
+    before = test_case.to_numpy(translator(x))
+    make_recognizer()
+    np.testing.assert_allclose(test_case.to_numpy(translator(x)), before, atol=1e-6)
+    after = recognizer.predict(features, verbose=0)["logits"]
+    np.testing.assert_allclose(after, expected, atol=1e-6)
