@@ -90,7 +90,7 @@ print("speech-trained head on unseen spoken templates:", speech_scores)
 # no spoken example was used for this head.
 #
 # Measured (`python -m recipes.classify --config classify_tiny`, 2026-12-01,
-# shared 2-core CPU at load 9-21, TensorFlow; full table in README.md):
+# shared 2-core CPU at load 9-21, TensorFlow; all rows in README.md):
 # with the standardised pooled head, fine-tuned language ID reaches 51.7%
 # (pre-trained) and 43.9% (random init) against chance 11.1% and a log-mel
 # reference of 45.0%; the intent rows stay near chance (8.3%): speech probe
