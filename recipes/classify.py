@@ -20,7 +20,11 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
    test set through the speech path with the same head
    (`SpeechClassifier.from_text_classifier`): the SLAM claim that text and
    speech share one representation, measured.
-5. `<output>/results.json`, the table printed, a confusion PNG per row and
+5. A reference row per task without any model: mean+std pooling of
+   log-mel features (without the front end's per-utterance normalisation,
+   which removes exactly these statistics), standardised, and a softmax
+   regression (`log_mel_reference`).
+6. `<output>/results.json`, the table printed, a confusion PNG per row and
    every trained classifier saved as a task preset under `<output>/presets/`.
 
 Checkpoints (`keras_slam.checkpointing`): the pre-training and each
@@ -36,9 +40,11 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from keras_slam import checkpointing, distribution
 from keras_slam.data import intents, pipeline, spoken_classification
+from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.metrics import classification as classification_metrics
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.layout_map import get_layout_map
@@ -172,9 +178,15 @@ def score(classifier, batches, path, title):
     """{"accuracy", "macro_f1", "utterances"} of `classifier` on `batches`; the
     confusion matrix goes to the PNG `path`."""
     y_true, y_pred = classifier.collect_predictions(batches)
-    report = classification_metrics.classification_report(y_true, y_pred, classifier.class_names)
+    return scores(y_true, y_pred, classifier.class_names, path, title)
+
+
+def scores(y_true, y_pred, class_names, path, title):
+    """{"accuracy", "macro_f1", "utterances"} of class ids `y_pred` against
+    `y_true`; the confusion matrix goes to the PNG `path`."""
+    report = classification_metrics.classification_report(y_true, y_pred, class_names)
     classification_metrics.plot_confusion_matrix(
-        report["confusion_matrix"], classifier.class_names, path, title
+        report["confusion_matrix"], class_names, path, title
     )
     return {
         "accuracy": report["accuracy"],
@@ -236,6 +248,68 @@ def train_and_score(run, preset, corpora, config, output, args, seed=0):
     return rows
 
 
+def fit_softmax_regression(x, y, num_classes, steps=500, learning_rate=0.5, l2=1e-3):
+    """Multinomial logistic regression by full-batch gradient descent.
+
+    Args:
+        x: (N, F) standardised features; y: (N,) class ids.
+    Returns:
+        (weights (F, C), bias (C,)).
+    """
+    weights, bias = np.zeros((x.shape[1], num_classes)), np.zeros(num_classes)
+    targets = np.eye(num_classes)[y]
+    for _ in range(steps):
+        logits = x @ weights + bias
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        gradient = (probabilities - targets) / len(x)
+        weights -= learning_rate * (x.T @ gradient + l2 * weights)
+        bias -= learning_rate * gradient.sum(axis=0)
+    return weights, bias
+
+
+def log_mel_statistics(corpus, split, class_names, batch_size):
+    """Per utterance, the mean and std over its frames of the log-mel features
+    *without* per-utterance normalisation (the recipes' front end normalises
+    each bin per utterance, which makes these 0 and 1).
+
+    Returns:
+        (features (N, 2 * mel bins), labels (N,)).
+    """
+    front_end = LogMelSpectrogram(**{**asr.FRONT_END, "normalize_per_bin": False})
+    preprocessor = SpeechRecognizerPreprocessor(audio_converter=front_end)
+    rows, labels = [], []
+    for batch in speech_batches(corpus, split, preprocessor, class_names, batch_size):
+        features, mask = (
+            np.asarray(batch["speech_features"]),
+            np.asarray(batch["speech_padding_mask"]),
+        )
+        for item, label in enumerate(np.asarray(batch["label"])):
+            if label >= 0:
+                real = features[item][mask[item] > 0]
+                rows.append(np.concatenate([real.mean(axis=0), real.std(axis=0)]))
+                labels.append(label)
+    return np.stack(rows), np.array(labels)
+
+
+def log_mel_reference(task, corpus, config, output):
+    """The model-free reference row of a speech task: log-mel mean+std pooling,
+    standardised by the training statistics, and a linear head
+    (`fit_softmax_regression`) trained and scored on the same splits."""
+    class_names = spoken_classification.read_summary(corpus)["labels"]
+    started = time.time()
+    x_train, y_train = log_mel_statistics(corpus, "train", class_names, config.batch_size)
+    x_test, y_test = log_mel_statistics(corpus, "test", class_names, config.batch_size)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-3
+    weights, bias = fit_softmax_regression((x_train - mean) / std, y_train, len(class_names))
+    y_pred = (((x_test - mean) / std) @ weights + bias).argmax(axis=1)
+    name = f"{task}-log-mel-reference"
+    path = os.path.join(output, f"confusion-{name}.png")
+    row = {"task": task, "train": "speech", "test": "speech", "init": "log-mel"}
+    row.update(mode="reference", chance=1 / len(class_names), seconds=time.time() - started)
+    return dict(row, **scores(y_test, y_pred, class_names, path, name))
+
+
 def format_table(rows):
     """The results as one fixed-width table."""
     header = f"{'task':<12} {'train':<7} {'test':<19} {'init':<11} {'mode':<9}"
@@ -276,7 +350,7 @@ def run(config_name, output, data_dir, preset=None, progress=True, args=None):
     if preset is None:
         print(f"== SLAM pre-training, {config.pretraining.pretrain_steps} steps")
         preset = pretrained_preset(config, output, args)
-    rows = []
+    rows = [log_mel_reference(task, corpus, config, output) for task, corpus in corpora.items()]
     for run_spec in config.runs or RUNS:
         new_rows = train_and_score(run_spec, preset, corpora, config, output, args)
         accuracies = ", ".join(f"{r['test']} {r['accuracy']:.1%}" for r in new_rows)

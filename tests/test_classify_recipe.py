@@ -21,6 +21,21 @@ def preset_weights(path):
     return [np.asarray(w) for w in TextClassifier.from_preset(path).get_weights()]
 
 
+def test_softmax_regression_separates_and_predicts_held_out_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 5)) * 3
+    labels = np.arange(90) % 3
+    points = centres[labels] + rng.normal(size=(90, 5))
+    weights, bias = classify.fit_softmax_regression(points[:60], labels[:60], 3)
+    assert weights.shape == (5, 3) and bias.shape == (3,)
+    accuracy = ((points[60:] @ weights + bias).argmax(axis=1) == labels[60:]).mean()
+    assert accuracy > 0.9, accuracy
+    # No signal in the features: the bias learns the class prior only.
+    weights, bias = classify.fit_softmax_regression(np.zeros((4, 2)), np.array([0, 0, 0, 1]), 2)
+    np.testing.assert_allclose(weights, 0.0)
+    assert bias[0] > bias[1]
+
+
 @pytest.mark.slow(backend="tensorflow")
 def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     pytest.importorskip("espeakng_loader")
@@ -28,7 +43,10 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     args = checkpointing.default_training_arguments()
     args.checkpoint_every_steps = 1
     rows = classify.run("classify_smoke", output, data, args=args)
-    assert [(r["train"], r["test"]) for r in rows] == [
+    assert [(r["train"], r["test"], r["init"]) for r in rows[:1]] == [
+        ("speech", "speech", "log-mel")
+    ]
+    assert [(r["train"], r["test"]) for r in rows[1:]] == [
         ("speech", "speech"),
         ("text", "text"),
         ("text", "speech (zero-shot)"),
@@ -41,7 +59,7 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     presets = os.path.join(output, "presets")
     assert sorted(os.listdir(presets)) == ["intent-speech-pretrained-probe", TEXT_RUN]
     pngs = [name for name in os.listdir(output) if name.endswith(".png")]
-    assert len(pngs) == 3
+    assert len(pngs) == 4
     table = classify.format_table(rows)
     assert "speech (zero-shot)" in table and "macro-F1" in table
 

@@ -2,6 +2,7 @@
 
     sequence (B, T, D), padding_mask (B, T)
       -> SequencePooling ("mean" | "attention") -> (B, D)
+      -> standardisation (BatchNormalization without scale/offset, optional)
       -> Dropout -> Dense(num_classes) -> logits (B, C)
 
 One head class serves `SpeechClassifier` and `TextClassifier`, so a head
@@ -76,12 +77,24 @@ class SequencePooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_slam")
 class ClassificationHead(keras.layers.Layer):
-    """`SequencePooling` -> dropout -> Dense(num_classes).
+    """`SequencePooling` -> standardisation -> dropout -> Dense(num_classes).
+
+    Why standardise (as MAE's linear probe does): every Conformer block ends
+    in a LayerNorm, so the pooled vectors of all utterances share a large
+    common part and differ by little (measured on the tiny SLAM encoder:
+    per-feature mean 0.67-0.73, spread between languages 0.03). A dense
+    layer trained at ~1e-3 for a few hundred steps cannot grow weights large
+    enough to use such differences and learns the class prior. Batch
+    standardisation (mean 0, variance 1 per feature over the batch's real
+    rows in training, moving statistics at inference) makes them O(1).
+    Momentum 0.9 so that the moving statistics have caught up after the few
+    hundred steps of a tiny run (0.99 would still weigh the initial 0/1).
 
     Args:
         num_classes: C.
         pooling: "mean" or "attention" (see `SequencePooling`).
         dropout: rate before the dense layer.
+        standardize: standardise the pooled features (see above).
 
     Call args:
         sequence: (B, T, D) encoder output.
@@ -91,25 +104,43 @@ class ClassificationHead(keras.layers.Layer):
         logits (B, C).
     """
 
-    def __init__(self, num_classes, pooling="mean", dropout=0.0, **kwargs):
+    def __init__(self, num_classes, pooling="mean", dropout=0.0, standardize=True, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = dropout
+        self.standardize = standardize
         self.sequence_pooling = SequencePooling(
             pooling, dtype=self.dtype_policy, name="sequence_pooling"
         )
+        self.standardization = None
+        if standardize:
+            self.standardization = keras.layers.BatchNormalization(
+                momentum=0.9,
+                center=False,
+                scale=False,
+                dtype=self.dtype_policy,
+                name="standardization",
+            )
         self.dropout_layer = keras.layers.Dropout(
             dropout, dtype=self.dtype_policy, name="head_dropout"
         )
         self.dense = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="logits")
 
     def build(self, sequence_shape, padding_mask_shape=None):
+        pooled_shape = (sequence_shape[0], sequence_shape[-1])
         self.sequence_pooling.build(sequence_shape, padding_mask_shape)
-        self.dense.build((sequence_shape[0], sequence_shape[-1]))
+        if self.standardization is not None:
+            self.standardization.build(pooled_shape)
+        self.dense.build(pooled_shape)
 
     def call(self, sequence, padding_mask, training=None):
         pooled = self.sequence_pooling(sequence, padding_mask)
+        if self.standardization is not None:
+            # Rows without real positions (a pipeline's padded rows) stay out
+            # of the batch statistics.
+            has_real = ops.any(ops.greater(padding_mask, 0), axis=1)
+            pooled = self.standardization(pooled, training=training, mask=has_real)
         return self.dense(self.dropout_layer(pooled, training=training))
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
@@ -117,5 +148,10 @@ class ClassificationHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, pooling=self.pooling, dropout=self.dropout)
+        config.update(
+            num_classes=self.num_classes,
+            pooling=self.pooling,
+            dropout=self.dropout,
+            standardize=self.standardize,
+        )
         return config

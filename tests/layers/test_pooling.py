@@ -64,4 +64,36 @@ def test_head_shapes_weights_and_serialization(seeded, pooling):
     head = ClassificationHead(5, pooling=pooling, dropout=0.1)
     batch = inputs(seeded)
     test_case.run_layer_test(head, batch, (3, 5), 3 if pooling == "attention" else 2)
+    assert len(head.non_trainable_weights) == 2  # the standardisation statistics
     test_case.assert_serialization_roundtrip(head, lambda layer: lambda b: layer(**b), batch)
+
+
+def offset_features(rng, labels, dim=16, length=6):
+    """Sequences whose class shows only as a small shift (0.03) on a large
+    common offset (~0.8), as a LayerNorm-ended encoder's pooled output does."""
+    common = 0.8 + 0.3 * rng.normal(size=dim)
+    class_shifts = 0.03 * rng.normal(size=(labels.max() + 1, dim))
+    noise = 0.01 * rng.normal(size=(len(labels), length, dim))
+    sequence = common + class_shifts[labels][:, None] + noise
+    mask = test_case.random_padding_mask(rng, len(labels), length, min_length=2)
+    return {"sequence": sequence.astype("float32"), "padding_mask": mask}
+
+
+def test_head_separates_small_shifts_on_a_large_common_offset(seeded):
+    # Old head (no standardisation): the dense layer at lr 3e-3 learns the
+    # class prior only (chance); standardised pooled features separate.
+    import keras
+
+    labels = np.arange(256) % 4
+    data = offset_features(seeded, labels)
+    train = {key: value[:128] for key, value in data.items()}
+    test = {key: value[128:] for key, value in data.items()}
+    sequence = keras.Input((None, 16), name="sequence")
+    padding_mask = keras.Input((None,), name="padding_mask")
+    logits = ClassificationHead(4)(sequence, padding_mask)
+    model = keras.Model({"sequence": sequence, "padding_mask": padding_mask}, logits)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(3e-3), loss)
+    model.fit(train, labels[:128], batch_size=32, epochs=25, verbose=0)
+    accuracy = (model.predict(test, verbose=0).argmax(-1) == labels[128:]).mean()
+    assert accuracy > 0.9, accuracy
