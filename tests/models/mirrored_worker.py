@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_slam.data.translation import split_translation_batch
+from keras_slam.layers.pooling import ClassificationHead
+from keras_slam.models.sequence_classifier import HEAD_NAME
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_classifier import SpeechClassifier
 from recipes.st import joint_batch
@@ -32,8 +34,13 @@ NUM_CLASSES = 3
 
 
 def make_classifier():
-    """A dropout-free speech classifier on the shared encoder."""
-    return SpeechClassifier(SLAMBackbone(**BACKBONE), num_classes=NUM_CLASSES, dropout=0.0)
+    """A dropout-free speech classifier on the shared encoder, without the
+    head's batch standardisation: its training statistics are per replica
+    under MirroredStrategy (as any Keras BatchNormalization that is not
+    synchronized), so that step cannot equal the single-device one."""
+    backbone = SLAMBackbone(**BACKBONE)
+    head = ClassificationHead(NUM_CLASSES, standardize=False, name=HEAD_NAME)
+    return SpeechClassifier(backbone, num_classes=NUM_CLASSES, head=head)
 
 
 def make_classification_batch():
