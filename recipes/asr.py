@@ -68,12 +68,23 @@ def paired_dataset(
 ):
     """Paired (speech + transcript) batches of one split, with "language".
 
-    Training batches are shuffled and repeat forever; evaluation batches
-    read every utterance once.
+    `corpus`: a corpus folder (`<corpus>/paired/<split>/<language>`) or a
+    list of them, read together. Training batches are shuffled and repeat
+    forever; evaluation batches read every utterance once.
     """
+    corpora = [corpus] if isinstance(corpus, (str, os.PathLike)) else corpus
     files = pipeline.list_shards(
-        [os.path.join(corpus, "paired", split, language) for language in languages]
+        [os.path.join(c, "paired", split, language) for c in corpora for language in languages]
     )
+    return transcribed_dataset(
+        files, tokenizer, front_end, languages, batch_seconds, training, seed
+    )
+
+
+def transcribed_dataset(
+    files, tokenizer, front_end, languages=LANGUAGES, batch_seconds=16.0, training=False, seed=0
+):
+    """Speech + transcript batches of shard `files`, with "language" (as `paired_dataset`)."""
     return pipeline.speech_dataset(
         files,
         front_end,
