@@ -1,21 +1,29 @@
 """The main job: pre-train a tiny SLAM model, fine-tune it for CTC ASR, evaluate.
 
-On the bundled sample corpus (tfrecords/sample: espeak-ng en/de/es/it), on a
-CPU:
+A low-resource transfer experiment in en/de/es/it, on a CPU:
 
+0. Data, built once into `--synth-cache` (default runs/synth_corpus) by the
+   pip synthesiser (`ensure_synth_corpus`, random voice, variant, rate,
+   pitch, word gap) from the bundled text-only sentences: `unlabelled_hours`
+   per language of speech used without transcripts, and `labelled_minutes`
+   per language that join the bundled sample's paired training split
+   (tfrecords/sample) as the labelled subset.
 1. SLAM pre-training (`SLAMPretrainer`): speech (w2v-BERT contrastive +
-   masked prediction), text (span MLM) and paired (TLM, STM, CTC)
-   objectives on speech-only, text-only and paired training shards, every
-   objective at weight 1; it stops loudly (`CodebookCollapseError`) when
-   the codebook collapses.
+   masked prediction) on all the speech, text (span MLM) on the bundled
+   text-only sentences, paired (TLM, STM, CTC) on the labelled subset only;
+   it stops loudly (`CodebookCollapseError`) when the codebook collapses.
 2. The pre-trained backbone, its tokenizer and front end are saved as a
    preset (`<output>/pretrained`).
 3. CTC fine-tuning (`SpeechRecognizer.from_preset(<output>/pretrained)`) on
-   the paired training split; with `--compare-random-init` the same
-   fine-tuning from a randomly initialised backbone of the same size.
-4. Greedy-decoding CER / WER per language on the held-out test split.
-5. Loss curves (PNG) and `results.json` under `<output>` (default
-   `runs/<timestamp>/`).
+   the labelled subset; with `--compare-random-init` the same fine-tuning
+   (same steps, data and seed) from a randomly initialised backbone.
+4. Greedy-decoding CER / WER per language on two held-out sets: the bundled
+   test split (fortune sentences in no training text) and, as "<lang>
+   gettext", program messages of the gettext catalogs' test split
+   (tfrecords/parallel, a text source no training text comes from).
+5. Loss curves (PNG) and `results.json` (with "comparison": CER pre-trained
+   vs random init per language and its relative gain) under `<output>`
+   (default `runs/<timestamp>/`).
 
     bash recipes/main.sh                          # the default run
     bash recipes/main.sh --compare-random-init    # + the random-init baseline
