@@ -207,6 +207,7 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
         code_dim=32,
         num_negatives=16,
         temperature_decay=0.995,
+        **slam.TINY_SPEECH_MASKING,
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,

@@ -153,7 +153,10 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         start_temperature, end_temperature, temperature_decay: Gumbel
             temperature anneal, per training step (2 -> 0.1).
         speech_mask_probability, speech_span_length: w2v-BERT span starts
-            (0.065) and span length (10 frames).
+            (0.065) and span length (10 frames). The tiny recipes use 0.05
+            and 2 (`recipes.slam.TINY_SPEECH_MASKING`, measured there): at
+            their size 10-frame spans leave masked prediction nothing to
+            learn beyond the code frequencies.
         num_negatives: K contrastive distractors (100).
         contrastive_temperature: logit temperature (0.1).
         text_mask_rate, text_span_length: SpanBERT (0.15, 5; mSLAM 20).
