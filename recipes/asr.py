@@ -82,9 +82,17 @@ def paired_dataset(
 
 
 def transcribed_dataset(
-    files, tokenizer, front_end, languages=LANGUAGES, batch_seconds=16.0, training=False, seed=0
+    files,
+    tokenizer,
+    front_end,
+    languages=LANGUAGES,
+    batch_seconds=16.0,
+    training=False,
+    seed=0,
+    too_long="error",
 ):
-    """Speech + transcript batches of shard `files`, with "language" (as `paired_dataset`)."""
+    """Speech + transcript batches of shard `files`, with "language" (as
+    `paired_dataset`); `too_long` as in `pipeline.speech_dataset`."""
     return pipeline.speech_dataset(
         files,
         front_end,
@@ -96,6 +104,7 @@ def transcribed_dataset(
         shuffle_buffer=1024 if training else 0,
         seed=seed,
         repeat=training,
+        too_long=too_long,
     )
 
 

@@ -324,11 +324,19 @@ def finetune_and_evaluate(
     test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
     rates, examples = asr.evaluate(recognizer, test, settings.languages)
     if settings.other_source_sentences:
-        files = other_source_test_files(settings)
-        other_source, _ = asr.evaluate(
-            recognizer,
-            asr.transcribed_dataset(files, tokenizer, front_end, settings.languages),
+        # Program messages can be longer than the sample's sentences: those
+        # beyond the last bucket are skipped, counted and printed.
+        other_test = asr.transcribed_dataset(
+            other_source_test_files(settings),
+            tokenizer,
+            front_end,
             settings.languages,
+            too_long="skip",
+        )
+        other_source, _ = asr.evaluate(recognizer, other_test, settings.languages)
+        print(
+            f"  gettext test: {other_test.num_too_long} utterance(s) over "
+            f"{asr.BUCKET_SECONDS[-1]} s skipped"
         )
         rates = {**rates, **{f"{lang} gettext": r for lang, r in other_source.items()}}
     return recognizer, losses, rates, examples
