@@ -68,12 +68,33 @@ def paired_dataset(
 ):
     """Paired (speech + transcript) batches of one split, with "language".
 
-    Training batches are shuffled and repeat forever; evaluation batches
-    read every utterance once. Training reads this host's shards only
-    (`distribution.host_shards`).
+    `corpus`: a corpus folder (`<corpus>/paired/<split>/<language>`) or a
+    list of them, read together. Training batches are shuffled and repeat
+    forever; evaluation batches read every utterance once. Training reads
+    this host's shards only (`distribution.host_shards`).
     """
-    folders = [os.path.join(corpus, "paired", split, language) for language in languages]
+    corpora = [corpus] if isinstance(corpus, (str, os.PathLike)) else corpus
+    folders = [
+        os.path.join(c, "paired", split, language) for c in corpora for language in languages
+    ]
     files = distribution.host_shards(folders) if training else pipeline.list_shards(folders)
+    return transcribed_dataset(
+        files, tokenizer, front_end, languages, batch_seconds, training, seed
+    )
+
+
+def transcribed_dataset(
+    files,
+    tokenizer,
+    front_end,
+    languages=LANGUAGES,
+    batch_seconds=16.0,
+    training=False,
+    seed=0,
+    too_long="error",
+):
+    """Speech + transcript batches of shard `files`, with "language" (as
+    `paired_dataset`); `too_long` as in `pipeline.speech_dataset`."""
     return pipeline.speech_dataset(
         files,
         front_end,
@@ -85,6 +106,7 @@ def paired_dataset(
         shuffle_buffer=1024 if training else 0,
         seed=seed,
         repeat=training,
+        too_long=too_long,
     )
 
 

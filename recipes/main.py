@@ -1,21 +1,29 @@
 """The main job: pre-train a tiny SLAM model, fine-tune it for CTC ASR, evaluate.
 
-On the bundled sample corpus (tfrecords/sample: espeak-ng en/de/es/it), on a
-CPU:
+A low-resource transfer experiment in en/de/es/it, on a CPU:
 
+0. Data, built once into `--synth-cache` (default runs/synth_corpus) by the
+   pip synthesiser (`ensure_synth_corpus`, random voice, variant, rate,
+   pitch, word gap) from the bundled text-only sentences: `unlabelled_hours`
+   per language of speech used without transcripts, and `labelled_minutes`
+   per language that join the bundled sample's paired training split
+   (tfrecords/sample) as the labelled subset.
 1. SLAM pre-training (`SLAMPretrainer`): speech (w2v-BERT contrastive +
-   masked prediction), text (span MLM) and paired (TLM, STM, CTC)
-   objectives on speech-only, text-only and paired training shards, every
-   objective at weight 1; it stops loudly (`CodebookCollapseError`) when
-   the codebook collapses.
+   masked prediction) on all the speech, text (span MLM) on the bundled
+   text-only sentences, paired (TLM, STM, CTC) on the labelled subset only;
+   it stops loudly (`CodebookCollapseError`) when the codebook collapses.
 2. The pre-trained backbone, its tokenizer and front end are saved as a
    preset (`<output>/pretrained`).
 3. CTC fine-tuning (`SpeechRecognizer.from_preset(<output>/pretrained)`) on
-   the paired training split; with `--compare-random-init` the same
-   fine-tuning from a randomly initialised backbone of the same size.
-4. Greedy-decoding CER / WER per language on the held-out test split.
-5. Loss curves (PNG) and `results.json` under `<output>` (default
-   `runs/<timestamp>/`).
+   the labelled subset; with `--compare-random-init` the same fine-tuning
+   (same steps, data and seed) from a randomly initialised backbone.
+4. Greedy-decoding CER / WER per language on two held-out sets: the bundled
+   test split (fortune sentences in no training text) and, as "<lang>
+   gettext", program messages of the gettext catalogs' test split
+   (tfrecords/parallel, a text source no training text comes from).
+5. Loss curves (PNG) and `results.json` (with "comparison": CER pre-trained
+   vs random init per language and its relative gain) under `<output>`
+   (default `runs/<timestamp>/`).
 
     bash recipes/main.sh                          # the default run
     bash recipes/main.sh --compare-random-init    # + the random-init baseline
@@ -32,7 +40,7 @@ import keras
 
 from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import CodebookCollapseMonitor
-from keras_slam.data import pipeline
+from keras_slam.data import parallel_speech, pipeline, synth_corpus
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.slam_backbone import SLAMBackbone
@@ -64,6 +72,8 @@ TINY_BACKBONE = dict(
 # compile once per combination of buckets).
 PRETRAIN_SECONDS = 4.0
 TEXT_LENGTH = 112
+# The synth corpora's seeds: different voices and sentence orders.
+UNLABELLED_SEED, LABELLED_SEED = 0, 1
 
 
 @dataclasses.dataclass
@@ -76,9 +86,28 @@ class Settings:
     batch_seconds: float = 16.0
     text_batch_size: int = 32
     languages: tuple = asr.LANGUAGES
+    # Speech spoken per language by the pip synthesiser into `synth_cache` on
+    # first use (`ensure_synth_corpus`, from the bundled text-only sentences):
+    # `unlabelled_hours` of speech-only pre-training audio, and
+    # `labelled_minutes` of paired audio that joins the bundled paired
+    # training split as the labelled subset (CTC fine-tuning and the paired
+    # objectives). 0: the bundled sample only.
+    unlabelled_hours: float = 0.0
+    labelled_minutes: float = 0.0
+    synth_cache: str = "runs/synth_corpus"
+    # Also evaluate on this many sentences per language from another text
+    # source (`other_source_test`); 0: the bundled test split only.
+    other_source_sentences: int = 0
 
 
-DEFAULT = Settings(BACKBONE, pretrain_steps=300, finetune_steps=1200)
+DEFAULT = Settings(
+    BACKBONE,
+    pretrain_steps=300,
+    finetune_steps=1200,
+    unlabelled_hours=1.0,
+    labelled_minutes=15.0,
+    other_source_sentences=100,
+)
 TINY = Settings(
     TINY_BACKBONE,
     pretrain_steps=6,
@@ -87,6 +116,34 @@ TINY = Settings(
     text_batch_size=8,
     languages=("en",),
 )
+# `--tiny`: TINY with seconds of synth speech, so the smoke run takes every
+# path of the default one.
+TINY_MAIN = dataclasses.replace(
+    TINY, unlabelled_hours=0.005, labelled_minutes=0.2, other_source_sentences=4
+)
+
+
+def synthesised_corpus(settings, hours, seed):
+    """A synth corpus of `hours` per language of `settings.languages`, built
+    under `settings.synth_cache` on first use and reused afterwards."""
+    name = f"{'-'.join(settings.languages)}_{hours:g}h_seed{seed}"
+    return synth_corpus.ensure_synth_corpus(
+        os.path.join(settings.synth_cache, name),
+        hours,
+        settings.languages,
+        seed,
+        num_workers=min(4, os.cpu_count() or 1),
+    )
+
+
+def labelled_corpora(settings, corpus=asr.SAMPLE_CORPUS):
+    """Corpus folders whose `paired/train/<language>` shards are the labelled
+    subset: `corpus` and, if `settings.labelled_minutes`, that much synth
+    speech per language (its own seed, so its voices and sentence order
+    differ from the unlabelled corpus')."""
+    if not settings.labelled_minutes:
+        return [corpus]
+    return [corpus, synthesised_corpus(settings, settings.labelled_minutes / 60, LABELLED_SEED)]
 
 
 def pretraining_dataset(
@@ -97,18 +154,29 @@ def pretraining_dataset(
     seed=0,
     sub_batches=("speech", "text", "paired"),
 ):
-    """Mixed batches of `sub_batches` ("speech", "text", "paired") for `SLAMPretrainer.fit`."""
+    """Mixed batches of `sub_batches` ("speech", "text", "paired") for `SLAMPretrainer.fit`.
+
+    Speech: `corpus`' speech-only training split, the labelled subset's audio
+    and `settings.unlabelled_hours` of synth speech per language (transcripts
+    unread); text: `corpus`' text-only split; paired: the labelled subset.
+    """
     languages = list(settings.languages)
 
-    def folders(kind):
-        return [os.path.join(corpus, kind, "train", lang) for lang in languages]
+    def folders(kind, corpora=(corpus,)):
+        return [os.path.join(c, kind, "train", lang) for c in corpora for lang in languages]
 
+    labelled = labelled_corpora(settings, corpus)
+    unlabelled = [corpus]
+    if settings.unlabelled_hours:
+        unlabelled.append(synthesised_corpus(settings, settings.unlabelled_hours, UNLABELLED_SEED))
     bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
-    speech_files = distribution.host_shards(folders("speech") + folders("paired"))
+    speech_files = distribution.host_shards(
+        folders("speech") + folders("paired", labelled + unlabelled[1:])
+    )
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
     paired = pipeline.speech_dataset(
-        distribution.host_shards(folders("paired")),
+        distribution.host_shards(folders("paired", labelled)),
         front_end,
         bucket,
         tokenizer=tokenizer,
@@ -239,6 +307,7 @@ def finetune_and_evaluate(
         tokenizer,
         front_end,
         "train",
+        corpus=labelled_corpora(settings),
         languages=settings.languages,
         batch_seconds=settings.batch_seconds,
         training=True,
@@ -255,7 +324,63 @@ def finetune_and_evaluate(
     )
     test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
     rates, examples = asr.evaluate(recognizer, test, settings.languages)
+    if settings.other_source_sentences:
+        # Program messages can be longer than the sample's sentences: those
+        # beyond the last bucket are skipped, counted and printed.
+        other_test = asr.transcribed_dataset(
+            other_source_test_files(settings),
+            tokenizer,
+            front_end,
+            settings.languages,
+            too_long="skip",
+        )
+        other_source, _ = asr.evaluate(recognizer, other_test, settings.languages)
+        print(
+            f"  gettext test: {other_test.num_too_long} utterance(s) over "
+            f"{asr.BUCKET_SECONDS[-1]} s skipped"
+        )
+        rates = {**rates, **{f"{lang} gettext": r for lang, r in other_source.items()}}
     return recognizer, losses, rates, examples
+
+
+def other_source_test_files(settings):
+    """Test shards of `settings.other_source_sentences` sentences per language
+    from the gettext catalogs' test split (tfrecords/parallel), a text source
+    no training text comes from, spoken into `settings.synth_cache` on first use."""
+    directions = [(language, "de" if language == "en" else "en") for language in settings.languages]
+    corpus = parallel_speech.ensure_parallel_speech(
+        os.path.join(settings.synth_cache, f"gettext_test_{settings.other_source_sentences}"),
+        directions,
+        ("test",),
+        settings.other_source_sentences,
+        progress=False,
+    )
+    return pipeline.list_shards(
+        [os.path.join(corpus, parallel_speech.direction_name(*d), "test") for d in directions]
+    )
+
+
+def compare_cer(pretrained_rates, random_init_rates):
+    """{language: {"pretrained", "random_init" (CER), "relative_gain"}}, where
+    relative_gain = 1 - pretrained / random_init (0.25: pre-training removes a
+    quarter of the errors)."""
+    comparison = {}
+    for language, rates in pretrained_rates.items():
+        pre, rnd = rates["cer"], random_init_rates[language]["cer"]
+        gain = 1 - pre / rnd if rnd else 0.0
+        comparison[language] = {"pretrained": pre, "random_init": rnd, "relative_gain": gain}
+    return comparison
+
+
+def format_comparison(comparison):
+    """One line per language: CER pre-trained, random init, relative gain."""
+    lines = ["  lang  pre-trained  random init  relative gain"]
+    for language, row in comparison.items():
+        lines.append(
+            f"  {language:<4}  {row['pretrained']:11.1%}  {row['random_init']:11.1%}"
+            f"  {row['relative_gain']:13.1%}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -269,17 +394,24 @@ def main(argv=None):
     )
     parser.add_argument("--pretrain-steps", type=int)
     parser.add_argument("--finetune-steps", type=int)
+    parser.add_argument(
+        "--unlabelled-hours", type=float, help="synth speech-only hours per language"
+    )
+    parser.add_argument("--labelled-minutes", type=float, help="synth paired minutes per language")
+    parser.add_argument(
+        "--synth-cache", help=f"where synth corpora are built once (default {Settings.synth_cache})"
+    )
     parser.add_argument("--seed", type=int, default=0)
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
     distribution.apply_mesh(args.mesh, get_layout_map)  # the pre-trainer's and recognizers'
-    settings = dataclasses.replace(TINY if args.tiny else DEFAULT)
-    if args.pretrain_steps is not None:
-        settings.pretrain_steps = args.pretrain_steps
-    if args.finetune_steps is not None:
-        settings.finetune_steps = args.finetune_steps
+    settings = dataclasses.replace(TINY_MAIN if args.tiny else DEFAULT)
+    for name in ("pretrain_steps", "finetune_steps", "unlabelled_hours", "labelled_minutes"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    settings.synth_cache = args.synth_cache or settings.synth_cache
     output = args.output or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
@@ -371,9 +503,12 @@ def main(argv=None):
         )
     )
     if args.compare_random_init:
-        pre, rnd = (results[n]["error_rates"]["all"]["cer"] for n in ("pretrained", "random_init"))
+        results["comparison"] = compare_cer(
+            results["pretrained"]["error_rates"], results["random_init"]["error_rates"]
+        )
         print(
-            f"== held-out CER after {settings.finetune_steps} fine-tuning steps: pre-trained {pre:.1%}, random init {rnd:.1%}"
+            f"== held-out CER after {settings.finetune_steps} fine-tuning steps each (greedy):\n"
+            + format_comparison(results["comparison"])
         )
     results["seconds"] = time.time() - started
     with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:

@@ -24,6 +24,8 @@ def test_main_job_tiny(tmp_path):
             "--compare-random-init",
             "--output",
             str(tmp_path),
+            "--synth-cache",
+            str(tmp_path / "synth_cache"),
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -48,8 +50,18 @@ def test_main_job_tiny(tmp_path):
     for name in ("pretrained", "random_init"):
         first, last = results[name]["ctc_loss"]
         assert np.isfinite([first, last]).all() and last < first, (name, first, last)
-        rates = results[name]["error_rates"]["en"]
-        assert rates["cer"] >= 0.0 and rates["wer"] >= 0.0 and rates["utterances"] == 20, rates
+        rates = results[name]["error_rates"]
+        assert rates["en"]["cer"] >= 0.0 and rates["en"]["utterances"] == 20, rates
+        assert rates["en gettext"]["cer"] >= 0.0 and rates["en gettext"]["utterances"] == 4, rates
+    # Pre-trained vs random init, per test set and language, at equal fine-tuning steps.
+    assert set(results["comparison"]) == set(results["pretrained"]["error_rates"])
+    for name, row in results["comparison"].items():
+        assert row["pretrained"] == results["pretrained"]["error_rates"][name]["cer"], name
+        assert row["random_init"] == results["random_init"]["error_rates"][name]["cer"], name
+    assert results["pretrained"]["steps"] == results["random_init"]["steps"]
+    # The synth corpora (unlabelled speech, labelled minutes) were built in the cache.
+    summaries = sorted((tmp_path / "synth_cache").glob("en_*h_seed*/summary.json"))
+    assert len(summaries) == 2, summaries
     # A few pre-training steps need not lower the total loss; each must be finite.
     for name, (first, last) in results["pretraining"].items():
         assert np.isfinite([first, last]).all(), (name, first, last)
