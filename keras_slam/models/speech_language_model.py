@@ -56,6 +56,7 @@ import numpy as np
 from keras import ops
 
 from keras_slam.data.instructions import pad_rows
+from keras_slam.models import layout_map
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.subclassed_task import SubclassedTask
@@ -185,40 +186,37 @@ class Seq2SeqHooks:
         positions = backbone.encoder_position_embedding(x)
         x = backbone.encoder_embeddings_layer_norm(backbone.encoder_embeddings_add((x, positions)))
         for layer in backbone.encoder_transformer_layers:
-            x = layer(x, padding_mask=padding_mask > 0, training=False)
+            x = layer(x, padding_mask=ops.cast(padding_mask, "bool"), training=False)
         return x
 
-    def decoder_with_cache(
-        self, backbone, token_ids, encoder_output, encoder_mask, caches, index, cross_index
+    def decoder(
+        self, backbone, token_ids, encoder_output, encoder_mask, caches=None, index=0, cross_index=0
     ):
         """Token ids (B, n) at positions index.. -> (logits (B, n, V), caches).
 
-        `cross_index` 0 fills the cross-attention cache from `encoder_output`;
-        None reuses it.
+        Without caches: the whole decoder sequence (teacher forcing; no
+        cache update, which TensorFlow cannot differentiate under XLA).
+        With caches (self, cross): `cross_index` 0 fills the cross-attention
+        cache from `encoder_output`, None reuses it.
         """
-        self_cache, cross_cache = caches
         x = backbone.token_embedding(token_ids)
         positions = backbone.decoder_position_embedding(x, start_index=index)
         x = backbone.decoder_embeddings_add((x, positions))
         x = backbone.decoder_embeddings_layer_norm(x)
-        self_caches, cross_caches = [], []
+        new_caches = []
         for i, layer in enumerate(backbone.decoder_transformer_layers):
-            x, layer_self_cache, layer_cross_cache = layer(
+            x = layer(
                 decoder_sequence=x,
                 encoder_sequence=encoder_output,
-                encoder_padding_mask=encoder_mask > 0,
-                self_attention_cache=self_cache[:, i],
-                self_attention_cache_update_index=index,
-                cross_attention_cache=cross_cache[:, i],
-                cross_attention_cache_update_index=cross_index,
+                encoder_padding_mask=ops.cast(encoder_mask, "bool"),
                 training=False,
+                **_layer_caches(caches, i, index, cross_index),
             )
-            self_caches.append(layer_self_cache)
-            cross_caches.append(layer_cross_cache)
-        if cross_index is not None:
-            cross_cache = ops.stack(cross_caches, axis=1)
+            if caches is not None:
+                x, *layer_caches = x
+                new_caches.append(layer_caches)
         logits = backbone.token_embedding(x, reverse=True)
-        return logits, (ops.stack(self_caches, axis=1), cross_cache)
+        return logits, _stack_caches(caches, new_caches, cross_index)
 
 
 class T5Hooks(Seq2SeqHooks):
@@ -251,36 +249,53 @@ class T5Hooks(Seq2SeqHooks):
             )
         return backbone.encoder_layer_norm(x)
 
-    def decoder_with_cache(
-        self, backbone, token_ids, encoder_output, encoder_mask, caches, index, cross_index
+    def decoder(
+        self, backbone, token_ids, encoder_output, encoder_mask, caches=None, index=0, cross_index=0
     ):
-        self_cache, cross_cache = caches
         x = backbone.token_embedding(token_ids)
         encoder_attention_mask = ops.cast(encoder_mask, "int32")[:, None, :]
         position_bias = None
-        self_caches, cross_caches = [], []
+        new_caches = []
         for i, layer in enumerate(backbone.decoder_transformer_layers):
-            x, position_bias, layer_self_cache, layer_cross_cache = layer(
+            x, position_bias, *layer_caches = layer(
                 x,
                 position_bias=position_bias,
                 encoder_hidden_states=encoder_output,
                 encoder_attention_mask=encoder_attention_mask,
                 use_causal_mask=True,
-                self_attention_cache=self_cache[:, i],
-                self_attention_cache_update_index=index,
-                cross_attention_cache=cross_cache[:, i],
-                cross_attention_cache_update_index=cross_index,
                 training=False,
+                **_layer_caches(caches, i, index, cross_index),
             )
-            self_caches.append(layer_self_cache)
-            cross_caches.append(layer_cross_cache)
-        if cross_index is not None:
-            cross_cache = ops.stack(cross_caches, axis=1)
+            new_caches.append(layer_caches)
         x = backbone.decoder_layer_norm(x)
         if backbone.tie_embedding_weights:
             x = x * ops.cast(backbone.hidden_dim**-0.5, x.dtype)
         logits = backbone.token_embedding(x, reverse=True)
-        return logits, (ops.stack(self_caches, axis=1), cross_cache)
+        return logits, _stack_caches(caches, new_caches, cross_index)
+
+
+def _layer_caches(caches, layer_index, index, cross_index):
+    """The cache keywords of decoder layer `layer_index` (none without caches)."""
+    if caches is None:
+        return {}
+    self_cache, cross_cache = caches
+    return dict(
+        self_attention_cache=self_cache[:, layer_index],
+        self_attention_cache_update_index=index,
+        cross_attention_cache=cross_cache[:, layer_index],
+        cross_attention_cache_update_index=cross_index,
+    )
+
+
+def _stack_caches(caches, layer_caches, cross_index):
+    """Per-layer [(self, cross), ...] -> (self, cross) caches (B, layers, ...);
+    the cross-attention cache is kept when it was reused (`cross_index` None)."""
+    if caches is None:
+        return None
+    self_cache = ops.stack([self_layer for self_layer, _ in layer_caches], axis=1)
+    if cross_index is None:
+        return self_cache, caches[1]
+    return self_cache, ops.stack([cross_layer for _, cross_layer in layer_caches], axis=1)
 
 
 LM_FAMILIES = {
@@ -521,6 +536,35 @@ class SpeechLanguageModel(SubclassedTask):
             **kwargs,
         )
 
+    @classmethod
+    def get_layout_map(
+        cls,
+        device_mesh,
+        language_model_backbone_cls=keras_hub.models.GemmaBackbone,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """`keras.distribution.LayoutMap` of the SLM: the SLAM rules (frozen
+        speech encoder), the adapter's and the LM backbone class's own
+        keras-hub `get_layout_map` (Gemma, Llama, Qwen; keras-hub has none
+        for GPT-2, BART and T5, whose weights stay replicated).
+
+        Variable paths do not name the model that holds them, so a SLAM
+        backbone's text `token_embedding/embeddings` (unused by the SLM)
+        takes the LM's rule.
+        """
+        model, data = model_parallel_dim_name, data_parallel_dim_name
+        result = layout_map.get_layout_map(device_mesh, model, data)
+        for pattern, axes in adapter_layout_rules(model, data).items():
+            result[pattern] = axes
+        if hasattr(language_model_backbone_cls, "get_layout_map"):
+            lm_map = language_model_backbone_cls.get_layout_map(
+                device_mesh, model_parallel_dim_name=model, data_parallel_dim_name=data
+            )
+            for pattern in lm_map:
+                result[pattern] = lm_map[pattern].axes
+        return result
+
     # --- forward ----------------------------------------------------------
 
     def encode(self, speech_features, speech_padding_mask):
@@ -566,23 +610,14 @@ class SpeechLanguageModel(SubclassedTask):
 
     def _seq2seq_logits(self, prompt, speech, response_ids, response_mask):
         """[prompt | speech] through the encoder; [start | response] through
-        the decoder -> (B, R, V). Padding after a response is causally
+        the decoder -> (B, R, V). Padding after a response comes causally
         after every real position, so it needs no mask."""
         backbone = self.language_model.backbone
         encoder_input, encoder_mask, _ = pack_segments([prompt, speech])
         encoder_output = self.hooks.encoder(backbone, encoder_input, encoder_mask)
         start_ids = self.decoder_start_ids(ops.shape(response_ids)[0])
         decoder_ids = ops.concatenate([start_ids, ops.cast(response_ids, "int32")], axis=1)
-        caches = self.hooks.empty_caches(
-            backbone,
-            ops.shape(decoder_ids)[0],
-            ops.shape(decoder_ids)[1],
-            ops.shape(encoder_input)[1],
-            encoder_output.dtype,
-        )
-        logits, _ = self.hooks.decoder_with_cache(
-            backbone, decoder_ids, encoder_output, encoder_mask, caches, 0, 0
-        )
+        logits, _ = self.hooks.decoder(backbone, decoder_ids, encoder_output, encoder_mask)
         # Response token r is predicted at decoder position len(start) - 1 + r.
         return logits[:, ops.shape(start_ids)[1] - 1 : -1]
 
@@ -694,13 +729,13 @@ class SpeechLanguageModel(SubclassedTask):
             ops.shape(prefix)[1],
             encoder_output.dtype,
         )
-        _, caches = self.hooks.decoder_with_cache(
+        _, caches = self.hooks.decoder(
             backbone, start_ids, encoder_output, prefix_mask, caches, 0, 0
         )
 
         def next_logits(token_ids, caches, index):
             token = ops.slice(token_ids, [0, index - 1], [batch_size, 1])
-            logits, caches = self.hooks.decoder_with_cache(
+            logits, caches = self.hooks.decoder(
                 backbone, token, encoder_output, prefix_mask, caches, index - 1, None
             )
             return ops.squeeze(logits, 1), None, caches
@@ -864,6 +899,24 @@ class SpeechLanguageModel(SubclassedTask):
                         f"the adapter expects {tuple(variable.shape)}"
                     )
                 variable.assign(value)
+
+
+def adapter_layout_rules(model="model", data="batch"):
+    """{variable path regex: axes} of the adapter (its `output_projection`
+    is a SLAM rule) and of an untied LM output table, as
+    `layout_map.layout_rules`: Megatron pairs, the other axis over data."""
+    layer = "adapter/transformer_layer_\\d+"
+    return {
+        "adapter/input_projection/kernel": (data, model),
+        f"{layer}/self_attention_layer/(query|key|value)/kernel": (data, model, None),
+        f"{layer}/self_attention_layer/(query|key|value)/bias": (model, None),
+        f"{layer}/self_attention_layer/attention_output/kernel": (model, None, data),
+        f"{layer}/feedforward_intermediate_dense/kernel": (data, model),
+        f"{layer}/feedforward_intermediate_dense/bias": (model,),
+        f"{layer}/feedforward_output_dense/kernel": (model, data),
+        # (D, vocabulary): the transpose of keras-hub's (model, data) table.
+        "token_embedding/reverse_embeddings": (data, model),
+    }
 
 
 def response_loss(response_token_ids, response_padding_mask, logits):
