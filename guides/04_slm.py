@@ -13,8 +13,13 @@
 #     python guides/04_slm.py --smoke    # seconds per step (what the tests run)
 #
 # A real LM is the same code path: any keras-hub Gemma, Llama, Qwen or GPT-2
+# (`CausalLM`) or BART or T5 (`Seq2SeqLM`, as in the paper: instruction and
+# speech go into the LM's encoder, the response is its decoder's target)
 # preset directory on disk goes where the tiny LM preset goes below
-# (`keras_hub.models.CausalLM.from_preset(directory)`).
+# (`SpeechLanguageModel.from_frozen_presets(encoder_dir, lm_dir)`).
+#
+# Every training phase checkpoints under `<output>/checkpoints/<phase>/`;
+# rerunning `python -m recipes.slm` after a kill resumes where it stopped.
 
 # %%
 import os
