@@ -6,11 +6,17 @@ ends where the uninterrupted run did."""
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_slam import checkpointing
+from keras_slam.models.speech_language_model import split_instruction_batch
 from recipes import slm
+from tests import test_case
+from tests.conftest import reset_seeds_and_policy
+from tests.models.test_speech_language_model import batch, make_slm
 
 
 @pytest.mark.slow(backend="torch")
@@ -47,3 +53,20 @@ def test_smoke_config_checkpoints_every_phase_and_resumes(tmp_path, capsys):
     np.testing.assert_allclose(
         second["adapter_loss_first_last"], first["adapter_loss_first_last"], rtol=1e-5
     )
+
+
+def test_slm_resumes_from_a_training_checkpoint(tmp_path):
+    """Before: a freshly built SLM refused `load_weights` ("not yet been
+    built"), so the recipe's adapter phase could not resume."""
+    reset_seeds_and_policy()
+    trained, fresh = make_slm(), make_slm()
+    x, y = split_instruction_batch(batch(trained))
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    for model in (trained, fresh):
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    checkpointing.fit(
+        trained, dataset, 1, 1, checkpointing.TrainingCheckpoint(str(tmp_path)), verbose=0
+    )
+    assert checkpointing.TrainingCheckpoint(str(tmp_path)).restore(fresh) == 1
+    for a, b in zip(trained.weights, fresh.weights):
+        np.testing.assert_array_equal(test_case.to_numpy(a), test_case.to_numpy(b), err_msg=a.path)

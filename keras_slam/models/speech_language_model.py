@@ -516,6 +516,8 @@ class SpeechLanguageModel(SubclassedTask):
             (None, None, speech_encoder.feature_dim)
         )
         self.adapter.build(encoded_shape)
+        # Every part is built: `load_weights` (checkpoint resume) needs no call first.
+        self.built = True
         # === Config ===
         self.adapter_config = adapter_config
         self.use_shared_encoder = use_shared_encoder
