@@ -2,6 +2,9 @@
 
     python -m recipes.lm --output runs/lm        # trains once, then reuses runs/lm/preset
 
+Training checkpoints under `<output>/checkpoints` (`keras_slam.checkpointing`
+flags): rerun the same command after a kill and it resumes where it stopped.
+
 No model hub is reachable offline, so the SLM recipe (`recipes/slm.py`) joins
 this LM instead of a published one. It is a real keras-hub `GemmaCausalLM`
 with a `GemmaTokenizer` (a SentencePiece model trained here with Gemma's
@@ -26,7 +29,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from keras_slam import distribution
+from keras_slam import checkpointing, distribution
 from keras_slam.data import gettext_pairs, pipeline, schema
 from keras_slam.data.tokenizers import train_sentencepiece
 
@@ -147,9 +150,11 @@ def perplexity(causal_lm, sentences):
     return float(np.exp(-log_likelihoods.mean()))
 
 
-def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2):
+def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2, args=None):
     """Trains the LM and saves it as a keras-hub preset at `output`/preset,
-    unless that preset exists. Returns (preset directory, report dict)."""
+    unless that preset exists; checkpoints under `output`/checkpoints and
+    resumes from them (`args`: the `checkpointing` flags, default their
+    defaults). Returns (preset directory, report dict)."""
     preset_dir = os.path.join(output, "preset")
     report_path = os.path.join(output, "lm_report.json")
     if os.path.exists(os.path.join(preset_dir, "config.json")):
@@ -165,13 +170,14 @@ def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2):
         **GEMMA_PIECES,
     )
     causal_lm = build_causal_lm(proto, config)
+    args = args or checkpointing.default_training_arguments()
     causal_lm.compile(
         optimizer=keras.optimizers.AdamW(
             keras.optimizers.schedules.CosineDecay(
                 0.0, config["steps"], warmup_target=config["learning_rate"], warmup_steps=100
             ),
             weight_decay=0.01,
-            global_clipnorm=1.0,
+            **checkpointing.optimizer_arguments(args, global_clipnorm=1.0),
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[],
@@ -185,7 +191,14 @@ def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2):
         .batch(config["batch_size"], drop_remainder=True)
     )
     start = time.time()
-    causal_lm.fit(dataset, steps_per_epoch=config["steps"], epochs=1, verbose=verbose)
+    checkpointing.fit(
+        causal_lm,
+        dataset,
+        config["steps"],
+        max(1, config["steps"] // 10),
+        checkpointing.checkpoint_from_args(args, output),
+        verbose=verbose,
+    )
     seconds = time.time() - start
     report = {
         "config": config,
@@ -207,13 +220,15 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/lm")
     parser.add_argument("--config", choices=("tiny", "smoke"), default="tiny")
     parser.add_argument("--steps", type=int, help="override the config's training steps")
+    checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
+    checkpointing.apply_mixed_precision(args)
     distribution.apply_mesh(args.mesh, keras_hub.models.GemmaBackbone.get_layout_map)
     config = dict(TINY if args.config == "tiny" else SMOKE)
     if args.steps:
         config["steps"] = args.steps
-    preset_dir, report = train_lm(args.output, config)
+    preset_dir, report = train_lm(args.output, config, args=args)
     print(
         f"held-out perplexity {report['held_out_perplexity']:.1f} "
         f"(unigram baseline {report['unigram_perplexity']:.1f}), "

@@ -14,6 +14,11 @@ held-out "count_words" instruction (zero-shot): how often the response ends
 in "(N words)" and how often N is right. Results go to `report.json`; the
 task preset (referencing the two frozen presets) to `output/slm_preset`.
 
+Every training phase checkpoints under `<output>/checkpoints/<phase>/`
+(`lm`, `encoder`, `adapter`; `keras_slam.checkpointing` flags): rerun the
+same command after a kill and it resumes where it stopped; a finished phase
+is restored, not retrained.
+
 Not here yet: speech translation (the instruction family exists in
 `keras_slam.data.instructions`; the spoken translation corpus of
 `keras_slam.data.parallel_speech` takes long to synthesise on 2 cores).
@@ -29,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_slam import distribution
+from keras_slam import checkpointing, distribution
 from keras_slam.data import instructions, pipeline, schema
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
@@ -88,9 +93,9 @@ def record_features(records, front_end, batch_size=16):
     return features
 
 
-def train_encoder(output, config, verbose=2):
-    """A tiny SpeechEncoder CTC-trained on the paired sample, saved as a
-    backbone preset (retrained on every run: it is the CTC baseline too).
+def train_encoder(output, config, verbose=2, args=None):
+    """A tiny SpeechEncoder CTC-trained on the paired sample (checkpointed:
+    a rerun restores it), saved as a backbone preset; the CTC baseline too.
 
     Returns: (encoder preset directory, CTC recognizer).
     """
@@ -108,7 +113,16 @@ def train_encoder(output, config, verbose=2):
         ),
     )
     train = asr.paired_dataset(tokenizer, front_end, "train", training=True)
-    asr.finetune(recognizer, train, config["asr_steps"], verbose=verbose)
+    args = args or checkpointing.default_training_arguments()
+    asr.finetune(
+        recognizer,
+        train,
+        config["asr_steps"],
+        verbose=verbose,
+        checkpoint=checkpointing.checkpoint_from_args(args, output, "encoder"),
+        optimizer_arguments=checkpointing.optimizer_arguments(args),
+        max_consecutive_skips=args.max_consecutive_skips,
+    )
     encoder_dir = os.path.join(output, "encoder_preset")
     recognizer.backbone.save_to_preset(encoder_dir)
     return encoder_dir, recognizer
@@ -155,12 +169,23 @@ def evaluate(slm, records, features, max_new_tokens, batch_size=8):
     return results, examples
 
 
-def run(output, config_name="tiny", seed=0, verbose=2):
+def run(output, config_name="tiny", seed=0, verbose=2, args=None):
+    """The whole recipe (module docstring); returns the report dict.
+
+    `args`: the `checkpointing` flags (default: their defaults).
+    """
+    args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
     keras.utils.set_random_seed(seed)
     start = time.time()
-    lm_preset, lm_report = lm.train_lm(os.path.join(output, "lm"), config["lm"], verbose=verbose)
-    encoder_preset, recognizer = train_encoder(output, config, verbose)
+    lm_args = argparse.Namespace(**vars(args))
+    lm_args.checkpoint_dir = os.path.join(
+        args.checkpoint_dir or os.path.join(output, "checkpoints"), "lm"
+    )
+    lm_preset, lm_report = lm.train_lm(
+        os.path.join(output, "lm"), config["lm"], verbose=verbose, args=lm_args
+    )
+    encoder_preset, recognizer = train_encoder(output, config, verbose, args)
     front_end = recognizer.preprocessor.audio_converter
     slm = SpeechLanguageModel.from_frozen_presets(
         encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
@@ -198,9 +223,19 @@ def run(output, config_name="tiny", seed=0, verbose=2):
     signature = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in first.items()}
     train = tf.data.Dataset.from_generator(fit_batches, output_signature=signature)
 
-    slm.compile(optimizer=keras.optimizers.Adam(config["learning_rate"], global_clipnorm=1.0))
+    slm.compile(
+        optimizer=keras.optimizers.Adam(
+            config["learning_rate"],
+            **checkpointing.optimizer_arguments(args, global_clipnorm=1.0),
+        )
+    )
     history = asr.fit_logged(
-        slm, train.map(split_instruction_batch), config["adapter_steps"], verbose=verbose
+        slm,
+        train.map(split_instruction_batch),
+        config["adapter_steps"],
+        verbose=verbose,
+        checkpoint=checkpointing.checkpoint_from_args(args, output, "adapter"),
+        max_consecutive_skips=args.max_consecutive_skips,
     )
     results, samples = evaluate(slm, test_records, test_features, config["max_new_tokens"])
     slm.save_to_preset(os.path.join(output, "slm_preset"), reference_frozen=True)
@@ -242,10 +277,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/slm")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
-    distribution.apply_mesh(args.mesh)  # data parallel: the SLM has no layout map yet
-    report = run(args.output, args.config)
+    checkpointing.apply_mixed_precision(args)
+    distribution.apply_mesh(args.mesh)  # data parallel in the recipe
+    report = run(args.output, args.config, args=args)
     print(format_report(report))
     print(f"report: {os.path.join(args.output, 'report.json')}")
     return 0

@@ -1,41 +1,44 @@
 """SLM (arXiv 2310.00230): a frozen speech encoder and a frozen keras-hub
-causal LM joined by a trained adapter.
+language model (decoder-only `CausalLM` or encoder-decoder `Seq2SeqLM`)
+joined by a trained adapter.
 
     speech_features (B, T, F), speech_padding_mask (B, T)
       -> frozen speech encoder (`encode_speech`: speech tower [+ shared encoder])
       -> SpeechAdapter: stack `stack_frames` frames, Dense, Transformer
          layers, Dense to the LM's embedding width      -> (B, S, D_lm)
     prompt_token_ids (B, P): "<bos>" + instruction [+ context], LM-embedded
-    response_token_ids (B, R): response + "<eos>" (teacher forcing), LM-embedded
+    response_token_ids (B, R): response + "<eos>" (teacher forcing)
 
-    packed per item, no gaps: [prompt | adapted speech | response | padding]
+    decoder-only: packed per item, no gaps:
+      [prompt | adapted speech | response | padding]
       -> the frozen LM's decoder layers on the embeddings, final norm
       -> logits only where the next token is a response token (B, R, V)
+    encoder-decoder (as in the paper): [prompt | adapted speech | padding]
+      -> the frozen LM's encoder on the embeddings; its decoder reads
+      [decoder start ids | response] and cross-attends to it
+      -> logits of the positions that predict a response token (B, R, V)
 
 The loss is the cross-entropy of the response tokens: the prompt and the
 speech never have labels because the logits are taken only at the R
-positions that predict a response token (position l_p + l_s + r - 1 for
-response token r of an item with l_p prompt tokens and l_s speech frames);
-this also keeps the vocabulary projection to (B, R, V).
+positions that predict a response token (decoder-only: position
+l_p + l_s + r - 1 for response token r of an item with l_p prompt tokens
+and l_s speech frames); this also keeps the vocabulary projection to
+(B, R, V).
 
-Packing each item without gaps keeps the LM's positions (RoPE) those of the
-item alone, so a padded batch gives each item's outputs (padding
-invariance). `generate` runs greedy decoding through
-`keras_hub.samplers.GreedySampler` with the LM's key/value cache: the
-packed prefix seeds the cache in one pass, then one position per step.
+Packing each item without gaps keeps the LM's positions (RoPE, learned or
+relative) those of the item alone, so a padded batch gives each item's
+outputs (padding invariance). `generate` runs greedy decoding through
+`keras_hub.samplers.GreedySampler` with the LM's key/value cache
+(decoder-only: the packed prefix seeds the cache in one pass; encoder-
+decoder: the encoder runs once and seeds the cross-attention cache), then
+one position per step.
 
-Hooks into the LM (`LM_FAMILIES`, one `DecoderHooks` per backbone class):
-keras-hub causal LMs embed tokens with `backbone.token_embedding` (Gemma
-then scales by sqrt(hidden_dim), GPT-2 adds learned positions), run
-`backbone.transformer_layers` with their padding-mask / cache keywords and
-`backbone.layer_norm`, and project with `token_embedding(x, reverse=True)`,
-as each family's `CausalLM.call_with_cache` does. Supported: Gemma (the
-architecture of `recipes/lm.py`), Llama, Qwen and GPT-2, from any preset on
-disk (`keras_hub.models.CausalLM.from_preset(directory)`). Encoder-decoder
-`Seq2SeqLM`s (BART, T5) are not supported yet.
-
-Positions start at 0 for each packed item, so absolute position embeddings
-(GPT-2) see the item as it would be alone too.
+Hooks into the LM (`LM_FAMILIES`, one hooks object per backbone class)
+mirror each family's `CausalLM.call_with_cache` / `Seq2SeqLM.call_encoder`
+and `call_decoder_with_cache`, on embeddings instead of token ids and with
+`training=False` (the frozen LM runs without dropout). Supported: Gemma
+(the architecture of `recipes/lm.py`), Llama, Qwen, GPT-2, BART and T5,
+from any preset on disk (`SpeechLanguageModel.from_frozen_presets`).
 
 Presets: `save_to_preset(dir)` copies the two frozen models into
 `dir/speech_encoder` and `dir/language_model`; with `reference_frozen=True`
@@ -53,6 +56,7 @@ import numpy as np
 from keras import ops
 
 from keras_slam.data.instructions import pad_rows
+from keras_slam.models import layout_map
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.subclassed_task import SubclassedTask
@@ -74,12 +78,17 @@ class DecoderHooks:
     a family differs only in the hooks it overrides.
     """
 
+    encoder_decoder = False
     padding_mask_key = "decoder_padding_mask"
     cache_key = "self_attention_cache"
     cache_index_key = "self_attention_cache_update_index"
 
     def embed(self, backbone, token_ids):
         return backbone.token_embedding(token_ids)
+
+    def prompt_start_ids(self, tokenizer):
+        """Ids before the instruction: the start token, when there is one."""
+        return [] if tokenizer.start_token_id is None else [tokenizer.start_token_id]
 
     def add_positions(self, backbone, x, start_index):
         """Absolute position embeddings (RoPE families: none)."""
@@ -140,11 +149,162 @@ class GPT2Hooks(DecoderHooks):
         return backbone.num_heads, backbone.hidden_dim // backbone.num_heads
 
 
+class Seq2SeqHooks:
+    """How `SpeechLanguageModel` runs a keras-hub encoder-decoder backbone:
+    its encoder on [prompt | speech] embeddings, its decoder on token ids
+    with self- and cross-attention caches, as `BartSeq2SeqLM.call_encoder`
+    and `call_decoder_with_cache` do (the default is BART's layout).
+    """
+
+    encoder_decoder = True
+
+    def embed(self, backbone, token_ids):
+        return backbone.token_embedding(token_ids)
+
+    def prompt_start_ids(self, tokenizer):
+        return [tokenizer.start_token_id]
+
+    def decoder_start_ids(self, tokenizer):
+        """What the decoder reads before the response (BART: "</s> <s>")."""
+        return [tokenizer.end_token_id, tokenizer.start_token_id]
+
+    def cache_heads(self, backbone):
+        return backbone.num_heads, backbone.hidden_dim // backbone.num_heads
+
+    def empty_caches(self, backbone, batch_size, length, encoder_length, dtype):
+        """(self-attention cache (B, layers, 2, length, heads, head dim),
+        cross-attention cache (B, layers, 2, encoder_length, heads, head dim))."""
+        shape = (batch_size, backbone.num_layers, 2)
+        heads = self.cache_heads(backbone)
+        return (
+            ops.zeros((*shape, length, *heads), dtype=dtype),
+            ops.zeros((*shape, encoder_length, *heads), dtype=dtype),
+        )
+
+    def encoder(self, backbone, x, padding_mask):
+        """Embeddings (B, L, D), padding mask (B, L) -> encoder output (B, L, D)."""
+        positions = backbone.encoder_position_embedding(x)
+        x = backbone.encoder_embeddings_layer_norm(backbone.encoder_embeddings_add((x, positions)))
+        for layer in backbone.encoder_transformer_layers:
+            x = layer(x, padding_mask=ops.cast(padding_mask, "bool"), training=False)
+        return x
+
+    def decoder(
+        self, backbone, token_ids, encoder_output, encoder_mask, caches=None, index=0, cross_index=0
+    ):
+        """Token ids (B, n) at positions index.. -> (logits (B, n, V), caches).
+
+        Without caches: the whole decoder sequence (teacher forcing; no
+        cache update, which TensorFlow cannot differentiate under XLA).
+        With caches (self, cross): `cross_index` 0 fills the cross-attention
+        cache from `encoder_output`, None reuses it.
+        """
+        x = backbone.token_embedding(token_ids)
+        positions = backbone.decoder_position_embedding(x, start_index=index)
+        x = backbone.decoder_embeddings_add((x, positions))
+        x = backbone.decoder_embeddings_layer_norm(x)
+        new_caches = []
+        for i, layer in enumerate(backbone.decoder_transformer_layers):
+            x = layer(
+                decoder_sequence=x,
+                encoder_sequence=encoder_output,
+                encoder_padding_mask=ops.cast(encoder_mask, "bool"),
+                training=False,
+                **_layer_caches(caches, i, index, cross_index),
+            )
+            if caches is not None:
+                x, *layer_caches = x
+                new_caches.append(layer_caches)
+        logits = backbone.token_embedding(x, reverse=True)
+        return logits, _stack_caches(caches, new_caches, cross_index)
+
+
+class T5Hooks(Seq2SeqHooks):
+    """T5: relative position bias from the first layer of each stack, final
+    RMS norms, no start token (the decoder starts from "<pad>"), and the
+    tied output projection scaled by hidden_dim ** -0.5."""
+
+    def prompt_start_ids(self, tokenizer):
+        return []
+
+    def decoder_start_ids(self, tokenizer):
+        return [tokenizer.pad_token_id]
+
+    def cache_heads(self, backbone):
+        return (
+            backbone.num_heads,
+            backbone.key_value_dim or backbone.hidden_dim // backbone.num_heads,
+        )
+
+    def encoder(self, backbone, x, padding_mask):
+        attention_mask = ops.cast(padding_mask, "int32")[:, None, :]
+        position_bias = None
+        for layer in backbone.encoder_transformer_layers:
+            x, position_bias = layer(
+                x,
+                attention_mask=attention_mask,
+                position_bias=position_bias,
+                use_causal_mask=False,
+                training=False,
+            )
+        return backbone.encoder_layer_norm(x)
+
+    def decoder(
+        self, backbone, token_ids, encoder_output, encoder_mask, caches=None, index=0, cross_index=0
+    ):
+        x = backbone.token_embedding(token_ids)
+        encoder_attention_mask = ops.cast(encoder_mask, "int32")[:, None, :]
+        position_bias = None
+        new_caches = []
+        for i, layer in enumerate(backbone.decoder_transformer_layers):
+            x, position_bias, *layer_caches = layer(
+                x,
+                position_bias=position_bias,
+                encoder_hidden_states=encoder_output,
+                encoder_attention_mask=encoder_attention_mask,
+                use_causal_mask=True,
+                training=False,
+                **_layer_caches(caches, i, index, cross_index),
+            )
+            new_caches.append(layer_caches)
+        x = backbone.decoder_layer_norm(x)
+        if backbone.tie_embedding_weights:
+            x = x * ops.cast(backbone.hidden_dim**-0.5, x.dtype)
+        logits = backbone.token_embedding(x, reverse=True)
+        return logits, _stack_caches(caches, new_caches, cross_index)
+
+
+def _layer_caches(caches, layer_index, index, cross_index):
+    """The cache keywords of decoder layer `layer_index` (none without caches)."""
+    if caches is None:
+        return {}
+    self_cache, cross_cache = caches
+    return dict(
+        self_attention_cache=self_cache[:, layer_index],
+        self_attention_cache_update_index=index,
+        cross_attention_cache=cross_cache[:, layer_index],
+        cross_attention_cache_update_index=cross_index,
+    )
+
+
+def _stack_caches(caches, layer_caches, cross_index):
+    """Per-layer [(self, cross), ...] -> (self, cross) caches (B, layers, ...);
+    the cross-attention cache is kept when it was reused (`cross_index` None)."""
+    if caches is None:
+        return None
+    self_cache = ops.stack([self_layer for self_layer, _ in layer_caches], axis=1)
+    if cross_index is None:
+        return self_cache, caches[1]
+    return self_cache, ops.stack([cross_layer for _, cross_layer in layer_caches], axis=1)
+
+
 LM_FAMILIES = {
     keras_hub.models.GemmaBackbone: GemmaHooks(),
     keras_hub.models.LlamaBackbone: DecoderHooks(),
     keras_hub.models.QwenBackbone: DecoderHooks(),
     keras_hub.models.GPT2Backbone: GPT2Hooks(),
+    keras_hub.models.BartBackbone: Seq2SeqHooks(),
+    keras_hub.models.T5Backbone: T5Hooks(),
 }
 
 
@@ -156,6 +316,20 @@ def lm_hooks(language_model):
         f"SpeechLanguageModel: no hooks for {type(language_model.backbone).__name__}; "
         f"supported LM backbones: {[cls.__name__ for cls in LM_FAMILIES]}"
     )
+
+
+def load_language_model(preset):
+    """The keras-hub `Seq2SeqLM` of an encoder-decoder backbone preset
+    (its `config.json` names the backbone class), else the `CausalLM`."""
+    task_cls = keras_hub.models.CausalLM
+    config_path = os.path.join(os.fspath(preset), "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as file:
+            backbone_cls = keras.saving.get_registered_object(json.load(file)["registered_name"])
+        hooks = LM_FAMILIES.get(backbone_cls)
+        if hooks is not None and hooks.encoder_decoder:
+            task_cls = keras_hub.models.Seq2SeqLM
+    return task_cls.from_preset(preset)
 
 
 def stack_frames(sequence, padding_mask, factor):
@@ -285,11 +459,12 @@ def pack_segments(segments):
 
 @keras.saving.register_keras_serializable(package="keras_slam")
 class SpeechLanguageModel(SubclassedTask):
-    """Frozen speech encoder + trained `SpeechAdapter` + frozen keras-hub causal LM.
+    """Frozen speech encoder + trained `SpeechAdapter` + frozen keras-hub LM.
 
     Args:
         speech_encoder: `SLAMBackbone` or `SpeechEncoder` (frozen here).
-        language_model: a keras-hub `CausalLM` of a family in `LM_FAMILIES`,
+        language_model: a keras-hub `CausalLM` or `Seq2SeqLM` of a family
+            in `LM_FAMILIES`,
             with its preprocessor (tokenizer) for `generate` (frozen here).
         adapter: `SpeechAdapter` arguments (dict) except `output_dim`, which
             is the LM's hidden width.
@@ -341,6 +516,8 @@ class SpeechLanguageModel(SubclassedTask):
             (None, None, speech_encoder.feature_dim)
         )
         self.adapter.build(encoded_shape)
+        # Every part is built: `load_weights` (checkpoint resume) needs no call first.
+        self.built = True
         # === Config ===
         self.adapter_config = adapter_config
         self.use_shared_encoder = use_shared_encoder
@@ -350,15 +527,45 @@ class SpeechLanguageModel(SubclassedTask):
     @classmethod
     def from_frozen_presets(cls, speech_encoder_preset, language_model_preset, **kwargs):
         """Builds the task around a speech-encoder preset (any keras-slam
-        backbone preset directory or name) and a keras-hub causal-LM preset
-        directory (`recipes/lm.py`'s, or a Gemma preset on disk)."""
+        backbone preset directory or name) and a keras-hub LM preset
+        directory (`recipes/lm.py`'s, or a Gemma / BART / T5 ... preset on
+        disk)."""
         return cls(
             preset_utils.from_preset(keras_hub.models.Backbone, os.fspath(speech_encoder_preset)),
-            keras_hub.models.CausalLM.from_preset(language_model_preset),
+            load_language_model(language_model_preset),
             speech_encoder_preset=os.fspath(speech_encoder_preset),
             language_model_preset=os.fspath(language_model_preset),
             **kwargs,
         )
+
+    @classmethod
+    def get_layout_map(
+        cls,
+        device_mesh,
+        language_model_backbone_cls=keras_hub.models.GemmaBackbone,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """`keras.distribution.LayoutMap` of the SLM: the SLAM rules (frozen
+        speech encoder), the adapter's and the LM backbone class's own
+        keras-hub `get_layout_map` (Gemma, Llama, Qwen; keras-hub has none
+        for GPT-2, BART and T5, whose weights stay replicated).
+
+        Variable paths do not name the model that holds them, so a SLAM
+        backbone's text `token_embedding/embeddings` (unused by the SLM)
+        takes the LM's rule.
+        """
+        model, data = model_parallel_dim_name, data_parallel_dim_name
+        result = layout_map.get_layout_map(device_mesh, model, data)
+        for pattern, axes in adapter_layout_rules(model, data).items():
+            result[pattern] = axes
+        if hasattr(language_model_backbone_cls, "get_layout_map"):
+            lm_map = language_model_backbone_cls.get_layout_map(
+                device_mesh, model_parallel_dim_name=model, data_parallel_dim_name=data
+            )
+            for pattern in lm_map:
+                result[pattern] = lm_map[pattern].axes
+        return result
 
     # --- forward ----------------------------------------------------------
 
@@ -379,22 +586,47 @@ class SpeechLanguageModel(SubclassedTask):
     def call(self, inputs, training=None):
         speech, speech_mask = self.encode(inputs["speech_features"], inputs["speech_padding_mask"])
         response_mask = inputs["response_padding_mask"]
-        packed, packed_mask, starts = pack_segments(
-            [
-                (self.embed_tokens(inputs["prompt_token_ids"]), inputs["prompt_padding_mask"]),
-                (speech, speech_mask),
-                (self.embed_tokens(inputs["response_token_ids"]), response_mask),
-            ]
+        prompt = (self.embed_tokens(inputs["prompt_token_ids"]), inputs["prompt_padding_mask"])
+        response_logits = (
+            self._seq2seq_logits if self.hooks.encoder_decoder else self._decoder_only_logits
         )
-        hidden = self.hooks.decoder(self.language_model.backbone, packed, packed_mask)
+        logits = response_logits(
+            prompt, (speech, speech_mask), inputs["response_token_ids"], response_mask
+        )
+        return {"logits": logits, "padding_mask": response_mask}
+
+    def _decoder_only_logits(self, prompt, speech, response_ids, response_mask):
+        """[prompt | speech | response] through the decoder -> (B, R, V)."""
+        backbone = self.language_model.backbone
+        packed, packed_mask, starts = pack_segments(
+            [prompt, speech, (self.embed_tokens(response_ids), response_mask)]
+        )
+        hidden = self.hooks.decoder(backbone, packed, packed_mask)
         # Response token r is predicted at the position just before it.
-        num_responses = ops.shape(inputs["response_token_ids"])[1]
+        num_responses = ops.shape(response_ids)[1]
         positions = starts[2][:, None] - 1 + ops.arange(num_responses, dtype="int32")[None, :]
         # An item without prompt and speech (batch filler) reads position 0.
         positions = ops.maximum(positions, 0)
         hidden = ops.take_along_axis(hidden, positions[..., None], axis=1)
-        logits = self.language_model.backbone.token_embedding(hidden, reverse=True)
-        return {"logits": logits, "padding_mask": response_mask}
+        return backbone.token_embedding(hidden, reverse=True)
+
+    def _seq2seq_logits(self, prompt, speech, response_ids, response_mask):
+        """[prompt | speech] through the encoder; [start | response] through
+        the decoder -> (B, R, V). Padding after a response comes causally
+        after every real position, so it needs no mask."""
+        backbone = self.language_model.backbone
+        encoder_input, encoder_mask, _ = pack_segments([prompt, speech])
+        encoder_output = self.hooks.encoder(backbone, encoder_input, encoder_mask)
+        start_ids = self.decoder_start_ids(ops.shape(response_ids)[0])
+        decoder_ids = ops.concatenate([start_ids, ops.cast(response_ids, "int32")], axis=1)
+        logits, _ = self.hooks.decoder(backbone, decoder_ids, encoder_output, encoder_mask)
+        # Response token r is predicted at decoder position len(start) - 1 + r.
+        return logits[:, ops.shape(start_ids)[1] - 1 : -1]
+
+    def decoder_start_ids(self, batch_size):
+        """The encoder-decoder LM's decoder start ids, (B, S0) int32."""
+        start = self.hooks.decoder_start_ids(self.language_model.preprocessor.tokenizer)
+        return ops.tile(ops.convert_to_tensor([start], dtype="int32"), (batch_size, 1))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean cross-entropy per response token (float32), scaled by
@@ -444,11 +676,19 @@ class SpeechLanguageModel(SubclassedTask):
         self, speech_features, speech_padding_mask, prompt_ids, prompt_mask, max_new_tokens
     ):
         """Greedy response ids (B, max_new_tokens), "<eos>" and after set to pad."""
-        backbone = self.language_model.backbone
         speech, speech_mask = self.encode(speech_features, speech_padding_mask)
         prefix, prefix_mask, _ = pack_segments(
             [(self.embed_tokens(prompt_ids), prompt_mask), (speech, speech_mask)]
         )
+        greedy = self._greedy_seq2seq if self.hooks.encoder_decoder else self._greedy_decoder_only
+        response = ops.convert_to_numpy(greedy(prefix, prefix_mask, max_new_tokens))
+        tokenizer = self.language_model.preprocessor.tokenizer
+        ended = np.cumsum(response == tokenizer.end_token_id, axis=1) > 0
+        return np.where(ended, tokenizer.pad_token_id, response)
+
+    def _greedy_decoder_only(self, prefix, prefix_mask, max_new_tokens):
+        """Packed prefix (B, L, D) -> response ids (B, max_new_tokens)."""
+        backbone = self.language_model.backbone
         prefix_length = ops.sum(ops.cast(prefix_mask, "int32"), axis=1)
         total = ops.shape(prefix)[1] + max_new_tokens
         prefix = ops.pad(prefix, [[0, 0], [0, max_new_tokens], [0, 0]])
@@ -471,35 +711,71 @@ class SpeechLanguageModel(SubclassedTask):
             logits = backbone.token_embedding(hidden, reverse=True)
             return ops.squeeze(logits, 1), ops.squeeze(hidden, 1), cache
 
-        tokenizer = self.language_model.preprocessor.tokenizer
-        pad_id, end_id = tokenizer.pad_token_id, tokenizer.end_token_id
-        # The sampler stops once every row holds a stop token outside the
-        # mask, so the positions still to generate hold any other id (a
-        # tokenizer may pad with its end token, as tiny GPT-2 / Qwen ones do).
-        filler = (end_id + 1) % backbone.vocabulary_size
-        token_ids = ops.full((batch_size, total), filler, dtype="int32")
-        token_ids = keras_hub.samplers.GreedySampler()(
+        token_ids = ops.full((batch_size, total), self._filler_id(), dtype="int32")
+        token_ids = self._sample(next_logits, token_ids, cache, ops.min(prefix_length), in_prefix)
+        # Each item's response starts at its own prefix length.
+        index = ops.clip(prefix_length[:, None] + ops.arange(max_new_tokens)[None, :], 0, total - 1)
+        return ops.take_along_axis(token_ids, index, axis=1)
+
+    def _greedy_seq2seq(self, prefix, prefix_mask, max_new_tokens):
+        """Encoder input (B, L, D) -> response ids (B, max_new_tokens)."""
+        backbone = self.language_model.backbone
+        encoder_output = self.hooks.encoder(backbone, prefix, prefix_mask)
+        batch_size = ops.shape(prefix)[0]
+        start_ids = self.decoder_start_ids(batch_size)
+        num_start = ops.shape(start_ids)[1]
+        caches = self.hooks.empty_caches(
+            backbone,
+            batch_size,
+            num_start + max_new_tokens,
+            ops.shape(prefix)[1],
+            encoder_output.dtype,
+        )
+        _, caches = self.hooks.decoder(
+            backbone, start_ids, encoder_output, prefix_mask, caches, 0, 0
+        )
+
+        def next_logits(token_ids, caches, index):
+            token = ops.slice(token_ids, [0, index - 1], [batch_size, 1])
+            logits, caches = self.hooks.decoder(
+                backbone, token, encoder_output, prefix_mask, caches, index - 1, None
+            )
+            return ops.squeeze(logits, 1), None, caches
+
+        filler = ops.full((batch_size, max_new_tokens), self._filler_id(), dtype="int32")
+        token_ids = ops.concatenate([start_ids, filler], axis=1)
+        in_start = ops.arange(num_start + max_new_tokens)[None, :] < num_start
+        in_start = ops.tile(in_start, (batch_size, 1))
+        token_ids = self._sample(next_logits, token_ids, caches, num_start, in_start)
+        return token_ids[:, num_start:]
+
+    def _filler_id(self):
+        """Id of the positions still to generate: the sampler stops once every
+        row holds a stop token outside the mask, so they hold any other id (a
+        tokenizer may pad with its end token, as tiny GPT-2 / Qwen ones do)."""
+        end_id = self.language_model.preprocessor.tokenizer.end_token_id
+        return (end_id + 1) % self.language_model.backbone.vocabulary_size
+
+    def _sample(self, next_logits, token_ids, cache, index, mask):
+        """keras-hub's greedy sampler from `index`, stopping at "<eos>"."""
+        end_id = self.language_model.preprocessor.tokenizer.end_token_id
+        return keras_hub.samplers.GreedySampler()(
             next=next_logits,
             prompt=token_ids,
             cache=cache,
-            index=ops.min(prefix_length),
-            mask=in_prefix,
+            index=index,
+            mask=mask,
             stop_token_ids=(end_id,),
             model=self,
         )
-        # Each item's response starts at its own prefix length.
-        index = ops.clip(prefix_length[:, None] + ops.arange(max_new_tokens)[None, :], 0, total - 1)
-        response = ops.convert_to_numpy(ops.take_along_axis(token_ids, index, axis=1))
-        ended = np.cumsum(response == end_id, axis=1) > 0
-        return np.where(ended, pad_id, response)
 
     # --- text -------------------------------------------------------------
 
     def prompt_ids(self, instruction):
-        """The start token (when the tokenizer has one) + the instruction's ids."""
+        """The LM's start ids (a decoder-only LM's start token, when it has
+        one; BART's "<s>"; none for T5) + the instruction's ids."""
         tokenizer = self.language_model.preprocessor.tokenizer
-        start = [] if tokenizer.start_token_id is None else [tokenizer.start_token_id]
-        return start + _ids(tokenizer, instruction)
+        return self.hooks.prompt_start_ids(tokenizer) + _ids(tokenizer, instruction)
 
     def response_ids(self, response):
         """The response's ids + "<eos>" (list of int)."""
@@ -625,6 +901,24 @@ class SpeechLanguageModel(SubclassedTask):
                         f"the adapter expects {tuple(variable.shape)}"
                     )
                 variable.assign(value)
+
+
+def adapter_layout_rules(model="model", data="batch"):
+    """{variable path regex: axes} of the adapter (its `output_projection`
+    is a SLAM rule) and of an untied LM output table, as
+    `layout_map.layout_rules`: Megatron pairs, the other axis over data."""
+    layer = "adapter/transformer_layer_\\d+"
+    return {
+        "adapter/input_projection/kernel": (data, model),
+        f"{layer}/self_attention_layer/(query|key|value)/kernel": (data, model, None),
+        f"{layer}/self_attention_layer/(query|key|value)/bias": (model, None),
+        f"{layer}/self_attention_layer/attention_output/kernel": (model, None, data),
+        f"{layer}/feedforward_intermediate_dense/kernel": (data, model),
+        f"{layer}/feedforward_intermediate_dense/bias": (model,),
+        f"{layer}/feedforward_output_dense/kernel": (model, data),
+        # (D, vocabulary): the transpose of keras-hub's (model, data) table.
+        "token_embedding/reverse_embeddings": (data, model),
+    }
 
 
 def response_loss(response_token_ids, response_padding_mask, logits):
