@@ -11,7 +11,9 @@ every Task, so with plain `keras_hub.models.Task`:
 - building a functional Task afterwards gives the subclassed one
   `Functional`'s graph members (`call` of a model without `_inputs`).
 `SubclassedTask` restores the bases after its own construction and pins, on
-itself, the non-functional version of every member `Functional` overrides.
+itself, the non-functional version of every member `Functional` overrides;
+`summary` lists its layers as a subclassed model's whatever the bases are
+(keras' summary asks `isinstance(model, Functional)`).
 """
 
 import keras
@@ -43,6 +45,15 @@ class SubclassedTask(keras_hub.models.Task):
         bases = PipelineModel.__bases__
         super().__init__(*args, **kwargs)
         PipelineModel.__bases__ = bases
+
+    def summary(self, *args, **kwargs):
+        """keras-hub's summary, with this model's class seen without `Functional`."""
+        bases = PipelineModel.__bases__
+        PipelineModel.__bases__ = (keras.Model,)
+        try:
+            super().summary(*args, **kwargs)
+        finally:
+            PipelineModel.__bases__ = bases
 
 
 for _name in functional_overrides():

@@ -114,8 +114,9 @@ def test_loss_is_scaled_for_distribution(translator, monkeypatch):
 def test_tasks_built_before_and_after_keep_working(seeded):
     """keras-hub rewrites the Task bases that every Task shares (see
     `SubclassedTask`). Before: a recognizer built after the translator gave
-    it Functional's `call` ("no attribute '_inputs'"), and the translator
-    stripped `call` from a recognizer built before it."""
+    it Functional's `call` ("no attribute '_inputs'") and made its summary
+    fail, and the translator stripped `call` from a recognizer built before
+    it."""
     recognizer = make_recognizer()
     features = {
         "speech_features": seeded.normal(size=(2, 12, 16)).astype("float32"),
@@ -127,5 +128,6 @@ def test_tasks_built_before_and_after_keep_working(seeded):
     before = test_case.to_numpy(translator(x))
     make_recognizer()
     np.testing.assert_allclose(test_case.to_numpy(translator(x)), before, atol=1e-6)
+    translator.summary()  # Before: "no attribute '_operations'" (seen as Functional).
     after = recognizer.predict(features, verbose=0)["logits"]
     np.testing.assert_allclose(after, expected, atol=1e-6)
