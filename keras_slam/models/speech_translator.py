@@ -44,6 +44,7 @@ from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from keras_slam.models.subclassed_task import SubclassedTask
 from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
+from keras_slam.utils.inference_function import inference_function
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
@@ -435,10 +436,8 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         return np.asarray(ops.convert_to_numpy(generate_function(inputs))).astype("int32")
 
     def _generate_function(self, strategy, beam_width, max_length):
-        """`_generate_step` for these settings, made once: compiled once per
-        input shape on JAX (jit, with the weights as arguments) and
-        TensorFlow (`tf.function`, which reads the variables), so either sees
-        later training; without autograd on torch; eager under `run_eagerly`."""
+        """`_generate_step` for these settings, made once and compiled by
+        `inference_function` (once per input shape; sees later training)."""
         key = (strategy, beam_width, max_length, self.run_eagerly)
         if key in self._generate_functions:
             return self._generate_functions[key]
@@ -446,32 +445,11 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         def generate_step(inputs):
             return self._generate_step(inputs, strategy, beam_width, max_length)
 
-        function = generate_step
-        if keras.config.backend() == "jax" and not self.run_eagerly:
-            import jax
-
-            variables = self.trainable_variables + self.non_trainable_variables
-
-            @jax.jit
-            def stateless_generate_step(values, inputs):
-                with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                    return generate_step(inputs)
-
-            def function(inputs):
-                return stateless_generate_step([v.value for v in variables], inputs)
-
-        elif keras.config.backend() == "tensorflow" and not self.run_eagerly:
-            import tensorflow as tf  # only on this backend, as keras-hub's generate
-
-            function = tf.function(generate_step)
-
-        elif keras.config.backend() == "torch":
-            import torch
-
-            def function(inputs):
-                with torch.no_grad():
-                    return generate_step(inputs)
-
+        function = inference_function(
+            generate_step,
+            self.trainable_variables + self.non_trainable_variables,
+            self.run_eagerly,
+        )
         self._generate_functions[key] = function
         return function
 
