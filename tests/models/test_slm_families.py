@@ -70,14 +70,17 @@ def make_gpt2():
 FAMILIES = {"llama": make_llama, "qwen": make_qwen, "gpt2": make_gpt2}
 
 
-@functools.cache
-def family_slm(family):
+def slm_with(make_lm):
+    """An SLM of the tiny speech encoder and `make_lm()` (adapter: stacking + projection)."""
     reset_seeds_and_policy()
     return SpeechLanguageModel(
-        make_speech_encoder(),
-        FAMILIES[family](),
-        adapter=dict(hidden_dim=16, stack_frames=2, num_layers=0),
+        make_speech_encoder(), make_lm(), adapter=dict(hidden_dim=16, stack_frames=2, num_layers=0)
     )
+
+
+@functools.cache
+def family_slm(family):
+    return slm_with(FAMILIES[family])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from keras_slam.data.tokenizers import train_sentencepiece
-from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
+from keras_slam.models.speech_language_model import split_instruction_batch
 from tests import test_case
-from tests.conftest import reset_seeds_and_policy
 from tests.models.test_slm_families import (
     PROMPT_ARGUMENTS,
     byte_level_vocabulary,
     check_only_adapter_trains,
+    slm_with,
 )
-from tests.models.test_speech_language_model import TEXTS, batch, make_speech_encoder
+from tests.models.test_speech_language_model import TEXTS, batch
 
 SEQ2SEQ = dict(num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0)
 T5_PIECES = dict(
@@ -54,12 +54,7 @@ FAMILIES = {"bart": make_bart, "t5": make_t5}
 
 @functools.cache
 def seq2seq_slm(family):
-    reset_seeds_and_policy()
-    return SpeechLanguageModel(
-        make_speech_encoder(),
-        FAMILIES[family](),
-        adapter=dict(hidden_dim=16, stack_frames=2, num_layers=0),
-    )
+    return slm_with(FAMILIES[family])
 
 
 def _encoder_output(slm, inputs, i):
