@@ -11,7 +11,8 @@ holds for the rest of the process:
   with `get_layout_map(DeviceMesh((data, model), ("batch", "model")))`, over
   the first data x model devices of `keras.distribution.list_devices()`.
   Each batch is split over the "batch" axis, so every batch size must
-  divide by `data`. On several hosts every host runs the same command with
+  divide by `data` (per host: `data` / hosts); the pipeline rounds its
+  bucket batch sizes up to that multiple (`batch_multiple`). On several hosts every host runs the same command with
   Keras' variables set (`KERAS_DISTRIBUTION_NUM_PROCESSES`, and off Cloud
   TPU `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`):
   `keras.distribution.initialize()` runs first, and the mesh spans every
@@ -19,6 +20,8 @@ holds for the rest of the process:
 - TensorFlow: `tf.distribute.MirroredStrategy` over `data` GPUs, made the
   default strategy; on a host without GPUs over `data` logical CPUs split
   from its CPU (a simulation, as XLA_FLAGS does for JAX). No model axis.
+  Batch sizes are rounded up to a multiple of `data` too, so every replica
+  gets an equal part.
 - torch: refused.
 
 `host_shards(paths)` lists the training shards of this host: on a
@@ -103,6 +106,11 @@ def _apply_jax_mesh(mesh, data, model, get_layout_map):
             f"({devices[0]}, ...). On a CPU, simulate them with "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={data * model}"
         )
+    if data % jax.process_count():
+        raise ValueError(
+            f"--mesh {mesh}: the data axis ({data}) does not split evenly over "
+            f"{jax.process_count()} hosts; use a multiple of {jax.process_count()}"
+        )
     if jax.process_count() > 1 and model > jax.local_device_count():
         raise ValueError(
             f"--mesh {mesh}: the model axis ({model}) spans hosts of "
@@ -160,6 +168,22 @@ def processes():
     import jax
 
     return jax.process_count(), jax.process_index()
+
+
+def batch_multiple():
+    """Rows a host's batch must be a multiple of: the data-parallel devices it
+    feeds (JAX: the mesh's data axis / hosts; TF: the strategy's replicas); 1
+    without `--mesh`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    current = keras.distribution.distribution()
+    if current is None:
+        return 1
+    mesh = current.device_mesh
+    data = mesh.shape[mesh.axis_names.index(current.batch_dim_name)]
+    return data // processes()[0]
 
 
 def host_shards(paths):

@@ -16,6 +16,7 @@ import pytest
 
 from keras_slam import distribution
 from keras_slam.data import pipeline
+from keras_slam.models.slam_backbone import SLAMBackbone
 from recipes import asr, slam
 from recipes import main as main_recipe
 
@@ -77,8 +78,26 @@ TRAINING_DATASETS = {
 }
 
 
+def listed_synth_corpus(root):
+    """`main_recipe.synthesised_corpus` that synthesises nothing: a corpus
+    folder of 3 empty paired training shards per language (what the shard
+    lists read)."""
+
+    def synthesised_corpus(settings, hours, seed):
+        corpus = os.path.join(root, f"{hours:g}h_seed{seed}")
+        for language in settings.languages:
+            folder = os.path.join(corpus, "paired", "train", language)
+            os.makedirs(folder, exist_ok=True)
+            for index in range(3):
+                open(os.path.join(folder, f"{index:05d}.tfrecord.gz"), "w").close()
+        return corpus
+
+    return synthesised_corpus
+
+
 @pytest.mark.parametrize("recipe", sorted(TRAINING_DATASETS))
-def test_two_hosts_read_disjoint_shards_that_cover_all(monkeypatch, recipe):
+def test_two_hosts_read_disjoint_shards_that_cover_all(monkeypatch, tmp_path, recipe):
+    monkeypatch.setattr(main_recipe, "synthesised_corpus", listed_synth_corpus(tmp_path))
     build = TRAINING_DATASETS[recipe]
     everything = reader_calls(monkeypatch, build, (1, 0))
     hosts = [reader_calls(monkeypatch, build, (2, index)) for index in (0, 1)]
@@ -88,23 +107,82 @@ def test_two_hosts_read_disjoint_shards_that_cover_all(monkeypatch, recipe):
         assert sorted(first + second) == sorted(all_files)
 
 
+def real_rows(dataset):
+    """[(rows, rows with a real frame)] of each batch of a speech dataset."""
+    return [
+        (len(mask), int((mask.max(axis=1) > 0).sum()))
+        for mask in (batch["speech_padding_mask"] for batch in dataset.as_numpy_iterator())
+    ]
+
+
+def test_budget_sized_batches_divide_by_the_data_parallel_devices(monkeypatch):
+    tokenizer, front_end = asr.build_tokenizer(), asr.make_front_end()
+    batches = lambda: real_rows(asr.paired_dataset(tokenizer, front_end, "test"))  # noqa: E731
+    alone = batches()
+    assert any(rows % 2 for rows, _ in alone), alone  # the budget alone gives odd sizes
+    monkeypatch.setattr(distribution, "batch_multiple", lambda: 2)
+    split = batches()
+    assert all(rows % 2 == 0 for rows, _ in split), split
+    assert sum(real for _, real in split) == sum(real for _, real in alone)
+
+
+def test_no_mesh_needs_no_multiple_and_a_data_axis_must_split_over_the_hosts(monkeypatch):
+    assert distribution.batch_multiple() == 1
+    if keras.backend.backend() == "jax":
+        import jax
+
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+        with pytest.raises(ValueError, match=r"data axis \(1\) does not split evenly over 2 hosts"):
+            distribution.apply_mesh("1")
+        assert keras.distribution.distribution() is None
+
+
 def test_evaluation_reads_every_shard_on_every_host(monkeypatch):
     build = lambda: asr.paired_dataset(None, None, "test")  # noqa: E731
     assert reader_calls(monkeypatch, build, (2, 1)) == reader_calls(monkeypatch, build, (1, 0))
+
+
+def simulated_devices_environment(count=8):
+    """Environment of a JAX subprocess with `count` simulated CPU devices."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    return dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags)
+
+
+@pytest.mark.slow(backend="jax")
+def test_asr_recipe_with_budget_sized_batches_trains_on_a_2_device_mesh(tmp_path):
+    tokenizer = asr.build_tokenizer()
+    backbone = SLAMBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(), **main_recipe.TINY_BACKBONE
+    )
+    preset = str(tmp_path / "preset")
+    backbone.save_to_preset(preset)
+    tokenizer.save_to_preset(preset)
+    command = [sys.executable, "-m", "recipes.asr", "--preset", preset, "--steps", "2"]
+    command += ["--output", str(tmp_path / "recognizer"), "--mesh", "2"]
+    result = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=simulated_devices_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--mesh 2: DataParallel over 2 devices" in result.stdout
+    assert "held-out test error rates" in result.stdout
 
 
 def run_slam_recipe(output, *flags):
     """(stdout, history) of 2 steps of recipes.slam slam_tiny on 8 simulated JAX devices."""
     command = [sys.executable, "-m", "recipes.slam", "--config", "slam_tiny", "--steps", "2"]
     command += ["--steps-per-epoch", "1", "--output", str(output), *flags]
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        PYTHONPATH=REPO_ROOT,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    )
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+        command,
+        cwd=REPO_ROOT,
+        env=simulated_devices_environment(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     with open(os.path.join(output, "history.json"), encoding="utf-8") as file:

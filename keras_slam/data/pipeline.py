@@ -12,7 +12,10 @@ bucket's longest length and its batch size, so an XLA backend compiles once
 per bucket (per combination of buckets when streams are mixed). The last,
 partial batch of a bucket is either padded with fully-masked rows
 (`remainder="pad"`, the default: every example is seen) or dropped
-(`remainder="drop"`). Audio is never truncated: an utterance longer than the
+(`remainder="drop"`). Under a data-parallel `--mesh` (keras_slam.distribution)
+every batch size is rounded up to a multiple of the devices it is split over,
+so each device gets an equal part (a bucket's batches then hold a few more
+examples; a partial one is filled with masked rows). Audio is never truncated: an utterance longer than the
 last bucket is an error or, with `too_long="skip"`, a counted skip. Text-only
 sequences are capped at `max_length` tokens (mSLAM: 512 characters).
 
@@ -526,10 +529,16 @@ def _bucket_and_batch(
 
     `limits[k]` is bucket k's padded length; `padded_shapes_fn(limit)` gives
     the padded shapes. With remainder="pad" a partial batch is filled with
-    rows whose every value is its padding value (all-zero masks).
+    rows whose every value is its padding value (all-zero masks). Under a
+    data-parallel `--mesh`, each batch size is rounded up to a multiple of
+    the devices a host's batch is split over (`distribution.batch_multiple`).
     """
     if remainder not in ("pad", "drop"):
         raise ValueError(f"remainder must be 'pad' or 'drop', got {remainder!r}")
+    from keras_slam import distribution  # (it imports this module)
+
+    multiple = distribution.batch_multiple()
+    batch_sizes = [-(-size // multiple) * multiple for size in batch_sizes]
     limits_tensor = tf.constant(limits, tf.int64)
     sizes_tensor = tf.constant(batch_sizes, tf.int64)
 
