@@ -23,6 +23,16 @@ checkpoint first and runs only the steps left. What else resumes:
   initial_step=checkpoint.restore(model))`.
 - The learning-rate schedule reads `optimizer.iterations`, which is restored.
 
+With `checkpointer="orbax"` (JAX only; the default of a multi-host JAX run)
+the same checkpoints are written by Orbax (`orbax-checkpoint`, the
+library Keras' `OrbaxCheckpoint` uses) as `<directory>/<N>/`: each host
+writes its own shards of every sharded array, asynchronously (training
+goes on while the copy on the host is written), into a temporary directory
+finalised only when complete; Orbax keeps the newest `keep`. They hold
+what the h5 format holds, as a list of arrays (the model's variables, the
+optimizer's) and the step and history as JSON; a restore loads each array
+straight into its variable's sharding under the current `--mesh`.
+
 Keras' `BackupAndRestore` was not enough: it overwrites one file in place
 (not atomic), keeps at most two, restores only to an epoch start, and does
 not save the seed generators' state.
@@ -38,6 +48,7 @@ and builds its optimizer with `**optimizer_arguments(args)` after
 
 Flags (`add_training_arguments`): `--checkpoint-dir` (default
 `<output>/checkpoints`), `--checkpoint-every-steps`, `--keep-checkpoints`,
+`--checkpointer {auto,h5,orbax}` (auto: orbax on a multi-host JAX run, h5 else),
 `--gradient-accumulation-steps`, `--clipnorm` (global norm),
 `--mixed-precision {none,bf16}`, `--max-consecutive-skips` (non-finite steps
 are skipped by `FiniteStepOptimizer` and counted as `skipped_steps` in the
@@ -54,7 +65,10 @@ import shutil
 import keras
 import numpy as np
 
+from keras_slam import distribution
+
 _CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
+CHECKPOINTERS = ("h5", "orbax")
 WEIGHTS_FILE = "model.weights.h5"
 RNG_FILE = "rng.npz"
 STATE_FILE = "state.json"
@@ -70,19 +84,28 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     """Periodic, atomic, keep-last-N checkpoints of a `fit`, and their restore.
 
     Args:
-        directory: where the `step-<N>/` checkpoints go.
+        directory: where the `step-<N>/` (orbax: `<N>/`) checkpoints go.
         every_steps: training steps between checkpoints (the last step of a
             run is always saved).
         keep: the newest checkpoints kept; older ones are deleted.
+        checkpointer: "h5" (module docstring) or "orbax" (JAX only).
     """
 
-    def __init__(self, directory, every_steps=100, keep=3):
+    def __init__(self, directory, every_steps=100, keep=3, checkpointer="h5"):
         super().__init__()
         if every_steps < 1 or keep < 1:
             raise ValueError(f"every_steps and keep must be >= 1; got {every_steps}, {keep}")
+        if checkpointer not in CHECKPOINTERS:
+            raise ValueError(f"checkpointer must be one of {CHECKPOINTERS}; got {checkpointer!r}")
+        if checkpointer == "orbax" and keras.backend.backend() != "jax":
+            raise ValueError(
+                f"--checkpointer orbax writes sharded JAX arrays; the {keras.backend.backend()} "
+                "backend uses --checkpointer h5"
+            )
         self.directory = directory
         self.every_steps = every_steps
         self.keep = keep
+        self.orbax = _OrbaxCheckpoints(directory, keep) if checkpointer == "orbax" else None
         self.step = 0
         self.history = {}
         self.restored = False
@@ -91,6 +114,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def checkpoints(self):
         """[(step, path)] of the complete checkpoints, oldest first."""
+        if self.orbax is not None:
+            return self.orbax.checkpoints()
         if not os.path.isdir(self.directory):
             return []
         found = []
@@ -115,17 +140,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         try:
-            model.load_weights(os.path.join(path, WEIGHTS_FILE))
-            with np.load(os.path.join(path, RNG_FILE)) as rng:
-                states = seed_generator_states(model)
-                if len(rng.files) != len(states):
-                    raise ValueError(
-                        f"{len(rng.files)} seed generator states saved, the model has {len(states)}"
-                    )
-                for index, variable in enumerate(states):
-                    variable.assign(rng[str(index)])
-            with open(os.path.join(path, STATE_FILE), encoding="utf-8") as file:
-                state = json.load(file)
+            if self.orbax is not None:
+                state = self.orbax.restore(model, step)
+            else:
+                state = _restore_h5(model, path)
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(
                 f"Cannot resume from checkpoint {path}: {error}. It was written by a "
@@ -138,6 +156,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def save(self):
         """Writes `step-<step>/` atomically, then deletes all but the newest `keep`."""
+        if self.orbax is not None:
+            self.orbax.save(self.model, {"step": self.step, "history": self.history})
+            return
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, f"step-{self.step:09d}")
         temporary = os.path.join(self.directory, f".step-{self.step:09d}.tmp-{os.getpid()}")
@@ -181,6 +202,84 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if not self.checkpoints() or self.checkpoints()[-1][0] != self.step:
             self.save()
+        if self.orbax is not None:
+            self.orbax.wait()
+
+
+def _restore_h5(model, path):
+    """Loads `path` (a `step-<N>/` of the h5 format) into `model`; returns its state.json."""
+    model.load_weights(os.path.join(path, WEIGHTS_FILE))
+    with np.load(os.path.join(path, RNG_FILE)) as rng:
+        states = seed_generator_states(model)
+        if len(rng.files) != len(states):
+            raise ValueError(
+                f"{len(rng.files)} seed generator states saved, the model has {len(states)}"
+            )
+        for index, variable in enumerate(states):
+            variable.assign(rng[str(index)])
+    with open(os.path.join(path, STATE_FILE), encoding="utf-8") as file:
+        return json.load(file)
+
+
+class _OrbaxCheckpoints:
+    """`<directory>/<step>/` Orbax checkpoints of a model's state tree and a
+    JSON state (module docstring); the Orbax checkpointer opens on first use."""
+
+    def __init__(self, directory, keep):
+        self.directory = directory
+        self.keep = keep
+        self._checkpointer = None
+
+    def checkpointer(self):
+        if self._checkpointer is None:
+            from orbax.checkpoint import v1 as ocp
+
+            self._checkpointer = ocp.training.Checkpointer(
+                self.directory,
+                preservation_policy=ocp.training.preservation_policies.LatestN(self.keep),
+                save_decision_policy=ocp.training.save_decision_policies.FixedIntervalPolicy(1),
+                cleanup_tmp_directories=True,  # writes that a kill cut short
+            )
+        return self._checkpointer
+
+    def checkpoints(self):
+        if not os.path.isdir(self.directory):
+            return []
+        return [
+            (c.step, os.path.join(self.directory, str(c.step)))
+            for c in self.checkpointer().checkpoints
+        ]
+
+    def save(self, model, state):
+        arrays = [variable.value for variable in _checkpointed_variables(model)]
+        self.checkpointer().save_checkpointables_async(
+            state["step"], {"variables": arrays, "state": {"json": json.dumps(state)}}
+        )
+
+    def restore(self, model, step):
+        import jax
+
+        variables = _checkpointed_variables(model)
+        abstract = [
+            jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.value.sharding) for v in variables
+        ]
+        loaded = self.checkpointer().load_checkpointables(
+            step, {"variables": abstract, "state": None}
+        )
+        for variable, value in zip(variables, loaded["variables"]):
+            variable.assign(value)
+        return json.loads(loaded["state"]["json"])
+
+    def wait(self):
+        self.checkpointer().wait()
+
+
+def _checkpointed_variables(model):
+    """What an Orbax checkpoint holds, in order (by position, as `save_weights`:
+    layer names that Keras numbers per process need not match): the model's
+    variables (weights and seed generator states) and the optimizer's."""
+    optimizer = model.optimizer.variables if model.optimizer is not None else []
+    return list(model.variables) + list(optimizer)
 
 
 def fit(model, dataset, steps, steps_per_epoch, checkpoint=None, callbacks=(), verbose=2):
@@ -222,6 +321,12 @@ def add_training_arguments(parser, checkpoint_every_steps=100):
     )
     group.add_argument("--checkpoint-every-steps", type=int, default=checkpoint_every_steps)
     group.add_argument("--keep-checkpoints", type=int, default=3)
+    group.add_argument(
+        "--checkpointer",
+        choices=("auto",) + CHECKPOINTERS,
+        default="auto",
+        help="checkpoint format; auto: orbax on a multi-host JAX run, h5 else",
+    )
     group.add_argument("--gradient-accumulation-steps", type=int, default=None)
     group.add_argument("--clipnorm", type=float, default=None, help="global gradient norm clip")
     group.add_argument("--mixed-precision", choices=("none", "bf16"), default="none")
@@ -244,10 +349,14 @@ def checkpoint_from_args(args, output_dir, name=None):
     """The `TrainingCheckpoint` the flags ask for; `name` is a subdirectory
     (for a job with several training phases)."""
     directory = args.checkpoint_dir or os.path.join(output_dir, "checkpoints")
+    checkpointer = args.checkpointer
+    if checkpointer == "auto":
+        checkpointer = "orbax" if distribution.processes()[0] > 1 else "h5"
     return TrainingCheckpoint(
         os.path.join(directory, name) if name else directory,
         every_steps=args.checkpoint_every_steps,
         keep=args.keep_checkpoints,
+        checkpointer=checkpointer,
     )
 
 

@@ -27,8 +27,9 @@ class Weighted(keras.Model):
 
     def __init__(self):
         inputs = keras.Input((4,))
-        hidden = keras.layers.Dropout(0.5, seed=1)(keras.layers.Dense(8)(inputs))
-        super().__init__(inputs, keras.layers.Dense(1)(hidden))
+        hidden = keras.layers.Dense(8, name="hidden")(inputs)
+        hidden = keras.layers.Dropout(0.5, seed=1)(hidden)
+        super().__init__(inputs, keras.layers.Dense(1, name="out")(hidden))
         self.objective_weights = {
             "mse": self.add_weight(shape=(), initializer="ones", trainable=False, name="mse")
         }
@@ -61,10 +62,12 @@ def dataset():
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
 
 
-def train(directory, steps, every_steps=3, keep=2):
+def train(directory, steps, every_steps=3, keep=2, checkpointer="h5"):
     """Fits a fresh model `steps` steps (resuming from `directory`)."""
     model = build_model()
-    checkpoint = checkpointing.TrainingCheckpoint(directory, every_steps=every_steps, keep=keep)
+    checkpoint = checkpointing.TrainingCheckpoint(
+        directory, every_steps=every_steps, keep=keep, checkpointer=checkpointer
+    )
     schedule = ObjectiveSchedule(STAGES, initial_step=checkpoint.restore(model))
     history = checkpointing.fit(model, dataset(), steps, 2, checkpoint, [schedule], verbose=0)
     return model, checkpoint, history

@@ -1,0 +1,73 @@
+"""Orbax checkpoints (`--checkpointer orbax`, JAX): a fit saved on a 2x4 mesh
+resumes to the uninterrupted fit's weights, optimizer state and step, each
+array back in its sharding. The 8 simulated devices need XLA_FLAGS before
+JAX starts, so the mesh run is a subprocess."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_slam import checkpointing, distribution
+from tests.test_checkpointing import train, values
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def layout_map(device_mesh):
+    """The test model's Dense kernels split over the model axis."""
+    layout = keras.distribution.LayoutMap(device_mesh)
+    layout["hidden/kernel"] = (None, "model")
+    layout["out/kernel"] = ("model", None)
+    return layout
+
+
+def resume_on_a_2x4_mesh(directory):
+    """Run in the subprocess: 8 steps straight, and 3 steps then a resume to 8."""
+    distribution.apply_mesh("2x4", layout_map)
+    reference, _, reference_history = train(os.path.join(directory, "straight"), 8, 3, 2, "orbax")
+    train(os.path.join(directory, "resumed"), 3, 3, 2, "orbax")
+    resumed, checkpoint, history = train(os.path.join(directory, "resumed"), 8, 3, 2, "orbax")
+    assert checkpoint.step == 8 and checkpoint.restored
+    assert [step for step, _ in checkpoint.checkpoints()] == [6, 8]  # keep=2
+    assert sorted(os.listdir(os.path.join(directory, "resumed"))) == ["6", "8"]
+    for expected, actual in zip(
+        values(reference.variables + reference.optimizer.variables),
+        values(resumed.variables + resumed.optimizer.variables),
+    ):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+    assert history["loss"][0] == reference_history["loss"][0] and len(history["loss"]) == 5
+    kernel = resumed.get_layer("hidden").kernel
+    assert tuple(kernel.value.sharding.spec) == (None, "model"), kernel.value.sharding
+    print("resumed on the mesh")
+
+
+@pytest.mark.slow(backend="jax")
+def test_a_fit_saved_on_a_2x4_mesh_resumes_exactly(tmp_path):
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    code = f"from tests.test_orbax_checkpoints import *; resume_on_a_2x4_mesh({str(tmp_path)!r})"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--mesh 2x4: ModelParallel over 8 devices" in result.stdout
+    assert "resumed on the mesh" in result.stdout
+
+
+def test_orbax_is_the_multi_host_jax_default_and_jax_only(monkeypatch, tmp_path):
+    args = checkpointing.default_training_arguments()
+    assert checkpointing.checkpoint_from_args(args, str(tmp_path)).orbax is None
+    if keras.backend.backend() == "jax":
+        monkeypatch.setattr(distribution, "processes", lambda: (2, 0))
+        assert checkpointing.checkpoint_from_args(args, str(tmp_path)).orbax is not None
+    else:
+        with pytest.raises(ValueError, match="--checkpointer orbax writes sharded JAX arrays"):
+            checkpointing.TrainingCheckpoint(str(tmp_path), checkpointer="orbax")
