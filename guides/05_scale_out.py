@@ -129,11 +129,13 @@ for name, values in losses.items():
 # (`keras_slam.distribution`): `--mesh 8` trains data parallel on 8
 # devices, `--mesh 2x4` on this guide's 2 (batch) x 4 (model) mesh with
 # the task's layout map, set before the model is built. Batches are global
-# and split over the data axis, so on JAX each batch size must divide by
-# it (the pre-training configs' 8 / 16 / 8 do; the recipes whose buckets
-# share an audio budget, `asr`, `main`, `st`, `classify`, need a budget
-# whose bucket sizes do). On a CPU, simulated (`tests/test_distribution.py`
-# checks that the losses equal the single-device run's):
+# and split over the data axis, so the data pipeline rounds every bucket's
+# batch size up to a multiple of the data-parallel devices (the pre-training
+# configs' 8 / 16 / 8 stay; the budget-sized buckets of `asr`, `main`, `st`
+# and `classify`, e.g. 5 / 3 / 2 utterances of <= 3 / 5 / 8 s, become
+# 6 / 4 / 2 on `--mesh 2`); a partial batch is filled with masked rows.
+# On a CPU, simulated (`tests/test_distribution.py` checks that the losses
+# equal the single-device run's, and that `recipes.asr` trains on `--mesh 2`):
 #
 #     XLA_FLAGS=--xla_force_host_platform_device_count=8 KERAS_BACKEND=jax \
 #         python -m recipes.slam --config slam_tiny --mesh 2x4
@@ -156,8 +158,13 @@ for name, values in losses.items():
 # The long-run flags (`keras_slam.checkpointing`) serve such a job:
 # `--checkpoint-every-steps`, `--keep-checkpoints` (a rerun resumes after
 # preemption), `--mixed-precision bf16`, `--gradient-accumulation-steps`,
-# `--clipnorm`. Checkpoints are Keras weight files: weights sharded across
-# hosts need a multi-host checkpointer (Orbax), not built in yet.
+# `--clipnorm`. On several JAX hosts the checkpoints are Orbax's
+# (`--checkpointer auto`; `pip install 'keras-slam[orbax]'`): each host
+# writes its shards of the sharded weights and optimizer state,
+# asynchronously, and a rerun loads them into the same (or a new) mesh;
+# one host keeps Keras weight files (`--checkpointer h5`), or Orbax with
+# `--checkpointer orbax`. `tests/test_orbax_checkpoints.py` resumes a fit
+# saved on a simulated 2x4 mesh to the uninterrupted fit's weights.
 #
 # ## 5. A multi-GPU host (TensorFlow)
 # On TensorFlow `--mesh N` runs the recipe under

@@ -24,7 +24,8 @@ checkpoint first and runs only the steps left. What else resumes:
 - The learning-rate schedule reads `optimizer.iterations`, which is restored.
 
 With `checkpointer="orbax"` (JAX only; the default of a multi-host JAX run)
-the same checkpoints are written by Orbax (`orbax-checkpoint`, the
+the same checkpoints are written by Orbax (`orbax-checkpoint`, extra
+`keras-slam[orbax]`, the
 library Keras' `OrbaxCheckpoint` uses) as `<directory>/<N>/`: each host
 writes its own shards of every sharded array, asynchronously (training
 goes on while the copy on the host is written), into a temporary directory
@@ -56,6 +57,7 @@ logs by `TerminateOnSkippedSteps`; this many in a row stop the run).
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -101,6 +103,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             raise ValueError(
                 f"--checkpointer orbax writes sharded JAX arrays; the {keras.backend.backend()} "
                 "backend uses --checkpointer h5"
+            )
+        if checkpointer == "orbax" and importlib.util.find_spec("orbax") is None:
+            raise ImportError(
+                "--checkpointer orbax needs the orbax-checkpoint package: "
+                "pip install 'keras-slam[orbax]'"
             )
         self.directory = directory
         self.every_steps = every_steps
