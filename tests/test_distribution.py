@@ -142,10 +142,19 @@ def test_evaluation_reads_every_shard_on_every_host(monkeypatch):
     assert reader_calls(monkeypatch, build, (2, 1)) == reader_calls(monkeypatch, build, (1, 0))
 
 
-def simulated_devices_environment(count=8):
-    """Environment of a JAX subprocess with `count` simulated CPU devices."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
-    return dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags)
+def run_on_simulated_devices(arguments, timeout=900):
+    """stdout of `python *arguments` on JAX with 8 simulated CPU devices; it must succeed."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
+    result = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
 
 
 @pytest.mark.slow(backend="jax")
@@ -157,36 +166,23 @@ def test_asr_recipe_with_budget_sized_batches_trains_on_a_2_device_mesh(tmp_path
     preset = str(tmp_path / "preset")
     backbone.save_to_preset(preset)
     tokenizer.save_to_preset(preset)
-    command = [sys.executable, "-m", "recipes.asr", "--preset", preset, "--steps", "2"]
-    command += ["--output", str(tmp_path / "recognizer"), "--mesh", "2"]
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=simulated_devices_environment(),
-        capture_output=True,
-        text=True,
+    stdout = run_on_simulated_devices(
+        ["-m", "recipes.asr", "--preset", preset, "--steps", "2", "--mesh", "2"]
+        + ["--output", str(tmp_path / "recognizer")],
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "--mesh 2: DataParallel over 2 devices" in result.stdout
-    assert "held-out test error rates" in result.stdout
+    assert "--mesh 2: DataParallel over 2 devices" in stdout
+    assert "held-out test error rates" in stdout
 
 
 def run_slam_recipe(output, *flags):
     """(stdout, history) of 2 steps of recipes.slam slam_tiny on 8 simulated JAX devices."""
-    command = [sys.executable, "-m", "recipes.slam", "--config", "slam_tiny", "--steps", "2"]
-    command += ["--steps-per-epoch", "1", "--output", str(output), *flags]
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env=simulated_devices_environment(),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    stdout = run_on_simulated_devices(
+        ["-m", "recipes.slam", "--config", "slam_tiny", "--steps", "2", "--steps-per-epoch", "1"]
+        + ["--output", str(output), *flags]
     )
-    assert result.returncode == 0, result.stderr[-4000:]
     with open(os.path.join(output, "history.json"), encoding="utf-8") as file:
-        return result.stdout, json.load(file)
+        return stdout, json.load(file)
 
 
 @pytest.mark.slow(backend="jax")

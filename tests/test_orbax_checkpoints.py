@@ -4,8 +4,6 @@ array back in its sharding. The 8 simulated devices need XLA_FLAGS before
 JAX starts, so the mesh run is a subprocess."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,8 +11,7 @@ import pytest
 
 from keras_slam import checkpointing, distribution
 from tests.test_checkpointing import train, values
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.test_distribution import run_on_simulated_devices
 
 
 def layout_map(device_mesh):
@@ -47,19 +44,10 @@ def resume_on_a_2x4_mesh(directory):
 
 @pytest.mark.slow(backend="jax")
 def test_a_fit_saved_on_a_2x4_mesh_resumes_exactly(tmp_path):
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
     code = f"from tests.test_orbax_checkpoints import *; resume_on_a_2x4_mesh({str(tmp_path)!r})"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "--mesh 2x4: ModelParallel over 8 devices" in result.stdout
-    assert "resumed on the mesh" in result.stdout
+    stdout = run_on_simulated_devices(["-c", code], timeout=600)
+    assert "--mesh 2x4: ModelParallel over 8 devices" in stdout
+    assert "resumed on the mesh" in stdout
 
 
 def test_orbax_is_the_multi_host_jax_default_and_jax_only(monkeypatch, tmp_path):
