@@ -1,6 +1,6 @@
 """Orbax checkpoints (`--checkpointer orbax`, JAX): a fit saved on a 2x4 mesh
 resumes to the uninterrupted fit's weights, optimizer state and step, each
-array back in its sharding. The 8 simulated devices need XLA_FLAGS before
+array back in its sharding, and loads on one device too. The 8 simulated devices need XLA_FLAGS before
 JAX starts, so the mesh run is a subprocess."""
 
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_slam import checkpointing, distribution
-from tests.test_checkpointing import train, values
+from tests.test_checkpointing import build_model, train, values
 from tests.test_distribution import run_on_simulated_devices
 
 
@@ -39,6 +39,15 @@ def resume_on_a_2x4_mesh(directory):
     assert history["loss"][0] == reference_history["loss"][0] and len(history["loss"]) == 5
     kernel = resumed.get_layer("hidden").kernel
     assert tuple(kernel.value.sharding.spec) == (None, "model"), kernel.value.sharding
+    keras.distribution.set_distribution(None)  # one device: the arrays reshard as they load
+    alone = build_model()
+    saved = checkpointing.TrainingCheckpoint(
+        os.path.join(directory, "resumed"), checkpointer="orbax"
+    )
+    assert saved.restore(alone) == 8
+    for expected, actual in zip(values(resumed.weights), values(alone.weights)):
+        np.testing.assert_array_equal(actual, expected)
+    assert len(alone.get_layer("hidden").kernel.value.sharding.device_set) == 1
     print("resumed on the mesh")
 
 
