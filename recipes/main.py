@@ -236,7 +236,9 @@ def pretrain(
     `objectives`: the `SLAMPretrainer` objectives (the data streams follow
     them). The backbone's initial weights depend on `seed` only.
 
-    Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`).
+    Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`)
+    and, with paired objectives, {"held_out_<metric>": [value]}: TLM / STM /
+    CTC on the bundled paired test split (`slam.evaluate_paired`).
     """
     args = args or checkpointing.default_training_arguments()
     pretrainer = build_pretrainer(settings, tokenizer.vocabulary_size(), seed, objectives)
@@ -277,6 +279,10 @@ def pretrain(
         checkpoint=checkpoint,
         max_consecutive_skips=args.max_consecutive_skips,
     )
+    if "paired" in pretrainer.sub_batches:
+        test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
+        held_out = slam.evaluate_paired(pretrainer, test)
+        history.update({f"held_out_{name}": [value] for name, value in held_out.items()})
     slam.save_pretrained_preset(backbone, preset_dir, front_end, tokenizer)
     return history
 
@@ -443,7 +449,7 @@ def main(argv=None):
         args,
     )
     pretrain_seconds = time.time() - started
-    loss_names = [n for n in pretrain_history if n.endswith("loss")]
+    loss_names = [n for n in pretrain_history if n.endswith("loss") and "held_out" not in n]
     # Losses, then the views that collapse cannot fool (codebook usage and
     # perplexities, masked-prediction gain, valid negatives) and accuracies.
     reported = loss_names + sorted(n for n in pretrain_history if n not in loss_names)

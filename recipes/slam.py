@@ -89,7 +89,7 @@ from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
-from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.models.slam_pretrainer import METRICS, SLAMPretrainer
 from keras_slam.optimizers import TransformerSchedule
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +309,30 @@ def build_pretrainer(config, vocabulary_size=None, **optimizer_arguments):
         )
     )
     return pretrainer
+
+
+PAIRED_KEYS = ("speech_features", "speech_padding_mask", "token_ids", "token_padding_mask")
+
+
+def evaluate_paired(pretrainer, paired_batches):
+    """Means of the paired objectives' losses and accuracies (TLM, STM, CTC)
+    over held-out pairs: {metric name: value}, e.g. "stm_accuracy".
+
+    `paired_batches`: a finite dataset of paired batches read once (other
+    keys, such as "language", are dropped), e.g. the bundled test split
+    (`recipes.asr.paired_dataset(..., "test")`). STM scores each utterance
+    with its own transcript and with the next pair's in the batch (no
+    negative in a batch of one pair). Masks are drawn as in training;
+    dropout and Gumbel noise are off. Each value is the mean over the
+    batches that hold a pair (`keras.Model.evaluate`).
+    """
+    batches = paired_batches.map(lambda batch: {"paired": {k: batch[k] for k in PAIRED_KEYS}})
+    results = pretrainer.evaluate(batches, verbose=0, return_dict=True)
+    return {
+        name: float(results[name])
+        for name in pretrainer.objective_metrics
+        if METRICS[name][0] == "paired"
+    }
 
 
 def save_pretrained_preset(backbone, preset_dir, front_end, tokenizer=None):
