@@ -72,8 +72,6 @@ TINY_BACKBONE = dict(
 # compile once per combination of buckets).
 PRETRAIN_SECONDS = 4.0
 TEXT_LENGTH = 112
-# Pre-training runs at least this long are watched for codebook collapse.
-MONITORED_STEPS = 20
 # The synth corpora's seeds: different voices and sentence orders.
 UNLABELLED_SEED, LABELLED_SEED = 0, 1
 
@@ -257,17 +255,11 @@ def pretrain(
     )
     # Stops with a CodebookCollapseError naming the metric and step when the
     # codebook collapses (the thresholds of the tiny pre-training recipes).
-    # Not in smoke runs (< MONITORED_STEPS): their batches of one short
-    # utterance hold ~10 masked frames, so under 7 of the 64 codes in use is
-    # no sign of collapse there.
-    callbacks = []
-    if settings.pretrain_steps >= MONITORED_STEPS:
-        callbacks.append(
-            CodebookCollapseMonitor(
-                slam.COLLAPSE_THRESHOLDS,
-                check_every_n_batches=max(1, settings.pretrain_steps // 20),
-            )
+    callbacks = [
+        CodebookCollapseMonitor(
+            slam.COLLAPSE_THRESHOLDS, check_every_n_batches=max(1, settings.pretrain_steps // 20)
         )
+    ]
     dataset = pretraining_dataset(
         settings, tokenizer, front_end, seed=seed, sub_batches=pretrainer.sub_batches
     )
