@@ -23,7 +23,7 @@ stages, tokenizer, batches, optimizer, steps.
   one bucket per stream; they pre-train on `tfrecords/sample` on a CPU in a
   few minutes and write `history.json`, `loss_curves.png` (losses,
   accuracies, codebook perplexity and usage per epoch) and
-  `codebook_usage.png` (code counts at masked frames over the last epoch).
+  `codebook_usage.png` (code counts at masked frames over the last 100 steps).
 - "w2v_bert_tiny": the same tiny backbone with the speech objectives only
   (contrastive + diversity + w2v_mlm, the paper's weights 1 / 0.1 / 1), on
   the speech and paired-train audio as unlabeled speech; a faster Gumbel
@@ -55,7 +55,8 @@ stages, tokenizer, batches, optimizer, steps.
 `pretrain` attaches a `CodebookCollapseMonitor` that stops training with a
 `CodebookCollapseError` (naming the metric, value, threshold and step)
 when a metric of `COLLAPSE_THRESHOLDS` (or the config's
-`collapse_thresholds`) falls below its threshold at an epoch's end.
+`collapse_thresholds`) falls below its threshold at an epoch's end (codebook
+usage over the last 100 steps, once they hold 256 masked frames).
 
 Every run checkpoints (`<output>/checkpoints`, `keras_slam.checkpointing`:
 `--checkpoint-every-steps`, `--keep-checkpoints`, and the long-run flags
@@ -219,7 +220,7 @@ CONFIGS["best_rq_tiny"] = dict(
     stages=((0, {"w2v_mlm": 1.0}),),
 )
 # Below these the recipes stop: fewer than 10% of the codes used as targets
-# over an epoch. `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps
+# over the last 100 steps (judged once they hold 256 masked frames). `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps
 # it near 0 with healthy codes; see "best_rq_tiny" above).
 COLLAPSE_THRESHOLDS = {"codebook_usage": 0.1}
 
@@ -445,11 +446,11 @@ def pretrain(
         json.dump(history, file, indent=1)
     plot_history(history, os.path.join(output_dir, "loss_curves.png"))
     if pretrainer.codebook_usage is not None and steps > start:
-        # The metric resets every epoch: its counts cover the last epoch.
+        window = min(steps, pretrainer.codebook_usage_window_steps)
         save_codebook_usage_plot(
             pretrainer.codebook_usage.total_counts(),
             os.path.join(output_dir, "codebook_usage.png"),
-            title=f"{config_name}: target codes at masked frames, last {steps_per_epoch} steps",
+            title=f"{config_name}: target codes at masked frames, last {window} steps",
         )
     save_pretrained_preset(
         pretrainer.backbone, os.path.join(output_dir, "preset"), front_end, tokenizer
