@@ -48,6 +48,8 @@ def test_few_masked_frames_of_a_healthy_codebook_do_not_stop(seeded):
         seed=3,
         **TINY_SPEECH_MASKING,
     )
+    # Cheapest step: XLA compiles take minutes on TF, eager JAX dispatches slowly.
+    pretrainer.compile(jit_compile=test_case.backend() == "jax")
     features = seeded.normal(size=(1, 48, 12)).astype("float32")
     batch = {"speech": {"speech_features": features, "speech_padding_mask": np.ones((1, 48))}}
     monitor = CodebookCollapseMonitor(COLLAPSE_THRESHOLDS, check_every_n_batches=1)

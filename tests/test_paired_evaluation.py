@@ -28,6 +28,8 @@ def test_evaluate_paired_is_the_mean_of_each_held_out_batch(seeded):
     import tensorflow as tf
 
     pretrainer = SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm", "ctc", "text_mlm"), seed=3)
+    # Cheapest step: XLA compiles take minutes on TF, eager JAX dispatches slowly.
+    pretrainer.compile(jit_compile=test_case.backend() == "jax")
     batches = [paired_batch(seeded, 3), paired_batch(seeded, 3)]
     dataset = tf.data.Dataset.from_tensor_slices(
         {k: np.stack([b[k] for b in batches]) for k in batches[0]}
