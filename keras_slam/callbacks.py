@@ -138,6 +138,10 @@ class TerminateOnSkippedSteps(keras.callbacks.Callback):
             )
 
 
+# The log key of the masked frames behind "codebook_usage" (`SLAMPretrainer`).
+FRAMES_KEY = "codebook_usage_frames"
+
+
 class CodebookCollapseError(RuntimeError):
     """Raised by `CodebookCollapseMonitor` when a codebook metric collapses."""
 
@@ -152,10 +156,12 @@ class CodebookCollapseMonitor(keras.callbacks.Callback):
     `on_collapse="warn"`, warns and goes on).
 
     Metrics (`SLAMPretrainer`): "codebook_usage" (fraction of codes used as
-    targets), "w2v_mlm_gain" (nats by which masked prediction beats the
-    code marginal: <= 0 when the targets are unpredictable noise or a
-    collapsed code), "valid_negatives" (negatives that differ from the
-    target).
+    targets over a window of steps), "w2v_mlm_gain" (nats by which masked
+    prediction beats the code marginal: <= 0 when the targets are
+    unpredictable noise or a collapsed code), "valid_negatives" (negatives
+    that differ from the target). Usage is judged only once its window
+    holds `min_frames` masked frames (`logs["codebook_usage_frames"]`): 10
+    frames show at most 10 codes, however healthy the codebook.
 
     Args:
         thresholds: {log key: minimum}; default {"codebook_usage": 0.1}.
@@ -164,6 +170,8 @@ class CodebookCollapseMonitor(keras.callbacks.Callback):
         start_step: steps before which nothing is checked (a gain needs
             some training before it can be positive).
         on_collapse: "raise" or "warn".
+        min_frames: masked frames below which usage is not judged; 256 is 4
+            per code of the tiny recipes' 64 (0: judge every check).
     """
 
     def __init__(
@@ -173,6 +181,7 @@ class CodebookCollapseMonitor(keras.callbacks.Callback):
         patience=1,
         start_step=0,
         on_collapse="raise",
+        min_frames=256,
     ):
         super().__init__()
         if on_collapse not in ("raise", "warn"):
@@ -182,6 +191,7 @@ class CodebookCollapseMonitor(keras.callbacks.Callback):
         self.patience = patience
         self.start_step = start_step
         self.on_collapse = on_collapse
+        self.min_frames = min_frames
         self.step = 0
         self.low_checks = {name: 0 for name in self.thresholds}
         self.history = []
@@ -190,15 +200,21 @@ class CodebookCollapseMonitor(keras.callbacks.Callback):
         self.step += 1
         if self.step % self.check_every_n_batches or self.step < self.start_step or not logs:
             return
-        missing = sorted(set(self.thresholds) - set(logs))
+        judged = dict(self.thresholds)
+        needed = set(judged)
+        if self.min_frames and "codebook_usage" in judged:
+            needed.add(FRAMES_KEY)
+        missing = sorted(needed - set(logs))
         if missing:
             raise KeyError(
                 f"CodebookCollapseMonitor: no {missing} in the training logs "
                 f"(have {sorted(logs)}); the model must report them."
             )
-        values = {name: float(logs[name]) for name in self.thresholds}
+        values = {name: float(logs[name]) for name in sorted(needed)}
         self.history.append((self.step, values))
-        for name, threshold in self.thresholds.items():
+        if values.get(FRAMES_KEY, self.min_frames) < self.min_frames:
+            del judged["codebook_usage"]
+        for name, threshold in judged.items():
             self.low_checks[name] = self.low_checks[name] + 1 if values[name] < threshold else 0
             if self.low_checks[name] < self.patience:
                 continue

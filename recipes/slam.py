@@ -23,7 +23,7 @@ stages, tokenizer, batches, optimizer, steps.
   one bucket per stream; they pre-train on `tfrecords/sample` on a CPU in a
   few minutes and write `history.json`, `loss_curves.png` (losses,
   accuracies, codebook perplexity and usage per epoch) and
-  `codebook_usage.png` (code counts at masked frames over the last epoch).
+  `codebook_usage.png` (code counts at masked frames over the last 100 steps).
 - "w2v_bert_tiny": the same tiny backbone with the speech objectives only
   (contrastive + diversity + w2v_mlm, the paper's weights 1 / 0.1 / 1), on
   the speech and paired-train audio as unlabeled speech; a faster Gumbel
@@ -55,7 +55,8 @@ stages, tokenizer, batches, optimizer, steps.
 `pretrain` attaches a `CodebookCollapseMonitor` that stops training with a
 `CodebookCollapseError` (naming the metric, value, threshold and step)
 when a metric of `COLLAPSE_THRESHOLDS` (or the config's
-`collapse_thresholds`) falls below its threshold at an epoch's end.
+`collapse_thresholds`) falls below its threshold at an epoch's end (codebook
+usage over the last 100 steps, once they hold 256 masked frames).
 
 Every run checkpoints (`<output>/checkpoints`, `keras_slam.checkpointing`:
 `--checkpoint-every-steps`, `--keep-checkpoints`, and the long-run flags
@@ -89,7 +90,7 @@ from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
-from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.models.slam_pretrainer import METRICS, SLAMPretrainer
 from keras_slam.optimizers import TransformerSchedule
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,7 +220,7 @@ CONFIGS["best_rq_tiny"] = dict(
     stages=((0, {"w2v_mlm": 1.0}),),
 )
 # Below these the recipes stop: fewer than 10% of the codes used as targets
-# over an epoch. `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps
+# over the last 100 steps (judged once they hold 256 masked frames). `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps
 # it near 0 with healthy codes; see "best_rq_tiny" above).
 COLLAPSE_THRESHOLDS = {"codebook_usage": 0.1}
 
@@ -309,6 +310,30 @@ def build_pretrainer(config, vocabulary_size=None, **optimizer_arguments):
         )
     )
     return pretrainer
+
+
+PAIRED_KEYS = ("speech_features", "speech_padding_mask", "token_ids", "token_padding_mask")
+
+
+def evaluate_paired(pretrainer, paired_batches):
+    """Means of the paired objectives' losses and accuracies (TLM, STM, CTC)
+    over held-out pairs: {metric name: value}, e.g. "stm_accuracy".
+
+    `paired_batches`: a finite dataset of paired batches read once (other
+    keys, such as "language", are dropped), e.g. the bundled test split
+    (`recipes.asr.paired_dataset(..., "test")`). STM scores each utterance
+    with its own transcript and with the next pair's in the batch (no
+    negative in a batch of one pair). Masks are drawn as in training;
+    dropout and Gumbel noise are off. Each value is the mean over the
+    batches that hold a pair (`keras.Model.evaluate`).
+    """
+    batches = paired_batches.map(lambda batch: {"paired": {k: batch[k] for k in PAIRED_KEYS}})
+    results = pretrainer.evaluate(batches, verbose=0, return_dict=True)
+    return {
+        name: float(results[name])
+        for name in pretrainer.objective_metrics
+        if METRICS[name][0] == "paired"
+    }
 
 
 def save_pretrained_preset(backbone, preset_dir, front_end, tokenizer=None):
@@ -421,11 +446,11 @@ def pretrain(
         json.dump(history, file, indent=1)
     plot_history(history, os.path.join(output_dir, "loss_curves.png"))
     if pretrainer.codebook_usage is not None and steps > start:
-        # The metric resets every epoch: its counts cover the last epoch.
+        window = min(steps, pretrainer.codebook_usage_window_steps)
         save_codebook_usage_plot(
             pretrainer.codebook_usage.total_counts(),
             os.path.join(output_dir, "codebook_usage.png"),
-            title=f"{config_name}: target codes at masked frames, last {steps_per_epoch} steps",
+            title=f"{config_name}: target codes at masked frames, last {window} steps",
         )
     save_pretrained_preset(
         pretrainer.backbone, os.path.join(output_dir, "preset"), front_end, tokenizer

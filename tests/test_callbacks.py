@@ -11,6 +11,7 @@ def test_collapse_monitor_raises_naming_metric_value_threshold_and_step():
         check_every_n_batches=2,
         patience=2,
         start_step=4,
+        min_frames=0,
     )
     healthy = {"codebook_usage": 0.5, "w2v_mlm_gain": 0.3}
     for batch in range(3):  # steps 1-3: before start_step, or not a check
@@ -32,6 +33,6 @@ def test_collapse_monitor_raises_naming_metric_value_threshold_and_step():
 def test_collapse_monitor_can_only_warn():
     monitor = CodebookCollapseMonitor(check_every_n_batches=1, on_collapse="warn")
     with pytest.warns(RuntimeWarning, match="codebook_usage = 0.0500 < threshold 0.1 at step 1"):
-        monitor.on_train_batch_end(0, {"codebook_usage": 0.05})
+        monitor.on_train_batch_end(0, {"codebook_usage": 0.05, "codebook_usage_frames": 256.0})
     with pytest.raises(ValueError, match="on_collapse"):
         CodebookCollapseMonitor(on_collapse="log")

@@ -139,9 +139,12 @@ class CodebookUsage(keras.metrics.Metric):
     """Fraction of codes chosen at least once over the last `window_steps`.
 
     Keeps one (G, V) count table per step in a ring buffer (fixed shapes, so
-    `update_state` works inside a jitted `compute_loss`); `window_steps=None`
-    accumulates since the last reset (keras resets metrics every epoch).
-    The result is averaged over groups.
+    `update_state` works inside a jitted `compute_loss`). The window outlives
+    `reset_state`: keras resets metrics at every epoch, which would cut it
+    to one epoch's steps (one batch of ~10 masked frames in a smoke run,
+    where few codes in use is no collapse). `window_steps=None` accumulates
+    since the last reset. The result is averaged over groups; `frames()`
+    says how many frames it rests on.
 
     Args:
         num_codes: V, codes per group.
@@ -178,13 +181,18 @@ class CodebookUsage(keras.metrics.Metric):
         """(G, V) counts over the window."""
         return ops.sum(self.counts, axis=0)
 
+    def frames(self):
+        """Scalar float32: frames counted over the window (per group)."""
+        return ops.sum(self.counts) / self.num_groups
+
     def result(self):
         used = ops.cast(self.total_counts() > 0, "float32")
         return ops.mean(used)
 
     def reset_state(self):
-        self.counts.assign(ops.zeros(self.counts.shape))
-        self.updates.assign(0)
+        if self.window_steps is None:
+            self.counts.assign(ops.zeros(self.counts.shape))
+            self.updates.assign(0)
 
     def get_config(self):
         config = super().get_config()

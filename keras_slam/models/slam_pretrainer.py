@@ -30,8 +30,9 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   frame that differ from the target (K when codes are diverse); and
   `codebook_usage` (a `CodebookUsage` metric), the fraction
   of codes chosen as targets at masked real frames over the last
-  `codebook_usage_window_steps` steps; `keras_slam.callbacks.CodebookCollapseMonitor`
-  acts on it.
+  `codebook_usage_window_steps` steps, with `codebook_usage_frames`, how
+  many frames that is; `keras_slam.callbacks.CodebookCollapseMonitor`
+  acts on them.
   `codebook_perplexity` (what the diversity loss raises) and
   `codebook_frame_perplexity` (codes each frame hesitates between) are the
   soft views: collapse drives both to 1, flat noise-driven codes bring the
@@ -196,7 +197,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             a 32-dim projection changed little in the same run (usage 1.0,
             accuracy 4.4%, gain -0.19).
         codebook_usage_window_steps: steps over which `codebook_usage`
-            counts the codes in use (the metric also resets every epoch).
+            counts the codes in use (across epochs).
         seed: seed of the task's SeedGenerators.
 
     Call: `pretrainer(batch, training)` -> dict of float32 scalars: every
@@ -724,6 +725,15 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             self.codebook_usage.update_state(y_pred["speech_code_ids"], y_pred["speech_code_mask"])
         # Under tf.distribute each replica's loss is 1 / replicas of its mean.
         return scale_loss_for_distribution(self.total_loss(y_pred))
+
+    def get_metrics_result(self):
+        """Keras' metric results plus "codebook_usage_frames", the masked frames
+        behind `codebook_usage` (`CodebookCollapseMonitor` judges usage only
+        over enough of them)."""
+        results = super().get_metrics_result()
+        if self.codebook_usage is not None:
+            results["codebook_usage_frames"] = self.codebook_usage.frames()
+        return results
 
     def get_config(self):
         config = super().get_config()

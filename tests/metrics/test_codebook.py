@@ -86,8 +86,9 @@ def test_usage_over_a_window_of_steps():
     usage.update_state(np.array([[3, 3]]), mask)  # the first step leaves the window
     assert float(test_case.to_numpy(usage.result())) == 0.5
     np.testing.assert_array_equal(test_case.to_numpy(usage.total_counts()), [[0, 0, 2, 2]])
-    usage.reset_state()
-    assert float(test_case.to_numpy(usage.result())) == 0.0
+    assert float(test_case.to_numpy(usage.frames())) == 4.0
+    usage.reset_state()  # keras' every epoch: the window stays
+    assert float(test_case.to_numpy(usage.result())) == 0.5
 
     cumulative = CodebookUsage(num_codes=4, num_groups=2)
     cumulative.update_state(
@@ -98,6 +99,9 @@ def test_usage_over_a_window_of_steps():
         test_case.to_numpy(cumulative.total_counts()), [[1, 0, 0, 1], [0, 1, 0, 1]]
     )
     assert float(test_case.to_numpy(cumulative.result())) == 0.5
+    assert float(test_case.to_numpy(cumulative.frames())) == 2.0
+    cumulative.reset_state()
+    assert float(test_case.to_numpy(cumulative.result())) == 0.0
     clone = CodebookUsage.from_config(cumulative.get_config())
     assert (clone.num_codes, clone.num_groups, clone.window_steps) == (4, 2, None)
 

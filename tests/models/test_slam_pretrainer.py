@@ -369,7 +369,7 @@ def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
         assert np.isfinite(history[name][-1]), name
     # No codebook can be more than fully used: a 1.01 threshold always fires.
     monitor = CodebookCollapseMonitor(
-        {"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1
+        {"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1, min_frames=0
     )
     with pytest.raises(
         CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "

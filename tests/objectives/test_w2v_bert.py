@@ -410,7 +410,7 @@ def test_compute_loss_under_jit_fit(seeded, policy):
     model.compute_loss(x={k: v[:2] for k, v in data.items()}, training=False)  # builds every layer
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=test_case.backend() != "torch")
     monitor = CodebookCollapseMonitor(
-        {"codebook_usage": 1.1}, check_every_n_batches=1, on_collapse="warn"
+        {"codebook_usage": 1.1}, check_every_n_batches=1, on_collapse="warn", min_frames=0
     )
     with pytest.warns(RuntimeWarning, match="collapse"):
         history = model.fit(data, batch_size=4, epochs=2, verbose=0, callbacks=[monitor])
