@@ -77,8 +77,11 @@ translator.summary()
 # Each batch of the pipeline holds audio features, the source text's ids and
 # the translation's ids. `st.joint_batch` makes it {"speech": ..., "text":
 # ...}; `split_translation_batch` adds the decoder input (BOS + target) and
-# labels (target + EOS). The loss is ST + `mt_loss_weight` x MT, each shown
-# in the progress bar.
+# labels (target + EOS). The loss is ST + `mt_loss_weight` x MT +
+# `ctc_loss_weight` x CTC, each shown in the progress bar: the CTC
+# auxiliary is a head on the speech encoder that predicts the spoken
+# transcript (the batch's source ids), which keeps the spoken content in
+# the encoder while the decoder learns to read it.
 
 # %%
 train = st.translation_dataset(files["train"], preprocessor, config, training=True)
