@@ -60,14 +60,14 @@ CONFIGS = {
     # pairs, so that every pair is seen several times.
     "st_tiny": {
         "backbone": main_recipe.TINY_BACKBONE,
-        "pretrain_steps": 200,
+        "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
         "directions": (("de", "en"), ("es", "en")),
         "train_pairs": 300,  # per direction
         "test_pairs": 20,
         "max_translation_length": 48,  # English characters; longer pairs are skipped
         "bucket_seconds": (2.5, 4.0),  # longer utterances are skipped
-        "finetune_steps": 500,
+        "finetune_steps": 300,
         "learning_rate": 2e-3,
         "batch_seconds": 10.0,
         "mt_loss_weight": 5.0,  # mSLAM's
