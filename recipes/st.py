@@ -46,10 +46,9 @@ from recipes import asr
 from recipes import main as main_recipe
 
 DIRECTIONS = tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES)
-BUCKET_SECONDS = (3.0, 5.0, 8.0)
 MAX_SOURCE_LENGTH = 160  # characters of the spoken side's text (MT input)
 _TINY_DECODER = {
-    "decoder_num_layers": 2,
+    "decoder_num_layers": 1,
     "decoder_hidden_dim": 64,
     "decoder_intermediate_dim": 128,
     "decoder_num_heads": 2,
@@ -57,17 +56,24 @@ _TINY_DECODER = {
     "label_smoothing": 0.1,
 }
 CONFIGS = {
+    # Sized for <= 15 min on 2 CPU cores: two directions and few, short
+    # pairs, so that every pair is seen several times.
     "st_tiny": {
         "backbone": main_recipe.TINY_BACKBONE,
         "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
-        "train_pairs": 1000,  # per direction
-        "test_pairs": 25,
-        "max_translation_length": 80,  # English characters; longer pairs are skipped
-        "finetune_steps": 200,
+        "directions": (("de", "en"), ("es", "en")),
+        "train_pairs": 300,  # per direction
+        "test_pairs": 20,
+        "max_translation_length": 48,  # English characters; longer pairs are skipped
+        "bucket_seconds": (2.5, 4.0),  # longer utterances are skipped
+        "finetune_steps": 300,
         "learning_rate": 2e-3,
-        "batch_seconds": 16.0,
+        "batch_seconds": 10.0,
         "mt_loss_weight": 5.0,  # mSLAM's
+        # The CTC auxiliary on the encoder (source transcript; see
+        # `SpeechTranslator`): the encoder keeps the spoken content.
+        "ctc_loss_weight": 1.0,
         "max_decode_length": None,  # decoder positions at evaluation (None: all)
     },
 }
@@ -89,14 +95,16 @@ SETTINGS = (
 
 
 def speech_corpus(cache, config):
-    """{split: speech-translation shard files} of the X->En directions,
-    spoken into `cache` on first use."""
+    """{split: speech-translation shard files} of the config's X->En
+    directions, spoken into `cache` on first use."""
     files = {}
+    directions = config["directions"]
     for split, pairs in (("train", config["train_pairs"]), ("test", config["test_pairs"])):
+        name = "_".join([split, str(pairs), *(spoken for spoken, _ in directions)])
         corpus = parallel_speech.ensure_parallel_speech(
-            os.path.join(cache, f"{split}_{pairs}"), DIRECTIONS, (split,), pairs, progress=False
+            os.path.join(cache, name), directions, (split,), pairs, progress=False
         )
-        names = [parallel_speech.direction_name(*direction) for direction in DIRECTIONS]
+        names = [parallel_speech.direction_name(*direction) for direction in directions]
         folders = [os.path.join(corpus, n, split) for n in names]
         list_shards = distribution.host_shards if split == "train" else pipeline.list_shards
         files[split] = list_shards(folders)
@@ -139,6 +147,7 @@ def build_translator(preset, preprocessor, config, load_weights=True):
         load_weights=load_weights,
         preprocessor=preprocessor,
         mt_loss_weight=config["mt_loss_weight"],
+        ctc_loss_weight=config["ctc_loss_weight"],
         max_target_length=config["max_translation_length"] + 1,
         **config["decoder"],
     )
@@ -150,13 +159,13 @@ def translation_dataset(files, preprocessor, config, training=False, seed=0):
     return pipeline.speech_dataset(
         files,
         preprocessor.audio_converter,
-        pipeline.Buckets.from_budget(BUCKET_SECONDS, config["batch_seconds"]),
+        pipeline.Buckets.from_budget(config["bucket_seconds"], config["batch_seconds"]),
         tokenizer=preprocessor.tokenizer,
         max_token_length=MAX_SOURCE_LENGTH,
         paired=True,
         translation_tokenizer=preprocessor.target_tokenizer,
         max_translation_length=config["max_translation_length"],
-        too_long="skip",
+        too_long="skip",  # audio over the last bucket, translations over the limit
         shuffle_buffer=1024 if training else 0,
         seed=seed,
         repeat=training,

@@ -42,7 +42,9 @@ def split_translation_batch(batch, bos_id, eos_id):
     Returns:
         x = the source fields + {"decoder_token_ids" (B, L' + 1) int32,
         "decoder_padding_mask" (B, L' + 1) float32}; y = {"target_ids"
-        (B, L' + 1) int32, "target_padding_mask" (B, L' + 1) float32}.
+        (B, L' + 1) int32, "target_padding_mask" (B, L' + 1) float32}, and
+        for speech with a transcript ("token_ids", a paired batch)
+        {"transcript_ids" (B, S) int32, "transcript_padding_mask" (B, S)}.
     """
     if any(name in batch for name in MODALITIES):
         split = {name: split_translation_batch(batch[name], bos_id, eos_id) for name in batch}
@@ -66,4 +68,11 @@ def split_translation_batch(batch, bos_id, eos_id):
     mask = tf.cast(mask, tf.float32)
     x = {key: batch[key] for key in encoder_keys(batch)}
     x.update(decoder_token_ids=decoder_token_ids, decoder_padding_mask=mask)
-    return x, {"target_ids": target_ids, "target_padding_mask": mask}
+    y = {"target_ids": target_ids, "target_padding_mask": mask}
+    if encoder_keys(batch) == SPEECH_KEYS and "token_ids" in batch:
+        # The spoken side's transcript: labels of the CTC auxiliary.
+        y.update(
+            transcript_ids=tf.cast(batch["token_ids"], tf.int32),
+            transcript_padding_mask=tf.cast(batch["token_padding_mask"], tf.float32),
+        )
+    return x, y

@@ -26,6 +26,18 @@ each mean over the real target tokens of its sub-batch (0 for a sub-batch
 without any). A flat batch of either modality also trains (its MT loss is
 scaled by `mt_loss_weight` too). Per-token loss: cross-entropy with label
 smoothing eps, (1 - eps) * -log p(y) + eps * mean_v -log p(v), in float32.
+
+CTC auxiliary (`ctc_loss_weight` > 0): a Dense "encoder_ctc_head" on the
+speech encoder's output (before the projection) predicts the source
+transcript's tokens (source tokenizer, blank = pad id 0), and
+
+    loss += ctc_loss_weight * CTC / transcript length   (mean over items)
+
+on speech examples whose labels carry "transcript_ids" (a paired pipeline
+batch; `split_translation_batch` puts them there). It makes the encoder
+carry the source content from the first steps, before the decoder has
+learnt to read it (ST systems on top of ASR encoders do the same). The head
+trains with the encoder (its learning rate and freezing).
 """
 
 import keras
@@ -40,15 +52,17 @@ from keras_slam.data.translation import (
     split_translation_batch,  # noqa: F401  (public here too)
 )
 from keras_slam.models.layout_map import LayoutMapMixin
-from keras_slam.models.speech_recognizer import encode_speech
+from keras_slam.models.speech_recognizer import _default_vocabulary_size, encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from keras_slam.models.subclassed_task import SubclassedTask
+from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.inference_function import inference_function
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 from keras_slam.utils.preset_utils import PresetMixin
 
 DECODER_PREFIX = "decoder"
+CTC_HEAD_NAME = "encoder_ctc_head"
 STRATEGIES = ("greedy", "beam")
 
 
@@ -102,14 +116,21 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         mt_loss_weight: scale of the text-MT examples' loss (mSLAM: 5.0).
         use_shared_encoder: run the shared encoder after the speech tower
             (default: whenever the backbone has one).
+        ctc_loss_weight: weight of the CTC auxiliary on the speech
+            encoder (module docstring); 0 (default): no CTC head.
+        ctc_vocabulary_size: CTC classes (blank included); default: the
+            source tokenizer's vocabulary, else a SLAM backbone's.
         compile: compile with the defaults of `compile`.
 
     Call: a dict of encoder inputs (speech: "speech_features",
     "speech_padding_mask"; text: "token_ids", "token_padding_mask") plus
     "decoder_token_ids" (B, L) and "decoder_padding_mask" (B, L) -> logits
     (B, L, V); a joint batch {"speech": ..., "text": ...} -> {modality:
-    logits}. Labels y: {"target_ids", "target_padding_mask"} (B, L), or
-    the same per modality.
+    logits}. With a CTC head, speech input gives {"logits", "ctc_logits"
+    (B, T', C), "ctc_padding_mask" (B, T')} instead of the logits. Labels y:
+    {"target_ids", "target_padding_mask"} (B, L) (+ "transcript_ids",
+    "transcript_padding_mask" (B, S) for the CTC auxiliary), or the same per
+    modality.
 
     Example:
     ```python
@@ -138,6 +159,8 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         label_smoothing=0.1,
         mt_loss_weight=5.0,
         use_shared_encoder=None,
+        ctc_loss_weight=0.0,
+        ctc_vocabulary_size=None,
         compile=True,
         **kwargs,
     ):
@@ -152,6 +175,8 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
             use_shared_encoder = has_shared
         if use_shared_encoder and not has_shared:
             raise ValueError(f"{type(backbone).__name__} has no shared encoder")
+        if ctc_loss_weight and ctc_vocabulary_size is None:
+            ctc_vocabulary_size = _default_vocabulary_size(backbone, preprocessor)
         super().__init__(compile=False, **kwargs)
         dtype = backbone.dtype_policy
 
@@ -166,6 +191,10 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
                 decoder_hidden_dim, dtype=dtype, name=f"{DECODER_PREFIX}_encoder_projection"
             )
             self.encoder_projection.build((None, None, encoder_dim))
+        self.ctc_head = None
+        if ctc_loss_weight:
+            self.ctc_head = keras.layers.Dense(ctc_vocabulary_size, dtype=dtype, name=CTC_HEAD_NAME)
+            self.ctc_head.build((None, None, encoder_dim))
         self.decoder_embedding = keras_hub.layers.TokenAndPositionEmbedding(
             target_vocabulary_size,
             max_target_length,
@@ -207,13 +236,14 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         self.label_smoothing = label_smoothing
         self.mt_loss_weight = mt_loss_weight
         self.use_shared_encoder = use_shared_encoder
+        self.ctc_loss_weight = ctc_loss_weight
+        self.ctc_vocabulary_size = ctc_vocabulary_size
 
         self._generate_functions = {}  # (strategy, beam_width, max_length, eager) -> function
 
         # === Metrics ===
-        self.loss_trackers = {
-            name: keras.metrics.Mean(name=f"{name}_loss") for name in ("st", "mt")
-        }
+        loss_names = ("st", "mt", "ctc") if self.ctc_head is not None else ("st", "mt")
+        self.loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in loss_names}
         self.built = True
         if compile:
             self.compile()
@@ -233,23 +263,28 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
 
         Padded positions of the sequence are zero.
         """
+        return self._project(*self._encode_unprojected(inputs, training))
+
+    def _encode_unprojected(self, inputs, training):
+        """`encode` before the projection: ((B, S, De) sequence, (B, S) mask)."""
         if encoder_keys(inputs) == SPEECH_KEYS:
-            sequence, mask = encode_speech(
+            return encode_speech(
                 self.backbone,
                 inputs["speech_features"],
                 inputs["speech_padding_mask"],
                 self.use_shared_encoder,
             )
-        else:
-            if not (self.use_shared_encoder and hasattr(self.backbone, "embed_text")):
-                raise ValueError(
-                    "text input (token_ids) needs a SLAMBackbone and use_shared_encoder=True; "
-                    f"this translator has a {type(self.backbone).__name__} "
-                    f"(use_shared_encoder={self.use_shared_encoder})"
-                )
-            mask = inputs["token_padding_mask"]
-            sequence = self.backbone.embed_text(inputs["token_ids"], mask, training=training)
-            sequence = self.backbone.encode_shared(sequence, mask, training=training)
+        if not (self.use_shared_encoder and hasattr(self.backbone, "embed_text")):
+            raise ValueError(
+                "text input (token_ids) needs a SLAMBackbone and use_shared_encoder=True; "
+                f"this translator has a {type(self.backbone).__name__} "
+                f"(use_shared_encoder={self.use_shared_encoder})"
+            )
+        mask = inputs["token_padding_mask"]
+        sequence = self.backbone.embed_text(inputs["token_ids"], mask, training=training)
+        return self.backbone.encode_shared(sequence, mask, training=training), mask
+
+    def _project(self, sequence, mask):
         if self.encoder_projection is not None:
             sequence = self.encoder_projection(sequence)
         real = ops.cast(mask, "float32")[:, :, None] > 0
@@ -294,14 +329,16 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
     def call(self, inputs, training=False):
         if any(name in inputs for name in MODALITIES):
             return {name: self.call(batch, training=training) for name, batch in inputs.items()}
-        encoder_sequence, encoder_padding_mask = self.encode(inputs, training=training)
-        return self.decode(
+        sequence, mask = self._encode_unprojected(inputs, training)
+        logits = self.decode(
             inputs["decoder_token_ids"],
             inputs["decoder_padding_mask"],
-            encoder_sequence,
-            encoder_padding_mask,
+            *self._project(sequence, mask),
             training=training,
         )
+        if self.ctc_head is None or encoder_keys(inputs) != SPEECH_KEYS:
+            return logits
+        return {"logits": logits, "ctc_logits": self.ctc_head(sequence), "ctc_padding_mask": mask}
 
     # --- training ---------------------------------------------------------
 
@@ -330,28 +367,39 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         log_finite_losses(self)
 
     def modality_losses(self, x, y, y_pred):
-        """{"st": loss, "mt": loss} of the sub-batches present (module docstring)."""
+        """{"st": loss, "mt": loss, "ctc": loss} of the sub-batches present
+        (module docstring; "ctc" for speech with transcripts and a CTC head)."""
         if not any(name in x for name in MODALITIES):
             name = "speech" if encoder_keys(x) == SPEECH_KEYS else "text"
             x, y, y_pred = {name: x}, {name: y}, {name: y_pred}
-        return {
-            {"speech": "st", "text": "mt"}[name]: label_smoothed_cross_entropy(
-                y[name]["target_ids"],
-                y[name]["target_padding_mask"],
-                y_pred[name],
+        losses = {}
+        for name in x:
+            outputs = y_pred[name] if isinstance(y_pred[name], dict) else {"logits": y_pred[name]}
+            labels = y[name]
+            losses[{"speech": "st", "text": "mt"}[name]] = label_smoothed_cross_entropy(
+                labels["target_ids"],
+                labels["target_padding_mask"],
+                outputs["logits"],
                 self.label_smoothing,
             )
-            for name in x
-        }
+            if "ctc_logits" in outputs and "transcript_ids" in labels:
+                losses["ctc"] = ctc_loss(
+                    labels["transcript_ids"],
+                    labels["transcript_padding_mask"],
+                    outputs["ctc_logits"],
+                    outputs["ctc_padding_mask"],
+                    divide_by_target_length=True,
+                )
+        return losses
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """ST loss + mt_loss_weight * MT loss (float32)."""
+        """ST loss + mt_loss_weight * MT loss + ctc_loss_weight * CTC (float32)."""
         if y_pred is None:
             y_pred = self(x, training=training)
         losses = self.modality_losses(x, y, y_pred)
         for name, value in losses.items():
             self.loss_trackers[name].update_state(value)
-        weights = {"st": 1.0, "mt": self.mt_loss_weight}
+        weights = {"st": 1.0, "mt": self.mt_loss_weight, "ctc": self.ctc_loss_weight}
         loss = sum(weights[name] * value for name, value in losses.items())
         # Keeps keras' regularization losses (none by default) in the sum.
         loss = loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss
@@ -587,5 +635,7 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
             label_smoothing=self.label_smoothing,
             mt_loss_weight=self.mt_loss_weight,
             use_shared_encoder=self.use_shared_encoder,
+            ctc_loss_weight=self.ctc_loss_weight,
+            ctc_vocabulary_size=self.ctc_vocabulary_size,
         )
         return config
