@@ -62,13 +62,20 @@ preprocessor = SpeechRecognizerPreprocessor.from_preset(pretrained)
 
 # %% [markdown]
 # ## 3. Speech intent: a linear probe
-# `freeze_encoder=True` trains only the pooled head; the class names are
-# saved with the task preset. Batches come from the tf.data pipeline with
+# `freeze_encoder=True` trains only the pooled head and runs the encoder in
+# inference mode, also inside `fit` (no dropout noise in the features the
+# head learns from); the class names are saved with the task preset. Mean+std
+# pooling (the recipe's default) keeps how each feature varies over the
+# utterance. Batches come from the tf.data pipeline with
 # the label as a class index (-1 on padded rows, which the loss leaves out).
 
 # %%
 speech_classifier = SpeechClassifier.from_preset(
-    pretrained, class_names=class_names, preprocessor=preprocessor, freeze_encoder=True
+    pretrained,
+    class_names=class_names,
+    preprocessor=preprocessor,
+    pooling=config.pooling,
+    freeze_encoder=True,
 )
 speech_classifier.compile(learning_rate=config.learning_rate)
 train = classify.speech_batches(
@@ -99,7 +106,11 @@ print("speech-trained head on unseen spoken templates:", speech_scores)
 
 # %%
 text_classifier = TextClassifier.from_preset(
-    pretrained, class_names=class_names, preprocessor=preprocessor, freeze_encoder=True
+    pretrained,
+    class_names=class_names,
+    preprocessor=preprocessor,
+    pooling=config.pooling,
+    freeze_encoder=True,
 )
 text_classifier.compile(learning_rate=config.learning_rate)
 written = classify.text_batches(
