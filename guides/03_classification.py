@@ -96,12 +96,14 @@ print("speech-trained head on unseen spoken templates:", speech_scores)
 # shares its backbone and head (the same variables) and feeds them speech:
 # no spoken example was used for this head.
 #
-# Measured (`python -m recipes.classify --config classify_tiny`, 2026-12-01,
-# shared 2-core CPU at load 9-21, TensorFlow; all rows in README.md):
-# with the standardised pooled head, fine-tuned language ID reaches 51.7%
-# (pre-trained) and 43.9% (random init) against chance 11.1% and a log-mel
-# reference of 45.0%; the intent rows stay near chance (8.3%): speech probe
-# 13.6%, text probe 16.4%, the text-trained head zero-shot on speech 13.6%.
+# Measured (`python -m recipes.classify --config classify_tiny`, 2026-12-01 05:50-06:24 UTC,
+# shared 2-core CPU at load 8-16, TensorFlow; all rows in README.md):
+# with the frozen encoder in inference mode and mean+std pooling, the
+# language ID probes reach 28.3% (pre-trained) and
+# 23.9% (random init), fine-tuning 38.9% and
+# 41.7% (chance 11.1%); intents stay near or below chance
+# (8.3%) on speech: probe 5.5%, text probe 17.3%, the
+# text-trained head zero-shot on speech 13.6%.
 # Expect chance-level numbers from `--tiny`.
 
 # %%
