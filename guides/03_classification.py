@@ -62,13 +62,20 @@ preprocessor = SpeechRecognizerPreprocessor.from_preset(pretrained)
 
 # %% [markdown]
 # ## 3. Speech intent: a linear probe
-# `freeze_encoder=True` trains only the pooled head; the class names are
-# saved with the task preset. Batches come from the tf.data pipeline with
+# `freeze_encoder=True` trains only the pooled head and runs the encoder in
+# inference mode, also inside `fit` (no dropout noise in the features the
+# head learns from); the class names are saved with the task preset. Mean+std
+# pooling (the recipe's default) keeps how each feature varies over the
+# utterance. Batches come from the tf.data pipeline with
 # the label as a class index (-1 on padded rows, which the loss leaves out).
 
 # %%
 speech_classifier = SpeechClassifier.from_preset(
-    pretrained, class_names=class_names, preprocessor=preprocessor, freeze_encoder=True
+    pretrained,
+    class_names=class_names,
+    preprocessor=preprocessor,
+    pooling=config.pooling,
+    freeze_encoder=True,
 )
 speech_classifier.compile(learning_rate=config.learning_rate)
 train = classify.speech_batches(
@@ -89,17 +96,23 @@ print("speech-trained head on unseen spoken templates:", speech_scores)
 # shares its backbone and head (the same variables) and feeds them speech:
 # no spoken example was used for this head.
 #
-# Measured (`python -m recipes.classify --config classify_tiny`, 2026-12-01,
-# shared 2-core CPU at load 9-21, TensorFlow; all rows in README.md):
-# with the standardised pooled head, fine-tuned language ID reaches 51.7%
-# (pre-trained) and 43.9% (random init) against chance 11.1% and a log-mel
-# reference of 45.0%; the intent rows stay near chance (8.3%): speech probe
-# 13.6%, text probe 16.4%, the text-trained head zero-shot on speech 13.6%.
+# Measured (`python -m recipes.classify --config classify_tiny`, 2026-12-01 05:50-06:24 UTC,
+# shared 2-core CPU at load 8-16, TensorFlow; all rows in README.md):
+# with the frozen encoder in inference mode and mean+std pooling, the
+# language ID probes reach 28.3% (pre-trained) and
+# 23.9% (random init), fine-tuning 38.9% and
+# 41.7% (chance 11.1%); intents stay near or below chance
+# (8.3%) on speech: probe 5.5%, text probe 17.3%, the
+# text-trained head zero-shot on speech 13.6%.
 # Expect chance-level numbers from `--tiny`.
 
 # %%
 text_classifier = TextClassifier.from_preset(
-    pretrained, class_names=class_names, preprocessor=preprocessor, freeze_encoder=True
+    pretrained,
+    class_names=class_names,
+    preprocessor=preprocessor,
+    pooling=config.pooling,
+    freeze_encoder=True,
 )
 text_classifier.compile(learning_rate=config.learning_rate)
 written = classify.text_batches(

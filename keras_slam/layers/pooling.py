@@ -1,7 +1,7 @@
 """Sequence pooling and the classification head shared by speech and text.
 
     sequence (B, T, D), padding_mask (B, T)
-      -> SequencePooling ("mean" | "attention") -> (B, D)
+      -> SequencePooling ("mean" | "mean_std" | "attention") -> (B, D) or (B, 2D)
       -> standardisation (BatchNormalization without scale/offset, optional)
       -> Dropout -> Dense(num_classes) -> logits (B, C)
 
@@ -17,26 +17,33 @@ from keras import ops
 
 from keras_slam.layers.padding import masked_mean, zero_padded_frames
 
-POOLINGS = ("mean", "attention")
+POOLINGS = ("mean", "mean_std", "attention")
+# Keeps the gradient of sqrt finite where a feature is constant over an utterance.
+STD_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
 class SequencePooling(keras.layers.Layer):
-    """Masked mean or attention pooling over the real positions.
+    """Masked mean, mean+std or attention pooling over the real positions.
 
-    "mean": the mean of the real positions. "attention": a learned query q
+    "mean": the mean m of the real positions (B, D). "mean_std": [m, s]
+    (B, 2D), s = sqrt(mean of (x_t - m)^2 + 1e-5) over the real positions
+    (x-vector statistics pooling: how a feature varies within the utterance,
+    which a mean over a LayerNorm-ended encoder averages away).
+    "attention": a learned query q
     (D,) scores each position, s_t = x_t . q / sqrt(D); the output is
     sum_t softmax(s)_t x_t with the softmax over real positions only (in
-    float32). A row without real positions pools to zeros.
+    float32). A row without real positions pools to zeros (its std part to
+    sqrt(1e-5)).
 
     Args:
-        pooling: "mean" or "attention".
+        pooling: "mean", "mean_std" or "attention".
 
     Call args:
         sequence: (B, T, D).
         padding_mask: (B, T), 1 = real, 0 = pad.
     Returns:
-        (B, D) in the sequence's dtype.
+        (B, D), (B, 2D) for "mean_std", in the sequence's dtype.
     """
 
     def __init__(self, pooling="mean", **kwargs):
@@ -54,6 +61,13 @@ class SequencePooling(keras.layers.Layer):
     def call(self, sequence, padding_mask):
         if self.pooling == "mean":
             return masked_mean(sequence, padding_mask, axis=1)
+        if self.pooling == "mean_std":
+            # In float32, on zeroed padding (no NaN * 0 in the gradient).
+            values = ops.cast(zero_padded_frames(sequence, padding_mask), "float32")
+            mean = masked_mean(values, padding_mask, axis=1, keepdims=True)
+            variance = masked_mean(ops.square(values - mean), padding_mask, axis=1)
+            pooled = ops.concatenate([ops.squeeze(mean, 1), ops.sqrt(variance + STD_EPSILON)], -1)
+            return ops.cast(pooled, sequence.dtype)
         real = ops.greater(padding_mask, 0)
         # Selects, so NaN/inf at padded positions never reach the sum.
         sequence = zero_padded_frames(sequence, padding_mask)
@@ -67,7 +81,8 @@ class SequencePooling(keras.layers.Layer):
         return ops.cast(pooled, sequence.dtype)
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
-        return (sequence_shape[0], sequence_shape[-1])
+        dim = sequence_shape[-1]
+        return (sequence_shape[0], 2 * dim if self.pooling == "mean_std" and dim else dim)
 
     def get_config(self):
         config = super().get_config()
@@ -92,7 +107,7 @@ class ClassificationHead(keras.layers.Layer):
 
     Args:
         num_classes: C.
-        pooling: "mean" or "attention" (see `SequencePooling`).
+        pooling: "mean", "mean_std" or "attention" (see `SequencePooling`).
         dropout: rate before the dense layer.
         standardize: standardise the pooled features (see above).
 
@@ -128,7 +143,7 @@ class ClassificationHead(keras.layers.Layer):
         self.dense = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="logits")
 
     def build(self, sequence_shape, padding_mask_shape=None):
-        pooled_shape = (sequence_shape[0], sequence_shape[-1])
+        pooled_shape = self.sequence_pooling.compute_output_shape(sequence_shape)
         self.sequence_pooling.build(sequence_shape, padding_mask_shape)
         if self.standardization is not None:
             self.standardization.build(pooled_shape)

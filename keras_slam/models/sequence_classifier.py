@@ -9,10 +9,11 @@ padded batch rows); the loss is
 `keras_slam.objectives.classification.classification_loss`.
 
 Linear probe vs fine-tuning: `freeze_encoder=True` sets
-`backbone.trainable = False`, so only the head trains (the encoder's
-dropout still runs in `fit`; give the backbone dropout 0 for a
-deterministic probe). `freeze_encoder=False` fine-tunes everything, the
-encoder at `encoder_learning_rate_multiplier` x the head's learning rate.
+`backbone.trainable = False` and runs the encoder in inference mode, also
+inside `fit` (`InferenceModeEncoder`), so only the head trains and it sees
+the features it will classify. `freeze_encoder=False` fine-tunes
+everything, the encoder at `encoder_learning_rate_multiplier` x the head's
+learning rate.
 """
 
 import keras
@@ -65,6 +66,36 @@ def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
     return head, num_classes, class_names
 
 
+@keras.saving.register_keras_serializable(package="keras_slam")
+class InferenceModeEncoder(keras.layers.Layer):
+    """`encode(*inputs, training=False)` as one layer of a functional model.
+
+    A functional model passes the `training` it is called with (True in
+    `fit`) to every layer of its graph whose `call` takes one, overriding a
+    `training=False` given when the graph was built: a frozen encoder called
+    directly would run its dropout in `fit`, and the head's standardisation
+    would learn statistics of noisy features. This layer's `call` takes no
+    `training`, so the encoder it calls stays in inference mode.
+
+    Args:
+        backbone: the encoder's backbone (tracked: its weights are this layer's).
+        encode: `encode(*inputs, training=...)` -> outputs, a function of
+            `backbone`'s layers.
+    """
+
+    def __init__(self, backbone, encode, **kwargs):
+        super().__init__(dtype=backbone.dtype_policy, autocast=False, **kwargs)
+        self.backbone = backbone
+        self.encode = encode
+
+    def call(self, *inputs):
+        return self.encode(*inputs, training=False)
+
+    def compute_output_spec(self, *inputs):
+        # On KerasTensors the encoder's layers give their own output specs.
+        return self.encode(*inputs, training=False)
+
+
 class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
     """Base of the classifiers: subclasses build the functional graph
     (inputs -> encoder -> `self.head`) and name their input keys in
@@ -88,6 +119,13 @@ class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         self.preprocessor = preprocessor
         self.head = head
         return num_classes, class_names
+
+    def _encode(self, encode, *inputs):
+        """`encode(*inputs, training=...)` in the graph; in inference mode
+        when the encoder is frozen (`InferenceModeEncoder`)."""
+        if self.backbone.trainable:
+            return encode(*inputs)
+        return InferenceModeEncoder(self.backbone, encode, name="frozen_encoder")(*inputs)
 
     def _set_classifier_config(self, num_classes, class_names, freeze_encoder):
         self.num_classes = num_classes

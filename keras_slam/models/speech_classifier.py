@@ -31,7 +31,8 @@ class SpeechClassifier(SequenceClassifier):
         use_shared_encoder: run the SLAM shared encoder after the speech
             tower (default: whenever the backbone has one).
         dropout: before the head's dense layer.
-        freeze_encoder: linear probe: `backbone.trainable = False`.
+        freeze_encoder: linear probe: `backbone.trainable = False`, the
+            encoder in inference mode also in `fit`.
         head: a `ClassificationHead` to use (and share), e.g. a
             `TextClassifier`'s; `pooling` and `dropout` are then its own.
 
@@ -78,8 +79,12 @@ class SpeechClassifier(SequenceClassifier):
         # === Functional Model ===
         speech_features = keras.Input((None, backbone.feature_dim), name="speech_features")
         speech_padding_mask = keras.Input((None,), name="speech_padding_mask")
-        sequence, frame_mask = encode_speech(
-            backbone, speech_features, speech_padding_mask, use_shared_encoder
+        sequence, frame_mask = self._encode(
+            lambda features, mask, training=None: encode_speech(
+                backbone, features, mask, use_shared_encoder, training=training
+            ),
+            speech_features,
+            speech_padding_mask,
         )
         logits = self.head(sequence, frame_mask)
         super().__init__(

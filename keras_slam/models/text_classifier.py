@@ -71,8 +71,13 @@ class TextClassifier(SequenceClassifier):
         # === Functional Model ===
         token_ids = keras.Input((None,), dtype="int32", name="token_ids")
         token_padding_mask = keras.Input((None,), name="token_padding_mask")
-        sequence = backbone.embed_text(token_ids, token_padding_mask)
-        sequence = backbone.shared_encoder(sequence, token_padding_mask)
+        sequence = self._encode(
+            lambda ids, mask, training=None: backbone.shared_encoder(
+                backbone.embed_text(ids, mask, training=training), mask, training=training
+            ),
+            token_ids,
+            token_padding_mask,
+        )
         logits = self.head(sequence, token_padding_mask)
         super().__init__(
             inputs={"token_ids": token_ids, "token_padding_mask": token_padding_mask},

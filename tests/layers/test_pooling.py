@@ -40,7 +40,7 @@ def test_mean_pooling_known_answer(seeded):
         np.testing.assert_allclose(pooled[row], sequence[mask > 0].mean(0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("pooling", ["mean", "mean_std", "attention"])
 def test_pooling_padding_invariance_and_empty_rows(seeded, pooling):
     layer = pooling_layer(pooling, seeded)
     test_case.assert_padding_invariant(
@@ -50,7 +50,7 @@ def test_pooling_padding_invariance_and_empty_rows(seeded, pooling):
     batch["padding_mask"][1] = 0.0
     batch["sequence"][1] = np.nan
     pooled = test_case.to_numpy(layer(**batch))
-    np.testing.assert_array_equal(pooled[1], 0.0)
+    np.testing.assert_array_equal(pooled[1, :4], 0.0)  # the mean (or attention) part
     assert np.all(np.isfinite(pooled))
 
 
@@ -59,7 +59,7 @@ def test_unknown_pooling_is_an_error():
         SequencePooling("max")
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("pooling", ["mean", "mean_std", "attention"])
 def test_head_shapes_weights_and_serialization(seeded, pooling):
     head = ClassificationHead(5, pooling=pooling, dropout=0.1)
     batch = inputs(seeded)
@@ -97,3 +97,13 @@ def test_head_separates_small_shifts_on_a_large_common_offset(seeded):
     model.fit(train, labels[:128], batch_size=32, epochs=25, verbose=0)
     accuracy = (model.predict(test, verbose=0).argmax(-1) == labels[128:]).mean()
     assert accuracy > 0.9, accuracy
+
+
+def test_mean_std_pooling_known_answer(seeded):
+    batch = inputs(seeded)
+    pooled = test_case.to_numpy(SequencePooling("mean_std")(**batch))
+    assert pooled.shape == (3, 8)
+    for row, (sequence, mask) in enumerate(zip(batch["sequence"], batch["padding_mask"])):
+        real = sequence[mask > 0]
+        expected = np.concatenate([real.mean(0), np.sqrt(real.var(0) + 1e-5)])
+        np.testing.assert_allclose(pooled[row], expected, rtol=1e-5, atol=1e-6)
