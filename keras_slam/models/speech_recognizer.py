@@ -8,14 +8,14 @@
       -> {"logits" (B, T', V), "padding_mask" (B, T')}
 
 Class `blank_index` (0: the keras-slam tokenizers' pad id) is the CTC blank.
-The loss is `keras_slam.objectives.ctc.ctc_loss` per target token (each
-utterance's negative log-likelihood / its transcript length, mean over the
-utterances with audio: torch's `ctc_loss(reduction="mean")`, as the
-pre-trainer's CTC), float32 inside, so it is safe under mixed_bfloat16. Per
-token, its scale (and so the effect of `global_clipnorm` and the learning
-rate) does not grow with clip length. Computed in `compute_loss` from the
-labels {"token_ids", "token_padding_mask"}; `split_asr_batch` turns a
-pipeline batch into (x, y).
+The loss is `keras_slam.objectives.ctc.ctc_loss` (float32 inside, so it is safe
+under mixed_bfloat16), computed in `compute_loss` from the labels
+{"token_ids", "token_padding_mask"}; `split_asr_batch` turns a pipeline
+batch into (x, y). It stays summed per utterance (not per target token, as
+the pre-trainer's): under `global_clipnorm=5` every step is then clipped to
+one norm, and in the main job (300 English fine-tuning steps, lr 2e-3) the
+summed loss left the CTC plateau first (held-out CER 86.5%, vs 93% with
+torch's per-utterance mean and 95% with fairseq's batch-token mean).
 
 Fine-tuning schedule (`compile`): `EncoderHeadAdam` gives the encoder its own
 learning rate (`encoder_learning_rate_multiplier` x the head's) and keeps the
@@ -205,14 +205,13 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         log_finite_losses(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """CTC negative log-likelihood per target token, mean over the items with audio."""
+        """CTC negative log-likelihood, mean over the items with audio."""
         loss = ctc_loss(
             y["token_ids"],
             y["token_padding_mask"],
             y_pred["logits"],
             y_pred["padding_mask"],
             blank_index=self.blank_index,
-            divide_by_target_length=True,
         )
         # Keeps keras' regularization losses (none by default) in the sum.
         loss = loss + ops.cast(sum(self.losses, 0.0), "float32") if self.losses else loss

@@ -378,29 +378,3 @@ def test_transcribe_multichannel_needs_explicit_downmix(seeded, recognizer):
 def test_transcribe_integer_pcm_is_scaled(seeded, recognizer):
     pcm = (32768 * speech(seeded, 12000)).astype("int16")
     assert recognizer.transcribe([pcm]) == recognizer.transcribe([pcm / 32768.0])
-
-
-def test_ctc_loss_is_per_target_token_as_torch_mean(seeded, recognizer):
-    """The recognizer's loss equals torch's `ctc_loss(reduction="mean")` (each
-    utterance's NLL / its transcript length, batch mean), not the summed NLL
-    whose scale grows with clip length; a row without audio is left out."""
-    import torch
-
-    x = features(seeded, batch_size=3, length=64)
-    x["speech_padding_mask"][2] = 0.0
-    y = recognizer.preprocessor.tokenize_transcripts(["hello world", "cat", "good day"])
-    outputs = recognizer(x, training=False)
-    loss = float(test_case.to_numpy(recognizer.compute_loss(x, y, outputs, training=False)))
-    logits = test_case.to_numpy(outputs["logits"])[:2]
-    frame_lengths = test_case.to_numpy(outputs["padding_mask"]).sum(1).astype("int64")[:2]
-    label_lengths = np.asarray(y["token_padding_mask"]).sum(1).astype("int64")[:2]
-    log_probs = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), -1).transpose(0, 1)
-    expected = torch.nn.functional.ctc_loss(
-        log_probs,
-        torch.tensor(np.asarray(y["token_ids"])[:2], dtype=torch.long),
-        torch.tensor(frame_lengths),
-        torch.tensor(label_lengths),
-        blank=0,
-        reduction="mean",
-    ).item()
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
