@@ -11,7 +11,11 @@ Class `blank_index` (0: the keras-slam tokenizers' pad id) is the CTC blank.
 The loss is `keras_slam.objectives.ctc.ctc_loss` (float32 inside, so it is safe
 under mixed_bfloat16), computed in `compute_loss` from the labels
 {"token_ids", "token_padding_mask"}; `split_asr_batch` turns a pipeline
-batch into (x, y).
+batch into (x, y). It stays summed per utterance (not per target token, as
+the pre-trainer's): under `global_clipnorm=5` every step is then clipped to
+one norm, and in the main job (300 English fine-tuning steps, lr 2e-3) the
+summed loss left the CTC plateau first (held-out CER 86.5%, vs 93% with
+torch's per-utterance mean and 95% with fairseq's batch-token mean).
 
 Fine-tuning schedule (`compile`): `EncoderHeadAdam` gives the encoder its own
 learning rate (`encoder_learning_rate_multiplier` x the head's) and keeps the
