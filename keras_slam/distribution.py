@@ -11,10 +11,11 @@ holds for the rest of the process:
   with `get_layout_map(DeviceMesh((data, model), ("batch", "model")))`, over
   the first data x model devices of `keras.distribution.list_devices()`.
   Each batch is split over the "batch" axis, so every batch size must
-  divide by `data` (per host: `data` / hosts); the pipeline rounds its
-  bucket batch sizes up to that multiple (`batch_multiple`). On several hosts every host runs the same command with
-  Keras' variables set (`KERAS_DISTRIBUTION_NUM_PROCESSES`, and off Cloud
-  TPU `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`):
+  divide by `data` (per host: `data` / hosts); the pipeline rounds its bucket
+  batch sizes up to that multiple (`batch_multiple`). On several hosts every
+  host runs the same command with Keras' variables set
+  (`KERAS_DISTRIBUTION_NUM_PROCESSES`, and off Cloud TPU
+  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_PROCESS_ID`):
   `keras.distribution.initialize()` runs first, and the mesh spans every
   host's devices (the model axis within one host).
 - TensorFlow: `tf.distribute.MirroredStrategy` over `data` GPUs, made the

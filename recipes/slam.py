@@ -220,8 +220,9 @@ CONFIGS["best_rq_tiny"] = dict(
     stages=((0, {"w2v_mlm": 1.0}),),
 )
 # Below these the recipes stop: fewer than 10% of the codes used as targets
-# over the last 100 steps (judged once they hold 256 masked frames). `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps
-# it near 0 with healthy codes; see "best_rq_tiny" above).
+# over the last 100 steps (judged once they hold 256 masked frames).
+# `w2v_mlm_gain` is logged but not a criterion (BEST-RQ keeps it near 0 with
+# healthy codes; see "best_rq_tiny" above).
 COLLAPSE_THRESHOLDS = {"codebook_usage": 0.1}
 
 

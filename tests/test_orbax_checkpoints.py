@@ -1,7 +1,7 @@
 """Orbax checkpoints (`--checkpointer orbax`, JAX): a fit saved on a 2x4 mesh
 resumes to the uninterrupted fit's weights, optimizer state and step, each
-array back in its sharding, and loads on one device too. The 8 simulated devices need XLA_FLAGS before
-JAX starts, so the mesh run is a subprocess."""
+array back in its sharding, and loads on one device too. The 8 simulated
+devices need XLA_FLAGS before JAX starts, so the mesh run is a subprocess."""
 
 import os
 

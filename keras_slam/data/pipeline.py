@@ -15,9 +15,10 @@ partial batch of a bucket is either padded with fully-masked rows
 (`remainder="drop"`). Under a data-parallel `--mesh` (keras_slam.distribution)
 every batch size is rounded up to a multiple of the devices it is split over,
 so each device gets an equal part (a bucket's batches then hold a few more
-examples; a partial one is filled with masked rows). Audio is never truncated: an utterance longer than the
-last bucket is an error or, with `too_long="skip"`, a counted skip. Text-only
-sequences are capped at `max_length` tokens (mSLAM: 512 characters).
+examples; a partial one is filled with masked rows). Audio is never truncated:
+an utterance longer than the last bucket is an error or, with
+`too_long="skip"`, a counted skip. Text-only sequences are capped at
+`max_length` tokens (mSLAM: 512 characters).
 
 Speech batch: {"speech_features" (B, T, F) float32, "speech_padding_mask"
 (B, T) float32, ["token_ids" (B, L) int32, "token_padding_mask" (B, L)
