@@ -147,7 +147,7 @@ for name, values in losses.items():
 # `KERAS_DISTRIBUTION_JOB_ADDRESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`);
 # the mesh then spans every host's chips, with the model axis inside one
 # host. Each host reads its own training shards (process i of n reads the
-# files i::n, `distribution.host_shards`), so the global batch is n times
+# files i::n, `pipeline.host_shards`), so the global batch is n times
 # the recipe's batch; vocabularies and evaluation read every shard. On a
 # v4-64 slice (8 hosts x 4 chips), 8 x 4:
 #

@@ -25,7 +25,7 @@ holds for the rest of the process:
   gets an equal part.
 - torch: refused.
 
-`host_shards(paths)` lists the training shards of this host: on a
+`pipeline.host_shards(paths)` lists the training shards of this host: on a
 multi-process JAX run process i of n reads the files i::n
 (`pipeline.list_shards(paths, num_hosts, host_index)`), so the hosts read
 disjoint shards that together cover all, and a host's batches are its part
@@ -37,8 +37,6 @@ the batches) is turned off. Vocabularies and evaluation read all shards.
 import os
 
 import keras
-
-from keras_slam.data import pipeline
 
 DATA_AXIS, MODEL_AXIS = "batch", "model"
 # Keras' settings of a multi-host JAX run (`keras.distribution.initialize`).
@@ -185,9 +183,3 @@ def batch_multiple():
     mesh = current.device_mesh
     data = mesh.shape[mesh.axis_names.index(current.batch_dim_name)]
     return data // processes()[0]
-
-
-def host_shards(paths):
-    """The sorted training shards of `paths` (files, folders, globs) that this host reads."""
-    num_hosts, host_index = processes()
-    return pipeline.list_shards(paths, num_hosts=num_hosts, host_index=host_index)

@@ -71,13 +71,13 @@ def paired_dataset(
     `corpus`: a corpus folder (`<corpus>/paired/<split>/<language>`) or a
     list of them, read together. Training batches are shuffled and repeat
     forever; evaluation batches read every utterance once. Training reads
-    this host's shards only (`distribution.host_shards`).
+    this host's shards only (`pipeline.host_shards`).
     """
     corpora = [corpus] if isinstance(corpus, (str, os.PathLike)) else corpus
     folders = [
         os.path.join(c, "paired", split, language) for c in corpora for language in languages
     ]
-    files = distribution.host_shards(folders) if training else pipeline.list_shards(folders)
+    files = pipeline.host_shards(folders) if training else pipeline.list_shards(folders)
     return transcribed_dataset(
         files, tokenizer, front_end, languages, batch_seconds, training, seed
     )

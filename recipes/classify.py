@@ -160,9 +160,9 @@ def ensure_corpora(config, data_dir, progress=True):
 
 
 def shard_files(corpus, kind, split, training):
-    """The shards of a split; training reads this host's (`distribution.host_shards`)."""
+    """The shards of a split; training reads this host's (`pipeline.host_shards`)."""
     files = spoken_classification.shard_files(corpus, kind, split)
-    return distribution.host_shards(files) if training else files
+    return pipeline.host_shards(files) if training else files
 
 
 def speech_batches(corpus, split, preprocessor, class_names, batch_size, training=False, seed=0):

@@ -178,13 +178,13 @@ def pretraining_dataset(
     if settings.unlabelled_hours:
         unlabelled.append(synthesised_corpus(settings, settings.unlabelled_hours, UNLABELLED_SEED))
     bucket = pipeline.Buckets.from_budget((PRETRAIN_SECONDS,), settings.batch_seconds / 2)
-    speech_files = distribution.host_shards(
+    speech_files = pipeline.host_shards(
         folders("speech") + folders("paired", labelled + unlabelled[1:])
     )
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
     paired = pipeline.speech_dataset(
-        distribution.host_shards(folders("paired", labelled)),
+        pipeline.host_shards(folders("paired", labelled)),
         front_end,
         bucket,
         tokenizer=tokenizer,
@@ -193,7 +193,7 @@ def pretraining_dataset(
         **common,
     )
     text = pipeline.text_dataset(
-        distribution.host_shards(folders("text")),
+        pipeline.host_shards(folders("text")),
         tokenizer,
         pipeline.Buckets((TEXT_LENGTH,), settings.text_batch_size),
         max_length=TEXT_LENGTH,

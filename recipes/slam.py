@@ -256,7 +256,7 @@ def make_dataset(config, corpus_dir, tokenizer, frontend=None, seed=0):
     batch = config["batch"]
 
     def shards(*kinds):
-        return distribution.host_shards(
+        return pipeline.host_shards(
             [os.path.join(corpus_dir, kind, "train", "*", "*.tfrecord.gz") for kind in kinds]
         )
 

@@ -106,7 +106,7 @@ def speech_corpus(cache, config):
         )
         names = [parallel_speech.direction_name(*direction) for direction in directions]
         folders = [os.path.join(corpus, n, split) for n in names]
-        list_shards = distribution.host_shards if split == "train" else pipeline.list_shards
+        list_shards = pipeline.host_shards if split == "train" else pipeline.list_shards
         files[split] = list_shards(folders)
     return files
 

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import message
 
+from keras_slam import distribution
 from keras_slam.data import framing, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -110,6 +111,14 @@ def list_shards(paths, num_hosts=1, host_index=0):
             f"{len(files)} shards cannot feed {num_hosts} hosts; host {host_index} gets none"
         )
     return host_files
+
+
+def host_shards(paths):
+    """The sorted training shards of `paths` (as `list_shards`) that this
+    host reads: on a multi-process JAX run process i of n reads files i::n
+    (`distribution.processes`)."""
+    num_hosts, host_index = distribution.processes()
+    return list_shards(paths, num_hosts=num_hosts, host_index=host_index)
 
 
 def language_counts(files):
@@ -536,8 +545,6 @@ def _bucket_and_batch(
     """
     if remainder not in ("pad", "drop"):
         raise ValueError(f"remainder must be 'pad' or 'drop', got {remainder!r}")
-    from keras_slam import distribution  # (it imports this module)
-
     multiple = distribution.batch_multiple()
     batch_sizes = [-(-size // multiple) * multiple for size in batch_sizes]
     limits_tensor = tf.constant(limits, tf.int64)
