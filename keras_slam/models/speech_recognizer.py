@@ -114,7 +114,7 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         **kwargs,
     ):
         if vocabulary_size is None:
-            vocabulary_size = _default_vocabulary_size(backbone, preprocessor)
+            vocabulary_size = ctc_vocabulary_size_of(backbone, preprocessor)
         has_shared = hasattr(backbone, "shared_encoder")
         if use_shared_encoder is None:
             use_shared_encoder = has_shared
@@ -366,7 +366,7 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         return super().from_config(config)
 
 
-def _default_vocabulary_size(backbone, preprocessor):
+def ctc_vocabulary_size_of(backbone, preprocessor):
     """The tokenizer's vocabulary, else a SLAM backbone's text vocabulary
     (the classes its pre-training CTC head predicts)."""
     if preprocessor is not None and preprocessor.tokenizer is not None:

@@ -52,7 +52,7 @@ from keras_slam.data.translation import (
     split_translation_batch,  # noqa: F401  (public here too)
 )
 from keras_slam.models.layout_map import LayoutMapMixin
-from keras_slam.models.speech_recognizer import _default_vocabulary_size, encode_speech
+from keras_slam.models.speech_recognizer import ctc_vocabulary_size_of, encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from keras_slam.models.subclassed_task import SubclassedTask
 from keras_slam.objectives.ctc import ctc_loss
@@ -176,7 +176,7 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         if use_shared_encoder and not has_shared:
             raise ValueError(f"{type(backbone).__name__} has no shared encoder")
         if ctc_loss_weight and ctc_vocabulary_size is None:
-            ctc_vocabulary_size = _default_vocabulary_size(backbone, preprocessor)
+            ctc_vocabulary_size = ctc_vocabulary_size_of(backbone, preprocessor)
         super().__init__(compile=False, **kwargs)
         dtype = backbone.dtype_policy
 
