@@ -10,7 +10,7 @@ torch, see `benchmarks/train_step.py`) and "features" (TFRecord -> log-mel
 batches against HF's feature extractor, `benchmarks/features.py`). Each
 contender runs in its own process, interleaved over rounds; the table
 gives min, median and spread per contender, peak RSS, the load average
-before and after, and a ratio to HF only where the run was stable
+before and after, the cores other processes used during the rounds, and a ratio to HF only where the run was stable
 (`benchmarks/harness.py`). Quote only figures printed on an idle machine,
 with the date and the machine.
 """
@@ -61,11 +61,17 @@ def main(argv=None):
         max_spread=args.max_spread,
         max_load_per_core=args.max_load_per_core,
         allow_load=args.allow_load,
+        on_workload=lambda report: write_report(report, args.output),
     )
     print(harness.markdown_table(report))
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as file:
+    write_report(report, args.output)
+
+
+def write_report(report, path):
+    """The report as JSON at `path` (nothing without one)."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as file:
             json.dump(report, file, indent=1)
 
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -10,8 +11,9 @@ from benchmarks import harness
 class FakeContender:
     """Returns preset per-step seconds, one list per round, and logs its turns."""
 
-    def __init__(self, label, rounds_of_seconds, log):
+    def __init__(self, label, rounds_of_seconds, log, other_cores=0.0):
         self.label, self.rounds_of_seconds, self.log = label, list(rounds_of_seconds), log
+        self.other_cores = other_cores
 
     def run_round(self):
         self.log.append(self.label)
@@ -21,6 +23,7 @@ class FakeContender:
             units_per_step=100,
             unit="frames",
             peak_rss_mb=1000.0 + len(self.log),
+            other_cores=self.other_cores,
         )
 
 
@@ -97,6 +100,42 @@ def test_ratio_refused_under_load_unless_allowed():
     )
     assert report["workloads"]["train"][1]["ratio"] == "2.00x"
     assert harness.markdown_table(report).startswith("UNDER LOAD: load average 1.50 before")
+
+
+def test_ratio_refused_when_other_processes_start_during_the_rounds():
+    # Idle before the run, but another process used 1.2 cores in one round.
+    workload = fake_workload([], [[2.0]] * 2, [[1.0]] * 2)
+    workload[1].other_cores = 1.2
+    report = harness.run_benchmark(
+        {"train": workload}, rounds=2, load_average=steady_load(0.0), cores=2
+    )
+    ratio = report["workloads"]["train"][1]["ratio"]
+    assert ratio == "unstable: other processes used 1.20 cores in a round > 0.50"
+    assert report["under_load"]
+    assert "| 1.20 |" in harness.markdown_table(report)
+
+
+def test_other_cores_exclude_the_contenders_own_cpu(monkeypatch):
+    # The machine was busy for 3 CPU-s over 2 s of wall time; 2 of them were
+    # the contender's own child process, so others used 0.5 cores.
+    busy, own, clock = iter([100.0, 103.0]), iter([10.0, 12.0]), iter([50.0, 52.0])
+    monkeypatch.setattr(harness, "busy_cpu_seconds", lambda: next(busy))
+    monkeypatch.setattr(harness, "children_cpu_seconds", lambda: next(own))
+    monkeypatch.setattr(harness.time, "monotonic", lambda: next(clock))
+    assert harness.run_measuring_others(lambda: {"seconds": [1.0]}) == {
+        "seconds": [1.0],
+        "other_cores": pytest.approx(0.5),
+    }
+
+
+def test_a_busy_sibling_process_counts_as_other_cores():
+    busy_loop = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    sibling = subprocess.Popen([sys.executable, "-c", busy_loop])
+    try:
+        outcome = harness.run_measuring_others(lambda: time.sleep(1.0) or {})
+    finally:
+        sibling.wait()
+    assert outcome["other_cores"] >= 0.6
 
 
 def test_failing_contender_names_itself():
