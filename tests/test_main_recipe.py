@@ -1,15 +1,20 @@
 """recipes/main.py's data: the synth corpora are cached, the other-source test
-sentences are in no training text, the comparison's arithmetic."""
+sentences are in no training text, the comparison's arithmetic; fine-tuning
+from a given preset with the fine-tuning levers."""
 
 import dataclasses
 import json
 import os
 import re
 
+import keras
+import numpy as np
 import pytest
 
 from keras_slam.data import pipeline, schema
-from recipes import asr
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from recipes import asr, slam
 from recipes import main as main_recipe
 
 
@@ -72,3 +77,53 @@ def test_compare_cer():
     assert comparison["all"]["relative_gain"] == 0.0
     lines = main_recipe.format_comparison(comparison).splitlines()
     assert lines[1].split() == ["en", "15.0%", "20.0%", "25.0%"]
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained_preset(tmp_path_factory):
+    """An untrained tiny backbone saved as the job's pre-trained preset."""
+    tokenizer = asr.build_tokenizer(languages=main_recipe.TINY.languages)
+    backbone = SLAMBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(), **main_recipe.TINY_BACKBONE
+    )
+    preset = str(tmp_path_factory.mktemp("pretrained"))
+    slam.save_pretrained_preset(backbone, preset, asr.make_front_end(), tokenizer)
+    return preset
+
+
+def test_finetuning_from_a_given_preset_with_its_levers(
+    settings, tiny_pretrained_preset, tmp_path, monkeypatch
+):
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("--pretrained must skip pre-training")
+
+    monkeypatch.setattr(main_recipe, "pretrain", no_pretraining)
+    # Error rates of an untrained model say nothing here; skip their compiles.
+    monkeypatch.setattr(asr, "evaluate", lambda *args, **kwargs: ({}, []))
+    output = tmp_path / "run"
+    argv = ["--tiny", "--pretrained", tiny_pretrained_preset, "--output", str(output)]
+    argv += ["--synth-cache", settings.synth_cache, "--finetune-steps", "2"]
+    argv += ["--learning-rate", "0.01", "--freeze-encoder-steps", "3", "--no-spec-augment"]
+    assert main_recipe.main(argv) == 0
+
+    with open(output / "results.json") as file:
+        results = json.load(file)
+    assert "pretraining" not in results
+    assert results["settings"]["learning_rate"] == 0.01
+    assert results["settings"]["spec_augment"] is None
+    assert results["pretrained"]["steps"] == 2
+    trained = SpeechRecognizer.from_preset(str(output / "recognizer_pretrained"))
+    assert trained.spec_augment is None
+    # 2 steps inside the 3 frozen ones: the encoder is the preset's, the head trained.
+    loaded = SLAMBackbone.from_preset(tiny_pretrained_preset)
+    for weight, preset_weight in zip(trained.backbone.weights, loaded.weights):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(weight), keras.ops.convert_to_numpy(preset_weight)
+        )
+    keras.utils.set_random_seed(0)
+    tokenizer = asr.build_tokenizer(languages=main_recipe.TINY.languages)
+    initial = asr.build_recognizer(
+        tiny_pretrained_preset, tokenizer, asr.make_front_end(), spec_augment=None
+    )
+    head, initial_head = (keras.ops.convert_to_numpy(r.ctc_head.kernel) for r in (trained, initial))
+    assert not np.allclose(head, initial_head)
