@@ -45,6 +45,7 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 
 from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import CodebookCollapseMonitor
@@ -93,6 +94,8 @@ class Settings:
     pretrain_learning_rate: float = 1e-3
     batch_seconds: float = 16.0
     text_batch_size: int = 32
+    # Pairs per pre-training step (speech utterances take batch_seconds / 2).
+    paired_batch_size: int = 8
     languages: tuple = asr.LANGUAGES
     # Speech spoken per language by the pip synthesiser into `synth_cache` on
     # first use (`ensure_synth_corpus`, from the bundled text-only sentences):
@@ -122,6 +125,7 @@ TINY = Settings(
     finetune_steps=8,
     batch_seconds=12.0,
     text_batch_size=8,
+    paired_batch_size=4,
     languages=("en",),
 )
 # `--tiny`: TINY with seconds of synth speech, so the smoke run takes every
@@ -166,7 +170,8 @@ def pretraining_dataset(
 
     Speech: `corpus`' speech-only training split, the labelled subset's audio
     and `settings.unlabelled_hours` of synth speech per language (transcripts
-    unread); text: `corpus`' text-only split; paired: the labelled subset.
+    unread); text: `corpus`' text-only split; paired: the labelled subset,
+    `settings.paired_batch_size` pairs of one language per batch.
     """
     languages = list(settings.languages)
 
@@ -183,14 +188,26 @@ def pretraining_dataset(
     )
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
-    paired = pipeline.speech_dataset(
-        pipeline.host_shards(folders("paired", labelled)),
-        front_end,
-        bucket,
-        tokenizer=tokenizer,
-        max_token_length=TEXT_LENGTH,
-        paired=True,
-        **common,
+    paired_files = {}
+    for path in pipeline.host_shards(folders("paired", labelled)):
+        paired_files.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
+    # One language per paired batch, languages in turn: STM's mismatched
+    # transcripts are then in the pair's language, as in the held-out test
+    # batches, so telling languages apart does not tell pairs apart.
+    paired = tf.data.Dataset.choose_from_datasets(
+        [
+            pipeline.speech_dataset(
+                files,
+                front_end,
+                pipeline.Buckets((PRETRAIN_SECONDS,), (settings.paired_batch_size,)),
+                tokenizer=tokenizer,
+                max_token_length=TEXT_LENGTH,
+                paired=True,
+                **common,
+            )
+            for files in paired_files.values()
+        ],
+        tf.data.Dataset.range(len(paired_files)).repeat(),
     )
     text = pipeline.text_dataset(
         pipeline.host_shards(folders("text")),
@@ -238,6 +255,7 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,
+        stm_negatives=3,
         seed=seed,
         objectives=objectives,
     )
