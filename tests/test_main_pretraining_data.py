@@ -1,5 +1,5 @@
 """recipes/main.py's pre-training batches: paired batches of their own size,
-one language each."""
+one language each when asked."""
 
 import dataclasses
 
@@ -9,9 +9,11 @@ from recipes import asr
 from recipes import main as main_recipe
 
 
-def test_paired_batches_hold_paired_batch_size_pairs_of_one_language_in_turn():
+def test_paired_batches_of_their_own_size_and_one_language_in_turn():
     languages = ("en", "de")
-    settings = dataclasses.replace(main_recipe.TINY, languages=languages, paired_batch_size=3)
+    settings = dataclasses.replace(
+        main_recipe.TINY, languages=languages, paired_batch_size=3, paired_batches_by_language=True
+    )
     tokenizer = asr.build_tokenizer(languages=languages)
     transcripts = {
         language: {
