@@ -63,5 +63,5 @@ def test_each_pair_is_scored_against_the_next_k_present_transcripts(seeded):
 
 
 def test_rejects_fewer_than_one_negative():
-    with pytest.raises(ValueError, match="stm_negatives"):
+    with pytest.raises(ValueError, match="stm_negatives must be >= 1"):
         SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm",), stm_negatives=0)
