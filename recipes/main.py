@@ -254,10 +254,24 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
     The paired stream's levers (`Settings.paired_batch_size`,
     `paired_batches_by_language`, `stm_negatives`) keep the measured
     defaults (2 pairs of mixed languages, 1 negative). 8 pairs of one
-    language with 3 negatives each costs about 3x the step time (JAX, 10-17
-    s/step at load 7-8 against about 3 s at load 6-16) and was not measured
-    to the end (2026-12-01): its training STM read 0.49-0.55 over steps
-    1-105 (15-step windows), against same-language negatives only.
+    language with 3 negatives each (run of 2026-12-01, JAX, load 7-8, 5-17
+    s/step against about 3 s/step for the default at load 6-16, so roughly
+    2-3x the step's compute) gave, in 15-step windows 14-18 (steps
+    196-270), against the default run's last window:
+
+                        8 pairs, 1 lang, K=3   default (last window)
+        STM (train)     0.74-0.79              0.72 (mixed-language negatives)
+        TLM text        0.26-0.28              0.25
+        text MLM        0.28-0.29              0.26
+        TLM speech      0.24-0.27              0.25
+        w2v MLM         0.30-0.35              0.28
+        w2v_mlm_gain    0.27-0.45              0.32
+        codebook usage  0.95-0.97              0.72
+        contrastive     0.41-0.46              0.37
+
+    Its held-out STM was not read in this session (the run ends after
+    it), so the default is unchanged; TLM still does not beat the
+    unimodal MLMs with 4x the pairs.
     """
     keras.utils.set_random_seed(seed)
     backbone = SLAMBackbone(vocabulary_size=vocabulary_size, **settings.backbone)
