@@ -48,6 +48,7 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 
 from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import CodebookCollapseMonitor
@@ -102,6 +103,14 @@ class Settings:
     pretrain_learning_rate: float = 1e-3
     batch_seconds: float = 16.0
     text_batch_size: int = 32
+    # The paired stream of pre-training (issue 11 item 5): pairs per step
+    # (2 = the 8 s of speech the other streams take), one language per
+    # paired batch (then STM's mismatched transcripts share the pair's
+    # language, as in the held-out test batches), and STM's mismatched
+    # transcripts per pair (`SLAMPretrainer(stm_negatives=)`).
+    paired_batch_size: int = 2
+    paired_batches_by_language: bool = False
+    stm_negatives: int = 1
     languages: tuple = asr.LANGUAGES
     # Speech spoken per language by the pip synthesiser into `synth_cache` on
     # first use (`ensure_synth_corpus`, from the bundled text-only sentences):
@@ -141,6 +150,7 @@ TINY = Settings(
     finetune_steps=8,
     batch_seconds=12.0,
     text_batch_size=8,
+    paired_batch_size=4,
     languages=("en",),
 )
 # `--tiny`: TINY with seconds of synth speech, so the smoke run takes every
@@ -185,7 +195,9 @@ def pretraining_dataset(
 
     Speech: `corpus`' speech-only training split, the labelled subset's audio
     and `settings.unlabelled_hours` of synth speech per language (transcripts
-    unread); text: `corpus`' text-only split; paired: the labelled subset.
+    unread); text: `corpus`' text-only split; paired: the labelled subset,
+    `settings.paired_batch_size` pairs per batch (of one language each,
+    languages in turn, with `settings.paired_batches_by_language`).
     """
     languages = list(settings.languages)
 
@@ -202,14 +214,27 @@ def pretraining_dataset(
     )
     common = {"too_long": "skip", "shuffle_buffer": 512, "seed": seed, "repeat": True}
     speech = pipeline.speech_dataset(speech_files, front_end, bucket, **common)
-    paired = pipeline.speech_dataset(
-        pipeline.host_shards(folders("paired", labelled)),
-        front_end,
-        bucket,
-        tokenizer=tokenizer,
-        max_token_length=TEXT_LENGTH,
-        paired=True,
-        **common,
+    paired_files = pipeline.host_shards(folders("paired", labelled))
+    by_language = {}
+    for path in paired_files:
+        by_language.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
+    file_groups = (
+        list(by_language.values()) if settings.paired_batches_by_language else [paired_files]
+    )
+    paired = tf.data.Dataset.choose_from_datasets(
+        [
+            pipeline.speech_dataset(
+                files,
+                front_end,
+                pipeline.Buckets((PRETRAIN_SECONDS,), (settings.paired_batch_size,)),
+                tokenizer=tokenizer,
+                max_token_length=TEXT_LENGTH,
+                paired=True,
+                **common,
+            )
+            for files in file_groups
+        ],
+        tf.data.Dataset.range(len(file_groups)).repeat(),
     )
     text = pipeline.text_dataset(
         pipeline.host_shards(folders("text")),
@@ -244,6 +269,30 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
     Neither masking lets TLM beat the unimodal objectives, and STM on
     held-out pairs stays below 0.75 (chance 0.5): at this size the paired
     objectives do not yet use the other modality well.
+
+    The paired stream's levers (`Settings.paired_batch_size`,
+    `paired_batches_by_language`, `stm_negatives`) keep the measured
+    defaults (2 pairs of mixed languages, 1 negative). 8 pairs of one
+    language with 3 negatives each (run of 2026-12-01, JAX, load 7-8, 5-17
+    s/step against about 3 s/step for the default at load 6-16, so roughly
+    2-3x the step's compute) gave, in 15-step windows 14-18 (steps
+    196-270), against the default run's last window:
+
+                        8 pairs, 1 lang, K=3   default (last window)
+        STM (train)     0.74-0.79              0.72 (mixed-language negatives)
+        TLM text        0.26-0.28              0.25
+        text MLM        0.28-0.29              0.26
+        TLM speech      0.24-0.27              0.25
+        w2v MLM         0.30-0.35              0.28
+        w2v_mlm_gain    0.27-0.45              0.32
+        codebook usage  0.95-0.97              0.72
+        contrastive     0.41-0.46              0.37
+
+    Held-out (bundled paired test split, step 300): STM 0.675 with 3
+    negatives, 0.669 with 1 (default run: 0.662); TLM text 0.288, speech
+    0.275 (0.271, 0.262). Training STM rose, held-out STM did not, and
+    TLM still does not beat the unimodal MLMs, so the defaults stay.
+    Pre-training took 1,863 s of CPU (about 15.5 min on 2 idle cores).
     """
     keras.utils.set_random_seed(seed)
     backbone = SLAMBackbone(vocabulary_size=vocabulary_size, **settings.backbone)
@@ -257,6 +306,7 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
         mask_token_id=2,  # tokenizers: 0 pad, 1 unk, 2 mask
         first_regular_token_id=3,
         text_span_length=3,
+        stm_negatives=settings.stm_negatives,
         seed=seed,
         objectives=objectives,
     )

@@ -323,8 +323,9 @@ def evaluate_paired(pretrainer, paired_batches):
     `paired_batches`: a finite dataset of paired batches read once (other
     keys, such as "language", are dropped), e.g. the bundled test split
     (`recipes.asr.paired_dataset(..., "test")`). STM scores each utterance
-    with its own transcript and with the next pair's in the batch (no
-    negative in a batch of one pair). Masks are drawn as in training;
+    with its own transcript and with those of the next `stm_negatives`
+    pairs in the batch (fewer in a smaller batch, none in a batch of one
+    pair); its accuracy weighs matched and mismatched pairs equally. Masks are drawn as in training;
     dropout and Gumbel noise are off. Each value is the mean over the
     batches that hold a pair (`keras.Model.evaluate`).
     """

@@ -45,8 +45,11 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
 - "tlm" (paired): ~75% of speech frames and ~50% of text tokens masked,
   speech ++ text packed through the shared encoder; predicts masked tokens
   and masked speech codes (the sum of the two cross-entropies).
-- "stm" (paired): matched vs mismatched pairs (text rolled by one among
-  present rows), binary head on the masked mean of the joint encoding.
+- "stm" (paired): matched vs mismatched pairs, binary head on the masked
+  mean of the joint encoding. Each pair's `stm_negatives` mismatched texts
+  are the transcripts of the present rows 1..K places after it
+  (`keras_slam.objectives.stm.mismatched_partners`); they share the weight
+  of one pair, so positives and negatives weigh the same.
 - "ctc" (paired): CTC of the transcript on the speech half (speech-tower or
   shared-encoder output, `ctc_input`), per target token: each utterance's
   negative log-likelihood divided by its transcript length, averaged over
@@ -162,6 +165,8 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         contrastive_temperature: logit temperature (0.1).
         text_mask_rate, text_span_length: SpanBERT (0.15, 5; mSLAM 20).
         tlm_speech_mask_rate, tlm_text_mask_rate: TLM masking (0.75, 0.5).
+        stm_negatives: mismatched texts scored per pair (K, static; 1).
+            STM's shared-encoder pass reads (K + 1) x B packed sequences.
         mask_token_id: id written at masked text positions (2, the
             `<mask>` of `keras_slam.data.tokenizers`).
         first_regular_token_id: random replacements are drawn from
@@ -230,6 +235,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         text_span_length=5,
         tlm_speech_mask_rate=0.75,
         tlm_text_mask_rate=0.5,
+        stm_negatives=1,
         mask_token_id=2,
         first_regular_token_id=3,
         mask_fraction=0.8,
@@ -255,6 +261,8 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             raise ValueError(
                 f"quantizer_input must be one of {QUANTIZER_INPUTS}, got {quantizer_input!r}"
             )
+        if stm_negatives < 1:
+            raise ValueError(f"stm_negatives must be >= 1, got {stm_negatives}")
         if ctc_input not in CTC_INPUTS:
             raise ValueError(f"ctc_input must be one of {CTC_INPUTS}, got {ctc_input!r}")
         if speech_target == "random_projection":
@@ -281,6 +289,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         self.text_span_length = text_span_length
         self.tlm_speech_mask_rate = tlm_speech_mask_rate
         self.tlm_text_mask_rate = tlm_text_mask_rate
+        self.stm_negatives = stm_negatives
         self.mask_token_id = mask_token_id
         self.first_regular_token_id = first_regular_token_id
         self.mask_fraction = mask_fraction
@@ -659,20 +668,30 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         }
 
     def _stm(self, speech, frame_mask, text, token_mask, rows_present, training):
-        partner, negative_weight = mismatched_partners(rows_present)
-        mismatched_text = ops.take(text, partner, axis=0)
-        mismatched_mask = ops.take(token_mask, partner, axis=0)
+        partners, negative_weights = mismatched_partners(rows_present, self.stm_negatives)
+        # The matched pairs, then K blocks of mismatched ones (block k: text
+        # of the row k places on), in (K + 1) x B packed rows.
+        partners = ops.reshape(ops.transpose(partners), (-1,))
+        copies = self.stm_negatives + 1
         packed, packed_mask = self.backbone.pack(
-            ops.concatenate([speech, speech], axis=0),
-            ops.concatenate([frame_mask, frame_mask], axis=0),
-            ops.concatenate([text, mismatched_text], axis=0),
-            ops.concatenate([token_mask, mismatched_mask], axis=0),
+            ops.concatenate([speech] * copies, axis=0),
+            ops.concatenate([frame_mask] * copies, axis=0),
+            ops.concatenate([text, ops.take(text, partners, axis=0)], axis=0),
+            ops.concatenate([token_mask, ops.take(token_mask, partners, axis=0)], axis=0),
         )
         encoded = self.backbone.encode_shared(packed, packed_mask, training)
         logits = self.stm_head(masked_mean(encoded, packed_mask, axis=1))
         batch_size = ops.shape(rows_present)[0]
-        labels = ops.concatenate([ops.ones((batch_size,)), ops.zeros((batch_size,))], axis=0)
-        weights = ops.concatenate([ops.cast(rows_present, "float32"), negative_weight], axis=0)
+        labels = ops.concatenate(
+            [ops.ones((batch_size,)), ops.zeros((batch_size * self.stm_negatives,))], axis=0
+        )
+        weights = ops.concatenate(
+            [
+                ops.cast(rows_present, "float32"),
+                ops.reshape(ops.transpose(negative_weights), (-1,)),
+            ],
+            axis=0,
+        )
         loss, accuracy = stm_loss(logits, labels, weights)
         return {"stm_loss": loss, "stm_accuracy": accuracy}
 
@@ -757,6 +776,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             text_span_length=self.text_span_length,
             tlm_speech_mask_rate=self.tlm_speech_mask_rate,
             tlm_text_mask_rate=self.tlm_text_mask_rate,
+            stm_negatives=self.stm_negatives,
             mask_token_id=self.mask_token_id,
             first_regular_token_id=self.first_regular_token_id,
             mask_fraction=self.mask_fraction,

@@ -101,8 +101,11 @@ def build_for_parity(flat_inputs, **options):
 
 def build_for_parity_with_target_options(flat_inputs):
     """Targets from the front end, projected before the cosine (the default
-    builder covers targets from the stacked input features)."""
-    return build_for_parity(flat_inputs, quantizer_input="frontend", target_projection_dim=6)
+    builder covers targets from the stacked input features); two STM
+    negatives per pair."""
+    return build_for_parity(
+        flat_inputs, quantizer_input="frontend", target_projection_dim=6, stm_negatives=2
+    )
 
 
 def test_every_objective_is_finite_and_reported(seeded):
@@ -147,7 +150,7 @@ def pad_time(array, extra, value=0):
     return np.pad(array, widths, constant_values=value)
 
 
-@pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS, ids=str)
+@pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS + [{"stm_negatives": 2}], ids=str)
 def test_total_loss_is_padding_invariant_with_fixed_draws(seeded, options):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer(**options)
@@ -240,7 +243,7 @@ def test_best_rq_target_option(seeded):
 def test_serialization_roundtrip(seeded):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer(
-        objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared"
+        objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared", stm_negatives=2
     )
     assert "preprocessor" not in pretrainer.get_config()  # it takes pipeline batches
     draws = pretrainer.draw_masks(batch)
