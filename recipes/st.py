@@ -2,7 +2,7 @@
 
     python -m recipes.st --config st_tiny --output runs/st
     python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
-    python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # more steps
+    python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 300)
 
 On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
 it -> en), spoken by espeak-ng into a cache on first use
