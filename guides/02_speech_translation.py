@@ -9,6 +9,7 @@
 #
 #     python guides/02_speech_translation.py           # several minutes on a CPU
 #     python guides/02_speech_translation.py --tiny    # what the tests run
+#     python guides/02_speech_translation.py --preset runs/<ts>/pretrained  # the main job's encoder
 #
 # Any Keras backend: `KERAS_BACKEND=jax|tensorflow|torch`.
 
@@ -27,6 +28,7 @@ from recipes import asr, st
 from recipes import main as main_recipe
 
 TINY = "--tiny" in sys.argv or os.environ.get("KERAS_SLAM_GUIDE_TINY") == "1"
+PRESET = sys.argv[sys.argv.index("--preset") + 1] if "--preset" in sys.argv else None
 config = st.CONFIGS["st_smoke" if TINY else "st_tiny"]
 work = tempfile.mkdtemp(prefix="keras_slam_st_guide_")
 print("working in", work)
@@ -48,15 +50,19 @@ print({split: len(paths) for split, paths in files.items()}, "shard files")
 # ## 2. A pre-trained encoder
 # The main job's tiny SLAM pre-training (see guide 01) on the bundled
 # sample corpus; its character tokenizer also covers the pairs' source text,
-# which the text-translation side reads.
+# which the text-translation side reads. `--preset` skips it and starts from
+# a SLAM backbone preset you have, e.g. the `pretrained/` folder of
+# `python -m recipes.main` (its tokenizer covers de/es/it/en text).
 
 # %%
-front_end = asr.make_front_end()
-pretrained = os.path.join(work, "pretrained")
-settings = main_recipe.Settings(
-    config["backbone"], config["pretrain_steps"], config["finetune_steps"]
-)
-main_recipe.pretrain(settings, st.build_source_tokenizer(), front_end, pretrained)
+if PRESET:
+    pretrained = PRESET
+else:
+    pretrained = os.path.join(work, "pretrained")
+    settings = main_recipe.Settings(
+        config["backbone"], config["pretrain_steps"], config["finetune_steps"]
+    )
+    main_recipe.pretrain(settings, st.build_source_tokenizer(), asr.make_front_end(), pretrained)
 
 # %% [markdown]
 # ## 3. A SpeechTranslator on it

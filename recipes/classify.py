@@ -4,6 +4,7 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
     python -m recipes.classify --config classify_tiny              # <= 10 min, 2 CPU cores
     python -m recipes.classify --preset runs/<ts>/pretrained      # the main job's backbone
     python -m recipes.classify --config classify_smoke             # seconds (the tests)
+    python -m recipes.classify --runs intent-speech-pretrained-probe  # some rows of RUNS
 
 1. Data (`keras_slam.data.spoken_classification`, built once into `--data`):
    language ID in nine languages and the banking intents in five, spoken by
@@ -137,6 +138,19 @@ RUNS = (
     ("intent", "text", "pretrained", "finetune"),
     ("intent", "text", "random", "finetune"),
 )
+
+
+def select_runs(names):
+    """Rows of RUNS by name ("intent-speech-pretrained-probe"), in the order given.
+
+    Raises:
+        ValueError: a name that is no row of RUNS (the message lists them).
+    """
+    by_name = {"-".join(row): row for row in RUNS}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise ValueError(f"--runs: unknown {unknown}; the rows are {sorted(by_name)}")
+    return tuple(by_name[name] for name in names)
 
 
 def ensure_corpora(config, data_dir, progress=True):
@@ -359,13 +373,16 @@ def pretrained_preset(config, output, args, seed=0):
     return preset
 
 
-def run(config_name, output, data_dir, preset=None, progress=True, args=None):
+def run(config_name, output, data_dir, preset=None, progress=True, args=None, runs=None):
     """The whole recipe; returns the result rows (also `<output>/results.json`).
 
-    `args`: the `checkpointing` flags (default: their defaults).
+    `args`: the `checkpointing` flags (default: their defaults); `runs`:
+    names of rows of RUNS to train instead of the config's (`select_runs`).
     """
     args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
+    if runs:
+        config = dataclasses.replace(config, runs=select_runs(runs))
     os.makedirs(output, exist_ok=True)
     started = time.time()
     corpora = ensure_corpora(config, data_dir, progress)
@@ -401,12 +418,15 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/classify")
     parser.add_argument("--data", default="runs/classification_data", help="corpus cache")
     parser.add_argument("--preset", help="SLAM backbone preset (default: pre-train briefly)")
+    parser.add_argument(
+        "--runs", nargs="+", help="rows of RUNS to train, e.g. intent-speech-pretrained-probe"
+    )
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
     distribution.apply_mesh(args.mesh, get_layout_map)  # every SLAM model's
-    run(args.config, args.output, args.data, args.preset, args=args)
+    run(args.config, args.output, args.data, args.preset, args=args, runs=args.runs)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python -m recipes.st --config st_tiny --output runs/st
     python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
+    python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 300)
 
 On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
 it -> en), spoken by espeak-ng into a cache on first use
@@ -234,14 +235,24 @@ def format_table(results):
 
 
 def run(
-    config_name, output, preset=None, cache="runs/parallel_speech", seed=0, verbose=2, args=None
+    config_name,
+    output,
+    preset=None,
+    cache="runs/parallel_speech",
+    seed=0,
+    verbose=2,
+    args=None,
+    finetune_steps=None,
 ):
     """The whole recipe (module docstring); returns {setting: scores dict}.
 
-    `args`: the `checkpointing` flags (default: their defaults).
+    `args`: the `checkpointing` flags (default: their defaults);
+    `finetune_steps`: per setting, instead of the config's.
     """
     args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
+    if finetune_steps:
+        config = dict(config, finetune_steps=finetune_steps)
     os.makedirs(output, exist_ok=True)
     keras.utils.set_random_seed(seed)
     front_end = asr.make_front_end()
@@ -309,12 +320,21 @@ def main(argv=None):
         "--speech-cache", default="runs/parallel_speech", help="spoken pairs, made on first use"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--finetune-steps", type=int, help="per setting (default: the config's)")
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
     distribution.apply_mesh(args.mesh, get_layout_map)  # every SLAM model's
-    run(args.config, args.output, args.preset, args.speech_cache, args.seed, args=args)
+    run(
+        args.config,
+        args.output,
+        args.preset,
+        args.speech_cache,
+        args.seed,
+        args=args,
+        finetune_steps=args.finetune_steps,
+    )
     return 0
 
 
