@@ -103,12 +103,14 @@ def instruction_batches(
     prompt_length,
     response_length,
     shuffle_seed=None,
+    speech_keys=("speech_features", "speech_padding_mask"),
 ):
     """Fixed-shape `SpeechLanguageModel` batches of `instruction_examples`.
 
     Args:
         examples: `instruction_examples` output.
-        features: per record, its (T, F) features (index as in `examples`).
+        features: per record, its (T, F) features (index as in `examples`),
+            or its frozen encodings (T', D) (`speech_keys` then names them).
         tokenize_prompt / tokenize_response: text -> list of ids
             (`SpeechLanguageModel.prompt_ids` / `response_ids`).
         batch_size: items per batch; the last batch is padded with items
@@ -116,6 +118,7 @@ def instruction_batches(
         max_frames, prompt_length, response_length: the fixed shapes;
             longer items raise ValueError naming the item and the limit.
         shuffle_seed: None keeps the order, else a shuffled order.
+        speech_keys: the batch keys of the padded `features` and their mask.
     Yields: batch dicts (see the module docstring), plus "family" (B,) str.
     """
     order = np.arange(len(examples))
@@ -131,10 +134,8 @@ def instruction_batches(
         speech += [np.zeros((0, feature_dim), speech[0].dtype)] * filler
         prompts += [[]] * filler
         responses += [[]] * filler
-        batch = {}
-        batch["speech_features"], batch["speech_padding_mask"] = pad_rows(
-            speech, max_frames, 0.0, "speech frames"
-        )
+        speech, speech_mask = pad_rows(speech, max_frames, 0.0, "speech frames")
+        batch = {speech_keys[0]: speech, speech_keys[1]: speech_mask}
         batch["prompt_token_ids"], batch["prompt_padding_mask"] = pad_rows(
             [np.asarray(p, "int32") for p in prompts], prompt_length, 0, "prompt tokens"
         )
