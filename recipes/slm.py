@@ -3,25 +3,35 @@
 
     python -m recipes.slm --output runs/slm            # tiny config
     python -m recipes.slm --output runs/slm --config smoke
+    python -m recipes.slm --output runs/slm_main \
+        --encoder-preset runs/main/recognizer_pretrained   # the main job's encoder
 
-Steps: (1) the LM preset (`recipes.lm.train_lm`, reused when it exists); (2) a tiny `SpeechEncoder` CTC-trained on the
-paired sample (`recipes.asr`), saved as a backbone preset: the speech
-encoder here is this quick tiny one, not the main job's; (3) the adapter,
-trained on the TRAINED instruction families of the paired sample's training
-records; (4) on the test records: CER of "Transcribe the audio." through the
-SLM vs the CTC recognizer of the same encoder, language-ID accuracy, and the
-held-out "count_words" instruction (zero-shot): how often the response ends
-in "(N words)" and how often N is right. Results go to `report.json`; the
-task preset (referencing the two frozen presets) to `output/slm_preset`.
+Steps: (1) the LM preset (`recipes.lm.train_lm`, reused when it exists);
+(2) the speech encoder: a tiny `SpeechEncoder` CTC-trained on the paired
+sample (`recipes.asr`) and saved as a backbone preset, or with
+`--encoder-preset` the backbone of a CTC-trained `SpeechRecognizer` task
+preset (e.g. the main job's SLAM backbone; the SLM reads its speech tower
+and shared encoder); (3) the adapter, trained on the TRAINED instruction
+families ("Transcribe the audio.", "Translate the audio into English.",
+"Which language is spoken?") of the paired sample's training records and
+of the spoken X->En gettext pairs (`parallel_speech`, synthesised into
+`--speech-cache` on first use). The encoder is frozen, so its output is
+computed once per utterance and the adapter trains on it; (4) on the test
+records: CER of "Transcribe the audio." through the SLM vs the CTC
+recognizer of the same encoder, language-ID accuracy, the held-out
+"count_words" instruction (zero-shot: how often the response ends in
+"(N words)" and how often N is right), and BLEU / chrF (sacrebleu) of
+"Translate the audio into English." on the spoken test pairs. Results,
+with wall and CPU seconds per phase, go to `report.json`; the task preset
+(referencing the two frozen presets) to `output/slm_preset`.
 
 Every training phase checkpoints under `<output>/checkpoints/<phase>/`
 (`lm`, `encoder`, `adapter`; `keras_slam.checkpointing` flags): rerun the
 same command after a kill and it resumes where it stopped; a finished phase
 is restored, not retrained.
 
-Not here yet: speech translation (the instruction family exists in
-`keras_slam.data.instructions`; the spoken translation corpus of
-`keras_slam.data.parallel_speech` takes long to synthesise on 2 cores).
+The tiny config's measured table is in the README (section "Speech language
+model (SLM)").
 """
 
 import argparse
@@ -54,9 +64,9 @@ TINY = dict(
     asr_steps=600,
     asr_learning_rate=2e-3,
     adapter=dict(hidden_dim=128, stack_frames=4, num_layers=1, num_heads=4),
-    adapter_steps=600,
+    adapter_steps=1200,
     batch_size=8,
-    learning_rate=1e-3,
+    learning_rate=2e-3,
     # Training utterances longer than this, or responses longer than
     # `response_length` LM tokens, are skipped (counted in the report).
     max_seconds=7.5,
@@ -149,6 +159,76 @@ def record_encodings(slm, features, batch_size=16):
         lambda batch: slm.frozen_encodings(*batch), slm.speech_encoder.weights
     )
     return by_length(encode, features, batch_size, 256)
+
+
+def instruction_dataset(
+    examples,
+    features,
+    tokenize_prompt,
+    tokenize_response,
+    batch_size,
+    max_frames,
+    prompt_length,
+    response_length,
+    seed=0,
+    speech_keys=("speech_features", "speech_padding_mask"),
+):
+    """Shuffled, repeating, fixed-shape `SpeechLanguageModel` batches of
+    `instruction_examples` (a `tf.data.Dataset` of dicts).
+
+    Built from in-memory tensors, each record's features stored once and
+    gathered per batch: no Python runs in the pipeline (the iterator of a
+    `from_generator` dataset, finalised at interpreter exit, can hang it).
+
+    Args:
+        examples: `instruction_examples` output.
+        features: per record, its (T, F) features (index as in `examples`),
+            or its frozen encodings (T', D) (`speech_keys` then names them).
+        tokenize_prompt / tokenize_response: text -> list of ids
+            (`SpeechLanguageModel.prompt_ids` / `response_ids`).
+        batch_size: items per batch.
+        max_frames, prompt_length, response_length: the fixed shapes;
+            longer items raise ValueError naming the record or example.
+        seed: the shuffle order (the same seed, the same batches).
+        speech_keys: the batch keys of the padded `features` and their mask.
+    """
+    records = sorted({index for index, *_ in examples})
+    for index in records:
+        if len(features[index]) > max_frames:
+            raise ValueError(
+                f"record {index}: {len(features[index])} speech frames > {max_frames}; "
+                "raise the limit"
+            )
+    speech, speech_mask = instructions.pad_rows([features[i] for i in records], max_frames, 0.0)
+    row_of = {index: row for row, index in enumerate(records)}
+    items = {"row": np.array([row_of[index] for index, *_ in examples], "int32")}
+    items["prompt_token_ids"], items["prompt_padding_mask"] = instructions.pad_rows(
+        [np.asarray(tokenize_prompt(text), "int32") for _, _, text, _ in examples],
+        prompt_length,
+        0,
+        "prompt tokens of example",
+    )
+    items["response_token_ids"], items["response_padding_mask"] = instructions.pad_rows(
+        [np.asarray(tokenize_response(answer), "int32") for *_, answer in examples],
+        response_length,
+        0,
+        "response tokens of example",
+    )
+    speech, speech_mask = tf.constant(speech), tf.constant(speech_mask)
+
+    def gather_speech(batch):
+        rows = batch.pop("row")
+        batch[speech_keys[0]] = tf.gather(speech, rows)
+        batch[speech_keys[1]] = tf.gather(speech_mask, rows)
+        return batch
+
+    return (
+        tf.data.Dataset.from_tensor_slices(items)
+        .shuffle(len(examples), seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(gather_speech)
+    )
 
 
 def train_encoder(output, config, verbose=2, args=None):
@@ -330,32 +410,18 @@ def run(
         )
     prompt_length = max(len(slm.prompt_ids(text)) for text in instructions.INSTRUCTIONS.values())
 
-    def batches():
-        epoch = 0
-        while True:
-            yield from instructions.instruction_batches(
-                examples,
-                train_encodings,
-                slm.prompt_ids,
-                slm.response_ids,
-                config["batch_size"],
-                max_frames,
-                prompt_length,
-                config["response_length"],
-                shuffle_seed=seed + epoch,
-                speech_keys=("speech_encodings", "speech_encodings_padding_mask"),
-            )
-            epoch += 1
-
-    def fit_batches():
-        for batch in batches():
-            batch.pop("family")
-            yield batch
-
-    first = next(fit_batches())
-    signature = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in first.items()}
-    train = tf.data.Dataset.from_generator(fit_batches, output_signature=signature)
-
+    train = instruction_dataset(
+        examples,
+        train_encodings,
+        slm.prompt_ids,
+        slm.response_ids,
+        config["batch_size"],
+        max_frames,
+        prompt_length,
+        config["response_length"],
+        seed=seed,
+        speech_keys=("speech_encodings", "speech_encodings_padding_mask"),
+    )
     slm.compile(
         optimizer=keras.optimizers.Adam(
             asr.warmup_cosine(config["adapter_steps"], config["learning_rate"]),

@@ -1,9 +1,8 @@
 """The SLM trains on precomputed frozen encodings (`speech_encodings`) as
-it does on features: same outputs, and the recipe's batches carry them."""
+it does on features: the same outputs."""
 
 import numpy as np
 
-from keras_slam.data import instructions
 from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 from tests.models.test_speech_language_model import batch, make_slm
@@ -28,18 +27,3 @@ def test_precomputed_encodings_give_the_outputs_of_features():
         test_case.to_numpy(expected["logits"]) * mask,
         atol=1e-5,
     )
-
-
-def test_instruction_batches_name_their_speech_keys():
-    rng = np.random.default_rng(0)
-    encodings = [rng.normal(size=(n, 6)).astype("float32") for n in (3, 5)]
-    examples = [(0, "transcribe", "Transcribe.", "ab"), (1, "language", "Which?", "c")]
-    keys = ("speech_encodings", "speech_encodings_padding_mask")
-    (out,) = instructions.instruction_batches(
-        examples, encodings, lambda t: [1] * len(t), lambda t: [2] * len(t), 2, 7, 12, 4,
-        speech_keys=keys,
-    )  # fmt: skip
-    assert "speech_features" not in out
-    assert out[keys[0]].shape == (2, 7, 6)
-    np.testing.assert_array_equal(out[keys[1]].sum(axis=1), [3, 5])
-    np.testing.assert_array_equal(out[keys[0]][1, :5], encodings[1])
