@@ -3,28 +3,39 @@
 
     python -m recipes.slm --output runs/slm            # tiny config
     python -m recipes.slm --output runs/slm --config smoke
+    python -m recipes.slm --output runs/slm_main \
+        --encoder-preset runs/main/recognizer_pretrained   # the main job's encoder
 
-Steps: (1) the LM preset (`recipes.lm.train_lm`, reused when it exists); (2) a tiny `SpeechEncoder` CTC-trained on the
-paired sample (`recipes.asr`), saved as a backbone preset: the speech
-encoder here is this quick tiny one, not the main job's; (3) the adapter,
-trained on the TRAINED instruction families of the paired sample's training
-records; (4) on the test records: CER of "Transcribe the audio." through the
-SLM vs the CTC recognizer of the same encoder, language-ID accuracy, and the
-held-out "count_words" instruction (zero-shot): how often the response ends
-in "(N words)" and how often N is right. Results go to `report.json`; the
-task preset (referencing the two frozen presets) to `output/slm_preset`.
+Steps: (1) the LM preset (`recipes.lm.train_lm`, reused when it exists);
+(2) the speech encoder: a tiny `SpeechEncoder` CTC-trained on the paired
+sample (`recipes.asr`) and saved as a backbone preset, or with
+`--encoder-preset` the backbone of a CTC-trained `SpeechRecognizer` task
+preset (e.g. the main job's SLAM backbone; the SLM reads its speech tower
+and shared encoder); (3) the adapter, trained on the TRAINED instruction
+families ("Transcribe the audio.", "Translate the audio into English.",
+"Which language is spoken?") of the paired sample's training records and
+of the spoken X->En gettext pairs (`parallel_speech`, synthesised into
+`--speech-cache` on first use). The encoder is frozen, so its output is
+computed once per utterance and the adapter trains on it; (4) on the test
+records: CER of "Transcribe the audio." through the SLM vs the CTC
+recognizer of the same encoder, language-ID accuracy, the held-out
+"count_words" instruction (zero-shot: how often the response ends in
+"(N words)" and how often N is right), and BLEU / chrF (sacrebleu) of
+"Translate the audio into English." on the spoken test pairs. Results,
+with wall and CPU seconds per phase, go to `report.json`; the task preset
+(referencing the two frozen presets) to `output/slm_preset`.
 
 Every training phase checkpoints under `<output>/checkpoints/<phase>/`
 (`lm`, `encoder`, `adapter`; `keras_slam.checkpointing` flags): rerun the
 same command after a kill and it resumes where it stopped; a finished phase
 is restored, not retrained.
 
-Not here yet: speech translation (the instruction family exists in
-`keras_slam.data.instructions`; the spoken translation corpus of
-`keras_slam.data.parallel_speech` takes long to synthesise on 2 cores).
+The tiny config's measured table is in the README (section "Speech language
+model (SLM)").
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -37,24 +48,36 @@ import tensorflow as tf
 from keras_slam import checkpointing, distribution
 from keras_slam.data import instructions, pipeline, schema
 from keras_slam.layers.conformer import ConformerConfig
+from keras_slam.metrics import bleu
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
 from keras_slam.models.speech_recognizer import SpeechRecognizer
-from recipes import asr, lm
+from keras_slam.utils.inference_function import inference_function
+from recipes import asr, lm, st
+
+DEFAULT_SPEECH_CACHE = "runs/parallel_speech"  # as recipes/st.py's
 
 TINY = dict(
     lm=lm.TINY,
     encoder=dict(hidden_dim=96, num_layers=3, subsampling_filters=32),
     asr_steps=600,
+    asr_learning_rate=2e-3,
     adapter=dict(hidden_dim=128, stack_frames=4, num_layers=1, num_heads=4),
-    adapter_steps=600,
+    adapter_steps=1200,
     batch_size=8,
-    learning_rate=1e-3,
-    max_frames=1024,
-    prompt_length=24,
-    response_length=64,
+    learning_rate=2e-3,
+    # Training utterances longer than this, or responses longer than
+    # `response_length` LM tokens, are skipped (counted in the report).
+    max_seconds=7.5,
+    response_length=48,
     max_new_tokens=48,
+    # Speech translation: the X->En gettext pairs spoken by espeak-ng
+    # (`parallel_speech`, made on first use in --speech-cache); pairs per
+    # direction and split. Empty `st_directions`: no speech translation.
+    st_directions=(("de", "en"), ("es", "en")),
+    st_train_pairs=300,
+    st_test_pairs=20,
 )
 SMOKE = dict(
     TINY,
@@ -64,15 +87,20 @@ SMOKE = dict(
     adapter=dict(hidden_dim=16, stack_frames=4, num_layers=1, num_heads=2),
     adapter_steps=4,
     max_new_tokens=4,
+    st_train_pairs=4,
+    st_test_pairs=2,
 )
 CONFIGS = {"tiny": TINY, "smoke": SMOKE}
+SAMPLE_RATE = 16000
 
 
-def speech_records(split, corpus=asr.SAMPLE_CORPUS, languages=asr.LANGUAGES):
-    """The paired records of a split as dicts of Python values, PCM as float."""
-    files = pipeline.list_shards(
-        [os.path.join(corpus, "paired", split, language) for language in languages]
-    )
+def speech_records(split=None, corpus=asr.SAMPLE_CORPUS, languages=asr.LANGUAGES, files=None):
+    """Speech records as dicts of Python values, PCM as float: the paired
+    sample's `split`, or the shard `files` given."""
+    if files is None:
+        files = pipeline.list_shards(
+            [os.path.join(corpus, "paired", split, language) for language in languages]
+        )
     records = []
     for record in pipeline.read_records(files, kind=schema.SPEECH).as_numpy_iterator():
         item = {k: v.decode("utf-8") for k, v in record.items() if isinstance(v, bytes)}
@@ -81,16 +109,126 @@ def speech_records(split, corpus=asr.SAMPLE_CORPUS, languages=asr.LANGUAGES):
     return records
 
 
+def translation_records(cache, config):
+    """{"train", "test"}: the spoken X->En pairs of the config's directions
+    (`recipes.st.speech_corpus`, synthesised into `cache` on first use)."""
+    if not config["st_directions"]:
+        return {"train": [], "test": []}
+    st_config = dict(
+        directions=config["st_directions"],
+        train_pairs=config["st_train_pairs"],
+        test_pairs=config["st_test_pairs"],
+    )
+    files = st.speech_corpus(cache, st_config)
+    return {split: speech_records(files=files[split]) for split in ("train", "test")}
+
+
+def by_length(function, items, batch_size, multiple):
+    """`function((padded (B, L, ...), mask (B, L)))` -> (values (B, L', ...),
+    mask (B, L')) on batches of similar-length `items`, each padded to a
+    multiple of `multiple` and to `batch_size` rows (few shapes, few
+    compiles; the functions here are padding invariant). Returns each
+    item's real values."""
+    order = np.argsort([len(item) for item in items], kind="stable")
+    results = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        rows = [items[i] for i in chosen]
+        longest = -(-max(len(row) for row in rows) // multiple) * multiple
+        rows += [rows[0][:0]] * (batch_size - len(rows))
+        values, mask = function(instructions.pad_rows(rows, longest))
+        values, mask = keras.ops.convert_to_numpy(values), keras.ops.convert_to_numpy(mask)
+        for i, value, length in zip(chosen, values, mask.sum(axis=1)):
+            results[i] = value[: int(length)]
+    return results
+
+
 def record_features(records, front_end, batch_size=16):
     """(T, F) log-mel features of each record (the recipe's front end)."""
-    preprocessor = asr.SpeechRecognizerPreprocessor(audio_converter=front_end)
-    features = []
-    for start in range(0, len(records), batch_size):
-        batch = preprocessor([r["waveform"] for r in records[start : start + batch_size]])
-        values = keras.ops.convert_to_numpy(batch["speech_features"])
-        lengths = keras.ops.convert_to_numpy(batch["speech_padding_mask"]).sum(axis=1)
-        features += [v[: int(n)] for v, n in zip(values, lengths)]
-    return features
+    features = inference_function(
+        lambda batch: front_end(batch[0], padding_mask=batch[1]), front_end.weights
+    )
+    waveforms = [record["waveform"] for record in records]
+    return by_length(features, waveforms, batch_size, SAMPLE_RATE)
+
+
+def record_encodings(slm, features, batch_size=16):
+    """The frozen encoder's (T', D) output for each (T, F) feature array,
+    computed once: the adapter trains on these (`speech_encodings`)."""
+    encode = inference_function(
+        lambda batch: slm.frozen_encodings(*batch), slm.speech_encoder.weights
+    )
+    return by_length(encode, features, batch_size, 256)
+
+
+def instruction_dataset(
+    examples,
+    features,
+    tokenize_prompt,
+    tokenize_response,
+    batch_size,
+    max_frames,
+    prompt_length,
+    response_length,
+    seed=0,
+    speech_keys=("speech_features", "speech_padding_mask"),
+):
+    """Shuffled, repeating, fixed-shape `SpeechLanguageModel` batches of
+    `instruction_examples` (a `tf.data.Dataset` of dicts).
+
+    Built from in-memory tensors, each record's features stored once and
+    gathered per batch: no Python runs in the pipeline (the iterator of a
+    `from_generator` dataset, finalised at interpreter exit, can hang it).
+
+    Args:
+        examples: `instruction_examples` output.
+        features: per record, its (T, F) features (index as in `examples`),
+            or its frozen encodings (T', D) (`speech_keys` then names them).
+        tokenize_prompt / tokenize_response: text -> list of ids
+            (`SpeechLanguageModel.prompt_ids` / `response_ids`).
+        batch_size: items per batch.
+        max_frames, prompt_length, response_length: the fixed shapes;
+            longer items raise ValueError naming the record or example.
+        seed: the shuffle order (the same seed, the same batches).
+        speech_keys: the batch keys of the padded `features` and their mask.
+    """
+    records = sorted({index for index, *_ in examples})
+    for index in records:
+        if len(features[index]) > max_frames:
+            raise ValueError(
+                f"record {index}: {len(features[index])} speech frames > {max_frames}; "
+                "raise the limit"
+            )
+    speech, speech_mask = instructions.pad_rows([features[i] for i in records], max_frames, 0.0)
+    row_of = {index: row for row, index in enumerate(records)}
+    items = {"row": np.array([row_of[index] for index, *_ in examples], "int32")}
+    items["prompt_token_ids"], items["prompt_padding_mask"] = instructions.pad_rows(
+        [np.asarray(tokenize_prompt(text), "int32") for _, _, text, _ in examples],
+        prompt_length,
+        0,
+        "prompt tokens of example",
+    )
+    items["response_token_ids"], items["response_padding_mask"] = instructions.pad_rows(
+        [np.asarray(tokenize_response(answer), "int32") for *_, answer in examples],
+        response_length,
+        0,
+        "response tokens of example",
+    )
+    speech, speech_mask = tf.constant(speech), tf.constant(speech_mask)
+
+    def gather_speech(batch):
+        rows = batch.pop("row")
+        batch[speech_keys[0]] = tf.gather(speech, rows)
+        batch[speech_keys[1]] = tf.gather(speech_mask, rows)
+        return batch
+
+    return (
+        tf.data.Dataset.from_tensor_slices(items)
+        .shuffle(len(examples), seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(gather_speech)
+    )
 
 
 def train_encoder(output, config, verbose=2, args=None):
@@ -118,6 +256,7 @@ def train_encoder(output, config, verbose=2, args=None):
         recognizer,
         train,
         config["asr_steps"],
+        config["asr_learning_rate"],
         verbose=verbose,
         checkpoint=checkpointing.checkpoint_from_args(args, output, "encoder"),
         optimizer_arguments=checkpointing.optimizer_arguments(args),
@@ -134,23 +273,35 @@ def character_error_rate(references, hypotheses):
     return accumulator.result()["all"]["cer"]
 
 
-def evaluate(slm, records, features, max_new_tokens, batch_size=8):
-    """Greedy responses for every family on the test records -> metrics, examples."""
+def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
+    """Greedy responses of `families` on the test records -> metrics, examples.
+
+    Every batch has the same shape (the longest utterance, `batch_size`
+    rows): one compiled generation step per family."""
     results, examples = {}, {}
-    for family in (*instructions.TRAINED, *instructions.HELD_OUT):
+    frames = -(-max(len(f) for f in features) // 256) * 256 if features else 0
+    for family in families:
         chosen = instructions.instruction_examples(records, (family,))
         if not chosen:
             continue
         hypotheses = []
         for start in range(0, len(chosen), batch_size):
-            rows = chosen[start : start + batch_size]
-            speech = instructions.pad_rows([features[i] for i, *_ in rows], None, 0.0)
+            rows = [features[i] for i, *_ in chosen[start : start + batch_size]]
+            real = len(rows)
+            rows += [rows[0][:0]] * (batch_size - real)
+            speech = instructions.pad_rows(rows, frames, 0.0)
             speech = {"speech_features": speech[0], "speech_padding_mask": speech[1]}
-            hypotheses += slm.generate(speech, [r[2] for r in rows], max_new_tokens)
+            instruction = instructions.INSTRUCTIONS[family]
+            hypotheses += slm.generate(speech, instruction, max_new_tokens)[:real]
         references = [answer for *_, answer in chosen]
         examples[family] = list(zip(references, hypotheses))[:5]
         if family == "transcribe":
             results[family] = {"cer": character_error_rate(references, hypotheses)}
+        elif family == "translate":
+            results[family] = {
+                "bleu": bleu.corpus_bleu(references, hypotheses),
+                "chrf": bleu.corpus_chrf(references, hypotheses),
+            }
         elif family == "language":
             hits = [h.strip() == r for r, h in zip(references, hypotheses)]
             results[family] = {"accuracy": float(np.mean(hits))}
@@ -169,90 +320,154 @@ def evaluate(slm, records, features, max_new_tokens, batch_size=8):
     return results, examples
 
 
-def run(output, config_name="tiny", seed=0, verbose=2, args=None):
+def training_examples(slm, records, encodings, config):
+    """The trained families' `instruction_examples` of `records`, less the
+    utterances over `max_seconds` and the responses over `response_length`
+    tokens. Returns (examples, skip counts {"too_long_speech",
+    "too_long_response"}, the longest kept encoding's frames)."""
+    max_frames = None
+    kept, skipped = [], {"too_long_speech": 0, "too_long_response": 0}
+    for example in instructions.instruction_examples(records):
+        index, _, _, answer = example
+        if len(records[index]["waveform"]) > config["max_seconds"] * SAMPLE_RATE:
+            skipped["too_long_speech"] += 1
+        elif len(slm.response_ids(answer)) > config["response_length"]:
+            skipped["too_long_response"] += 1
+        else:
+            kept.append(example)
+            max_frames = max(max_frames or 0, len(encodings[index]))
+    return kept, skipped, max_frames
+
+
+class PhaseTimer:
+    """Wall and CPU (all threads) seconds of each phase of the recipe."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        wall, cpu = time.time(), time.process_time()
+        yield
+        self.seconds[phase] = {
+            "wall": round(time.time() - wall, 1),
+            "cpu": round(time.process_time() - cpu, 1),
+        }
+
+
+def run(
+    output,
+    config_name="tiny",
+    seed=0,
+    verbose=2,
+    args=None,
+    encoder_preset=None,
+    speech_cache=DEFAULT_SPEECH_CACHE,
+):
     """The whole recipe (module docstring); returns the report dict.
 
     `args`: the `checkpointing` flags (default: their defaults).
+    `encoder_preset`: a CTC-trained `SpeechRecognizer` task preset whose
+    backbone becomes the frozen encoder (instead of training one here).
+    `speech_cache`: where the spoken translation pairs are (made on first use).
     """
     args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
     keras.utils.set_random_seed(seed)
+    timer = PhaseTimer()
     start = time.time()
     lm_args = argparse.Namespace(**vars(args))
     lm_args.checkpoint_dir = os.path.join(
         args.checkpoint_dir or os.path.join(output, "checkpoints"), "lm"
     )
-    lm_preset, lm_report = lm.train_lm(
-        os.path.join(output, "lm"), config["lm"], verbose=verbose, args=lm_args
-    )
-    encoder_preset, recognizer = train_encoder(output, config, verbose, args)
+    with timer("lm"):
+        lm_preset, lm_report = lm.train_lm(
+            os.path.join(output, "lm"), config["lm"], verbose=verbose, args=lm_args
+        )
+    trained_encoder = encoder_preset is None
+    with timer("encoder"):
+        if trained_encoder:
+            encoder_preset, recognizer = train_encoder(output, config, verbose, args)
+        else:
+            recognizer = SpeechRecognizer.from_preset(encoder_preset)
     front_end = recognizer.preprocessor.audio_converter
     slm = SpeechLanguageModel.from_frozen_presets(
         encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
     )
-    ctc_results, _ = asr.evaluate(
-        recognizer, asr.paired_dataset(recognizer.preprocessor.tokenizer, front_end, "test")
+    with timer("ctc_evaluation"):
+        ctc_results, _ = asr.evaluate(
+            recognizer, asr.paired_dataset(recognizer.preprocessor.tokenizer, front_end, "test")
+        )
+    with timer("data"):
+        spoken_pairs = translation_records(speech_cache, config)
+        train_records = speech_records("train") + spoken_pairs["train"]
+        test_records = speech_records("test")
+        train_encodings = record_encodings(slm, record_features(train_records, front_end))
+        test_features = record_features(test_records, front_end)
+        pair_features = record_features(spoken_pairs["test"], front_end)
+        examples, skipped, max_frames = training_examples(
+            slm, train_records, train_encodings, config
+        )
+    prompt_length = max(len(slm.prompt_ids(text)) for text in instructions.INSTRUCTIONS.values())
+
+    train = instruction_dataset(
+        examples,
+        train_encodings,
+        slm.prompt_ids,
+        slm.response_ids,
+        config["batch_size"],
+        max_frames,
+        prompt_length,
+        config["response_length"],
+        seed=seed,
+        speech_keys=("speech_encodings", "speech_encodings_padding_mask"),
     )
-    train_records, test_records = speech_records("train"), speech_records("test")
-    train_features = record_features(train_records, front_end)
-    test_features = record_features(test_records, front_end)
-    examples = instructions.instruction_examples(train_records)
-
-    def batches():
-        epoch = 0
-        while True:
-            yield from instructions.instruction_batches(
-                examples,
-                train_features,
-                slm.prompt_ids,
-                slm.response_ids,
-                config["batch_size"],
-                config["max_frames"],
-                config["prompt_length"],
-                config["response_length"],
-                shuffle_seed=seed + epoch,
-            )
-            epoch += 1
-
-    def fit_batches():
-        for batch in batches():
-            batch.pop("family")
-            yield batch
-
-    first = next(fit_batches())
-    signature = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in first.items()}
-    train = tf.data.Dataset.from_generator(fit_batches, output_signature=signature)
-
     slm.compile(
         optimizer=keras.optimizers.Adam(
-            config["learning_rate"],
+            asr.warmup_cosine(config["adapter_steps"], config["learning_rate"]),
             **checkpointing.optimizer_arguments(args, global_clipnorm=1.0),
         )
     )
-    history = asr.fit_logged(
-        slm,
-        train.map(split_instruction_batch),
-        config["adapter_steps"],
-        verbose=verbose,
-        checkpoint=checkpointing.checkpoint_from_args(args, output, "adapter"),
-        max_consecutive_skips=args.max_consecutive_skips,
-    )
-    results, samples = evaluate(slm, test_records, test_features, config["max_new_tokens"])
+    with timer("adapter"):
+        history = asr.fit_logged(
+            slm,
+            train.map(split_instruction_batch),
+            config["adapter_steps"],
+            verbose=verbose,
+            checkpoint=checkpointing.checkpoint_from_args(args, output, "adapter"),
+            max_consecutive_skips=args.max_consecutive_skips,
+        )
+    with timer("slm_evaluation"):
+        families = ("transcribe", "language", *instructions.HELD_OUT)
+        results, samples = evaluate(
+            slm, test_records, test_features, families, config["max_new_tokens"]
+        )
+        st_results, st_samples = evaluate(
+            slm, spoken_pairs["test"], pair_features, ("translate",), config["max_new_tokens"]
+        )
     slm.save_to_preset(os.path.join(output, "slm_preset"), reference_frozen=True)
     adapter_parameters = slm.adapter.count_params()
     total = adapter_parameters + slm.speech_encoder.count_params()
     total += slm.language_model.count_params()
     report = {
         "config": config_name,
-        "speech_encoder": "tiny SpeechEncoder CTC-trained here on the paired sample",
+        "speech_encoder": (
+            "tiny SpeechEncoder CTC-trained here on the paired sample"
+            if trained_encoder
+            else os.path.abspath(encoder_preset)
+        ),
         "lm": lm_report,
         "adapter_parameters": adapter_parameters,
         "adapter_fraction": adapter_parameters / total,
+        "adapter_training_examples": len(examples),
+        "adapter_skipped_examples": skipped,
         "adapter_loss_first_last": [history["loss"][0], history["loss"][-1]],
         "ctc_cer": ctc_results["all"]["cer"],
-        "slm": results,
-        "examples": samples,
+        "slm": {**results, **st_results},
+        "examples": {**samples, **st_samples},
+        "phases": timer.seconds,
         "seconds": round(time.time() - start, 1),
+        "cpu_seconds": round(sum(p["cpu"] for p in timer.seconds.values()), 1),
     }
     with open(os.path.join(output, "report.json"), "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)
@@ -270,6 +485,13 @@ def format_report(report):
         f"held-out 'count_words': format followed {slm['count_words']['follows_format']:.1%}, "
         f"count right {slm['count_words']['count_correct']:.1%}",
     ]
+    if "translate" in slm:
+        lines.append(
+            f"ST X->En: BLEU {slm['translate']['bleu']:.1f}, chrF {slm['translate']['chrf']:.1f} "
+            f"({slm['translate']['items']} utterances)"
+        )
+    phases = ", ".join(f"{name} {p['cpu']:.0f}" for name, p in report["phases"].items())
+    lines.append(f"{report['seconds']:.0f} s wall, {report['cpu_seconds']:.0f} CPU s ({phases})")
     return "\n".join(lines)
 
 
@@ -277,12 +499,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/slm")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="tiny")
+    parser.add_argument(
+        "--encoder-preset",
+        help="a CTC-trained SpeechRecognizer task preset (e.g. runs/main/recognizer_pretrained) "
+        "whose backbone is the frozen encoder; default: train a tiny one here",
+    )
+    parser.add_argument(
+        "--speech-cache", default=DEFAULT_SPEECH_CACHE, help="spoken pairs, made on first use"
+    )
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
     checkpointing.apply_mixed_precision(args)
     distribution.apply_mesh(args.mesh)  # data parallel in the recipe
-    report = run(args.output, args.config, args=args)
+    report = run(
+        args.output,
+        args.config,
+        args=args,
+        encoder_preset=args.encoder_preset,
+        speech_cache=args.speech_cache,
+    )
     print(format_report(report))
     print(f"report: {os.path.join(args.output, 'report.json')}")
     return 0

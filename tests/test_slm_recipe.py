@@ -24,7 +24,8 @@ def test_smoke_config_checkpoints_every_phase_and_resumes(tmp_path, capsys):
     output = str(tmp_path)
     args = checkpointing.default_training_arguments()
     args.checkpoint_every_steps = 2
-    first = slm.run(output, "smoke", verbose=0, args=args)
+    speech = os.path.join(output, "speech")
+    first = slm.run(output, "smoke", verbose=0, args=args, speech_cache=speech)
     steps = {
         "lm": slm.SMOKE["lm"]["steps"],
         "encoder": slm.SMOKE["asr_steps"],
@@ -41,7 +42,7 @@ def test_smoke_config_checkpoints_every_phase_and_resumes(tmp_path, capsys):
     adapter = checkpointing.TrainingCheckpoint(os.path.join(output, "checkpoints", "adapter"))
     shutil.rmtree(adapter.checkpoints()[-1][1])
     shutil.rmtree(os.path.join(output, "lm", "preset"))
-    second = slm.run(output, "smoke", verbose=0, args=args)
+    second = slm.run(output, "smoke", verbose=0, args=args, speech_cache=speech)
     out = capsys.readouterr().out
     for phase in ("lm", "encoder"):
         assert f"resumed from step {steps[phase]} " in out, (phase, out[-2000:])

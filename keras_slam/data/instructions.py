@@ -14,11 +14,10 @@ family that applies to it:
 `count_words` is HELD_OUT: never trained on, it checks whether the adapter
 lets the LM follow a new instruction zero-shot.
 
-Batches (`instruction_batches`) are numpy dicts of fixed shapes (frames,
-prompt and response lengths are arguments), the `SpeechLanguageModel`
-inputs: speech_features / speech_padding_mask (B, T, F) / (B, T),
-prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
-response_padding_mask (B, R).
+`pad_rows` pads them into the `SpeechLanguageModel` inputs:
+speech_features / speech_padding_mask (B, T, F) / (B, T), prompt_token_ids /
+prompt_padding_mask (B, P), response_token_ids / response_padding_mask
+(B, R) (`recipes/slm.py` makes the training batches).
 """
 
 import numpy as np
@@ -87,59 +86,7 @@ def pad_rows(rows, length=None, pad_value=0, what="row"):
     mask = np.zeros((len(rows), length), dtype="float32")
     for i, row in enumerate(rows):
         if len(row) > length:
-            raise ValueError(f"{what} of batch item {i}: {len(row)} > {length}; raise the limit")
+            raise ValueError(f"{what} {i}: {len(row)} > {length}; raise the limit")
         out[i, : len(row)] = row
         mask[i, : len(row)] = 1.0
     return out, mask
-
-
-def instruction_batches(
-    examples,
-    features,
-    tokenize_prompt,
-    tokenize_response,
-    batch_size,
-    max_frames,
-    prompt_length,
-    response_length,
-    shuffle_seed=None,
-):
-    """Fixed-shape `SpeechLanguageModel` batches of `instruction_examples`.
-
-    Args:
-        examples: `instruction_examples` output.
-        features: per record, its (T, F) features (index as in `examples`).
-        tokenize_prompt / tokenize_response: text -> list of ids
-            (`SpeechLanguageModel.prompt_ids` / `response_ids`).
-        batch_size: items per batch; the last batch is padded with items
-            that have no real position (all masks 0).
-        max_frames, prompt_length, response_length: the fixed shapes;
-            longer items raise ValueError naming the item and the limit.
-        shuffle_seed: None keeps the order, else a shuffled order.
-    Yields: batch dicts (see the module docstring), plus "family" (B,) str.
-    """
-    order = np.arange(len(examples))
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(examples))
-    for start in range(0, len(order), batch_size):
-        chosen = [examples[i] for i in order[start : start + batch_size]]
-        filler = batch_size - len(chosen)
-        speech = [features[index] for index, *_ in chosen]
-        prompts = [tokenize_prompt(instruction) for _, _, instruction, _ in chosen]
-        responses = [tokenize_response(answer) for *_, answer in chosen]
-        feature_dim = speech[0].shape[-1]
-        speech += [np.zeros((0, feature_dim), speech[0].dtype)] * filler
-        prompts += [[]] * filler
-        responses += [[]] * filler
-        batch = {}
-        batch["speech_features"], batch["speech_padding_mask"] = pad_rows(
-            speech, max_frames, 0.0, "speech frames"
-        )
-        batch["prompt_token_ids"], batch["prompt_padding_mask"] = pad_rows(
-            [np.asarray(p, "int32") for p in prompts], prompt_length, 0, "prompt tokens"
-        )
-        batch["response_token_ids"], batch["response_padding_mask"] = pad_rows(
-            [np.asarray(r, "int32") for r in responses], response_length, 0, "response tokens"
-        )
-        batch["family"] = np.array([family for _, family, *_ in chosen] + [""] * filler)
-        yield batch

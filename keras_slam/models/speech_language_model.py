@@ -62,6 +62,7 @@ from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.subclassed_task import SubclassedTask
 from keras_slam.optimizers import log_finite_losses, skip_non_finite_steps
 from keras_slam.utils import preset_utils
+from keras_slam.utils.inference_function import inference_function
 from keras_slam.utils.keras_private import scale_loss_for_distribution
 
 CONFIG_FILE = "config.json"
@@ -476,8 +477,10 @@ class SpeechLanguageModel(SubclassedTask):
             models came from (set by `from_frozen_presets`); needed by
             `save_to_preset(..., reference_frozen=True)`.
 
-    Inputs (dict): speech_features (B, T, F), speech_padding_mask (B, T),
-    prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
+    Inputs (dict): speech_features (B, T, F), speech_padding_mask (B, T)
+    (or the frozen encoder's output instead, `frozen_encodings`:
+    speech_encodings (B, T', D_speech), speech_encodings_padding_mask
+    (B, T')), prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
     response_padding_mask (B, R) (ids left-aligned, masks 1 = real).
     Outputs: {"logits" (B, R, V): row r predicts response token r,
     "padding_mask" (B, R)}. Labels y: {"response_token_ids",
@@ -518,6 +521,7 @@ class SpeechLanguageModel(SubclassedTask):
         self.adapter.build(encoded_shape)
         # Every part is built: `load_weights` (checkpoint resume) needs no call first.
         self.built = True
+        self._generate_functions = {}  # (max_new_tokens, eager) -> compiled greedy step
         # === Config ===
         self.adapter_config = adapter_config
         self.use_shared_encoder = use_shared_encoder
@@ -569,22 +573,36 @@ class SpeechLanguageModel(SubclassedTask):
 
     # --- forward ----------------------------------------------------------
 
-    def encode(self, speech_features, speech_padding_mask):
-        """Frozen encoder + adapter -> (B, S, D_lm) embeddings, (B, S) mask."""
-        sequence, frame_mask = encode_speech(
+    def frozen_encodings(self, speech_features, speech_padding_mask):
+        """The frozen encoder's output: (B, T', D_speech), (B, T') mask.
+
+        It never changes while the adapter trains, so a recipe can compute
+        it once per utterance and train on it (`speech_encodings` inputs).
+        """
+        return encode_speech(
             self.speech_encoder,
             speech_features,
             speech_padding_mask,
             self.use_shared_encoder,
             training=False,
         )
-        return self.adapter(sequence, frame_mask)
+
+    def encode(self, speech_features, speech_padding_mask):
+        """Frozen encoder + adapter -> (B, S, D_lm) embeddings, (B, S) mask."""
+        return self.adapter(*self.frozen_encodings(speech_features, speech_padding_mask))
 
     def embed_tokens(self, token_ids):
         return self.hooks.embed(self.language_model.backbone, token_ids)
 
     def call(self, inputs, training=None):
-        speech, speech_mask = self.encode(inputs["speech_features"], inputs["speech_padding_mask"])
+        if "speech_encodings" in inputs:
+            speech, speech_mask = self.adapter(
+                inputs["speech_encodings"], inputs["speech_encodings_padding_mask"]
+            )
+        else:
+            speech, speech_mask = self.encode(
+                inputs["speech_features"], inputs["speech_padding_mask"]
+            )
         response_mask = inputs["response_padding_mask"]
         prompt = (self.embed_tokens(inputs["prompt_token_ids"]), inputs["prompt_padding_mask"])
         response_logits = (
@@ -675,16 +693,41 @@ class SpeechLanguageModel(SubclassedTask):
     def generate_token_ids(
         self, speech_features, speech_padding_mask, prompt_ids, prompt_mask, max_new_tokens
     ):
-        """Greedy response ids (B, max_new_tokens), "<eos>" and after set to pad."""
-        speech, speech_mask = self.encode(speech_features, speech_padding_mask)
-        prefix, prefix_mask, _ = pack_segments(
-            [(self.embed_tokens(prompt_ids), prompt_mask), (speech, speech_mask)]
-        )
-        greedy = self._greedy_seq2seq if self.hooks.encoder_decoder else self._greedy_decoder_only
-        response = ops.convert_to_numpy(greedy(prefix, prefix_mask, max_new_tokens))
+        """Greedy response ids (B, max_new_tokens), "<eos>" and after set to pad.
+
+        Compiled once per input shape and `max_new_tokens`
+        (`inference_function`): pad batches to a few shapes to reuse it.
+        """
+        inputs = (speech_features, speech_padding_mask, prompt_ids, prompt_mask)
+        inputs = tuple(ops.convert_to_tensor(x) for x in inputs)
+        response = ops.convert_to_numpy(self._generate_function(max_new_tokens)(inputs))
         tokenizer = self.language_model.preprocessor.tokenizer
         ended = np.cumsum(response == tokenizer.end_token_id, axis=1) > 0
         return np.where(ended, tokenizer.pad_token_id, response)
+
+    def _generate_function(self, max_new_tokens):
+        """The compiled greedy step for `max_new_tokens`, made once."""
+        key = (max_new_tokens, self.run_eagerly)
+        if key not in self._generate_functions:
+
+            def generate_step(inputs):
+                speech_features, speech_padding_mask, prompt_ids, prompt_mask = inputs
+                speech, speech_mask = self.encode(speech_features, speech_padding_mask)
+                prefix, prefix_mask, _ = pack_segments(
+                    [(self.embed_tokens(prompt_ids), prompt_mask), (speech, speech_mask)]
+                )
+                greedy = (
+                    self._greedy_seq2seq
+                    if self.hooks.encoder_decoder
+                    else self._greedy_decoder_only
+                )
+                return greedy(prefix, prefix_mask, max_new_tokens)
+
+            variables = self.trainable_variables + self.non_trainable_variables
+            self._generate_functions[key] = inference_function(
+                generate_step, variables, self.run_eagerly
+            )
+        return self._generate_functions[key]
 
     def _greedy_decoder_only(self, prefix, prefix_mask, max_new_tokens):
         """Packed prefix (B, L, D) -> response ids (B, max_new_tokens)."""
