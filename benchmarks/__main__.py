@@ -10,8 +10,8 @@ torch, see `benchmarks/train_step.py`) and "features" (TFRecord -> log-mel
 batches against HF's feature extractor, `benchmarks/features.py`). Each
 contender runs in its own process, interleaved over rounds; the table
 gives min, median and spread per contender, peak RSS, the load average
-before and after, the cores other processes used during the rounds, and a ratio to HF only where the run was stable
-(`benchmarks/harness.py`). Quote only figures printed on an idle machine,
+before and after, the cores other processes used during the rounds, and a
+ratio to HF only where the run was stable (`benchmarks/harness.py`). Quote only figures printed on an idle machine,
 with the date and the machine.
 """
 

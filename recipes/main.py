@@ -127,7 +127,8 @@ class Settings:
 
 
 # Fine-tuning without SpecAugment: 1,200 steps of 16 s batches are about 4
-# passes over the 75 labelled minutes, too few for masking to pay off. Held-out CER, all languages / English, bundled test and gettext,
+# passes over the 75 labelled minutes, too few for masking to pay off.
+# Held-out CER, all languages / English, bundled test and gettext,
 # pre-trained arm, 1,200 steps, JAX, 2026-12-01: the default run's own
 # fine-tuning (first row), then fine-tuning only from its pre-trained preset
 # (`--pretrained`, seed 0, load 7-9, 650-740 s of CPU each):
