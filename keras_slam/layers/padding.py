@@ -30,7 +30,9 @@ def masked_mean(values, mask, axis=None, keepdims=False):
 
     Args:
         values: (B, T, ...) tensor (any leading shape that `mask` matches).
-        mask: (B, T) (the leading axes of `values`), 1 = counted, 0 = not.
+        mask: (B, T) (the leading axes of `values`), 1 = counted, 0 = not;
+            other non-negative values weigh their positions (a weighted
+            mean, sum(mask * values) / sum(mask)).
         axis: axes of `mask` to average over; None: all of them.
         keepdims: keep the averaged axes with size 1.
     Returns:
@@ -43,7 +45,7 @@ def masked_mean(values, mask, axis=None, keepdims=False):
     for _ in range(len(values.shape) - len(counted.shape)):
         counted = ops.expand_dims(counted, -1)
     total = ops.sum(
-        ops.where(counted > 0, values, ops.zeros((), values.dtype)),
+        ops.where(counted > 0, counted * values, ops.zeros((), values.dtype)),
         axis=axis,
         keepdims=keepdims,
     )

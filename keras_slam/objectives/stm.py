@@ -14,6 +14,8 @@ accuracy's chance level stays 0.5.
 
 from keras import ops
 
+from keras_slam.layers.padding import masked_mean
+
 
 def mismatched_partners(present, num_negatives=1):
     """For each present row, the present rows 1..K places after it (cyclically).
@@ -65,11 +67,4 @@ def stm_loss(logits, labels, weights):
     # Stable log(1 + exp(-|z|)) form of the logistic loss.
     per_row = ops.maximum(logits, 0.0) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
     correct = ops.cast(ops.equal(ops.cast(logits > 0, "float32"), labels), "float32")
-    return _weighted_mean(per_row, weights), _weighted_mean(correct, weights)
-
-
-def _weighted_mean(values, weights):
-    """sum(w * v) / sum(w) over (N,) float32 tensors; 0 when every w is 0."""
-    total = ops.sum(ops.where(weights > 0, weights * values, 0.0))
-    weight = ops.sum(weights)
-    return ops.where(weight > 0, total / ops.where(weight > 0, weight, 1.0), 0.0)
+    return masked_mean(per_row, weights), masked_mean(correct, weights)

@@ -25,3 +25,10 @@ def test_masked_mean_over_every_masked_axis(seeded):
     np.testing.assert_allclose(scalar, values[..., 0][mask > 0].mean(), rtol=1e-6)
     nothing = test_case.to_numpy(masked_mean(values[..., 0], np.zeros_like(mask)))
     assert float(nothing) == 0.0
+
+
+def test_masked_mean_with_fractional_weights_is_the_weighted_mean():
+    # Weights 0.5, 0.25, 0.25 and a NaN at weight 0: (0.5*4 + 0.25*8 + 0.25*0) / 1.
+    values = np.array([4.0, 8.0, 0.0, np.nan], "float32")
+    weights = np.array([0.5, 0.25, 0.25, 0.0], "float32")
+    assert test_case.to_numpy(masked_mean(values, weights)) == 4.0
