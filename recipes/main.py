@@ -222,20 +222,25 @@ def pretraining_dataset(
     file_groups = (
         list(by_language.values()) if settings.paired_batches_by_language else [paired_files]
     )
-    paired = tf.data.Dataset.choose_from_datasets(
-        [
-            pipeline.speech_dataset(
-                files,
-                front_end,
-                pipeline.Buckets((PRETRAIN_SECONDS,), (settings.paired_batch_size,)),
-                tokenizer=tokenizer,
-                max_token_length=TEXT_LENGTH,
-                paired=True,
-                **common,
-            )
-            for files in file_groups
-        ],
-        tf.data.Dataset.range(len(file_groups)).repeat(),
+    paired_streams = [
+        pipeline.speech_dataset(
+            files,
+            front_end,
+            pipeline.Buckets((PRETRAIN_SECONDS,), (settings.paired_batch_size,)),
+            tokenizer=tokenizer,
+            max_token_length=TEXT_LENGTH,
+            paired=True,
+            **common,
+        )
+        for files in file_groups
+    ]
+    # One language after another when the batches are by language.
+    paired = (
+        paired_streams[0]
+        if len(paired_streams) == 1
+        else tf.data.Dataset.choose_from_datasets(
+            paired_streams, tf.data.Dataset.range(len(paired_streams)).repeat()
+        )
     )
     text = pipeline.text_dataset(
         pipeline.host_shards(folders("text")),
