@@ -56,7 +56,7 @@ for family, instruction in instructions.INSTRUCTIONS.items():
 # The spoken translation pairs are synthesised on first use (the smoke
 # config's few into this guide's folder; the tiny config's into the cache
 # that `recipes/st.py` shares).
-speech_cache = os.path.join(work, "speech") if SMOKE else slm_recipe.DEFAULT_SPEECH_CACHE
+speech_cache = os.path.join(work, "speech") if SMOKE else slm_recipe.st.SPEECH_CACHE
 report = slm_recipe.run(
     work, "smoke" if SMOKE else "tiny", verbose=0 if SMOKE else 2, speech_cache=speech_cache
 )

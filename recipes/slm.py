@@ -56,8 +56,6 @@ from keras_slam.models.speech_recognizer import SpeechRecognizer
 from keras_slam.utils.inference_function import inference_function
 from recipes import asr, lm, st
 
-DEFAULT_SPEECH_CACHE = "runs/parallel_speech"  # as recipes/st.py's
-
 TINY = dict(
     lm=lm.TINY,
     encoder=dict(hidden_dim=96, num_layers=3, subsampling_filters=32),
@@ -362,7 +360,7 @@ def run(
     verbose=2,
     args=None,
     encoder_preset=None,
-    speech_cache=DEFAULT_SPEECH_CACHE,
+    speech_cache=st.SPEECH_CACHE,
 ):
     """The whole recipe (module docstring); returns the report dict.
 
@@ -505,7 +503,7 @@ def main(argv=None):
         "whose backbone is the frozen encoder; default: train a tiny one here",
     )
     parser.add_argument(
-        "--speech-cache", default=DEFAULT_SPEECH_CACHE, help="spoken pairs, made on first use"
+        "--speech-cache", default=st.SPEECH_CACHE, help="spoken pairs, made on first use"
     )
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)

@@ -56,6 +56,8 @@ _TINY_DECODER = {
     "dropout": 0.1,
     "label_smoothing": 0.1,
 }
+# Where the spoken pairs are synthesised on first use (recipes.slm reads them too).
+SPEECH_CACHE = "runs/parallel_speech"
 CONFIGS = {
     # Sized for <= 15 min on 2 CPU cores: two directions and few, short
     # pairs, so that every pair is seen several times.
@@ -238,7 +240,7 @@ def run(
     config_name,
     output,
     preset=None,
-    cache="runs/parallel_speech",
+    cache=SPEECH_CACHE,
     seed=0,
     verbose=2,
     args=None,
@@ -317,7 +319,7 @@ def main(argv=None):
         "--preset", help="pre-trained backbone preset to start from (default: pre-train one)"
     )
     parser.add_argument(
-        "--speech-cache", default="runs/parallel_speech", help="spoken pairs, made on first use"
+        "--speech-cache", default=SPEECH_CACHE, help="spoken pairs, made on first use"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--finetune-steps", type=int, help="per setting (default: the config's)")
