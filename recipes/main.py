@@ -25,16 +25,16 @@ A low-resource transfer experiment in en/de/es/it, on a CPU:
    vs random init per language and its relative gain) under `<output>`
    (default `runs/<timestamp>/`).
 
-Measured 2026-12-01 (JAX, DEFAULT with `--compare-random-init`, synth corpus
-cached, shared 2-core machine at load 6-16), then with fine-tuning
-SpecAugment on (since turned off, below): 1,748 s of CPU (about 15 min on
-2 idle cores), 66 min wall under that load. Held-out CER after 1,200
-fine-tuning steps per arm, pre-trained vs random init: English 45.4% vs
-46.2% (bundled test), 40.2% vs 43.1% (gettext); all languages 33.7% vs 35.3%
-and 25.2% vs 26.8%. The fine-tuning levers were then measured from that
-run's pre-trained preset (`--pretrained <run>/pretrained`, no pre-training;
-see DEFAULT); the README's main-job section has the tables. The targets
-(English <= 15%, >= 25% relative gain) are not reached.
+Measured 2026-12-01 (JAX, DEFAULT with `--compare-random-init`, fresh
+output, synth corpus cached, shared 2-core machine at load 4.6-7.0): 1,515 s
+of CPU (about 12.6 min on 2 idle cores), 22.6 min wall under that load.
+Held-out CER after 1,200 fine-tuning steps per arm (no SpecAugment),
+pre-trained vs random init: English 38.0% vs 38.2% (bundled test), 34.3% vs
+34.9% (gettext); all languages 27.0% vs 27.1% and 19.6% vs 20.6%. The
+fine-tuning levers were measured from an earlier run's pre-trained preset
+(`--pretrained <run>/pretrained`, no pre-training; see DEFAULT); the README's
+main-job section has the tables. The targets (English <= 15%, >= 25%
+relative gain) are not reached.
 
     bash recipes/main.sh                          # the default run
     bash recipes/main.sh --compare-random-init    # + the random-init baseline
@@ -129,7 +129,7 @@ class Settings:
 # Fine-tuning without SpecAugment: 1,200 steps of 16 s batches are about 4
 # passes over the 75 labelled minutes, too few for masking to pay off.
 # Held-out CER, all languages / English, bundled test and gettext,
-# pre-trained arm, 1,200 steps, JAX, 2026-12-01: the default run's own
+# pre-trained arm, 1,200 steps, JAX, 2026-12-01: an earlier default run's own
 # fine-tuning (first row), then fine-tuning only from its pre-trained preset
 # (`--pretrained`, seed 0, load 7-9, 650-740 s of CPU each):
 #     SpecAugment (2 x F=26, 2 x 5%), lr 2e-3:  33.7 / 45.4%,  25.2 / 40.2%
