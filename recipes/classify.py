@@ -368,7 +368,14 @@ def pretrained_preset(config, output, args, seed=0):
     tokenizer = asr.build_tokenizer()
     checkpoint = checkpointing.checkpoint_from_args(args, output, "pretraining")
     main_recipe.pretrain(
-        config.pretraining, tokenizer, asr.make_front_end(), preset, seed, checkpoint, args
+        config.pretraining,
+        tokenizer,
+        asr.make_front_end(),
+        preset,
+        seed,
+        checkpoint,
+        args,
+        evaluate_held_out=False,  # only the preset is used here
     )
     return preset
 

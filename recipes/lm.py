@@ -60,9 +60,10 @@ TINY = dict(
     batch_size=32,
     steps=1500,
     learning_rate=3e-3,
+    held_out_sentences=None,  # the first N held-out sentences scored (None: all)
 )
 SMOKE = dict(TINY, vocabulary_size=256, num_layers=1, hidden_dim=32, intermediate_dim=64,
-             head_dim=16, steps=20, sequence_length=32)  # fmt: skip
+             head_dim=16, steps=4, sequence_length=32, held_out_sentences=64)  # fmt: skip
 
 
 def _text_shard_sentences(corpus):
@@ -163,6 +164,7 @@ def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2, args=No
             return preset_dir, json.load(file)
     keras.utils.set_random_seed(seed)
     train, held_out = corpus_sentences(extra=extra_sentences)
+    held_out = held_out[: config["held_out_sentences"]]
     proto = train_sentencepiece(
         train,
         vocab_size=config["vocabulary_size"],

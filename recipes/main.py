@@ -327,6 +327,7 @@ def pretrain(
     checkpoint=None,
     args=None,
     objectives=OBJECTIVES,
+    evaluate_held_out=True,
 ):
     """Pre-trains a SLAMBackbone; saves backbone + tokenizer + front end.
 
@@ -336,8 +337,9 @@ def pretrain(
     them). The backbone's initial weights depend on `seed` only.
 
     Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`)
-    and, with paired objectives, {"held_out_<metric>": [value]}: TLM / STM /
-    CTC on the bundled paired test split (`slam.evaluate_paired`).
+    and, with paired objectives and `evaluate_held_out`, {"held_out_<metric>":
+    [value]}: TLM / STM / CTC on the bundled paired test split
+    (`slam.evaluate_paired`; a caller that reads only the preset skips it).
     """
     args = args or checkpointing.default_training_arguments()
     pretrainer = build_pretrainer(settings, tokenizer.vocabulary_size(), seed, objectives)
@@ -372,7 +374,7 @@ def pretrain(
         checkpoint=checkpoint,
         max_consecutive_skips=args.max_consecutive_skips,
     )
-    if "paired" in pretrainer.sub_batches:
+    if evaluate_held_out and "paired" in pretrainer.sub_batches:
         test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
         held_out = slam.evaluate_paired(pretrainer, test)
         history.update({f"held_out_{name}": [value] for name, value in held_out.items()})

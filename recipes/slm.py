@@ -58,6 +58,9 @@ from recipes import asr, lm, st
 
 TINY = dict(
     lm=lm.TINY,
+    # The paired sample's languages: the encoder's CTC data, the adapter's
+    # instruction records and the test records.
+    languages=asr.LANGUAGES,
     encoder=dict(hidden_dim=96, num_layers=3, subsampling_filters=32),
     asr_steps=600,
     asr_learning_rate=2e-3,
@@ -80,6 +83,7 @@ TINY = dict(
 SMOKE = dict(
     TINY,
     lm=lm.SMOKE,
+    languages=("de", "es"),  # 60 training and 16 test records of the 330 and 44
     encoder=dict(hidden_dim=16, num_layers=1, subsampling_filters=4),
     asr_steps=4,
     adapter=dict(hidden_dim=16, stack_frames=4, num_layers=1, num_heads=2),
@@ -248,7 +252,9 @@ def train_encoder(output, config, verbose=2, args=None):
             audio_converter=front_end, tokenizer=tokenizer
         ),
     )
-    train = asr.paired_dataset(tokenizer, front_end, "train", training=True)
+    train = asr.paired_dataset(
+        tokenizer, front_end, "train", languages=config["languages"], training=True
+    )
     args = args or checkpointing.default_training_arguments()
     asr.finetune(
         recognizer,
@@ -392,14 +398,16 @@ def run(
     slm = SpeechLanguageModel.from_frozen_presets(
         encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
     )
+    languages = config["languages"]
     with timer("ctc_evaluation"):
-        ctc_results, _ = asr.evaluate(
-            recognizer, asr.paired_dataset(recognizer.preprocessor.tokenizer, front_end, "test")
+        test = asr.paired_dataset(
+            recognizer.preprocessor.tokenizer, front_end, "test", languages=languages
         )
+        ctc_results, _ = asr.evaluate(recognizer, test, languages)
     with timer("data"):
         spoken_pairs = translation_records(speech_cache, config)
-        train_records = speech_records("train") + spoken_pairs["train"]
-        test_records = speech_records("test")
+        train_records = speech_records("train", languages=languages) + spoken_pairs["train"]
+        test_records = speech_records("test", languages=languages)
         train_encodings = record_encodings(slm, record_features(train_records, front_end))
         test_features = record_features(test_records, front_end)
         pair_features = record_features(spoken_pairs["test"], front_end)
