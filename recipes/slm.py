@@ -395,8 +395,13 @@ def run(
         else:
             recognizer = SpeechRecognizer.from_preset(encoder_preset)
     front_end = recognizer.preprocessor.audio_converter
+    # The adapter reads the encoder output the CTC head reads.
     slm = SpeechLanguageModel.from_frozen_presets(
-        encoder_preset, lm_preset, adapter=config["adapter"], audio_converter=front_end
+        encoder_preset,
+        lm_preset,
+        adapter=config["adapter"],
+        audio_converter=front_end,
+        use_shared_encoder=recognizer.use_shared_encoder,
     )
     languages = config["languages"]
     with timer("ctc_evaluation"):

@@ -12,8 +12,12 @@ import pytest
 import tensorflow as tf
 
 from keras_slam import checkpointing
-from keras_slam.models.speech_language_model import split_instruction_batch
-from recipes import slm
+from keras_slam.layers.conformer import ConformerConfig
+from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
+from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
+from keras_slam.models.speech_recognizer import SpeechRecognizer
+from recipes import asr, slm
 from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 from tests.models.test_speech_language_model import batch, make_slm
@@ -54,6 +58,46 @@ def test_smoke_config_checkpoints_every_phase_and_resumes(tmp_path, capsys):
     np.testing.assert_allclose(
         second["adapter_loss_first_last"], first["adapter_loss_first_last"], rtol=1e-5
     )
+
+
+@pytest.mark.slow(backend="jax")
+def test_encoder_preset_is_the_frozen_encoder_and_no_encoder_is_trained(tmp_path, monkeypatch):
+    """`--encoder-preset`: the SLM's frozen encoder is the preset's backbone,
+    weight for weight, reading the layer the preset's CTC head reads (here
+    the speech tower of a SLAM backbone, not its shared encoder); the
+    encoder phase trains nothing."""
+    tokenizer = asr.build_tokenizer()
+    backbone = SLAMBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        hidden_dim=16,
+        num_speech_layers=1,
+        num_shared_layers=1,
+        subsampling_filters=4,
+        conformer=ConformerConfig(num_heads=2, ffn_dim=32, conv_norm_groups=4),
+    )
+    preprocessor = SpeechRecognizerPreprocessor(
+        audio_converter=asr.make_front_end(), tokenizer=tokenizer
+    )
+    recognizer = SpeechRecognizer(backbone, preprocessor=preprocessor, use_shared_encoder=False)
+    preset = str(tmp_path / "recognizer")
+    recognizer.save_to_preset(preset)
+
+    def no_encoder_training(*args, **kwargs):
+        raise AssertionError("--encoder-preset must skip training an encoder")
+
+    monkeypatch.setattr(slm, "train_encoder", no_encoder_training)
+    output = tmp_path / "run"
+    argv = ["--config", "smoke", "--output", str(output), "--encoder-preset", preset]
+    assert slm.main([*argv, "--speech-cache", str(tmp_path / "speech")]) == 0
+
+    assert not (output / "checkpoints" / "encoder").exists()
+    trained = SpeechLanguageModel.from_preset(str(output / "slm_preset"))
+    assert not trained.use_shared_encoder
+    assert len(trained.speech_encoder.weights) == len(backbone.weights)
+    for weight, preset_weight in zip(trained.speech_encoder.weights, backbone.weights):
+        np.testing.assert_array_equal(
+            test_case.to_numpy(weight), test_case.to_numpy(preset_weight), err_msg=weight.path
+        )
 
 
 def test_slm_resumes_from_a_training_checkpoint(tmp_path):
