@@ -53,6 +53,7 @@ from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.utils import preset_utils
 from keras_slam.utils.inference_function import inference_function
 from recipes import asr, lm, st
 
@@ -359,6 +360,24 @@ class PhaseTimer:
         }
 
 
+def check_encoder_preset(preset):
+    """Raises ValueError unless `preset` is a saved `SpeechRecognizer` task.
+
+    The SLM's frozen encoder is the backbone of a CTC-trained recognizer:
+    its preprocessor gives the front end, its head the CTC comparison row.
+    A backbone-only preset has neither (its head would be random).
+    """
+    if not os.path.isdir(preset):
+        raise ValueError(f"--encoder-preset {preset!r}: no such directory")
+    if not preset_utils.holds_task(preset, SpeechRecognizer):
+        raise ValueError(
+            f"--encoder-preset {preset!r} is not a SpeechRecognizer task preset (its "
+            "task.json is missing or names another task). Give a CTC-trained recognizer, "
+            "e.g. the main job's <output>/recognizer_pretrained, or fine-tune this backbone "
+            "first (python -m recipes.asr --preset <backbone preset> --output <recognizer dir>)."
+        )
+
+
 def run(
     output,
     config_name="tiny",
@@ -375,6 +394,8 @@ def run(
     backbone becomes the frozen encoder (instead of training one here).
     `speech_cache`: where the spoken translation pairs are (made on first use).
     """
+    if encoder_preset is not None:
+        check_encoder_preset(encoder_preset)
     args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
     keras.utils.set_random_seed(seed)

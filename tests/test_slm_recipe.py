@@ -100,6 +100,29 @@ def test_encoder_preset_is_the_frozen_encoder_and_no_encoder_is_trained(tmp_path
         )
 
 
+def test_encoder_preset_must_be_a_recognizer_task(tmp_path):
+    """A backbone-only preset (no recognizer head or front end) or a missing
+    directory is refused before anything trains, naming the preset."""
+    tokenizer = asr.build_tokenizer()
+    backbone = SLAMBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        hidden_dim=16,
+        num_speech_layers=1,
+        num_shared_layers=1,
+        subsampling_filters=4,
+        conformer=ConformerConfig(num_heads=2, ffn_dim=32, conv_norm_groups=4),
+    )
+    preset = str(tmp_path / "backbone")
+    tokenizer.save_to_preset(preset)
+    backbone.save_to_preset(preset)
+    output = tmp_path / "run"
+    with pytest.raises(ValueError, match="backbone.*is not a SpeechRecognizer task preset"):
+        slm.run(str(output), config_name="smoke", encoder_preset=preset)
+    with pytest.raises(ValueError, match="missing.*no such directory"):
+        slm.run(str(output), config_name="smoke", encoder_preset=str(tmp_path / "missing"))
+    assert not output.exists()
+
+
 def test_slm_resumes_from_a_training_checkpoint(tmp_path):
     """Before: a freshly built SLM refused `load_weights` ("not yet been
     built"), so the recipe's adapter phase could not resume."""

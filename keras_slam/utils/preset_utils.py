@@ -328,7 +328,7 @@ def _file_exists(preset, name):
     return check_file_exists(preset, name)
 
 
-def _holds_task(preset, cls):
+def holds_task(preset, cls):
     """True when the preset's task.json is a `cls` (or a subclass)."""
     if not _file_exists(preset, TASK_CONFIG_FILE):
         return False
@@ -352,7 +352,7 @@ def _load_keras_preset(cls, preset, load_weights=True, **kwargs):
     if (
         "preprocessor" not in kwargs
         and preprocessor_cls is not None
-        and not _holds_task(preset, cls)
+        and not holds_task(preset, cls)
     ):
         saved = preprocessor_cls.saved_in(preset)
         kwargs["preprocessor"] = preprocessor_cls.from_preset(preset) if saved else None
