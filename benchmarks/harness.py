@@ -204,7 +204,7 @@ def rounds_refusal(others, kept, max_other_cores):
     if len(kept) >= MIN_ROUNDS:
         return ""
     reason = (
-        f"{len(kept)} rounds kept of {len(others)}, < {MIN_ROUNDS} for a {CONFIDENCE:.0%} interval"
+        f"{len(kept)} of {len(others)} rounds kept, < {MIN_ROUNDS} for a {CONFIDENCE:.0%} interval"
     )
     dropped = [
         f"{index + 1} ({'unmeasured' if cores is None else f'{cores:.2f}'})"
