@@ -19,7 +19,7 @@ Rules (`analyse`):
 - A ratio is printed only when the kept rounds give a distribution-free
   `CONFIDENCE` (90%) interval for the median ratio (order statistics; it
   needs at least 5 rounds, and for 5-7 rounds it is the min-max range;
-  from 8 rounds on it leaves out the most extreme round at each end) and
+  from 8 rounds on it leaves out the most extreme round(s) at each end) and
   that interval's width is at most `max_spread` of the median; otherwise
   the cell says why not ("unstable: ...").
 - The 1-minute load averages before and after the run are reported as
