@@ -1,22 +1,38 @@
-"""A benchmark harness that cannot flatter: interleaved rounds, spreads, load.
+"""A benchmark harness that cannot flatter: interleaved rounds, paired ratios, others' load.
 
 Every round starts each contender's process once, in turn (A B C D A B C D
-...), so slow drifts of the machine hit every contender alike. A round's
-step time is the median of its timed steps (one garbage-collection pause
-is not instability); per contender the harness reports the min and median
-over rounds and the spread `(max - min) / median`. A ratio against the
-reference (the first contender) is printed only when both spreads are
-within `max_spread`, the 1-minute load average before the run was at
-most `max_load_per_core * cores`, and during every round of the workload
-other processes used at most that many cores (system CPU time from
-/proc/stat minus the contender's own, over the round's wall time: a load
-that starts mid-run is caught too); otherwise the cell says why not
-("unstable: ..."). `allow_load` prints ratios under load anyway and marks
-the table "UNDER LOAD".
+...). A round's step time is the median of its timed steps (one
+garbage-collection pause is not instability). Per contender the table gives
+the min and median over all rounds and their spread `(max - min) / median`
+(information). The ratio against the reference (the first contender) is
+paired: per round, the reference's step time over the contender's in the
+same round, so that noise common to a round cancels; the table prints the
+median of these per-round ratios over the kept rounds.
+
+Rules (`analyse`):
+- A round is discarded when, while any contender of it ran, other
+  processes kept more than `max_other_cores` cores busy (system CPU time
+  from /proc/stat minus the contender's own, over its wall time; the
+  default 0.1 core can slow a contender that uses both cores of a 2-core
+  machine by at most 5%, half the default `max_spread`). `allow_load`
+  keeps such rounds and marks the table "UNDER LOAD".
+- A ratio is printed only when the kept rounds give a distribution-free
+  `CONFIDENCE` (90%) interval for the median ratio (order statistics; it
+  needs at least 5 rounds, and for 5-7 rounds it is the min-max range;
+  from 8 rounds on it leaves out the most extreme round(s) at each end) and
+  that interval's width is at most `max_spread` of the median; otherwise
+  the cell says why not ("unstable: ...").
+- The 1-minute load averages before and after the run are reported as
+  information only: they hold the past (an install that just ended), not
+  the run.
+
+`analyse` works on the raw per-round times alone, so a saved JSON report
+can be re-analysed (`python -m benchmarks --from-json FILE`).
 """
 
 import dataclasses
 import json
+import math
 import os
 import resource
 import statistics
@@ -26,16 +42,47 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RESULT_PREFIX = "@bench "
+CONFIDENCE = 0.9
+# What a contender's measurements are made of; everything else in a report is derived.
+RAW_FIELDS = (
+    "label",
+    "name",
+    "unit",
+    "units_per_step",
+    "round_seconds",
+    "step_seconds",
+    "round_wall_seconds",
+    "other_cores",
+    "peak_rss_mb",
+)
 
 
-def summarize(round_seconds):
-    """min, median and spread (max - min) / median of per-round step seconds."""
-    median = statistics.median(round_seconds)
+def summarize(values):
+    """min, median, max and spread (max - min) / median of `values`."""
+    median = statistics.median(values)
     return dict(
-        min=min(round_seconds),
-        median=median,
-        spread=(max(round_seconds) - min(round_seconds)) / median,
+        min=min(values), median=median, max=max(values), spread=(max(values) - min(values)) / median
     )
+
+
+def median_interval(values, confidence=CONFIDENCE):
+    """(low, high): the narrowest interval [x_(k), x_(n+1-k)] of the sorted
+    `values` that covers the median of their distribution with probability
+    >= `confidence` whatever the distribution (the binomial sign-test
+    interval); None when even [min, max] covers less (fewer than 5 values
+    at 90%)."""
+    ordered, n = sorted(values), len(values)
+    interval = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+        if coverage < confidence:
+            break
+        interval = (ordered[k - 1], ordered[n - k])
+    return interval
+
+
+# The fewest rounds that give a ratio: their [min, max] covers the median at CONFIDENCE.
+MIN_ROUNDS = next(n for n in range(1, 64) if median_interval(range(n)) is not None)
 
 
 def busy_cpu_seconds():
@@ -57,17 +104,17 @@ def children_cpu_seconds():
 
 
 def run_measuring_others(run):
-    """`run()`'s result dict plus "other_cores": the cores other processes
-    kept busy on average while it ran (its own child processes excluded;
-    None where the machine's busy time is unknown)."""
+    """`run()`'s result dict plus "wall_seconds" and "other_cores": the
+    cores other processes kept busy on average while it ran (its own child
+    processes excluded; None where the machine's busy time is unknown)."""
     busy, own, start = busy_cpu_seconds(), children_cpu_seconds(), time.monotonic()
     result = run()
     wall = time.monotonic() - start
     busy_after = busy_cpu_seconds()
     if busy is None or busy_after is None:
-        return dict(result, other_cores=None)
+        return dict(result, wall_seconds=wall, other_cores=None)
     others = (busy_after - busy) - (children_cpu_seconds() - own)
-    return dict(result, other_cores=max(others, 0.0) / wall)
+    return dict(result, wall_seconds=wall, other_cores=max(others, 0.0) / wall)
 
 
 @dataclasses.dataclass
@@ -88,7 +135,7 @@ class ProcessContender:
 
     def run_round(self):
         """The child's result: name, seconds (per step), units_per_step, unit,
-        peak_rss_mb, and other_cores (`run_measuring_others`)."""
+        peak_rss_mb, wall_seconds and other_cores (`run_measuring_others`)."""
         return run_measuring_others(self._run_child)
 
     def _run_child(self):
@@ -116,10 +163,10 @@ class ProcessContender:
 def run_interleaved(contenders, rounds):
     """Runs `rounds` rounds of every contender in turn (A B C A B C ...).
 
-    Returns one dict per contender: name, label, unit, units_per_step, the
-    per-round step seconds (median of each round's steps), every step's
-    seconds, the largest peak RSS (MB) of its rounds, the cores other
-    processes used in each round, and `summarize`'s stats.
+    Returns one dict of `RAW_FIELDS` per contender: the per-round step
+    seconds (median of each round's steps), every step's seconds, each
+    round's wall seconds and the cores other processes used in it, and the
+    largest peak RSS (MB) of its rounds.
     """
     runs = {contender.label: [] for contender in contenders}
     for _ in range(rounds):
@@ -128,122 +175,184 @@ def run_interleaved(contenders, rounds):
     results = []
     for contender in contenders:
         outcomes = runs[contender.label]
-        round_seconds = [statistics.median(outcome["seconds"]) for outcome in outcomes]
         results.append(
             dict(
                 label=contender.label,
                 name=outcomes[0]["name"],
                 unit=outcomes[0]["unit"],
                 units_per_step=outcomes[0]["units_per_step"],
-                round_seconds=round_seconds,
+                round_seconds=[statistics.median(outcome["seconds"]) for outcome in outcomes],
                 step_seconds=[outcome["seconds"] for outcome in outcomes],
+                round_wall_seconds=[outcome["wall_seconds"] for outcome in outcomes],
                 other_cores=[outcome["other_cores"] for outcome in outcomes],
                 peak_rss_mb=max(outcome["peak_rss_mb"] for outcome in outcomes),
-                **summarize(round_seconds),
             )
         )
     return results
 
 
-def ratio_cell(result, reference, max_spread, load_refusal):
-    """`reference` median / `result` median as "1.23x" (speed-up over the
-    reference), or "unstable: ..." when a spread or the load forbids it."""
-    if load_refusal:
-        return f"unstable: {load_refusal}"
-    for measured in (reference, result):
-        if measured["spread"] > max_spread:
-            return (
-                f"unstable: spread {measured['spread']:.0%} > {max_spread:.0%} ({measured['name']})"
-            )
-    return f"{reference['median'] / result['median']:.2f}x"
+def round_other_cores(results):
+    """Per round, the most cores other processes used while one of its
+    contenders ran (None where unmeasured)."""
+    rounds = zip(*(result["other_cores"] for result in results))
+    return [None if None in cores else max(cores) for cores in rounds]
 
 
-def load_refusal(load_before, cores, max_load_per_core, allow_load):
-    """Why the load before the run forbids ratios ("" when it does not)."""
-    limit = cores * max_load_per_core
-    if load_before <= limit or allow_load:
+def rounds_refusal(others, kept, max_other_cores):
+    """Why the `kept` of the rounds whose other processes used `others`
+    cores cannot give a ratio ("" when they can)."""
+    if len(kept) >= MIN_ROUNDS:
         return ""
-    return f"load {load_before:.2f} > {limit:.2f} ({cores} cores x {max_load_per_core})"
+    reason = (
+        f"{len(kept)} of {len(others)} rounds kept, < {MIN_ROUNDS} for a {CONFIDENCE:.0%} interval"
+    )
+    dropped = [
+        f"{index + 1} ({'unmeasured' if cores is None else f'{cores:.2f}'})"
+        for index, cores in enumerate(others)
+        if index not in kept
+    ]
+    if dropped:
+        reason += f"; others > {max_other_cores:.2f} cores in round {', '.join(dropped)}"
+    return reason
 
 
-def others_refusal(results, limit):
-    """Why other processes during a workload's rounds forbid its ratios ("" when they do not)."""
-    others = [cores for result in results for cores in result["other_cores"]]
-    if None in others:
-        return "other processes' CPU unmeasured (no /proc/stat)"
-    if max(others) > limit:
-        return f"other processes used {max(others):.2f} cores in a round > {limit:.2f}"
-    return ""
+def ratio_stats(ratios, max_spread, refusal):
+    """ratio_median, ratio_low, ratio_high (`median_interval`) and
+    ratio_spread of the kept rounds' `ratios` (None when `refusal` says
+    they are too few), and the table's cell, ratio."""
+    if refusal:
+        return dict(
+            ratio_median=None,
+            ratio_low=None,
+            ratio_high=None,
+            ratio_spread=None,
+            ratio=f"unstable: {refusal}",
+        )
+    median, (low, high) = statistics.median(ratios), median_interval(ratios)
+    spread = (high - low) / median
+    if spread > max_spread:
+        cell = f"unstable: ratio spread {spread:.0%} > {max_spread:.0%}"
+    else:
+        cell = f"{median:.2f}x ({low:.2f}-{high:.2f})"
+    return dict(
+        ratio_median=median, ratio_low=low, ratio_high=high, ratio_spread=spread, ratio=cell
+    )
+
+
+def analyse(results, max_spread=0.10, max_other_cores=0.1, allow_load=False):
+    """A workload's raw `results` (first = the reference) with statistics.
+
+    Returns (results, rounds). Each result holds its `RAW_FIELDS`,
+    `summarize`'s stats over all rounds, throughput (units per second at
+    that median) and, but for the reference's, round_ratios (per round, the
+    reference's step seconds over its own) and `ratio_stats` of the kept
+    rounds' ratios. rounds: others_cores (per round, `round_other_cores`),
+    kept (0-based indices) and loaded (whether some round's other
+    processes were above `max_other_cores` or unmeasured).
+    """
+    others = round_other_cores(results)
+    quiet = [
+        index
+        for index, cores in enumerate(others)
+        if cores is not None and cores <= max_other_cores
+    ]
+    kept = list(range(len(others))) if allow_load else quiet
+    refusal = rounds_refusal(others, kept, max_other_cores)
+    reference = results[0]["round_seconds"]
+    analysed = []
+    for result in results:
+        result = {field: result[field] for field in RAW_FIELDS if field in result}
+        result.update(summarize(result["round_seconds"]))
+        result["throughput"] = result["units_per_step"] / result["median"]
+        if analysed:
+            ratios = [ref / own for ref, own in zip(reference, result["round_seconds"])]
+            kept_ratios = [ratios[index] for index in kept]
+            result.update(round_ratios=ratios, **ratio_stats(kept_ratios, max_spread, refusal))
+        else:
+            result["ratio"] = "reference"
+        analysed.append(result)
+    return analysed, dict(others_cores=others, kept=kept, loaded=len(quiet) < len(others))
+
+
+def analyse_report(raw, max_spread=0.10, max_other_cores=0.1, allow_load=False):
+    """A report (`run_benchmark`'s or a saved JSON one) analysed under these
+    rules: its cores, load averages and raw measurements, the rules, and per
+    workload `analyse`'s results (workloads) and rounds (rounds)."""
+    report = dict(
+        cores=raw["cores"],
+        load_before=raw["load_before"],
+        load_after=raw["load_after"],
+        confidence=CONFIDENCE,
+        max_spread=max_spread,
+        max_other_cores=max_other_cores,
+        allow_load=allow_load,
+        workloads={},
+        rounds={},
+    )
+    for workload, results in raw["workloads"].items():
+        report["workloads"][workload], report["rounds"][workload] = analyse(
+            results, max_spread, max_other_cores, allow_load
+        )
+    report["under_load"] = any(rounds["loaded"] for rounds in report["rounds"].values())
+    return report
 
 
 def run_benchmark(
     workloads,
     rounds,
     max_spread=0.10,
-    max_load_per_core=0.25,
+    max_other_cores=0.1,
     allow_load=False,
     load_average=os.getloadavg,
     cores=None,
     on_workload=None,
 ):
-    """Runs every workload's contenders interleaved; returns the report dict.
+    """Runs every workload's contenders interleaved; returns `analyse_report`'s report.
 
     Args:
         workloads: {workload name: [contenders]}, the first one the reference.
-        rounds: rounds per workload.
-        max_spread: largest spread of a contender whose ratio is printed.
-        max_load_per_core: largest 1-minute load average per core before
-            the run for which ratios are printed.
-        allow_load: print ratios under load, marking the report.
-        load_average: () -> (1, 5, 15-minute load averages).
-        cores: CPU count (default `os.cpu_count()`).
+        rounds: {workload name: rounds}.
+        max_spread, max_other_cores, allow_load: `analyse`'s rules.
+        load_average: () -> (1, 5, 15-minute load averages), reported only.
+        cores: CPU count (default `os.cpu_count()`), reported only.
         on_workload: called with the report so far after each workload
             (`python -m benchmarks` writes it, so a stopped run keeps them).
     """
-    cores = cores or os.cpu_count()
-    load_before = load_average()[0]
-    refusal = load_refusal(load_before, cores, max_load_per_core, allow_load)
-    report = dict(
-        cores=cores,
-        load_before=load_before,
-        max_spread=max_spread,
-        max_load=cores * max_load_per_core,
-        under_load=load_before > cores * max_load_per_core,
-        rounds=rounds,
-        workloads={},
-    )
+    raw = dict(cores=cores or os.cpu_count(), load_before=load_average()[0], workloads={})
     for workload, contenders in workloads.items():
-        results = run_interleaved(contenders, rounds)
-        reference = results[0]
-        busy = others_refusal(results, report["max_load"])
-        report["under_load"] = report["under_load"] or bool(busy)
-        workload_refusal = refusal or ("" if allow_load else busy)
-        for result in results:
-            result["throughput"] = result["units_per_step"] / result["median"]
-            result["ratio"] = (
-                "reference"
-                if result is reference
-                else ratio_cell(result, reference, max_spread, workload_refusal)
-            )
-        report["workloads"][workload] = results
+        raw["workloads"][workload] = run_interleaved(contenders, rounds[workload])
+        raw["load_after"] = load_average()[0]
+        report = analyse_report(raw, max_spread, max_other_cores, allow_load)
         if on_workload:
-            on_workload(dict(report, load_after=load_average()[0]))
-    report["load_after"] = load_average()[0]
+            on_workload(report)
     return report
 
 
 def markdown_table(report):
-    """The report as a markdown table, one row per (workload, contender)."""
-    title = "UNDER LOAD: " if report["under_load"] else ""
+    """The report's rules and rounds, then a markdown table, one row per (workload, contender)."""
+    title = "UNDER LOAD: " if report["allow_load"] and report["under_load"] else ""
+    fate = "kept (allow_load)" if report["allow_load"] else "discarded"
     lines = [
-        f"{title}load average {report['load_before']:.2f} before, "
-        f"{report['load_after']:.2f} after ({report['cores']} cores, ratios need <= "
-        f"{report['max_load']:.2f} and spread <= {report['max_spread']:.0%}); "
-        f"{report['rounds']} interleaved rounds",
+        f"{title}{report['cores']} cores; load average {report['load_before']:.2f} before, "
+        f"{report['load_after']:.2f} after (information only)",
+        f"vs reference: median over the kept rounds of (reference s/step / contender s/step) "
+        f"in the same round, with its {report['confidence']:.0%} interval, printed when that "
+        f"is within {report['max_spread']:.0%} of the median; rounds in which other processes "
+        f"used > {report['max_other_cores']:.2f} cores are {fate}",
+    ]
+    for workload, rounds in report["rounds"].items():
+        others = ", ".join(
+            "unmeasured" if c is None else f"{c:.2f}" for c in rounds["others_cores"]
+        )
+        lines.append(
+            f"{workload}: {len(rounds['kept'])} of {len(rounds['others_cores'])} rounds kept; "
+            f"other processes' cores per round: {others}"
+        )
+    lines += [
         "",
         "| workload | contender | median s/step | min s/step | spread | throughput "
-        "| vs reference | peak RSS | others (cores) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| vs reference | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for workload, results in report["workloads"].items():
         for result in results:
@@ -251,12 +360,6 @@ def markdown_table(report):
                 f"| {workload} | {result['name']} | {result['median']:.4f} | "
                 f"{result['min']:.4f} | {result['spread']:.0%} | "
                 f"{result['throughput']:.0f} {result['unit']}/s | {result['ratio']} | "
-                f"{result['peak_rss_mb'] / 1024:.2f} GB | {_most_cores(result)} |"
+                f"{result['peak_rss_mb'] / 1024:.2f} GB |"
             )
     return "\n".join(lines)
-
-
-def _most_cores(result):
-    """The most cores other processes used in one of `result`'s rounds, as text."""
-    others = result["other_cores"]
-    return "unmeasured" if None in others else f"{max(others):.2f}"

@@ -34,6 +34,14 @@ TRAIN_WORKLOADS = {
 }
 FEATURE_SECONDS = {False: 3000.0, True: 20.0}
 WORKLOADS = (*TRAIN_WORKLOADS, "features")
+# Default rounds: 5 is the fewest whose per-round ratios give a 90% interval
+# of the median ratio (`harness.MIN_ROUNDS`). train_8x250 (about 4 contenders
+# x 1 min a round on the idle 2-core VM, estimated from its 4.5-5.5 s steps)
+# gets one more, so that one round discarded for other processes' load still
+# leaves 5; train_4x750 (steps of 10-15 s, about 7 min a round) keeps the
+# minimum; features (about 1.2 min a round) gets 9, from which the interval
+# leaves out the most extreme round at each end.
+ROUNDS = {"train_8x250": 6, "train_4x750": 5, "features": 9}
 # The contenders of every workload: (contender, KERAS_BACKEND of its process).
 CONTENDERS = {
     "train": (("hf", "torch"), ("keras", "jax"), ("keras", "tensorflow"), ("keras", "torch")),

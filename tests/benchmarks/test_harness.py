@@ -1,19 +1,24 @@
 import json
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 
+from benchmarks import __main__ as benchmarks_main
 from benchmarks import harness
+
+RUN_1 = os.path.join(harness.REPO_ROOT, "benchmarks/results/cpu_2core_2026-12-01_run1.json")
 
 
 class FakeContender:
-    """Returns preset per-step seconds, one list per round, and logs its turns."""
+    """Returns preset per-step seconds and other processes' cores, one entry
+    per round, and logs its turns."""
 
-    def __init__(self, label, rounds_of_seconds, log, other_cores=0.0):
+    def __init__(self, label, rounds_of_seconds, log, other_cores=None):
         self.label, self.rounds_of_seconds, self.log = label, list(rounds_of_seconds), log
-        self.other_cores = other_cores
+        self.other_cores = list(other_cores or [0.0] * len(self.rounds_of_seconds))
 
     def run_round(self):
         self.log.append(self.label)
@@ -23,96 +28,167 @@ class FakeContender:
             units_per_step=100,
             unit="frames",
             peak_rss_mb=1000.0 + len(self.log),
-            other_cores=self.other_cores,
+            wall_seconds=10.0,
+            other_cores=self.other_cores.pop(0),
         )
 
 
-def fake_workload(log, reference_rounds, other_rounds):
-    return [FakeContender("hf", reference_rounds, log), FakeContender("ours", other_rounds, log)]
+def run_pair(reference_rounds, own_rounds, own_others=None, load=0.0, **rules):
+    """The report of one workload: "hf" with `reference_rounds` against "ours"
+    with `own_rounds` (s/step, one step a round), on 2 cores at `load`."""
+    workload = [
+        FakeContender("hf", [[seconds] for seconds in reference_rounds], []),
+        FakeContender("ours", [[seconds] for seconds in own_rounds], [], own_others),
+    ]
+    return harness.run_benchmark(
+        {"train": workload},
+        {"train": len(reference_rounds)},
+        load_average=lambda: (load, load, load),
+        cores=2,
+        **rules,
+    )
 
 
-def steady_load(value):
-    return lambda: (value, value, value)
-
-
-def test_summarize_min_median_spread():
+def test_summarize_min_median_max_spread():
     stats = harness.summarize([1.2, 1.0, 1.1])
-    assert stats == pytest.approx(dict(min=1.0, median=1.1, spread=0.2 / 1.1))
+    assert stats == pytest.approx(dict(min=1.0, median=1.1, max=1.2, spread=0.2 / 1.1))
+
+
+def test_median_interval_covers_the_median_at_90_percent():
+    # 4 values: even [min, max] covers the median with 1 - 2 / 2**4 = 87.5% only.
+    assert harness.median_interval([3.0, 1.0, 2.0, 4.0]) is None
+    assert harness.MIN_ROUNDS == 5
+    # 5 to 7 values: [min, max] (93.8% at 5); from 8, the second smallest and
+    # largest (1 - 2 * (1 + 8) / 2**8 = 93.0%).
+    assert harness.median_interval([5.0, 1.0, 3.0, 2.0, 4.0]) == (1.0, 5.0)
+    assert harness.median_interval([9.0, 1.0, 3.0, 2.0, 4.0, 5.0, 6.0, 7.0]) == (2.0, 7.0)
 
 
 def test_rounds_interleave_contenders_and_take_each_rounds_median():
     log = []
-    contenders = fake_workload(log, [[2.0, 9.0, 2.1]] * 3, [[1.0, 1.0, 5.0]] * 3)
-    contenders.append(FakeContender("third", [[3.0]] * 3, log))
+    contenders = [
+        FakeContender("hf", [[2.0, 9.0, 2.1]] * 3, log),
+        FakeContender("ours", [[1.0, 1.0, 5.0]] * 3, log),
+        FakeContender("third", [[3.0]] * 3, log),
+    ]
     results = harness.run_interleaved(contenders, rounds=3)
     assert log == ["hf", "ours", "third"] * 3
     # One slow step in a round does not move the round's median.
     assert [r["round_seconds"] for r in results] == [[2.1] * 3, [1.0] * 3, [3.0] * 3]
     assert results[0]["step_seconds"][0] == [2.0, 9.0, 2.1]
+    assert results[0]["round_wall_seconds"] == [10.0] * 3
     assert results[0]["peak_rss_mb"] == 1007.0  # the largest of its rounds (turns 1, 4, 7)
 
 
-def test_ratio_printed_when_stable_and_idle():
-    log = []
-    workload = fake_workload(log, [[2.0], [2.1], [2.05]], [[1.0], [1.02], [1.01]])
-    report = harness.run_benchmark(
-        {"train": workload}, rounds=3, load_average=steady_load(0.1), cores=2
-    )
-    reference, ours = report["workloads"]["train"]
-    assert reference["ratio"] == "reference"
-    assert ours["ratio"] == f"{2.05 / 1.01:.2f}x"
-    assert ours["throughput"] == pytest.approx(100 / 1.01)
-    assert not report["under_load"]
+def test_noise_common_to_a_round_cancels_in_the_paired_ratio():
+    # Both contenders 1.0-1.5x slower together from round to round: each
+    # one's own spread is (3.0 - 2.0) / 2.2 = 45%, but ours is 1.5x faster
+    # in every round.
+    reference = [2.0, 2.6, 2.2, 3.0, 2.1]
+    report = run_pair(reference, [seconds / 1.5 for seconds in reference])
+    hf, ours = report["workloads"]["train"]
+    assert hf["ratio"] == "reference" and ours["spread"] == pytest.approx(1.0 / 2.2)
+    assert ours["ratio"] == "1.50x (1.50-1.50)"
+    assert ours["ratio_spread"] == pytest.approx(0.0, abs=1e-12)
+    assert ours["throughput"] == pytest.approx(100 / (2.2 / 1.5))
     table = harness.markdown_table(report)
     assert "UNDER LOAD" not in table and "| train | ours model |" in table
+    assert "train: 5 of 5 rounds kept" in table
 
 
-def test_ratio_refused_when_a_spread_exceeds_the_threshold():
-    workload = fake_workload([], [[2.0], [2.0], [2.0]], [[1.0], [1.3], [1.1]])
-    report = harness.run_benchmark(
-        {"train": workload}, rounds=3, load_average=steady_load(0.0), cores=2
+def test_a_contender_slower_in_every_round_has_a_ratio_below_one():
+    reference = [2.0, 2.5, 2.1, 2.8, 2.2]
+    jitter = [0.0, 0.01, -0.01, 0.02, 0.0]
+    ours = [1.25 * seconds * (1 + noise) for seconds, noise in zip(reference, jitter)]
+    result = run_pair(reference, ours)["workloads"]["train"][1]
+    # Per-round ratios 1 / (1.25 (1 + jitter)): 0.800, 0.792, 0.808, 0.784, 0.800.
+    assert result["ratio_median"] == pytest.approx(0.8)
+    assert (result["ratio_low"], result["ratio_high"]) == pytest.approx((0.8 / 1.02, 0.8 / 0.99))
+    assert result["ratio"] == "0.80x (0.78-0.81)"
+
+
+def test_rounds_that_disagree_are_refused():
+    # Noise that hits one contender of a round does not cancel: ratios 2.00,
+    # 1.54, 1.82, 2.11, 1.67, median 1.82, interval spread 0.57 / 1.82 = 31%.
+    reference, ours = [2.0] * 5, [1.0, 1.3, 1.1, 0.95, 1.2]
+    assert run_pair(reference, ours)["workloads"]["train"][1]["ratio"] == (
+        "unstable: ratio spread 31% > 10%"
     )
-    assert report["workloads"]["train"][1]["ratio"] == "unstable: spread 27% > 10% (ours model)"
-    # A looser threshold accepts the same rounds.
-    workload = fake_workload([], [[2.0], [2.0], [2.0]], [[1.0], [1.3], [1.1]])
-    report = harness.run_benchmark(
-        {"train": workload}, rounds=3, max_spread=0.3, load_average=steady_load(0.0), cores=2
+    # A looser threshold prints the same rounds.
+    loose = run_pair(reference, ours, max_spread=0.35)["workloads"]["train"][1]
+    assert loose["ratio"] == "1.82x (1.54-2.11)"
+
+
+def test_fewer_than_five_rounds_give_no_ratio():
+    result = run_pair([2.0] * 3, [1.0] * 3)["workloads"]["train"][1]
+    assert result["ratio"] == "unstable: 3 of 3 rounds kept, < 5 for a 90% interval"
+    assert result["round_ratios"] == [2.0] * 3 and result["ratio_median"] is None
+
+
+def test_a_round_with_other_processes_busy_is_discarded():
+    # In round 3 another process used 0.5 cores while ours ran, and ours was slow.
+    reference, ours = [2.0] * 6, [1.0, 1.0, 1.5, 1.0, 1.0, 1.0]
+    others = [0.0, 0.05, 0.5, 0.0, 0.0, 0.0]
+    report = run_pair(reference, ours, others)
+    assert report["rounds"]["train"]["kept"] == [0, 1, 3, 4, 5]
+    assert report["workloads"]["train"][1]["ratio"] == "2.00x (2.00-2.00)"
+    table = harness.markdown_table(report)
+    assert report["under_load"] and not table.startswith("UNDER LOAD")
+    assert "train: 5 of 6 rounds kept; other processes' cores per round: 0.00, 0.05, 0.50" in table
+    # With 5 rounds, 4 are left: no ratio.
+    report = run_pair(reference[:5], ours[:5], others[:5])
+    assert report["workloads"]["train"][1]["ratio"] == (
+        "unstable: 4 of 5 rounds kept, < 5 for a 90% interval; others > 0.10 cores in round 3 (0.50)"
     )
-    assert report["workloads"]["train"][1]["ratio"] == f"{2.0 / 1.1:.2f}x"
+    # allow_load keeps the round: its slow ratio is in, the table says UNDER LOAD.
+    report = run_pair(reference, ours, others, allow_load=True, max_spread=0.5)
+    assert report["workloads"]["train"][1]["ratio"] == "2.00x (1.33-2.00)"
+    assert harness.markdown_table(report).startswith("UNDER LOAD: 2 cores")
 
 
-def test_ratio_refused_under_load_unless_allowed():
-    loads = iter([(1.5, 0, 0), (3.0, 0, 0)])
-    workload = fake_workload([], [[2.0]] * 2, [[1.0]] * 2)
-    report = harness.run_benchmark(
-        {"train": workload}, rounds=2, load_average=lambda: next(loads), cores=4
+def test_unmeasured_other_processes_discard_the_round():
+    others = [0.0, None, 0.0, 0.0, 0.0]
+    report = run_pair([2.0] * 5, [1.0] * 5, others)
+    assert report["workloads"]["train"][1]["ratio"].endswith("in round 2 (unmeasured)")
+
+
+def test_the_load_average_is_information_only():
+    # A load average of 1.9 on 2 cores (an install that just ended) with
+    # quiet rounds does not refuse the ratio.
+    report = run_pair([2.0] * 5, [1.0] * 5, load=1.9)
+    assert report["workloads"]["train"][1]["ratio"] == "2.00x (2.00-2.00)"
+    assert (report["load_before"], report["load_after"], report["under_load"]) == (1.9, 1.9, False)
+    assert harness.markdown_table(report).startswith(
+        "2 cores; load average 1.90 before, 1.90 after (information only)"
     )
-    assert report["workloads"]["train"][1]["ratio"] == "unstable: load 1.50 > 1.00 (4 cores x 0.25)"
-    assert (report["load_before"], report["load_after"]) == (1.5, 3.0)
 
-    workload = fake_workload([], [[2.0]] * 2, [[1.0]] * 2)
-    report = harness.run_benchmark(
-        {"train": workload},
-        rounds=2,
-        allow_load=True,
-        load_average=steady_load(1.5),
-        cores=4,
+
+def test_from_json_reanalyses_a_saved_report(tmp_path, capsys):
+    output = tmp_path / "report.json"
+    benchmarks_main.main(["--from-json", RUN_1, "--output", str(output)])
+    table = capsys.readouterr().out
+    # Run 1 (3 rounds, the first with 0.13 cores of a pip install's tail).
+    assert (
+        "train_8x250: 2 of 3 rounds kept; other processes' cores per round: 0.13, 0.03, 0.03"
+        in (table)
     )
-    assert report["workloads"]["train"][1]["ratio"] == "2.00x"
-    assert harness.markdown_table(report).startswith("UNDER LOAD: load average 1.50 before")
-
-
-def test_ratio_refused_when_other_processes_start_during_the_rounds():
-    # Idle before the run, but another process used 1.2 cores in one round.
-    workload = fake_workload([], [[2.0]] * 2, [[1.0]] * 2)
-    workload[1].other_cores = 1.2
-    report = harness.run_benchmark(
-        {"train": workload}, rounds=2, load_average=steady_load(0.0), cores=2
+    assert (
+        "| train_8x250 | HF Wav2Vec2Bert (torch, sdpa) | 4.4414 | 4.3589 | 3% | 450 frames/s |"
+        in (table)
     )
-    ratio = report["workloads"]["train"][1]["ratio"]
-    assert ratio == "unstable: other processes used 1.20 cores in a round > 0.50"
-    assert report["under_load"]
-    assert "| 1.20 |" in harness.markdown_table(report)
+    report = json.loads(output.read_text())
+    jax = report["workloads"]["train_8x250"][1]
+    assert jax["round_ratios"] == pytest.approx(
+        [4.4868 / 5.7463, 4.4414 / 5.2490, 4.3589 / 5.3374], rel=1e-4
+    )
+    assert jax["ratio"] == (
+        "unstable: 2 of 3 rounds kept, < 5 for a 90% interval; others > 0.10 cores in round 1 (0.13)"
+    )
+    # The raw measurements are kept, so a re-analysed report re-analyses to itself.
+    assert harness.analyse_report(report) == report
+    with open(RUN_1) as file:
+        saved = json.load(file)["workloads"]["train_8x250"][1]
+    assert jax["step_seconds"] == saved["step_seconds"]
 
 
 def test_other_cores_exclude_the_contenders_own_cpu(monkeypatch):
@@ -124,6 +200,7 @@ def test_other_cores_exclude_the_contenders_own_cpu(monkeypatch):
     monkeypatch.setattr(harness.time, "monotonic", lambda: next(clock))
     assert harness.run_measuring_others(lambda: {"seconds": [1.0]}) == {
         "seconds": [1.0],
+        "wall_seconds": 2.0,
         "other_cores": pytest.approx(0.5),
     }
 
@@ -146,8 +223,10 @@ def test_failing_contender_names_itself():
 
 @pytest.mark.slow(backend="torch")
 def test_quick_run_end_to_end(tmp_path):
+    # One round: interleaving and the statistics are tested above with fake
+    # contenders; this test runs the processes, the JSON and the table.
     output = tmp_path / "report.json"
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--allow-load", "--rounds", "2"]
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--allow-load", "--rounds", "1"]
     command += ["--warmup", "1", "--steps", "2", "--backends", "torch", "--output", str(output)]
     command += ["--workloads", "train_8x250", "features"]
     completed = subprocess.run(
@@ -159,7 +238,9 @@ def test_quick_run_end_to_end(tmp_path):
     assert [r["label"] for r in train] == ["train_8x250/hf/torch", "train_8x250/keras/torch"]
     assert [r["label"] for r in features] == ["features/hf/tensorflow", "features/keras/tensorflow"]
     for result in train + features:
-        assert len(result["round_seconds"]) == 2 and result["min"] > 0
+        assert len(result["round_seconds"]) == len(result["round_wall_seconds"]) == 1
+        assert result["min"] > 0
         assert result["peak_rss_mb"] > 100
     assert train[1]["units_per_step"] == 2 * 40
+    assert train[1]["ratio"] == "unstable: 1 of 1 rounds kept, < 5 for a 90% interval"
     assert "| train_8x250 | keras-slam (torch) |" in completed.stdout
