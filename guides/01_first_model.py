@@ -146,7 +146,7 @@ losses = asr.finetune(
     settings.finetune_steps,
     freeze_encoder_steps=settings.finetune_steps // 10,
     callbacks=[guard],
-)
+)["loss"]
 print(f"CTC loss {losses[0]:.2f} -> {losses[-1]:.2f}")
 
 # %% [markdown]

@@ -195,7 +195,7 @@ def run(config, output, seed=0, args=None):
                 objectives=objectives,
             )
         print(f"== {variant}: CTC fine-tuning for {settings.finetune_steps} steps")
-        _, losses, rates, _ = main_recipe.finetune_and_evaluate(
+        _, losses, rates, _, _ = main_recipe.finetune_and_evaluate(
             preset,
             settings,
             tokenizer,

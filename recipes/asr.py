@@ -138,7 +138,8 @@ def finetune(
     from; `optimizer_arguments`: `SpeechRecognizer.compile` optimizer
     arguments (`global_clipnorm`, `gradient_accumulation_steps`).
 
-    Returns: the mean training loss of each logging window (see `fit_logged`).
+    Returns: {metric name: [mean of each logging window]} (see `fit_logged`;
+    "loss" is the CTC loss).
     """
     recognizer.compile(
         learning_rate=warmup_cosine(steps, learning_rate, warmup_steps),
@@ -154,7 +155,7 @@ def finetune(
         verbose,
         checkpoint=checkpoint,
         max_consecutive_skips=max_consecutive_skips,
-    )["loss"]
+    )
 
 
 def warmup_cosine(steps, learning_rate, warmup_steps=None):
@@ -191,7 +192,7 @@ def fit_logged(
 
     Returns: {metric name: [mean of each window]}.
     """
-    window = max(1, steps // windows)
+    window = logging_window(steps, windows)
     history = checkpointing.fit(
         model,
         dataset,
@@ -209,6 +210,11 @@ def fit_logged(
                 f"{bad[0] * window + 1}-{(bad[0] + 1) * window}"
             )
     return history
+
+
+def logging_window(steps, windows=20):
+    """Steps per logging window of `fit_logged` (an epoch of `model.fit`)."""
+    return max(1, steps // windows)
 
 
 def evaluate(recognizer, dataset, languages=LANGUAGES, strategy="greedy"):
@@ -271,7 +277,7 @@ def main(argv=None):
         checkpoint=checkpointing.checkpoint_from_args(args, args.output),
         optimizer_arguments=checkpointing.optimizer_arguments(args),
         max_consecutive_skips=args.max_consecutive_skips,
-    )
+    )["loss"]
     print(f"CTC loss: first {losses[0]:.2f}, last {losses[-1]:.2f}")
     results, _ = evaluate(
         recognizer, paired_dataset(tokenizer, front_end, "test", args.corpus, languages)
