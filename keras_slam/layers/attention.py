@@ -6,6 +6,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
@@ -161,7 +162,7 @@ class RelativePositionAttention(keras.layers.Layer):
         self.head_dim = hidden_dim // num_heads
 
         def dense(name, use_bias=True):
-            return keras.layers.Dense(
+            return FlatDense(
                 hidden_dim,
                 use_bias=use_bias,
                 kernel_initializer=clone_initializer(self.kernel_initializer),

@@ -25,6 +25,7 @@ import keras
 from keras import ops
 
 from keras_slam.layers.attention import RelativePositionAttention
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
@@ -146,7 +147,7 @@ class ConformerFeedForward(keras.layers.Layer):
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm"
         )
-        self.intermediate_dense = keras.layers.Dense(
+        self.intermediate_dense = FlatDense(
             ffn_dim,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
@@ -155,7 +156,7 @@ class ConformerFeedForward(keras.layers.Layer):
         self.intermediate_dropout = keras.layers.Dropout(
             activation_dropout, dtype=policy, name="intermediate_dropout"
         )
-        self.output_dense = keras.layers.Dense(
+        self.output_dense = FlatDense(
             hidden_dim,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy,
@@ -262,7 +263,7 @@ class ConformerConvolution(keras.layers.Layer):
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="layer_norm"
         )
-        self.pointwise_conv1 = keras.layers.Dense(
+        self.pointwise_conv1 = FlatDense(
             2 * hidden_dim,
             use_bias=pointwise_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -281,7 +282,7 @@ class ConformerConvolution(keras.layers.Layer):
             self.depthwise_norm = FiniteBatchNormalization(
                 epsilon=layer_norm_epsilon, dtype=policy, name="depthwise_norm"
             )
-        self.pointwise_conv2 = keras.layers.Dense(
+        self.pointwise_conv2 = FlatDense(
             hidden_dim,
             use_bias=pointwise_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.initializers import clone_initializer
 from keras_slam.layers.padding import zero_padded_frames
 
@@ -67,7 +68,7 @@ class ConvSubsampling(keras.layers.Layer):
             )
             for i in range(_NUM_CONVS)
         ]
-        self.projection = keras.layers.Dense(
+        self.projection = FlatDense(
             output_dim,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.padding import zero_padded_frames
 
 # A module import: `keras_slam.metrics` imports the layers package while it
@@ -100,7 +101,7 @@ class GumbelVectorQuantizer(keras.layers.Layer):
         self.input_norm = keras.layers.LayerNormalization(
             epsilon=1e-5, center=False, scale=False, dtype=self.dtype_policy, name="input_norm"
         )
-        self.logits_projection = keras.layers.Dense(
+        self.logits_projection = FlatDense(
             num_groups * num_codes,
             kernel_initializer=keras.initializers.RandomNormal(stddev=1.0),
             dtype=self.dtype_policy,

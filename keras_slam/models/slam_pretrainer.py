@@ -70,6 +70,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.masking import MaskEmbedding, compute_span_mask
 from keras_slam.layers.padding import masked_mean
 from keras_slam.layers.quantizers import (
@@ -332,13 +333,13 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 self.quantizer.build((None, None, backbone.feature_dim * self.target_stack_size))
             else:
                 self.quantizer.build(frames_shape)
-            self.contrastive_projection = keras.layers.Dense(
+            self.contrastive_projection = FlatDense(
                 target_projection_dim or self.code_dim, dtype=dtype, name="contrastive_projection"
             )
             self.contrastive_projection.build(frames_shape)
             self.target_projection = None
             if target_projection_dim:
-                self.target_projection = keras.layers.Dense(
+                self.target_projection = FlatDense(
                     target_projection_dim, dtype=dtype, name="target_projection"
                 )
                 self.target_projection.build((None, None, self.code_dim))
@@ -352,17 +353,17 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 name="quantizer",
             )
             self.quantizer.build((None, None, backbone.feature_dim))
-        self.speech_code_head = keras.layers.Dense(
+        self.speech_code_head = FlatDense(
             self.num_code_groups * num_codes, dtype=dtype, name="speech_code_head"
         )
         self.speech_code_head.build(frames_shape)
         self.lm_head = None
         if not tie_lm_head:
-            self.lm_head = keras.layers.Dense(backbone.vocabulary_size, dtype=dtype, name="lm_head")
+            self.lm_head = FlatDense(backbone.vocabulary_size, dtype=dtype, name="lm_head")
             self.lm_head.build(frames_shape)
-        self.stm_head = keras.layers.Dense(1, dtype=dtype, name="stm_head")
+        self.stm_head = FlatDense(1, dtype=dtype, name="stm_head")
         self.stm_head.build((None, hidden_dim))
-        self.ctc_head = keras.layers.Dense(backbone.vocabulary_size, dtype=dtype, name="ctc_head")
+        self.ctc_head = FlatDense(backbone.vocabulary_size, dtype=dtype, name="ctc_head")
         self.ctc_head.build(frames_shape)
 
         # === Weights of the objectives, changed by schedules ===

@@ -23,6 +23,7 @@ import keras_hub
 from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 from keras_slam.layers.conv_subsampling import ConvSubsampling
 from keras_slam.layers.conv_subsampling import output_length as subsampled_length
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.padding import zero_padded_frames
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.utils.preset_utils import PresetMixin
@@ -87,9 +88,7 @@ class SpeechTower(keras.layers.Layer):
                 dtype=policy,
                 name="feature_layer_norm",
             )
-            self.feature_projection = keras.layers.Dense(
-                hidden_dim, dtype=policy, name="feature_projection"
-            )
+            self.feature_projection = FlatDense(hidden_dim, dtype=policy, name="feature_projection")
         self.front_end_dropout = keras.layers.Dropout(
             self.conformer.dropout, dtype=policy, name="front_end_dropout"
         )
@@ -98,7 +97,7 @@ class SpeechTower(keras.layers.Layer):
         )
         self.output_projection = None
         if projection_dim is not None:
-            self.output_projection = keras.layers.Dense(
+            self.output_projection = FlatDense(
                 projection_dim, dtype=policy, name="output_projection"
             )
 

@@ -56,6 +56,7 @@ import numpy as np
 from keras import ops
 
 from keras_slam.data.instructions import pad_rows
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.models import layout_map
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
@@ -382,7 +383,7 @@ class SpeechAdapter(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim or 4 * hidden_dim
         self.dropout = dropout
         activation = None if num_layers else "gelu"
-        self.input_projection = keras.layers.Dense(
+        self.input_projection = FlatDense(
             hidden_dim, activation=activation, dtype=self.dtype_policy, name="input_projection"
         )
         self.transformer_layers = [
@@ -397,7 +398,7 @@ class SpeechAdapter(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.output_projection = keras.layers.Dense(
+        self.output_projection = FlatDense(
             output_dim, dtype=self.dtype_policy, name="output_projection"
         )
 

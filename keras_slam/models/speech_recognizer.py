@@ -33,6 +33,7 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.layers.spec_augment import SpecAugment
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor, waveform_list
@@ -140,9 +141,7 @@ class SpeechRecognizer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         self.head_dropout_layer = keras.layers.Dropout(
             head_dropout, dtype=backbone.dtype_policy, name="head_dropout"
         )
-        self.ctc_head = keras.layers.Dense(
-            vocabulary_size, dtype=backbone.dtype_policy, name=HEAD_NAME
-        )
+        self.ctc_head = FlatDense(vocabulary_size, dtype=backbone.dtype_policy, name=HEAD_NAME)
 
         # === Functional Model ===
         speech_features = keras.Input((None, feature_dim), name="speech_features")

@@ -51,6 +51,7 @@ from keras_slam.data.translation import (
     encoder_keys,
     split_translation_batch,  # noqa: F401  (public here too)
 )
+from keras_slam.layers.flat_dense import FlatDense
 from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.models.speech_recognizer import ctc_vocabulary_size_of, encode_speech
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
@@ -187,13 +188,13 @@ class SpeechTranslator(LayoutMapMixin, PresetMixin, SubclassedTask):
         encoder_dim = encoder_dim[0][-1]
         self.encoder_projection = None
         if encoder_dim != decoder_hidden_dim:
-            self.encoder_projection = keras.layers.Dense(
+            self.encoder_projection = FlatDense(
                 decoder_hidden_dim, dtype=dtype, name=f"{DECODER_PREFIX}_encoder_projection"
             )
             self.encoder_projection.build((None, None, encoder_dim))
         self.ctc_head = None
         if ctc_loss_weight:
-            self.ctc_head = keras.layers.Dense(ctc_vocabulary_size, dtype=dtype, name=CTC_HEAD_NAME)
+            self.ctc_head = FlatDense(ctc_vocabulary_size, dtype=dtype, name=CTC_HEAD_NAME)
             self.ctc_head.build((None, None, encoder_dim))
         self.decoder_embedding = keras_hub.layers.TokenAndPositionEmbedding(
             target_vocabulary_size,

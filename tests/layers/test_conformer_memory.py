@@ -26,7 +26,9 @@ def test_feed_forward_keeps_two_inner_width_tensors(capsys):
     capsys.readouterr()
     print_saved_residuals(loss, weights, x)
     residuals = capsys.readouterr().out.splitlines()
-    assert len([line for line in residuals if line.startswith("f32[2,5,24]")]) == 2, residuals
+    # (B, T, F) or, after FlatDense's reshape, (B * T, F): the same buffer.
+    inner_width = [line for line in residuals if line.startswith(("f32[2,5,24]", "f32[10,24]"))]
+    assert len(inner_width) == 2, residuals
     # No dropout: training (recomputed swish) and inference share gradients.
     recomputed = jax.grad(loss, argnums=(0, 1))(weights, x)
     kept = jax.grad(loss, argnums=(0, 1))(weights, x, training=False)
