@@ -17,7 +17,10 @@ class FlatDense(keras.layers.Dense):
     process, 10-15 rounds, load 12-16, so ratios only): FFN (8 x 250 x 512,
     hidden 2048) forward + backward CPU time -30%, a whole Conformer block
     (benchmark config) -5 to -7%; the block's 12 transposed copies of
-    (512-2048, 2000) activations are gone.
+    (512-2048, 2000) activations are gone. Benchmark train step (8 x 250,
+    8 layers, `benchmarks.train_step`), 6 interleaved rounds on the idle
+    machine (load 1.7): 4.78 s min / 5.34 s median per step against 5.72 /
+    6.09 s with keras Dense (-16% / -12%).
 
     Call args:
         inputs: (..., D); rank 2 goes straight to Dense.
