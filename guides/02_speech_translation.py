@@ -62,7 +62,13 @@ else:
     settings = main_recipe.Settings(
         config["backbone"], config["pretrain_steps"], config["finetune_steps"]
     )
-    main_recipe.pretrain(settings, st.build_source_tokenizer(), asr.make_front_end(), pretrained)
+    main_recipe.pretrain(
+        settings,
+        st.build_source_tokenizer(),
+        asr.make_front_end(),
+        pretrained,
+        evaluate_held_out=False,  # only the preset is used here
+    )
 
 # %% [markdown]
 # ## 3. A SpeechTranslator on it

@@ -65,7 +65,9 @@ if PRESET:
 else:
     pretrained = os.path.join(work, "pretrained")
     tokenizer, front_end = asr.build_tokenizer(), asr.make_front_end()
-    main_recipe.pretrain(config.pretraining, tokenizer, front_end, pretrained)
+    main_recipe.pretrain(
+        config.pretraining, tokenizer, front_end, pretrained, evaluate_held_out=False
+    )
 preprocessor = SpeechRecognizerPreprocessor.from_preset(pretrained)
 
 # %% [markdown]

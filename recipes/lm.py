@@ -131,19 +131,23 @@ def token_log_likelihoods(causal_lm, sentences, batch_size=64):
 
 
 def unigram_perplexity(causal_lm, train, held_out):
-    """Perplexity of an add-one unigram model of the training tokens."""
+    """Perplexity on the held-out targets of an add-one unigram model of the
+    training tokens (each sentence's tokens and its eos).
+
+    The training sentences are tokenized in tf.data batches, not packed by the
+    preprocessor (which took ~42 CPU s on the bundled corpus, this <1 s)."""
     preprocessor = causal_lm.preprocessor
+    tokenizer = preprocessor.tokenizer
     vocabulary_size = causal_lm.backbone.vocabulary_size
     counts = np.ones(vocabulary_size)
-
-    def targets(sentences):
-        _, y, weights = preprocessor(sentences)
-        return np.asarray(y)[np.asarray(weights) > 0]
-
-    for start in range(0, len(train), 1024):
-        counts += np.bincount(targets(train[start : start + 1024]), minlength=vocabulary_size)
+    counts[tokenizer.end_token_id] += len(train)
+    batches = tf.data.Dataset.from_tensor_slices(train).batch(4096)
+    for ids in batches.map(lambda text: tokenizer(text).flat_values).as_numpy_iterator():
+        counts += np.bincount(ids, minlength=vocabulary_size)
+    _, y, weights = preprocessor(held_out)
+    targets = np.asarray(y)[np.asarray(weights) > 0]
     log_probs = np.log(counts / counts.sum())
-    return float(np.exp(-log_probs[targets(held_out)].mean()))
+    return float(np.exp(-log_probs[targets].mean()))
 
 
 def perplexity(causal_lm, sentences):

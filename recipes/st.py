@@ -272,6 +272,7 @@ def run(
             seed,
             checkpointing.checkpoint_from_args(args, output, "pretraining"),
             args,
+            evaluate_held_out=False,  # only the preset is used here
         )
     preprocessor = build_preprocessor(preset)
     files = speech_corpus(cache, config)

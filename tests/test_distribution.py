@@ -19,6 +19,7 @@ from keras_slam.data import pipeline
 from keras_slam.models.slam_backbone import SLAMBackbone
 from recipes import asr, slam
 from recipes import main as main_recipe
+from tests.conftest import xla_flags_with_devices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,11 +145,15 @@ def test_evaluation_reads_every_shard_on_every_host(monkeypatch):
 
 def run_on_simulated_devices(arguments, timeout=900):
     """stdout of `python *arguments` on JAX with 8 simulated CPU devices; it must succeed."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
     result = subprocess.run(
         [sys.executable, *arguments],
         cwd=REPO_ROOT,
-        env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO_ROOT, XLA_FLAGS=flags),
+        env=dict(
+            os.environ,
+            KERAS_BACKEND="jax",
+            PYTHONPATH=REPO_ROOT,
+            XLA_FLAGS=xla_flags_with_devices(),
+        ),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -7,6 +7,8 @@ import sys
 import keras
 import pytest
 
+from tests.conftest import xla_flags_with_devices
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -56,7 +58,7 @@ def test_slm_guide_runs():
 
 @pytest.mark.slow(backend="jax")
 def test_scale_out_guide_runs():
-    output = run_guide("05_scale_out.py", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    output = run_guide("05_scale_out.py", XLA_FLAGS=xla_flags_with_devices())
     assert "model parallel 2x4" in output and "max |loss - 1 device| / loss" in output
     assert "mslam_2b on a 8x4 (data x model) mesh" in output and "fits in 32 GiB" in output
 

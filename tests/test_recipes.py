@@ -96,8 +96,9 @@ def test_slam_tiny_pretrains_on_the_sample_corpus(tmp_path):
 def test_w2v_bert_tiny_runs_and_reports_its_codebook(tmp_path):
     """Finite losses, consistent perplexities, the plots; the collapse
     monitor (on by default) stops the run if fewer than 10% of the codes
-    are used."""
-    history = slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=100)
+    are used (3 checks in 30 steps; the JAX pass's 250-step run checks the
+    codebook stays in use)."""
+    history = slam.pretrain("w2v_bert_tiny", str(tmp_path), steps=30)
     for name in ("loss_curves.png", "codebook_usage.png"):
         assert (tmp_path / name).stat().st_size > 0
     for name in ("contrastive_loss", "w2v_mlm_loss", "diversity_loss", "codebook_usage"):

@@ -15,6 +15,7 @@ import pytest
 from keras_slam.models.layout_map import get_layout_map, layout_rules
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from tests.conftest import xla_flags_with_devices
 from tests.models.distribution_worker import BACKBONE, VOCABULARY, run_worker
 from tests.models.test_slam_pretrainer import build_pretrainer
 
@@ -60,7 +61,7 @@ def test_sharded_step_equals_single_device_step():
         "tests.models.distribution_worker",
         KERAS_BACKEND="jax",
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        XLA_FLAGS=xla_flags_with_devices(),
     )
     for path, (declared, actual) in report["sharding"].items():
         assert declared == actual, (path, declared, actual)
