@@ -121,8 +121,7 @@ def _build(output, chosen, seed, num_workers, progress):
             metadata += rows
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
+        writers.release_pool(pool)
     synth_corpus.write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(chosen, seed, synthesiser.version),

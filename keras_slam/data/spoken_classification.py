@@ -178,8 +178,7 @@ def build_labelled_speech(
                 synth_corpus.write_corpus_shards(texts, folder, language, 0, kind=schema.TEXT)
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
+        writers.release_pool(pool)
     synth_corpus.write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(name, utterances, seed, synthesiser.version),

@@ -151,8 +151,7 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
             metadata += rows
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
+        writers.release_pool(pool)
     write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(sentences, hours_per_language, seed, synthesiser.version),
