@@ -67,14 +67,9 @@ def test_smoke_config_checkpoints_every_phase_and_resumes(tmp_path, capsys, monk
     )
 
 
-@pytest.mark.slow(backend="jax")
-def test_encoder_preset_is_the_frozen_encoder_and_no_encoder_is_trained(tmp_path, monkeypatch):
-    """`--encoder-preset`: the SLM's frozen encoder is the preset's backbone,
-    weight for weight, reading the layer the preset's CTC head reads (here
-    the speech tower of a SLAM backbone, not its shared encoder); the
-    encoder phase trains nothing."""
-    tokenizer = asr.build_tokenizer()
-    backbone = SLAMBackbone(
+def tiny_backbone(tokenizer):
+    """A one-layer SLAM backbone over the recipe's character vocabulary."""
+    return SLAMBackbone(
         vocabulary_size=tokenizer.vocabulary_size(),
         hidden_dim=16,
         num_speech_layers=1,
@@ -82,6 +77,16 @@ def test_encoder_preset_is_the_frozen_encoder_and_no_encoder_is_trained(tmp_path
         subsampling_filters=4,
         conformer=ConformerConfig(num_heads=2, ffn_dim=32, conv_norm_groups=4),
     )
+
+
+@pytest.mark.slow(backend="jax")
+def test_encoder_preset_is_the_frozen_encoder_and_no_encoder_is_trained(tmp_path, monkeypatch):
+    """`--encoder-preset`: the SLM's frozen encoder is the preset's backbone,
+    weight for weight, reading the layer the preset's CTC head reads (here
+    the speech tower of a SLAM backbone, not its shared encoder); the
+    encoder phase trains nothing."""
+    tokenizer = asr.build_tokenizer()
+    backbone = tiny_backbone(tokenizer)
     preprocessor = SpeechRecognizerPreprocessor(
         audio_converter=asr.make_front_end(), tokenizer=tokenizer
     )
@@ -111,14 +116,7 @@ def test_encoder_preset_must_be_a_recognizer_task(tmp_path):
     """A backbone-only preset (no recognizer head or front end) or a missing
     directory is refused before anything trains, naming the preset."""
     tokenizer = asr.build_tokenizer()
-    backbone = SLAMBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        hidden_dim=16,
-        num_speech_layers=1,
-        num_shared_layers=1,
-        subsampling_filters=4,
-        conformer=ConformerConfig(num_heads=2, ffn_dim=32, conv_norm_groups=4),
-    )
+    backbone = tiny_backbone(tokenizer)
     preset = str(tmp_path / "backbone")
     tokenizer.save_to_preset(preset)
     backbone.save_to_preset(preset)
