@@ -91,3 +91,15 @@ def test_kernel_gradient_copies_no_activation():
 
     assert transposed_activation_copies(keras.layers.Dense(16))
     assert not transposed_activation_copies(FlatDense(16))
+
+
+def test_padding_invariance(seeded):
+    """Row by row: padded frames change no real frame's output."""
+    layer = FlatDense(3)
+    batch = {
+        "x": seeded.normal(size=(3, 6, 4)).astype("float32"),
+        "padding_mask": test_case.random_padding_mask(seeded, 3, 6),
+    }
+    test_case.assert_padding_invariant(
+        lambda b: (layer(b["x"]), b["padding_mask"]), batch, {"x": "padding_mask"}
+    )
