@@ -39,6 +39,11 @@ import numpy as np
 from keras.src.backend.common import global_state
 
 BACKENDS = ("jax", "tensorflow", "torch")
+# Wall-clock limit for a test's subprocess (parity and distribution workers,
+# guides, recipes, benchmarks): a guard against a hang, not a speed check, so
+# it leaves room for a loaded 2-core machine (the main-job test takes ~2 min
+# idle, 10+ under CI's two lanes and other load).
+SUBPROCESS_TIMEOUT_S = 2400
 
 
 def backend():

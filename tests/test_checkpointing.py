@@ -194,7 +194,12 @@ def run_killed_and_resumed(tmp_path, steps=30, kill_after_step=10):
     with open(os.path.join(path, checkpointing.STATE_FILE)) as file:
         killed_history = json.load(file)["history"]
     rerun = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     with open(tmp_path / "history.json") as file:

@@ -19,6 +19,7 @@ from keras_slam.data import pipeline
 from keras_slam.models.slam_backbone import SLAMBackbone
 from recipes import asr, slam
 from recipes import main as main_recipe
+from tests import test_case
 from tests.conftest import xla_flags_with_devices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,7 +144,7 @@ def test_evaluation_reads_every_shard_on_every_host(monkeypatch):
     assert reader_calls(monkeypatch, build, (2, 1)) == reader_calls(monkeypatch, build, (1, 0))
 
 
-def run_on_simulated_devices(arguments, timeout=900):
+def run_on_simulated_devices(arguments):
     """stdout of `python *arguments` on JAX with 8 simulated CPU devices; it must succeed."""
     result = subprocess.run(
         [sys.executable, *arguments],
@@ -156,7 +157,7 @@ def run_on_simulated_devices(arguments, timeout=900):
         ),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
@@ -174,7 +175,7 @@ def test_asr_recipe_with_budget_sized_batches_trains_on_a_2_device_mesh(tmp_path
     stdout = run_on_simulated_devices(
         ["-m", "recipes.asr", "--preset", preset, "--steps", "2", "--mesh", "2"]
         + ["--output", str(tmp_path / "recognizer")],
-        timeout=600,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert "--mesh 2: DataParallel over 2 devices" in stdout
     assert "held-out test error rates" in stdout

@@ -7,6 +7,7 @@ import sys
 import keras
 import pytest
 
+from tests import test_case
 from tests.conftest import xla_flags_with_devices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def run_guide(name, **extra_env):
         capture_output=True,
         text=True,
         check=False,
-        timeout=900,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "guide finished" in result.stdout

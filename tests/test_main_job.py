@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests import test_case
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -32,7 +34,7 @@ def test_main_job_tiny(tmp_path):
         capture_output=True,
         text=True,
         check=False,
-        timeout=1200,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for text in (

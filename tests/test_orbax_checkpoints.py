@@ -54,7 +54,7 @@ def resume_on_a_2x4_mesh(directory):
 @pytest.mark.slow(backend="jax")
 def test_a_fit_saved_on_a_2x4_mesh_resumes_exactly(tmp_path):
     code = f"from tests.test_orbax_checkpoints import *; resume_on_a_2x4_mesh({str(tmp_path)!r})"
-    stdout = run_on_simulated_devices(["-c", code], timeout=600)
+    stdout = run_on_simulated_devices(["-c", code])
     assert "--mesh 2x4: ModelParallel over 8 devices" in stdout
     assert "resumed on the mesh" in stdout
 

@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks import gpu_step, harness
 from keras_slam.layers.conformer import ConformerConfig
+from tests import test_case
 
 
 def test_block_flops_formula_at_one_frame():
@@ -25,7 +26,11 @@ def test_tiny_config_runs_on_cpu(tmp_path):
     command = [sys.executable, "benchmarks/gpu_step.py", "--config", "tiny", "--device", "cpu"]
     command += ["--warmup", "1", "--steps", "1", "--output", str(output)]
     completed = subprocess.run(
-        command, capture_output=True, text=True, cwd=harness.REPO_ROOT, timeout=600
+        command,
+        capture_output=True,
+        text=True,
+        cwd=harness.REPO_ROOT,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     ours, theirs = json.loads(output.read_text())

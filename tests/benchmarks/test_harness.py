@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import __main__ as benchmarks_main
 from benchmarks import harness
+from tests import test_case
 
 RUN_1 = os.path.join(harness.REPO_ROOT, "benchmarks/results/cpu_2core_2026-12-01_run1.json")
 
@@ -230,7 +231,11 @@ def test_quick_run_end_to_end(tmp_path):
     command += ["--warmup", "1", "--steps", "2", "--backends", "torch", "--output", str(output)]
     command += ["--workloads", "train_8x250", "features"]
     completed = subprocess.run(
-        command, capture_output=True, text=True, cwd=harness.REPO_ROOT, timeout=600
+        command,
+        capture_output=True,
+        text=True,
+        cwd=harness.REPO_ROOT,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads(output.read_text())

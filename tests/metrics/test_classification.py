@@ -17,6 +17,7 @@ from keras_slam.metrics.classification import (
     macro_f1,
     plot_confusion_matrix,
 )
+from tests import test_case
 
 
 def test_scikit_learn_f1_example():
@@ -69,4 +70,9 @@ def test_metrics_package_imports_first():
     """`keras_slam.metrics` imported before the layers package (as by
     `keras-slam evaluate-classifier`) used to fail on an import cycle."""
     code = "import keras_slam.metrics.classification"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ}, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ},
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
+    )

@@ -19,6 +19,7 @@ from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from tests import test_case
 
 BATCH, FRAMES, FEATURES, VOCABULARY = 8, 32, 12, 16
 # Every width divisible by the 4-device model axis and the 2-device data axis.
@@ -44,7 +45,7 @@ def run_worker(module, **env):
         text=True,
         cwd=repo_root,
         env=dict(os.environ, PYTHONPATH=repo_root, **env),
-        timeout=600,
+        timeout=test_case.SUBPROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
