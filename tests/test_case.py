@@ -368,9 +368,14 @@ class LayerHolder(keras.Model):
         return cls(**config)
 
 
-def gradients(variables, loss_fn):
+def gradients(variables, loss_fn, compiled=True):
     """d loss_fn() / d variables as numpy arrays, on the current backend
-    (zeros for a variable the loss does not reach)."""
+    (zeros for a variable the loss does not reach).
+
+    JAX compiles the whole gradient once (op by op, its eager dispatch
+    compiled every primitive of the forward and backward pass on its own, a
+    third more CPU); `compiled=False` keeps it op by op, for a test that
+    compares two formulations to 1e-5 which XLA would fuse differently."""
     if backend() == "tensorflow":
         import tensorflow as tf
 
@@ -391,7 +396,10 @@ def gradients(variables, loss_fn):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return loss_fn()
 
-    return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
+    gradient = jax.grad(stateless)
+    if compiled:
+        gradient = jax.jit(gradient)
+    return [np.asarray(g) for g in gradient([v.value for v in variables])]
 
 
 def assert_mixed_precision_finite(builder, inputs):

@@ -353,7 +353,8 @@ def test_remat_keeps_outputs_and_gradients(seeded):
             return keras.ops.sum(keras.ops.square(y) * keras.ops.arange(HIDDEN, dtype="float32"))
 
         outputs.append(test_case.to_numpy(loss_fn()))
-        gradients.append(test_case.gradients(encoder.trainable_weights, loss_fn))
+        # Op by op: compiled, XLA fuses the two programs differently (6e-5 of 60).
+        gradients.append(test_case.gradients(encoder.trainable_weights, loss_fn, compiled=False))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
     assert len(gradients[0]) == 72 and max(np.abs(g).max() for g in gradients[0]) > 0
     for plain, recomputed in zip(*gradients):
