@@ -97,7 +97,7 @@ translator.summary()
 
 # %%
 train = st.translation_dataset(files["train"], preprocessor, config, training=True)
-losses = st.finetune(translator, train, config, joint=True)
+losses = st.finetune(translator, train, config, joint=True)["loss"]
 print(f"loss {losses[0]:.2f} -> {losses[-1]:.2f}")
 
 # %% [markdown]
