@@ -45,7 +45,6 @@ from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocab
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
 from keras_slam.models.layout_map import get_layout_map
-from keras_slam.models.speech_recognizer import SpeechRecognizer, ctc_vocabulary_size_of
 from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from recipes import asr
@@ -202,28 +201,6 @@ def joint_batch(batch):
     """A paired batch -> {"speech": ST batch, "text": MT batch of its source text}."""
     text_keys = ("token_ids", "token_padding_mask", "translation_ids", "translation_padding_mask")
     return {"speech": batch, "text": {key: batch[key] for key in text_keys}}
-
-
-def warm_up_encoder(translator, train, config, verbose=2, checkpoint=None, args=None):
-    """CTC-only warm-up: `config["ctc_warmup_steps"]` steps of a `SpeechRecognizer`
-    on the translator's own encoder (shared backbone, the source transcripts as
-    labels) before the decoder trains. Returns {metric: mean of each window}."""
-    args = args or checkpointing.default_training_arguments()
-    recognizer = SpeechRecognizer(
-        translator.backbone,
-        vocabulary_size=ctc_vocabulary_size_of(translator.backbone, translator.preprocessor),
-        use_shared_encoder=translator.use_shared_encoder,
-    )
-    return asr.finetune(
-        recognizer,
-        train,
-        config["ctc_warmup_steps"],
-        config["learning_rate"],
-        verbose=verbose,
-        checkpoint=checkpoint,
-        optimizer_arguments=checkpointing.optimizer_arguments(args),
-        max_consecutive_skips=args.max_consecutive_skips,
-    )
 
 
 def finetune(translator, train, config, joint=False, verbose=2, checkpoint=None, args=None):
