@@ -2,7 +2,7 @@
 
     python -m recipes.st --config st_tiny --output runs/st
     python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
-    python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 300)
+    python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 1200)
 
 On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
 it -> en), spoken by espeak-ng into a cache on first use
@@ -15,9 +15,12 @@ it -> en), spoken by espeak-ng into a cache on first use
    random one of the same size, then jointly on speech and text
    translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
    same pairs' source text) from the pre-trained encoder.
-3. BLEU and chrF (sacrebleu, per pair and their mean) on the test split of
-   each, and the zero-shot text translation of the ST-only pre-trained
-   model (it never saw text input in fine-tuning).
+3. BLEU and chrF (sacrebleu, per pair and their mean) on the test pairs
+   within the training limits (`fits_training`), the zero-shot text
+   translation of the ST-only pre-trained model (it never saw text input in
+   fine-tuning), and per setting whether the decoder reads the encoder
+   (`translation_evaluation.encoder_reliance`: teacher-forced cross-entropy
+   per target character with each test utterance's own audio vs another's).
 4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
    translations under `eval/<setting>/` and the joint model as a task
    preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
@@ -29,6 +32,7 @@ phases that had finished.
 """
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -36,7 +40,7 @@ import time
 import keras
 
 from keras_slam import checkpointing, distribution
-from keras_slam.data import gettext_pairs, parallel_speech, pipeline
+from keras_slam.data import gettext_pairs, parallel_speech, pipeline, schema
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
@@ -59,20 +63,20 @@ _TINY_DECODER = {
 # Where the spoken pairs are synthesised on first use (recipes.slm reads them too).
 SPEECH_CACHE = "runs/parallel_speech"
 CONFIGS = {
-    # Sized for <= 15 min on 2 CPU cores: two directions and few, short
-    # pairs, so that every pair is seen several times.
+    # Sized for <= 15 min on 2 CPU cores: two directions, short pairs
+    # (~1,500 of 2,000 per direction fit the limits), 10-16 per step.
     "st_tiny": {
         "backbone": main_recipe.TINY_BACKBONE,
         "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
         "directions": (("de", "en"), ("es", "en")),
-        "train_pairs": 300,  # per direction
-        "test_pairs": 20,
+        "train_pairs": 2000,  # per direction
+        "test_pairs": 40,  # per direction; 54 of the 80 fit the limits below
         "max_translation_length": 48,  # English characters; longer pairs are skipped
         "bucket_seconds": (2.5, 4.0),  # longer utterances are skipped
-        "finetune_steps": 300,
+        "finetune_steps": 1200,
         "learning_rate": 2e-3,
-        "batch_seconds": 10.0,
+        "batch_seconds": 40.0,
         "mt_loss_weight": 5.0,  # mSLAM's
         # The CTC auxiliary on the encoder (source transcript; see
         # `SpeechTranslator`): the encoder keeps the spoken content.
@@ -87,6 +91,7 @@ CONFIGS["st_smoke"] = dict(
     train_pairs=24,
     test_pairs=4,
     finetune_steps=4,
+    batch_seconds=10.0,
     max_decode_length=12,
 )
 SETTINGS = (
@@ -175,6 +180,23 @@ def translation_dataset(files, preprocessor, config, training=False, seed=0):
     )
 
 
+def fits_training(preprocessor, config):
+    """Predicate on a record dict: does `translation_dataset` keep it (audio
+    within the last bucket, source and translation within their limits)?"""
+    max_samples = round(config["bucket_seconds"][-1] * schema.SAMPLE_RATE)
+
+    def fits(record):
+        source = preprocessor.tokenizer(record["transcript"])
+        target = preprocessor.target_tokenizer(record["translation"])
+        return (
+            len(record["pcm"]) <= max_samples
+            and 0 < len(source) <= MAX_SOURCE_LENGTH
+            and len(target) <= config["max_translation_length"]
+        )
+
+    return fits
+
+
 def joint_batch(batch):
     """A paired batch -> {"speech": ST batch, "text": MT batch of its source text}."""
     text_keys = ("token_ids", "token_padding_mask", "translation_ids", "translation_padding_mask")
@@ -182,7 +204,8 @@ def joint_batch(batch):
 
 
 def finetune(translator, train, config, joint=False, verbose=2, checkpoint=None, args=None):
-    """Trains for `config["finetune_steps"]` steps; returns the loss of each window.
+    """Trains for `config["finetune_steps"]` steps; returns {metric: mean of each
+    window} (`asr.fit_logged`: "loss", "st_loss", "ctc_loss", ...).
 
     `checkpoint`: a `checkpointing.TrainingCheckpoint` to save to and resume
     from; `args`: the `checkpointing` flags (clipping, accumulation, skips).
@@ -204,7 +227,7 @@ def finetune(translator, train, config, joint=False, verbose=2, checkpoint=None,
         verbose=verbose,
         checkpoint=checkpoint,
         max_consecutive_skips=args.max_consecutive_skips,
-    )["loss"]
+    )
 
 
 def plot_results(results, path):
@@ -228,11 +251,19 @@ def plot_results(results, path):
 
 
 def format_table(results):
-    lines = [f"{'setting':<28} {'BLEU':>6} {'chrF':>6}"]
-    lines += [
-        f"{name:<28} {r['average']['bleu']:6.2f} {r['average']['chrf']:6.2f}"
-        for name, r in results.items()
-    ]
+    """Per setting: BLEU / chrF per pair and mean, distinct outputs, and the
+    test cross-entropy per target char with own vs other audio (speech rows)."""
+    pairs = list(next(iter(results.values()))["pairs"])
+    header = [f"{pair:>13}" for pair in pairs] + [f"{'mean':>13}", f"{'distinct':>8}"]
+    lines = [f"{'setting':<24} " + " ".join(header) + f" {'CE own / other / gap':>22}"]
+    for name, r in results.items():
+        scores = [r["pairs"][pair] for pair in pairs] + [r["average"]]
+        cells = [f"{s['bleu']:6.2f}/{s['chrf']:6.2f}" for s in scores]
+        cells.append(f"{r['distinct_outputs']:>4}/{r['average']['sentences']:<3}")
+        reliance = r.get("encoder_reliance")
+        if reliance:
+            cells.append(f"{reliance['own']:.4f}/{reliance['other']:.4f}/{reliance['gap']:+.4f}")
+        lines.append(f"{name:<24} " + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -277,14 +308,15 @@ def run(
     preprocessor = build_preprocessor(preset)
     files = speech_corpus(cache, config)
     train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
+    test = translation_dataset(files["test"], preprocessor, config)
     results, table = {}, {}
     for name, load_weights, joint in SETTINGS:
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         keras.utils.set_random_seed(seed)
         translator = build_translator(preset, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
-        losses = finetune(translator, train, config, joint, verbose, checkpoint, args)
+        history = finetune(translator, train, config, joint, verbose, checkpoint, args)
         sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
         for source in sources:
             scores, rows = translation_evaluation.evaluate_translation(
@@ -293,14 +325,29 @@ def run(
                 source,
                 batch_size=16,
                 max_length=config["max_decode_length"],
+                keep=fits_training(preprocessor, config),
             )
             label = name if source == "speech" else "zero_shot_mt_" + name.removeprefix("st_")
             translation_evaluation.write_evaluation(
                 os.path.join(output, "eval", label), scores, rows, {"setting": label}
             )
             table[label] = scores.as_dict()
+            table[label]["distinct_outputs"] = len({row["hypothesis"] for row in rows})
             print(scores.table())
-        results[name] = {"loss": [losses[0], losses[-1]], "seconds": time.time() - started}
+        split = functools.partial(
+            split_translation_batch, bos_id=translator.bos_id, eos_id=translator.eos_id
+        )
+        reliance = translation_evaluation.encoder_reliance(translator, test.map(split))
+        table[name]["encoder_reliance"] = reliance
+        print("test CE per target char, own vs other audio:", reliance)
+        results[name] = {
+            "loss": [history["loss"][0], history["loss"][-1]],
+            "ctc_loss": [history["ctc_loss"][0], history["ctc_loss"][-1]]
+            if "ctc_loss" in history
+            else None,
+            "seconds": time.time() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
+        }
     translator.save_to_preset(os.path.join(output, "translator"))
     results["scores"] = table
     with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:

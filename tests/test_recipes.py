@@ -141,6 +141,15 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["scores"] == table
     assert all(np.isfinite(results[name]["loss"]).all() for name, _, _ in st.SETTINGS)
+    limit = st.CONFIGS["st_smoke"]["max_translation_length"]
+    for name, _, _ in st.SETTINGS:
+        # Only test pairs within the training limits are scored.
+        rows = (tmp_path / "run" / "eval" / name / "translations.jsonl").read_text().splitlines()
+        assert len(rows) == table[name]["average"]["sentences"] > 0, name
+        assert all(len(json.loads(row)["reference"]) <= limit for row in rows), name
+        reliance = table[name]["encoder_reliance"]
+        assert reliance["items"] >= 2 and np.isfinite(reliance["gap"]), (name, reliance)
+        assert np.isfinite(results[name]["ctc_loss"]).all() and results[name]["cpu_seconds"] > 0
     assert (tmp_path / "run" / "results.png").stat().st_size > 0
     translator = SpeechTranslator.from_preset(str(tmp_path / "run" / "translator"))
     assert translator.mt_loss_weight == st.CONFIGS["st_smoke"]["mt_loss_weight"]

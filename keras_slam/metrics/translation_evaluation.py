@@ -3,6 +3,7 @@
     scores, rows = evaluate_translation(translator, files)                  # speech in
     scores, rows = evaluate_translation(translator, files, source="text")   # zero-shot MT
     print(scores.table())
+    encoder_reliance(translator, batches)   # CE with own vs another utterance's input
     write_evaluation("runs/eval", scores, rows, {"preset": ...})
 
 The records are read whole and in file order (no bucketing, no length
@@ -16,7 +17,11 @@ and `translate_text`).
 import json
 import os
 
+import numpy as np
+from keras import ops
+
 from keras_slam.data import pipeline
+from keras_slam.data.translation import encoder_keys
 from keras_slam.metrics.bleu import pair_name, translation_scores
 
 SOURCES = ("speech", "text")
@@ -55,6 +60,7 @@ def evaluate_translation(
     batch_size=8,
     max_length=None,
     lowercase=False,
+    keep=None,
 ):
     """Translates every record of `files` and scores the translations.
 
@@ -67,6 +73,7 @@ def evaluate_translation(
             `SpeechTranslator.generate`).
         batch_size: records translated at once.
         lowercase: score lowercased text.
+        keep: predicate on a record dict; records it rejects are skipped.
     Returns:
         (`TranslationScores`, rows): one row per record, {"id", "language",
         "target_language", "source", "reference", "hypothesis"}, in file order.
@@ -97,6 +104,8 @@ def evaluate_translation(
         chunk.clear()
 
     for record in translation_records(files):
+        if keep is not None and not keep(record):
+            continue
         chunk.append(record)
         if len(chunk) == batch_size:
             flush()
@@ -108,6 +117,52 @@ def evaluate_translation(
         *([row[key] for row in rows] for key in FIELDS), lowercase=lowercase
     )
     return scores, rows
+
+
+def encoder_reliance(translator, batches):
+    """Teacher-forced cross-entropy per target token with each item's own
+    encoder input and with another item's: does the decoder read the encoder?
+
+    In each batch the real rows' encoder inputs (speech or source text) are
+    rotated by one row (row i gets row i + 1's, the last the first's); the
+    decoder inputs and targets stay. A decoder that ignores the encoder has
+    gap 0. No label smoothing, natural log, EOS counted as a token.
+
+    Args:
+        translator: a `SpeechTranslator`.
+        batches: iterable of teacher-forced (x, y) of one modality
+            (`split_translation_batch`); batches with < 2 real rows are skipped.
+    Returns:
+        {"own", "other": nats per target token, "gap": other - own,
+        "items", "target_tokens"}.
+    """
+    totals = {"own": 0.0, "other": 0.0}
+    items = tokens = 0
+    for x, y in batches:
+        x = {key: np.asarray(value) for key, value in x.items()}
+        targets = np.asarray(y["target_ids"])
+        mask = np.asarray(y["target_padding_mask"]) > 0
+        real = np.flatnonzero(mask.any(axis=1))
+        if len(real) < 2:
+            continue
+        other = dict(x)
+        for key in encoder_keys(x):
+            other[key] = x[key].copy()
+            other[key][real] = x[key][np.roll(real, -1)]
+        for name, inputs in (("own", x), ("other", other)):
+            logits = translator(inputs, training=False)
+            logits = logits["logits"] if isinstance(logits, dict) else logits
+            logits = np.asarray(ops.convert_to_numpy(logits), "float64")
+            peak = logits.max(axis=-1, keepdims=True)
+            log_norm = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
+            true = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+            totals[name] += float(np.sum((log_norm - true)[mask]))
+        items += len(real)
+        tokens += int(mask.sum())
+    if not tokens:
+        raise ValueError("no batch with >= 2 real rows")
+    own, other = totals["own"] / tokens, totals["other"] / tokens
+    return {"own": own, "other": other, "gap": other - own, "items": items, "target_tokens": tokens}
 
 
 def write_evaluation(output, scores, rows, settings):

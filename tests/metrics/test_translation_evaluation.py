@@ -11,11 +11,12 @@ from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocab
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.metrics import translation_evaluation
 from keras_slam.models.slam_backbone import SLAMBackbone
-from keras_slam.models.speech_translator import SpeechTranslator
+from keras_slam.models.speech_translator import SpeechTranslator, label_smoothed_cross_entropy
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from tests.conftest import reset_seeds_and_policy
 from tests.data.test_translation_pipeline import RECORDS, write_records
 from tests.metrics.test_bleu import sacrebleu_cli
+from tests.models.test_speech_translator import TARGETS, make_translator, speech, teacher_forced
 
 TRANSLATED = [record for record in RECORDS if record[3]]
 
@@ -100,3 +101,36 @@ def test_evaluate_st_names_a_record_without_translation(preset, tmp_path, capsys
     missing = str(tmp_path / "missing.tfrecord")
     assert cli.main(argv[:4] + [missing]) == 1
     assert f"error: {missing}" in capsys.readouterr().err
+
+
+def test_encoder_reliance_is_the_cross_entropy_gap_of_rotated_inputs(seeded):
+    """own / other = the model's mean cross-entropy with the real rows' speech
+    as given / rotated by one row (the padding row stays out); a decoder that
+    cannot see the encoder (zero projection) has gap 0."""
+    translator = make_translator()
+    x, y = teacher_forced(translator, speech(seeded, batch_size=4), TARGETS + [""])
+    rotated = dict(x)
+    for key in ("speech_features", "speech_padding_mask"):
+        rotated[key] = x[key][[1, 2, 0, 3]]
+
+    def cross_entropy(inputs):
+        logits = translator(inputs, training=False)
+        return float(
+            label_smoothed_cross_entropy(y["target_ids"], y["target_padding_mask"], logits, 0.0)
+        )
+
+    reliance = translation_evaluation.encoder_reliance(translator, [(x, y)])
+    assert reliance["items"] == 3
+    assert reliance["target_tokens"] == int(y["target_padding_mask"].sum())
+    np.testing.assert_allclose(reliance["own"], cross_entropy(x), rtol=1e-5)
+    np.testing.assert_allclose(reliance["other"], cross_entropy(rotated), rtol=1e-5)
+    np.testing.assert_allclose(reliance["gap"], reliance["other"] - reliance["own"], rtol=1e-9)
+    assert abs(reliance["gap"]) > 1e-4  # a random encoder changes the logits
+
+    projection = translator.encoder_projection
+    projection.set_weights([np.zeros_like(w) for w in projection.get_weights()])
+    blind = translation_evaluation.encoder_reliance(translator, [(x, y)])
+    assert abs(blind["gap"]) < 1e-6, blind
+    with pytest.raises(ValueError, match="2 real rows"):
+        first = [{key: value[:1] for key, value in part.items()} for part in (x, y)]
+        translation_evaluation.encoder_reliance(translator, [first])
