@@ -24,7 +24,7 @@ from tests.models.test_speech_language_model import batch, make_slm
 
 
 def no_generation(*args, **kwargs):
-    """Stands in for `slm.evaluate` (greedy generation, ~54 CPU s of the smoke
+    """Stands in for `slm.evaluate` (greedy generation, ~9 CPU s of the smoke
     run on torch) in a rerun whose SLM scores no assertion reads."""
     return {}, {}
 

@@ -29,9 +29,9 @@ Packing each item without gaps keeps the LM's positions (RoPE, learned or
 relative) those of the item alone, so a padded batch gives each item's
 outputs (padding invariance). `generate` runs greedy decoding through
 `keras_hub.samplers.GreedySampler` with the LM's key/value cache
-(decoder-only: the packed prefix seeds the cache in one pass; encoder-
-decoder: the encoder runs once and seeds the cross-attention cache), then
-one position per step.
+(decoder-only: the prefixes, right-aligned, seed the cache in one pass;
+encoder-decoder: the encoder runs once and seeds the cross-attention
+cache), then one token per step: `max_new_tokens` steps at most.
 
 Hooks into the LM (`LM_FAMILIES`, one hooks object per backbone class)
 mirror each family's `CausalLM.call_with_cache` / `Seq2SeqLM.call_encoder`
@@ -92,8 +92,9 @@ class DecoderHooks:
         """Ids before the instruction: the start token, when there is one."""
         return [] if tokenizer.start_token_id is None else [tokenizer.start_token_id]
 
-    def add_positions(self, backbone, x, start_index):
-        """Absolute position embeddings (RoPE families: none)."""
+    def add_positions(self, backbone, x, positions):
+        """Absolute position embeddings at `positions` (B or 1, n) (RoPE
+        families: none; their attention sees only position differences)."""
         return x
 
     def cache_heads(self, backbone):
@@ -102,21 +103,33 @@ class DecoderHooks:
 
     def decoder(self, backbone, x, padding_mask):
         """x (B, L, D), padding mask (B, L) -> final hidden states (B, L, D)."""
-        x = self.add_positions(backbone, x, 0)
+        x = self.add_positions(backbone, x, ops.arange(ops.shape(x)[1], dtype="int32")[None])
         for layer in backbone.transformer_layers:
             x = layer(x, **{self.padding_mask_key: padding_mask}, training=False)
         return backbone.layer_norm(x)
 
-    def decoder_with_cache(self, backbone, x, cache, cache_update_index):
-        """x (B, n, D) at positions cache_update_index.. -> (hidden, cache)."""
-        x = self.add_positions(backbone, x, cache_update_index)
+    def decoder_with_cache(self, backbone, x, cache, cache_update_index, positions, key_mask):
+        """x (B, n, D) in cache columns cache_update_index.. -> (hidden, cache).
+
+        positions (B, n): each item's own position of each column, negative
+        for padding; key_mask (B, cache length): the real columns. Padding
+        columns leave each layer as zeros, so their keys and values stay
+        finite (a fused attention op may give NaN to a fully masked row).
+        """
+        x = self.add_positions(backbone, x, ops.maximum(positions, 0))
+        real = (positions >= 0)[..., None]
         caches = []
         for i, layer in enumerate(backbone.transformer_layers):
             x, layer_cache = layer(
                 x,
-                **{self.cache_key: cache[:, i], self.cache_index_key: cache_update_index},
+                **{
+                    self.padding_mask_key: key_mask,
+                    self.cache_key: cache[:, i],
+                    self.cache_index_key: cache_update_index,
+                },
                 training=False,
             )
+            x = ops.where(real, x, ops.zeros_like(x))
             caches.append(layer_cache)
         return backbone.layer_norm(x), ops.stack(caches, axis=1)
 
@@ -143,9 +156,9 @@ class GemmaHooks(DecoderHooks):
 class GPT2Hooks(DecoderHooks):
     """GPT-2: learned absolute positions added to the token embeddings."""
 
-    def add_positions(self, backbone, x, start_index):
-        positions = backbone.position_embedding(x, start_index=start_index)
-        return backbone.embeddings_add((x, positions))
+    def add_positions(self, backbone, x, positions):
+        table = backbone.position_embedding.position_embeddings
+        return ops.add(x, ops.cast(ops.take(table, positions, axis=0), x.dtype))
 
     def cache_heads(self, backbone):
         return backbone.num_heads, backbone.hidden_dim // backbone.num_heads
@@ -731,35 +744,46 @@ class SpeechLanguageModel(SubclassedTask):
         return self._generate_functions[key]
 
     def _greedy_decoder_only(self, prefix, prefix_mask, max_new_tokens):
-        """Packed prefix (B, L, D) -> response ids (B, max_new_tokens)."""
+        """Packed prefix (B, L, D) -> response ids (B, max_new_tokens).
+
+        The prefix is right-aligned (each item's last prefix column is L - 1),
+        so one cached pass reads every prefix and the sampler runs
+        `max_new_tokens` steps for the whole batch, as `CausalLM.generate`
+        after `_build_cache`. A key mask hides the left padding; positions
+        count from each item's first real column (absolute embeddings), and
+        RoPE attention sees only position differences, which the shift keeps.
+        """
         backbone = self.language_model.backbone
-        prefix_length = ops.sum(ops.cast(prefix_mask, "int32"), axis=1)
-        total = ops.shape(prefix)[1] + max_new_tokens
-        prefix = ops.pad(prefix, [[0, 0], [0, max_new_tokens], [0, 0]])
-        batch_size = ops.shape(prefix)[0]
-        positions = ops.arange(total, dtype="int32")[None, :]
-        in_prefix = positions < prefix_length[:, None]
+        batch_size, length = ops.shape(prefix)[0], ops.shape(prefix)[1]
+        total = length + max_new_tokens
+        shift = length - ops.sum(ops.cast(prefix_mask, "int32"), axis=1)
+        positions = ops.arange(total, dtype="int32")[None, :] - shift[:, None]  # (B, total)
+        key_mask = positions >= 0
+        source = ops.clip(positions[:, :length], 0, length - 1)
+        prefix = ops.take_along_axis(prefix, source[..., None], axis=1)
+        prefix = ops.where(key_mask[:, :length, None], prefix, ops.zeros_like(prefix))
         cache = self.hooks.empty_cache(backbone, batch_size, total, prefix.dtype)
-        _, cache = self.hooks.decoder_with_cache(backbone, prefix, cache, 0)
+        _, cache = self.hooks.decoder_with_cache(
+            backbone, prefix, cache, 0, positions[:, :length], key_mask
+        )
+        last_prefix = prefix[:, -1:]
 
         def next_logits(token_ids, cache, index):
-            # Feeds position index - 1: a prefix embedding or the last token.
+            # Feeds column index - 1: the last prefix column or the last token.
             previous = index - 1
             token = ops.slice(token_ids, [0, previous], [batch_size, 1])
-            embedded = ops.where(
-                ops.slice(in_prefix, [0, previous], [batch_size, 1])[..., None],
-                ops.slice(prefix, [0, previous, 0], [batch_size, 1, prefix.shape[-1]]),
-                self.embed_tokens(token),
+            embedded = ops.where(previous < length, last_prefix, self.embed_tokens(token))
+            column_positions = ops.slice(positions, [0, previous], [batch_size, 1])
+            hidden, cache = self.hooks.decoder_with_cache(
+                backbone, embedded, cache, previous, column_positions, key_mask
             )
-            hidden, cache = self.hooks.decoder_with_cache(backbone, embedded, cache, previous)
             logits = backbone.token_embedding(hidden, reverse=True)
             return ops.squeeze(logits, 1), ops.squeeze(hidden, 1), cache
 
         token_ids = ops.full((batch_size, total), self._filler_id(), dtype="int32")
-        token_ids = self._sample(next_logits, token_ids, cache, ops.min(prefix_length), in_prefix)
-        # Each item's response starts at its own prefix length.
-        index = ops.clip(prefix_length[:, None] + ops.arange(max_new_tokens)[None, :], 0, total - 1)
-        return ops.take_along_axis(token_ids, index, axis=1)
+        in_prefix = ops.tile(ops.arange(total)[None, :] < length, (batch_size, 1))
+        token_ids = self._sample(next_logits, token_ids, cache, length, in_prefix)
+        return token_ids[:, length:]
 
     def _greedy_seq2seq(self, prefix, prefix_mask, max_new_tokens):
         """Encoder input (B, L, D) -> response ids (B, max_new_tokens)."""

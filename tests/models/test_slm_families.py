@@ -20,6 +20,7 @@ from tests.models.test_speech_language_model import (
     TEXTS,
     _greedy_reference,
     _reference_log_likelihoods,
+    assert_decoder_is_the_backbone,
     batch,
     make_speech_encoder,
 )
@@ -86,6 +87,7 @@ def family_slm(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_response_loss_and_greedy_generation(family):
     slm = family_slm(family)
+    assert_decoder_is_the_backbone(slm)
     inputs = batch(slm)
     x, y = split_instruction_batch(inputs)
     loss = float(test_case.to_numpy(slm.compute_loss(x, y, slm(x))))

@@ -241,7 +241,19 @@ def _greedy_reference(slm, inputs, i, max_new_tokens, length=64):
     return tokens
 
 
+def assert_decoder_is_the_backbone(slm):
+    """The hooks' decoder on embedded tokens is keras-hub's backbone on the ids."""
+    ids = np.array([slm.prompt_ids("hello world")], "int32")
+    backbone = slm.language_model.backbone
+    np.testing.assert_allclose(
+        test_case.to_numpy(slm.hooks.decoder(backbone, slm.embed_tokens(ids), ids >= 0)),
+        test_case.to_numpy(backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})),
+        atol=1e-5,
+    )
+
+
 def test_greedy_generation_matches_stepwise_argmax(slm):
+    assert_decoder_is_the_backbone(slm)
     inputs = batch(slm)
     args = [
         inputs[k]
