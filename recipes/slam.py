@@ -90,7 +90,7 @@ from keras_slam.metrics.codebook import save_codebook_usage_plot
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_backbone_presets import backbone_presets as PRESETS
-from keras_slam.models.slam_pretrainer import METRICS, SLAMPretrainer
+from keras_slam.models.slam_pretrainer import CROSS_MODAL_CONTEXTS, METRICS, SLAMPretrainer
 from keras_slam.optimizers import TransformerSchedule
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -336,6 +336,64 @@ def evaluate_paired(pretrainer, paired_batches):
         for name in pretrainer.objective_metrics
         if METRICS[name][0] == "paired"
     }
+
+
+def evaluate_cross_modal(pretrainer, paired_batches, seed=0, mask_context=False, **mask_rates):
+    """Does the shared encoder read the other modality? Held-out pairs.
+
+    `SLAMPretrainer.cross_modal_scores` on every batch of `paired_batches`
+    (a finite dataset read once, e.g. the bundled test split), with span
+    masks drawn once per batch from a SeedGenerator(`seed`) (the same masks
+    on every call), at TLM's rates unless `mask_rates` (`speech_mask_rate`,
+    `text_mask_rate`) says otherwise. The context modality is unmasked
+    unless `mask_context`.
+
+    Returns: {f"{side}_{context}_loss" / "_accuracy"}: means over every
+    counted position of the set (side "text" / "speech", context "alone" /
+    "own" / "other"), f"{side}_count" (counted positions), and the gains in
+    nats, f"{side}_gain_own" = alone loss - own loss (> 0: the row's own
+    other modality helps) and f"{side}_gain_other" = other loss - own loss
+    (> 0: it helps because it is the row's own, not any speech or text).
+    """
+    seed_generator = keras.random.SeedGenerator(seed)
+    totals = {}
+    for batch in paired_batches.as_numpy_iterator():
+        batch = {key: batch[key] for key in PAIRED_KEYS}
+        draws = pretrainer.draw_paired_masks(batch, seed=seed_generator, **mask_rates)
+        scores = pretrainer.cross_modal_scores(batch, draws, mask_context)
+        scores = {name: float(keras.ops.convert_to_numpy(value)) for name, value in scores.items()}
+        for name, value in scores.items():
+            # Per-batch means weighted by the batch's counted positions.
+            side = name.split("_")[0]
+            weight = 1.0 if name.endswith("_count") else scores[f"{side}_count"]
+            totals[name] = totals.get(name, 0.0) + weight * value
+    results = {}
+    for name, total in totals.items():
+        count = totals[f"{name.split('_')[0]}_count"]
+        results[name] = total if name.endswith("_count") else total / max(count, 1.0)
+    for side in ("text", "speech"):
+        own = results[f"{side}_own_loss"]
+        results[f"{side}_gain_own"] = results[f"{side}_alone_loss"] - own
+        results[f"{side}_gain_other"] = results[f"{side}_other_loss"] - own
+    return results
+
+
+def format_cross_modal(results):
+    """`evaluate_cross_modal`'s results as a table: a row per masked side."""
+    lines = [
+        "  masked   count   loss alone / own / other   accuracy alone / own / other"
+        "   gain own  gain other"
+    ]
+    for side in ("text", "speech"):
+        losses = " / ".join(f"{results[f'{side}_{c}_loss']:.3f}" for c in CROSS_MODAL_CONTEXTS)
+        accuracies = " / ".join(
+            f"{results[f'{side}_{c}_accuracy']:.3f}" for c in CROSS_MODAL_CONTEXTS
+        )
+        lines.append(
+            f"  {side:<7}{results[f'{side}_count']:7.0f}   {losses:>24}   {accuracies:>28}"
+            f"   {results[f'{side}_gain_own']:8.3f}  {results[f'{side}_gain_other']:10.3f}"
+        )
+    return "\n".join(lines)
 
 
 def save_pretrained_preset(backbone, preset_dir, front_end, tokenizer=None):

@@ -45,6 +45,7 @@ def test_main_job_tiny(tmp_path):
         "WER",
         "pre-trained preset",
         "random init",
+        "held-out cross-modal prediction",
     ):
         assert text in result.stdout, text
     with open(tmp_path / "results.json") as file:
@@ -75,6 +76,10 @@ def test_main_job_tiny(tmp_path):
         "stm_loss",
         "ctc_loss",
     } <= set(results["pretraining"])
+    # Masked prediction alone / with the own pair / with another pair, held out.
+    for side in ("text", "speech"):
+        assert results["pretraining"][f"held_out_cross_modal_{side}_count"][0] > 0, side
+        assert f"held_out_cross_modal_{side}_gain_other" in results["pretraining"], side
     for name in (
         "pretraining_losses.png",
         "finetuning_losses.png",

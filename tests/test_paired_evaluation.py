@@ -1,10 +1,14 @@
-"""Held-out evaluation of the paired objectives (recipes.slam.evaluate_paired)."""
+"""Held-out evaluation of the paired objectives (recipes.slam.evaluate_paired) and of
+cross-modal prediction (SLAMPretrainer.cross_modal_scores, recipes.slam.evaluate_cross_modal)."""
 
+import keras
 import numpy as np
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
-from recipes.slam import evaluate_paired
+from keras_slam.objectives.mlm import masked_token_loss
+from keras_slam.objectives.w2v_bert import masked_prediction_loss
+from recipes.slam import evaluate_cross_modal, evaluate_paired
 from tests import test_case
 from tests.models.test_slam_backbone import TINY
 
@@ -45,3 +49,138 @@ def test_evaluate_paired_is_the_mean_of_each_held_out_batch(seeded):
     for name, value in results.items():
         expected = np.mean([test_case.to_numpy(objectives[name]) for objectives in per_batch])
         np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def pad_batch(batch, draws, frames, tokens, rows=1):
+    """`batch` and its `draws` with `frames` feature frames (4 subsampled
+    ones each), `tokens` tokens and `rows` empty rows of padding added."""
+
+    def pad(array, time):
+        array = np.asarray(test_case.to_numpy(array))
+        widths = [(0, rows), (0, time)] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, widths)
+
+    padded = {
+        "speech_features": pad(batch["speech_features"], frames),
+        "speech_padding_mask": pad(batch["speech_padding_mask"], frames),
+        "token_ids": pad(batch["token_ids"], tokens),
+        "token_padding_mask": pad(batch["token_padding_mask"], tokens),
+    }
+    padded_draws = {
+        "speech_span_mask": pad(draws["speech_span_mask"], frames // 4),
+        "text_span_mask": pad(draws["text_span_mask"], tokens),
+    }
+    return padded, padded_draws
+
+
+def cross_modal_inputs(rng, pretrainer, batch_size=3):
+    batch = {k: v for k, v in paired_batch(rng, batch_size).items() if k != "language"}
+    return batch, pretrainer.draw_paired_masks(batch, seed=keras.random.SeedGenerator(5))
+
+
+def dataset_of(batches):
+    """A tf.data dataset of `batches` (dicts of arrays, any batch size)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature={
+            k: tf.TensorSpec((None,) + v.shape[1:], v.dtype) for k, v in batches[0].items()
+        },
+    )
+
+
+def to_floats(scores):
+    return {name: float(test_case.to_numpy(value)) for name, value in scores.items()}
+
+
+def test_cross_modal_scores_alone_is_the_unimodal_path_and_padding_invariant(seeded):
+    """ "alone" is text MLM's / masked prediction's single-modality pass with
+    the same masks; every score is finite; padding (frames, tokens, an empty
+    row) changes nothing; the own and other contexts are read."""
+    pretrainer = SLAMPretrainer(SLAMBackbone(**TINY), num_codes=16, seed=3)
+    batch, draws = cross_modal_inputs(seeded, pretrainer)
+    scores = to_floats(pretrainer.cross_modal_scores(batch, draws))
+    sides, contexts = ("text", "speech"), ("alone", "own", "other")
+    assert set(scores) == {f"{s}_count" for s in sides} | {
+        f"{s}_{c}_{m}" for s in sides for c in contexts for m in ("loss", "accuracy")
+    }
+    assert all(np.isfinite(v) for v in scores.values())
+    backbone = pretrainer.backbone
+    token_mask = batch["token_padding_mask"]
+    text_span = test_case.to_numpy(draws["text_span_mask"]) * token_mask
+    masked_ids = np.where(text_span > 0, 2, batch["token_ids"])
+    text = backbone.encode_shared(backbone.embed_text(masked_ids, token_mask), token_mask)
+    loss, _ = masked_token_loss(batch["token_ids"], pretrainer._token_logits(text), text_span)
+    np.testing.assert_allclose(scores["text_alone_loss"], test_case.to_numpy(loss), rtol=1e-5)
+    assert scores["text_count"] == text_span.sum()
+    frames, frame_mask = backbone.subsample_speech(
+        batch["speech_features"], batch["speech_padding_mask"]
+    )
+    speech_span = test_case.to_numpy(draws["speech_span_mask"]) * test_case.to_numpy(frame_mask)
+    speech = backbone.encode_shared(
+        backbone.encode_speech_tower(
+            pretrainer.speech_mask_embedding(frames, speech_span), frame_mask
+        ),
+        frame_mask,
+    )
+    code_ids, _, _ = pretrainer._speech_targets(batch, frames, frame_mask, False)
+    loss, _ = masked_prediction_loss(pretrainer._code_logits(speech), code_ids, speech_span)
+    np.testing.assert_allclose(scores["speech_alone_loss"], test_case.to_numpy(loss), rtol=1e-5)
+    # A random shared encoder attends to the other segment, own or not.
+    for side in sides:
+        losses = [scores[f"{side}_{c}_loss"] for c in contexts]
+        assert len(set(np.round(losses, 6))) == 3, (side, losses)
+    for mask_context in (False, True):
+        reference = to_floats(pretrainer.cross_modal_scores(batch, draws, mask_context))
+        padded = to_floats(
+            pretrainer.cross_modal_scores(*pad_batch(batch, draws, 8, 3), mask_context)
+        )
+        for name, value in reference.items():
+            np.testing.assert_allclose(padded[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_cross_modal_gains_are_zero_without_a_shared_encoder(seeded):
+    """With no shared layers neither modality can read the other: alone, own
+    and other give the same losses, so both gains are exactly 0."""
+    backbone = SLAMBackbone(**dict(TINY, num_shared_layers=0))
+    pretrainer = SLAMPretrainer(backbone, num_codes=16, seed=3)
+    results = evaluate_cross_modal(
+        pretrainer, dataset_of([paired_batch(seeded, 3), paired_batch(seeded, 2)]), seed=7
+    )
+    for side in ("text", "speech"):
+        assert results[f"{side}_count"] > 0
+        assert results[f"{side}_gain_own"] == 0.0
+        assert results[f"{side}_gain_other"] == 0.0
+        assert results[f"{side}_alone_accuracy"] == results[f"{side}_own_accuracy"]
+
+
+def test_evaluate_cross_modal_weighs_batches_by_counted_positions(seeded):
+    """The set's value is the count-weighted mean of the per-batch scores,
+    with the masks each batch draws from SeedGenerator(seed), in order: the
+    same on every call. A batch of one pair has no partner and counts for
+    nothing."""
+    pretrainer = SLAMPretrainer(SLAMBackbone(**TINY), num_codes=16, seed=3)
+    batches = [paired_batch(seeded, 3), paired_batch(seeded, 1), paired_batch(seeded, 2)]
+    dataset = dataset_of(batches)
+    results = evaluate_cross_modal(pretrainer, dataset, seed=7)
+    assert results == evaluate_cross_modal(pretrainer, dataset, seed=7)
+    seed = keras.random.SeedGenerator(7)
+    per_batch = []
+    for batch in batches:
+        batch = {k: v for k, v in batch.items() if k != "language"}
+        draws = pretrainer.draw_paired_masks(batch, seed=seed)
+        per_batch.append(to_floats(pretrainer.cross_modal_scores(batch, draws)))
+    assert per_batch[1]["text_count"] == per_batch[1]["speech_count"] == 0
+    for name in ("text_own_loss", "speech_other_accuracy"):
+        side = name.split("_")[0]
+        counts = np.array([scores[f"{side}_count"] for scores in per_batch])
+        values = np.array([scores[name] for scores in per_batch])
+        assert results[f"{side}_count"] == counts.sum()
+        np.testing.assert_allclose(results[name], (counts * values).sum() / counts.sum(), rtol=1e-5)
+    for side in ("text", "speech"):
+        np.testing.assert_allclose(
+            results[f"{side}_gain_other"],
+            results[f"{side}_other_loss"] - results[f"{side}_own_loss"],
+            rtol=1e-6,
+        )

@@ -131,6 +131,9 @@ METRICS = {
 SPEECH_TARGETS = ("gumbel", "random_projection")
 QUANTIZER_INPUTS = ("frontend", "detached_frontend", "features")
 CTC_INPUTS = ("speech_tower", "shared")
+# `SLAMPretrainer.cross_modal_scores`: what the shared encoder reads beside the
+# masked modality (nothing, the row's own other modality, another row's).
+CROSS_MODAL_CONTEXTS = ("alone", "own", "other")
 # Per-step decay of the running code counts behind `w2v_mlm_gain` (a memory
 # of about 100 steps, so the baseline follows targets that drift).
 CODE_COUNT_DECAY = 0.99
@@ -470,25 +473,32 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 )
             }
         if "paired" in inputs and "tlm" in self.objectives:
-            batch = inputs["paired"]
-            frame_mask = self._frame_mask(batch["speech_padding_mask"], batch["speech_features"])
-            draws["paired"] = {
-                "speech_span_mask": compute_span_mask(
-                    frame_mask,
-                    span_length=self.speech_span_length,
-                    mask_rate=self.tlm_speech_mask_rate,
-                    min_spans=1,
-                    seed=self.mask_seed,
-                ),
-                "text_span_mask": compute_span_mask(
-                    batch["token_padding_mask"],
-                    span_length=self.text_span_length,
-                    mask_rate=self.tlm_text_mask_rate,
-                    min_spans=1,
-                    seed=self.mask_seed,
-                ),
-            }
+            draws["paired"] = self.draw_paired_masks(inputs["paired"])
         return draws
+
+    def draw_paired_masks(self, batch, seed=None, speech_mask_rate=None, text_mask_rate=None):
+        """TLM's span masks of a paired batch: {"speech_span_mask" (B, T'),
+        "text_span_mask" (B, L)}, at TLM's rates (`tlm_speech_mask_rate`,
+        `tlm_text_mask_rate`) unless given, from `seed` (a SeedGenerator;
+        default the task's)."""
+        seed = seed or self.mask_seed
+        frame_mask = self._frame_mask(batch["speech_padding_mask"], batch["speech_features"])
+        return {
+            "speech_span_mask": compute_span_mask(
+                frame_mask,
+                span_length=self.speech_span_length,
+                mask_rate=speech_mask_rate or self.tlm_speech_mask_rate,
+                min_spans=1,
+                seed=seed,
+            ),
+            "text_span_mask": compute_span_mask(
+                batch["token_padding_mask"],
+                span_length=self.text_span_length,
+                mask_rate=text_mask_rate or self.tlm_text_mask_rate,
+                min_spans=1,
+                seed=seed,
+            ),
+        }
 
     def _frame_mask(self, padding_mask, features):
         """The front end's output mask, without running the front end."""
@@ -649,13 +659,14 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         text_span = draws["text_span_mask"] * token_mask
         code_ids, _, _ = self._speech_targets(batch, frames, frame_mask, False)
         code_ids = ops.stop_gradient(code_ids)
-        speech = self.backbone.encode_speech_tower(
-            self.speech_mask_embedding(frames, speech_span), frame_mask, training
+        speech_out, text_out = self._encode_joint(
+            frames,
+            frame_mask,
+            speech_span,
+            self._corrupt(token_ids, text_span),
+            token_mask,
+            training,
         )
-        text = self.backbone.embed_text(self._corrupt(token_ids, text_span), token_mask, training)
-        packed, packed_mask = self.backbone.pack(speech, frame_mask, text, token_mask)
-        encoded = self.backbone.encode_shared(packed, packed_mask, training)
-        speech_out, text_out = self.backbone.unpack(encoded, frame_mask, token_mask)
         text_loss, text_accuracy = masked_token_loss(
             token_ids, self._token_logits(text_out), text_span
         )
@@ -667,6 +678,94 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             "tlm_text_accuracy": text_accuracy,
             "tlm_speech_accuracy": speech_accuracy,
         }
+
+    def _encode_joint(self, frames, frame_mask, speech_span, token_ids, token_mask, training):
+        """Speech frames (B, T', D), masked at `speech_span` (B, T'), packed with
+        text `token_ids` (B, L) through the shared encoder (TLM's input) ->
+        (speech output (B, T', D), text output (B, L, D)). A modality whose
+        mask is all 0 is absent: the other passes alone."""
+        speech = self.backbone.encode_speech_tower(
+            self.speech_mask_embedding(frames, speech_span), frame_mask, training
+        )
+        text = self.backbone.embed_text(token_ids, token_mask, training)
+        packed, packed_mask = self.backbone.pack(speech, frame_mask, text, token_mask)
+        encoded = self.backbone.encode_shared(packed, packed_mask, training)
+        return self.backbone.unpack(encoded, frame_mask, token_mask)
+
+    def cross_modal_scores(self, batch, draws, mask_context=False):
+        """Does the shared encoder read the other modality? One paired batch.
+
+        With the same target masks (`draws`, from `draw_paired_masks`), the
+        masked tokens (all set to `mask_token_id`) are predicted from the
+        text alone, packed with the row's own speech, and packed with
+        another row's speech (the next row with a pair, as STM's mismatched
+        partner: the control); the masked speech codes likewise from the
+        speech alone, with its own transcript and with another's. The
+        context modality is unmasked, or masked at its own span mask with
+        `mask_context` (TLM's input). Inference mode (no dropout, Gumbel
+        argmax). Only rows that have a partner count, in every condition.
+
+        Args:
+            batch: {"speech_features" (B, T, F), "speech_padding_mask" (B, T),
+                "token_ids" (B, L), "token_padding_mask" (B, L)}.
+            draws: {"speech_span_mask" (B, T'), "text_span_mask" (B, L)}.
+        Returns:
+            {f"{side}_{context}_loss", f"{side}_{context}_accuracy"} for side
+            in ("text", "speech") and context in `CROSS_MODAL_CONTEXTS`:
+            float32 means over the counted positions, and f"{side}_count",
+            the number of counted positions (masked real tokens / frames).
+        """
+        token_ids = ops.cast(batch["token_ids"], "int32")
+        token_mask = ops.cast(batch["token_padding_mask"], "float32")
+        frames, frame_mask = self.backbone.subsample_speech(
+            batch["speech_features"], batch["speech_padding_mask"]
+        )
+        rows_present = ops.logical_and(
+            ops.sum(frame_mask, axis=1) > 0, ops.sum(token_mask, axis=1) > 0
+        )
+        partners, has_partner = mismatched_partners(rows_present)
+        partners, counted_rows = partners[:, 0], ops.cast(has_partner[:, 0] > 0, "float32")
+        speech_span = ops.convert_to_tensor(draws["speech_span_mask"], "float32") * frame_mask
+        text_span = ops.convert_to_tensor(draws["text_span_mask"], "float32") * token_mask
+        masked_ids = ops.where(text_span > 0, self.mask_token_id, token_ids)
+        code_ids, _, _ = self._speech_targets(batch, frames, frame_mask, False)
+        # What the text reads (speech frames, frame mask, span) and what the
+        # speech reads (token ids, token mask) in each context; a zero mask
+        # leaves that modality out.
+        speech_context = (
+            frames,
+            frame_mask,
+            speech_span if mask_context else ops.zeros_like(speech_span),
+        )
+        text_context = (masked_ids if mask_context else token_ids, token_mask)
+
+        def partners_of(tensors):
+            return tuple(ops.take(x, partners, axis=0) for x in tensors)
+
+        contexts = {
+            "alone": (
+                (frames, ops.zeros_like(frame_mask), speech_context[2]),
+                (token_ids, ops.zeros_like(token_mask)),
+            ),
+            "own": (speech_context, text_context),
+            "other": (partners_of(speech_context), partners_of(text_context)),
+        }
+        text_targets = text_span * counted_rows[:, None]
+        speech_targets = speech_span * counted_rows[:, None]
+        results = {"text_count": ops.sum(text_targets), "speech_count": ops.sum(speech_targets)}
+        for context in CROSS_MODAL_CONTEXTS:
+            speech, text = contexts[context]
+            _, text_out = self._encode_joint(*speech, masked_ids, token_mask, False)
+            speech_out, _ = self._encode_joint(frames, frame_mask, speech_span, *text, False)
+            loss, accuracy = masked_token_loss(
+                token_ids, self._token_logits(text_out), text_targets
+            )
+            results.update({f"text_{context}_loss": loss, f"text_{context}_accuracy": accuracy})
+            loss, accuracy = masked_prediction_loss(
+                self._code_logits(speech_out), code_ids, speech_targets
+            )
+            results.update({f"speech_{context}_loss": loss, f"speech_{context}_accuracy": accuracy})
+        return {name: ops.cast(value, "float32") for name, value in results.items()}
 
     def _stm(self, speech, frame_mask, text, token_mask, rows_present, training):
         partners, negative_weights = mismatched_partners(rows_present, self.stm_negatives)
