@@ -28,6 +28,7 @@ from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.text_classifier import TextClassifier
 from keras_slam.presets import commands as presets_commands
 from keras_slam.utils import memory_plan
+from keras_slam.utils.preset_utils import saved_task_config
 
 
 def _infer_format(path):
@@ -225,6 +226,14 @@ def add_evaluate_classifier_arguments(parser):
 
 
 def run_evaluate_classifier(args):
+    if saved_task_config(args.preset, SequenceClassifier) is None:
+        print(
+            f"error: {args.preset} is not a directory holding a SpeechClassifier or "
+            "TextClassifier task preset (its task.json); save a trained classifier with "
+            "save_to_preset",
+            file=sys.stderr,
+        )
+        return 1
     classifier = SequenceClassifier.from_preset(args.preset)
     if not classifier.class_names:
         print(f"error: {args.preset} has no class names to match the labels", file=sys.stderr)
@@ -244,7 +253,11 @@ def run_evaluate_classifier(args):
         labels=classifier.class_names,
         label_field=args.label_field,
     )
-    y_true, y_pred = classifier.collect_predictions(dataset)
+    try:
+        y_true, y_pred = classifier.collect_predictions(dataset)
+    except ValueError as error:
+        print(f"error: {args.shards}: {error}", file=sys.stderr)
+        return 1
     report = classification.classification_report(y_true, y_pred, classifier.class_names)
     report.update(preset=args.preset, shards=args.shards, label_field=args.label_field)
     os.makedirs(args.output, exist_ok=True)

@@ -26,7 +26,7 @@ from keras_slam.models.layout_map import LayoutMapMixin
 from keras_slam.objectives.classification import classification_loss
 from keras_slam.optimizers import EncoderHeadAdam, log_finite_losses, skip_non_finite_steps
 from keras_slam.utils.keras_private import scale_loss_for_distribution
-from keras_slam.utils.preset_utils import PresetMixin
+from keras_slam.utils.preset_utils import PresetMixin, saved_task_config
 
 HEAD_NAME = "classification_head"
 
@@ -34,6 +34,27 @@ HEAD_NAME = "classification_head"
 def split_classification_batch(batch, feature_keys, label_key="label"):
     """Pipeline batch dict -> (x dict of `feature_keys`, y labels (B,)) for `fit`."""
     return {key: batch[key] for key in feature_keys}, batch[label_key]
+
+
+def check_saved_classes(preset, task_config, num_classes=None, class_names=None):
+    """Raises when `num_classes` / `class_names` disagree with the trained head
+    a classifier task preset holds (`task_config`: its saved config).
+
+    Naming an unnamed saved head (`class_names` of its class count) is allowed.
+    """
+    saved_count, saved_names = task_config["num_classes"], task_config.get("class_names")
+    count_differs = num_classes is not None and num_classes != saved_count
+    names_differ = class_names is not None and (
+        len(class_names) != saved_count
+        or (saved_names is not None and [str(n) for n in class_names] != saved_names)
+    )
+    if count_differs or names_differ:
+        given = class_names if class_names is not None else f"num_classes={num_classes}"
+        raise ValueError(
+            f"{preset} holds a trained head for {saved_count} classes {saved_names}, not "
+            f"{given}; for a new head on its encoder build the classifier around "
+            f"`keras_hub.models.Backbone.from_preset({preset!r})`"
+        )
 
 
 def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
@@ -104,7 +125,19 @@ class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
 
     backbone_cls = keras_hub.models.Backbone
     preprocessor_cls = SpeechRecognizerPreprocessor
-    feature_keys = ()
+    feature_keys = ()  # (input key, its padding mask key)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """`PresetMixin.from_preset`; a task preset of this class restores
+        its trained head, so `num_classes` / `class_names` given must match
+        it (`check_saved_classes`)."""
+        task_config = saved_task_config(preset, cls)
+        if task_config is not None:
+            check_saved_classes(
+                preset, task_config, kwargs.get("num_classes"), kwargs.get("class_names")
+            )
+        return super().from_preset(preset, **kwargs)
 
     def _set_layers(
         self, backbone, preprocessor, num_classes, class_names, head, pooling, dropout, freeze
@@ -209,13 +242,23 @@ class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
                 `label_key` (int (B,), -1 for padded rows, which are left out).
         Returns:
             (y_true (N,) int, y_pred (N,) int) numpy arrays.
+        Raises:
+            ValueError: a labelled row without real positions.
         """
         y_true, y_pred = [], []
-        for batch in dataset:
+        for number, batch in enumerate(dataset):
             labels = np.asarray(batch[label_key])
             rows = labels >= 0
             if not rows.any():
                 continue
+            mask_key = self.feature_keys[-1]
+            empty = rows & ~np.asarray(batch[mask_key]).any(axis=1)
+            if empty.any():
+                raise ValueError(
+                    f"batch {number}, rows {np.flatnonzero(empty).tolist()}: labelled but no "
+                    f"real position in {mask_key!r} (audio shorter than one frame, or empty "
+                    "text); nothing to classify"
+                )
             logits = np.asarray(self.predict_on_batch(self.model_inputs(batch)))
             y_true.append(labels[rows])
             y_pred.append(logits[rows].argmax(axis=-1))

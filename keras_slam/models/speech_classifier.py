@@ -119,7 +119,12 @@ class SpeechClassifier(SequenceClassifier):
 
     def model_inputs(self, inputs):
         """A feature batch dict, or raw waveforms (a list of 1-D arrays or a
-        (B, S) array, 16 kHz, through the preprocessor's front end)."""
+        (B, S) array at the front end's rate, through the preprocessor).
+
+        Raises:
+            ValueError: no preprocessor, or a waveform that is not finite or
+                too short for one feature frame (naming the item).
+        """
         if isinstance(inputs, dict):
             return super().model_inputs(inputs)
         if self.preprocessor is None:
@@ -127,7 +132,16 @@ class SpeechClassifier(SequenceClassifier):
                 "this SpeechClassifier has no preprocessor for raw waveforms: pass "
                 "`preprocessor=SpeechRecognizerPreprocessor()` or feature batches"
             )
-        features = self.preprocessor(inputs)
+        waveforms, _ = self.preprocessor.prepare_waveforms(inputs, caller="predict_labels")
+        front_end = self.preprocessor.audio_converter
+        for index, waveform in enumerate(waveforms):
+            if front_end.num_frames(len(waveform)) < 1:
+                raise ValueError(
+                    f"audio item {index}: {len(waveform)} samples, too short for one feature "
+                    f"frame of the front end ({front_end.frame_length} samples at "
+                    f"{front_end.sample_rate} Hz); nothing to classify"
+                )
+        features = self.preprocessor(waveforms)
         return {key: np.asarray(features[key]) for key in self.feature_keys}
 
     def get_config(self):

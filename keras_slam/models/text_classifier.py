@@ -90,7 +90,11 @@ class TextClassifier(SequenceClassifier):
 
     def model_inputs(self, inputs):
         """A token batch dict, or a list of strings (through the
-        preprocessor's tokenizer)."""
+        preprocessor's tokenizer).
+
+        Raises:
+            ValueError: no tokenizer, or a string without tokens (naming it).
+        """
         if isinstance(inputs, dict):
             return super().model_inputs(inputs)
         if self.preprocessor is None or self.preprocessor.tokenizer is None:
@@ -98,4 +102,9 @@ class TextClassifier(SequenceClassifier):
                 "this TextClassifier has no tokenizer for strings: pass "
                 "`preprocessor=SpeechRecognizerPreprocessor(tokenizer=...)` or token batches"
             )
-        return self.preprocessor.tokenize_transcripts(list(inputs))
+        texts = list(inputs)
+        tokens = self.preprocessor.tokenize_transcripts(texts)
+        for index, real in enumerate(tokens["token_padding_mask"].any(axis=1)):
+            if not real:
+                raise ValueError(f"text item {index} ({texts[index]!r}) has no tokens to classify")
+        return tokens

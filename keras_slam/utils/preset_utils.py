@@ -336,6 +336,14 @@ def holds_task(preset, cls):
     return issubclass(check_config_class(task_config), cls)
 
 
+def saved_task_config(preset, cls):
+    """The task config (`task.json`'s "config") of a local preset directory
+    holding a `cls` task (or a subclass), else None."""
+    if not (isinstance(preset, str) and os.path.isdir(preset) and holds_task(preset, cls)):
+        return None
+    return load_json(preset, TASK_CONFIG_FILE)["config"]
+
+
 def _load_keras_preset(cls, preset, load_weights=True, **kwargs):
     """`cls` from a keras-hub preset, with keras-hub's loaders.
 

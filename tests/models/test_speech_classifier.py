@@ -3,15 +3,20 @@ import os
 import tempfile
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_slam import cli
+from keras_slam.data import schema
+from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.speech_encoder import SpeechEncoder
+from keras_slam.models.text_classifier import TextClassifier
 from tests import test_case
 from tests.conftest import reset_seeds_and_policy
 
@@ -166,6 +171,180 @@ def test_padded_rows_are_left_out_of_the_loss(classifier, seeded):
     log_probabilities = np.log(test_case.to_numpy(keras.ops.softmax(logits[:2])))
     expected = -(log_probabilities[0, 0] + log_probabilities[1, 1]) / 2
     np.testing.assert_allclose(test_case.to_numpy(kept), expected, rtol=1e-5)
+
+
+def test_named_presets_give_classifiers():
+    with pytest.warns(UserWarning, match="'slam_tiny' has no published weights"):
+        speech = SpeechClassifier.from_preset("slam_tiny", class_names=["x", "y"])
+    assert isinstance(speech.backbone, SLAMBackbone) and speech.use_shared_encoder
+    with pytest.warns(UserWarning, match="'mslam_tiny' has no published weights"):
+        text = TextClassifier.from_preset("mslam_tiny", class_names=["x", "y"], pooling="attention")
+    assert text.num_classes == 2 and text.pooling == "attention"
+    speech = SpeechClassifier.from_text_classifier(text)
+    assert speech.backbone is text.backbone
+    with pytest.raises(ValueError, match="'w2v_bert_2_0' is a SpeechEncoder; TextClassifier"):
+        TextClassifier.from_preset("w2v_bert_2_0", num_classes=2, load_weights=False)
+
+
+def test_speech_tower_output_without_the_shared_encoder(seeded):
+    classifier = make_classifier(pooling="mean", use_shared_encoder=False)
+    x = features(seeded)
+    backbone = classifier.backbone
+    sequence, mask = backbone.speech_tower(x["speech_features"], x["speech_padding_mask"])
+    np.testing.assert_allclose(
+        test_case.to_numpy(classifier(x)),
+        test_case.to_numpy(classifier.head(sequence, mask)),
+        atol=1e-5,
+    )
+    shared = SpeechClassifier(backbone, head=classifier.head)
+    assert np.abs(test_case.to_numpy(shared(x) - classifier(x))).max() > 1e-3
+    restored = SpeechClassifier.from_config(classifier.get_config())
+    assert not restored.use_shared_encoder
+
+
+@pytest.mark.parametrize("multiplier", [0.0, 1.0])
+def test_fine_tuning_trains_the_encoder_at_its_learning_rate_multiplier(seeded, multiplier):
+    classifier = make_classifier(pooling="mean")
+    assert len(classifier.trainable_weights) > len(classifier.head.trainable_weights)
+    encoder_before = [test_case.to_numpy(w) for w in classifier.backbone.trainable_weights]
+    head_before = [test_case.to_numpy(w) for w in classifier.head.trainable_weights]
+    classifier.compile(learning_rate=1e-2, encoder_learning_rate_multiplier=multiplier)
+    classifier.train_on_batch(features(seeded, 4), np.array([0, 1, 2, 1], "int32"))
+    encoder_moved = [
+        not np.array_equal(b, test_case.to_numpy(a))
+        for b, a in zip(encoder_before, classifier.backbone.trainable_weights)
+    ]
+    assert any(encoder_moved) == (multiplier > 0), encoder_moved
+    assert all(
+        not np.array_equal(b, test_case.to_numpy(a))
+        for b, a in zip(head_before, classifier.head.trainable_weights)
+    )
+
+
+def test_raw_inputs_without_content_are_errors_naming_the_item(seeded):
+    classifier = make_classifier("speech_encoder", preprocessor=SpeechRecognizerPreprocessor())
+    speech = 0.1 * seeded.normal(size=8000).astype("float32")
+    for short, samples in ((np.zeros(0, "float32"), 0), (speech[:399], 399)):
+        with pytest.raises(ValueError, match=f"audio item 1: {samples} samples, too short"):
+            classifier.predict_labels([speech, short])
+    with pytest.raises(ValueError, match="audio item 0: NaN or Inf"):
+        classifier.predict_labels([np.full(800, np.nan, "float32")])
+    assert len(classifier.predict_labels([speech[:400]])[0]) == 1  # one frame is enough
+    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
+    text = TextClassifier(
+        make_backbone(),
+        class_names=CLASS_NAMES,
+        preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
+    )
+    with pytest.raises(ValueError, match=r"text item 1 \(''\) has no tokens"):
+        text.predict_labels(["abc", ""])
+
+
+def test_labelled_rows_without_frames_are_errors(classifier, seeded):
+    batch = dict(features(seeded), label=np.array([0, -1, 2], "int32"))
+    batch["speech_padding_mask"][1] = 0.0  # a padded row: left out
+    y_true, y_pred = classifier.collect_predictions([batch])
+    assert y_true.tolist() == [0, 2] and y_pred.shape == (2,)
+    batch["label"][1] = 1
+    with pytest.raises(ValueError, match=r"batch 0, rows \[1\]: labelled but no real position"):
+        classifier.collect_predictions([batch])
+
+
+def test_task_preset_refuses_other_classes_and_names_itself(seeded, classifier, tmp_path):
+    preset = str(tmp_path / "task")
+    classifier.save_to_preset(preset)
+    message = f"{preset} holds a trained head for 3 classes \\['de', 'en', 'es'\\]"
+    for wrong in (
+        dict(class_names=["de", "en", "es", "fr"]),
+        dict(class_names=["de", "fr", "es"]),
+        dict(num_classes=2),
+    ):
+        with pytest.raises(ValueError, match=message):
+            SpeechClassifier.from_preset(preset, **wrong)
+    assert SpeechClassifier.from_preset(preset, class_names=CLASS_NAMES).num_classes == 3
+    # The advice of the message: a new head on the preset's encoder.
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    assert SpeechClassifier(backbone, class_names=["a", "b", "c", "d"]).num_classes == 4
+
+
+def write_records(path, rows):
+    """rows: (id, num_samples, language, label, transcript) -> a speech shard."""
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(path) as writer:
+        for id, samples, language, label, transcript in rows:
+            pcm = (3000 * rng.normal(size=samples)).astype("int16")
+            writer.write(schema.speech_example(id, pcm, language, transcript, label=label))
+    return path
+
+
+def always(classifier, name):
+    """Makes `classifier` predict class `name` for every input: a known answer."""
+    classifier.head.dense.kernel.assign(np.zeros(classifier.head.dense.kernel.shape, "float32"))
+    bias = np.zeros(classifier.num_classes, "float32")
+    bias[classifier.class_names.index(name)] = 5.0
+    classifier.head.dense.bias.assign(bias)
+    return classifier
+
+
+def evaluate(preset, shard, output, label_field="label"):
+    arguments = ["evaluate-classifier", "--preset", preset, "--shards", shard]
+    return cli.main(arguments + ["--label-field", label_field, "--output", output])
+
+
+def test_evaluate_classifier_cli_known_answers_and_errors(tmp_path, capsys):
+    rows = [
+        ("u0", 8000, "de", "card", "abc"),
+        ("u1", 12000, "de", "loan", "bca"),
+        ("u2", 6000, "en", "card", "ab"),
+        ("u3", 9000, "es", "loan", "cab"),
+    ]
+    shard = write_records(str(tmp_path / "s-00000.tfrecord"), rows)
+    speech = always(
+        SpeechClassifier(
+            make_backbone("speech_encoder"),
+            class_names=CLASS_NAMES,
+            preprocessor=SpeechRecognizerPreprocessor(),
+        ),
+        "en",
+    )
+    speech.save_to_preset(str(tmp_path / "speech"))
+    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
+    text = always(
+        TextClassifier(
+            make_backbone(),
+            class_names=["card", "loan"],
+            preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
+        ),
+        "loan",
+    )
+    text.save_to_preset(str(tmp_path / "text"))
+
+    # Language ID, everything predicted "en": 1 of 4 right; F1 de 0, en
+    # 2*1/(2*1+3+0) = 0.4, es 0 -> macro 0.4/3.
+    assert evaluate(str(tmp_path / "speech"), shard, str(tmp_path / "a"), "language") == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["confusion_matrix"] == [[0, 2, 0], [0, 1, 0], [0, 1, 0]]
+    assert report["accuracy"] == 0.25 and report["macro_f1"] == pytest.approx(0.4 / 3)
+    # Written intents (the records' transcripts), everything "loan": F1
+    # card 0, loan 2*2/(2*2+2+0) = 2/3 -> macro 1/3.
+    assert evaluate(str(tmp_path / "text"), shard, str(tmp_path / "b")) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["confusion_matrix"] == [[0, 2], [0, 2]]
+    assert report["accuracy"] == 0.5 and report["macro_f1"] == pytest.approx(1 / 3)
+    assert os.path.getsize(tmp_path / "b" / "confusion_matrix.png") > 1000
+    capsys.readouterr()
+
+    # Bad input: a preset without a classifier, audio too short for a frame,
+    # a label that is not a class name.
+    speech.backbone.save_to_preset(str(tmp_path / "backbone"))
+    assert evaluate(str(tmp_path / "backbone"), shard, str(tmp_path / "c")) == 1
+    assert "is not a directory holding a SpeechClassifier" in capsys.readouterr().err
+    short = write_records(str(tmp_path / "short.tfrecord"), [("u9", 200, "de", "card", "a")])
+    assert evaluate(str(tmp_path / "speech"), short, str(tmp_path / "d"), "language") == 1
+    assert "labelled but no real position in 'speech_padding_mask'" in capsys.readouterr().err
+    unknown = write_records(str(tmp_path / "unknown.tfrecord"), [("u7", 8000, "xx", "card", "a")])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"unknown label \(language\).*xx"):
+        evaluate(str(tmp_path / "speech"), unknown, str(tmp_path / "e"), "language")
 
 
 SAMPLE_DEV = os.path.join(

@@ -59,7 +59,7 @@ def test_head_trained_on_text_classifies_speech_with_the_same_variables(seeded):
     np.testing.assert_allclose(after, test_case.to_numpy(text.head(sequence, mask)), atol=1e-5)
 
 
-def test_predict_labels_on_strings(seeded):
+def test_predict_labels_on_strings_and_preset_round_trip(seeded, tmp_path):
     tokenizer = CharacterTokenizer(build_character_vocabulary(["abc de"]), sequence_length=None)
     classifier = TextClassifier(
         make_backbone(),
@@ -69,6 +69,13 @@ def test_predict_labels_on_strings(seeded):
     labels, probabilities = classifier.predict_labels(["abc", "de ab"])
     assert len(labels) == 2 and set(labels) <= set(CLASS_NAMES)
     assert probabilities.shape == (2, 3)
+    # The task preset keeps the class names and the tokenizer.
+    classifier.save_to_preset(str(tmp_path))
+    restored = TextClassifier.from_preset(str(tmp_path))
+    assert restored.class_names == CLASS_NAMES
+    restored_labels, restored_probabilities = restored.predict_labels(["abc", "de ab"])
+    assert restored_labels == labels
+    np.testing.assert_allclose(restored_probabilities, probabilities, atol=1e-6)
 
 
 def test_needs_a_slam_backbone():

@@ -16,6 +16,7 @@ import pytest
 import torch
 import transformers
 
+from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.presets import hf_w2v_bert
 from keras_slam.utils import preset_utils
@@ -186,6 +187,39 @@ def test_from_preset_on_hugging_face_directory(tmp_path, seeded):
     expected, _ = hf_outputs(model, features, mask)
     hidden = encoder({"speech_features": features, "speech_padding_mask": mask})["sequence_output"]
     assert max_diff_at_real(test_case.to_numpy(hidden), expected, mask) < TOLERANCE
+
+
+def test_speech_classifier_from_w2v_bert_checkpoints(tmp_path, seeded):
+    """A classifier on an imported w2v-BERT 2.0-style encoder: from the
+    Hugging Face directory, from its converted preset (front end included)
+    and from a converted CTC task preset; its class names survive a save."""
+    model = save_hf_model(tmp_path / "hf", hf_config(), with_ctc=False)
+    save_hf_model(tmp_path / "hf_ctc", hf_config(pad_token_id=3), with_ctc=True)
+    hf_w2v_bert.convert_to_preset(tmp_path / "hf", tmp_path / "preset")
+    hf_w2v_bert.convert_to_preset(tmp_path / "hf_ctc", tmp_path / "ctc_preset")
+    features, mask = padded_features(seeded)
+    expected, _ = hf_outputs(model, features, mask)
+    names = ["de", "en", "fr"]
+    for source in ("hf", "preset"):
+        classifier = SpeechClassifier.from_preset(str(tmp_path / source), class_names=names)
+        assert isinstance(classifier.backbone, SpeechEncoder) and not classifier.use_shared_encoder
+        batch = {"speech_features": features, "speech_padding_mask": mask}
+        hidden = test_case.to_numpy(classifier.backbone(batch)["sequence_output"])
+        assert max_diff_at_real(hidden, expected, mask) < TOLERANCE, source
+    # The converted preset's front end (2 stacked frames of 80 bins) came along.
+    assert classifier.preprocessor.audio_converter.get_config()["stack_frames"] == 2
+    waveform = speech_like(seeded, 9600)
+    labels, probabilities = classifier.predict_labels([waveform])
+    classifier.save_to_preset(str(tmp_path / "task"))
+    restored = SpeechClassifier.from_preset(str(tmp_path / "task"))
+    assert restored.class_names == names
+    restored_labels, restored_probabilities = restored.predict_labels([waveform])
+    assert restored_labels == labels and set(labels) <= set(names)
+    np.testing.assert_allclose(restored_probabilities, probabilities, atol=1e-6)
+    ctc = SpeechClassifier.from_preset(str(tmp_path / "ctc_preset"), num_classes=2)
+    recognizer_encoder = SpeechEncoder.from_preset(str(tmp_path / "ctc_preset"))
+    for ours, theirs in zip(ctc.backbone.weights, recognizer_encoder.weights):
+        np.testing.assert_array_equal(test_case.to_numpy(ours), test_case.to_numpy(theirs))
 
 
 def speech_like(rng, num_samples, sample_rate=16000):
