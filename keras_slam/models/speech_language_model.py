@@ -500,7 +500,8 @@ class SpeechLanguageModel(SubclassedTask):
     (or the frozen encoder's output instead, `frozen_encodings`:
     speech_encodings (B, T', D_speech), speech_encodings_padding_mask
     (B, T')), prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
-    response_padding_mask (B, R) (ids left-aligned, masks 1 = real).
+    response_padding_mask (B, R) (ids left-aligned, masks 1 = real; prompts
+    with or without a context from `tokenize_prompts(instructions, contexts)`).
     Outputs: {"logits" (B, R, V): row r predicts response token r,
     "padding_mask" (B, R)}. Labels y: {"response_token_ids",
     "response_padding_mask"} (`split_instruction_batch`).
