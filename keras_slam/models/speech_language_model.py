@@ -6,7 +6,8 @@ joined by a trained adapter.
       -> frozen speech encoder (`encode_speech`: speech tower [+ shared encoder])
       -> SpeechAdapter: stack `stack_frames` frames, Dense, Transformer
          layers, Dense to the LM's embedding width      -> (B, S, D_lm)
-    prompt_token_ids (B, P): "<bos>" + instruction [+ context], LM-embedded
+    prompt_token_ids (B, P): "<bos>" + instruction [+ context_template
+      filled with a context text, e.g. "Context: <words>\n"], LM-embedded
     response_token_ids (B, R): response + "<eos>" (teacher forcing)
 
     decoder-only: packed per item, no gaps:
@@ -18,8 +19,8 @@ joined by a trained adapter.
       [decoder start ids | response] and cross-attends to it
       -> logits of the positions that predict a response token (B, R, V)
 
-The loss is the cross-entropy of the response tokens: the prompt and the
-speech never have labels because the logits are taken only at the R
+The loss is the cross-entropy of the response tokens: the prompt (its
+context included) and the speech never have labels because the logits are taken only at the R
 positions that predict a response token (decoder-only: position
 l_p + l_s + r - 1 for response token r of an item with l_p prompt tokens
 and l_s speech frames); this also keeps the vocabulary projection to
@@ -68,6 +69,7 @@ from keras_slam.utils.keras_private import scale_loss_for_distribution
 
 CONFIG_FILE = "config.json"
 ADAPTER_WEIGHTS_FILE = "adapter.weights.h5"
+CONTEXT_TEMPLATE = "Context: {context}\n"
 SPEECH_ENCODER_DIR = "speech_encoder"
 LANGUAGE_MODEL_DIR = "language_model"
 
@@ -490,12 +492,16 @@ class SpeechLanguageModel(SubclassedTask):
         speech_encoder_preset, language_model_preset: where the frozen
             models came from (set by `from_frozen_presets`); needed by
             `save_to_preset(..., reference_frozen=True)`.
+        context_template: the prompt's optional context slot after the
+            instruction, with a "{context}" field (saved in the config);
+            prompts without a context leave it out.
 
     Inputs (dict): speech_features (B, T, F), speech_padding_mask (B, T)
     (or the frozen encoder's output instead, `frozen_encodings`:
     speech_encodings (B, T', D_speech), speech_encodings_padding_mask
     (B, T')), prompt_token_ids / prompt_padding_mask (B, P), response_token_ids /
-    response_padding_mask (B, R) (ids left-aligned, masks 1 = real).
+    response_padding_mask (B, R) (ids left-aligned, masks 1 = real; prompts
+    with or without a context from `tokenize_prompts(instructions, contexts)`).
     Outputs: {"logits" (B, R, V): row r predicts response token r,
     "padding_mask" (B, R)}. Labels y: {"response_token_ids",
     "response_padding_mask"} (`split_instruction_batch`).
@@ -510,8 +516,11 @@ class SpeechLanguageModel(SubclassedTask):
         audio_converter=None,
         speech_encoder_preset=None,
         language_model_preset=None,
+        context_template=CONTEXT_TEMPLATE,
         **kwargs,
     ):
+        if "{context}" not in context_template:
+            raise ValueError(f"context_template {context_template!r} has no {{context}} field")
         speech_encoder.trainable = False
         language_model.trainable = False
         if use_shared_encoder is None:
@@ -541,6 +550,7 @@ class SpeechLanguageModel(SubclassedTask):
         self.use_shared_encoder = use_shared_encoder
         self.speech_encoder_preset = speech_encoder_preset
         self.language_model_preset = language_model_preset
+        self.context_template = context_template
 
     @classmethod
     def from_frozen_presets(cls, speech_encoder_preset, language_model_preset, **kwargs):
@@ -675,7 +685,7 @@ class SpeechLanguageModel(SubclassedTask):
 
     # --- generation -------------------------------------------------------
 
-    def generate(self, speech, instructions, max_new_tokens=32):
+    def generate(self, speech, instructions, max_new_tokens=32, context=None):
         """Greedy responses to `instructions` about `speech`.
 
         Args:
@@ -683,18 +693,16 @@ class SpeechLanguageModel(SubclassedTask):
                 or a list of waveforms (needs `audio_converter`).
             instructions: one string per item (or one for all).
             max_new_tokens: response tokens at most (the "<eos>" ends one).
+            context: None, one context text for all items, or one per item
+                (None for an item without one); fills `context_template`.
         Returns: list of response strings.
         """
         if not isinstance(speech, dict):
             speech = self._features(speech)
         batch_size = int(np.shape(speech["speech_features"])[0])
-        if isinstance(instructions, str):
-            instructions = [instructions] * batch_size
-        if len(instructions) != batch_size:
-            raise ValueError(
-                f"generate: {len(instructions)} instructions for {batch_size} speech items"
-            )
-        prompt_ids, prompt_mask = self.tokenize_prompts(instructions)
+        instructions = _per_item(instructions, batch_size, "instructions")
+        contexts = None if context is None else _per_item(context, batch_size, "contexts")
+        prompt_ids, prompt_mask = self.tokenize_prompts(instructions, contexts)
         token_ids = self.generate_token_ids(
             speech["speech_features"],
             speech["speech_padding_mask"],
@@ -839,21 +847,30 @@ class SpeechLanguageModel(SubclassedTask):
 
     # --- text -------------------------------------------------------------
 
-    def prompt_ids(self, instruction):
+    def prompt_ids(self, instruction, context=None):
         """The LM's start ids (a decoder-only LM's start token, when it has
-        one; BART's "<s>"; none for T5) + the instruction's ids."""
+        one; BART's "<s>"; none for T5) + the instruction's ids [+ the ids
+        of `context_template` filled with `context`, unless it is None]."""
         tokenizer = self.language_model.preprocessor.tokenizer
-        return self.hooks.prompt_start_ids(tokenizer) + _ids(tokenizer, instruction)
+        ids = self.hooks.prompt_start_ids(tokenizer) + _ids(tokenizer, instruction)
+        if context is not None:
+            ids += _ids(tokenizer, self.context_template.format(context=context))
+        return ids
 
     def response_ids(self, response):
         """The response's ids + "<eos>" (list of int)."""
         tokenizer = self.language_model.preprocessor.tokenizer
         return _ids(tokenizer, response) + [tokenizer.end_token_id]
 
-    def tokenize_prompts(self, instructions):
-        """Strings -> prompt ids (B, P) int32, mask (B, P)."""
+    def tokenize_prompts(self, instructions, contexts=None):
+        """Instructions (B strings) [+ contexts: B strings or None] ->
+        prompt ids (B, P) int32, mask (B, P)."""
+        contexts = [None] * len(instructions) if contexts is None else contexts
+        if len(contexts) != len(instructions):
+            raise ValueError(f"{len(contexts)} contexts for {len(instructions)} instructions")
         pad_id = self.language_model.preprocessor.tokenizer.pad_token_id
-        return pad_rows([np.array(self.prompt_ids(t), "int32") for t in instructions], None, pad_id)
+        rows = [np.array(self.prompt_ids(*pair), "int32") for pair in zip(instructions, contexts)]
+        return pad_rows(rows, None, pad_id)
 
     def tokenize_responses(self, responses):
         """Strings -> response ids (B, R) int32, mask (B, R)."""
@@ -891,6 +908,7 @@ class SpeechLanguageModel(SubclassedTask):
                 if self.audio_converter is None
                 else keras.saving.serialize_keras_object(self.audio_converter)
             ),
+            "context_template": self.context_template,
             "name": self.name,
         }
 
@@ -1002,6 +1020,15 @@ def split_instruction_batch(batch):
     """Instruction batch dict -> (x, y) for `fit` (y: the response labels)."""
     y = {k: batch[k] for k in ("response_token_ids", "response_padding_mask")}
     return dict(batch), y
+
+
+def _per_item(texts, batch_size, what):
+    """One string for all items, or a list of `batch_size` -> list."""
+    if isinstance(texts, str):
+        return [texts] * batch_size
+    if len(texts) != batch_size:
+        raise ValueError(f"generate: {len(texts)} {what} for {batch_size} speech items")
+    return list(texts)
 
 
 def _ids(tokenizer, text):

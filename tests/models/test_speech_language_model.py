@@ -70,8 +70,8 @@ def make_slm():
     )
 
 
-def make_inputs(slm, rng, prompts, responses, frames=24):
-    prompt_ids, prompt_mask = slm.tokenize_prompts(prompts)
+def make_inputs(slm, rng, prompts, responses, frames=24, contexts=None):
+    prompt_ids, prompt_mask = slm.tokenize_prompts(prompts, contexts)
     response_ids, response_mask = slm.tokenize_responses(responses)
     batch_size = len(prompts)
     return {
@@ -105,12 +105,17 @@ def slm():
     return make_slm()
 
 
-def batch(slm, seed=0):
+INSTRUCTIONS = ["transcribe the audio", "hello", "a cat"]
+CONTEXTS = ["good day", None, "a mat"]
+
+
+def batch(slm, seed=0, contexts=None):
     return make_inputs(
         slm,
         np.random.default_rng(seed),
-        ["transcribe the audio", "hello", "a cat"],
+        INSTRUCTIONS,
         ["hello world", "good day", "a"],
+        contexts=contexts,
     )
 
 
@@ -192,14 +197,41 @@ def _reference_log_likelihoods(slm, inputs, i):
     return log_probs[np.arange(response_length), response_ids[0]]
 
 
-def test_loss_is_on_response_tokens_only(slm):
-    inputs = batch(slm)
+def test_prompt_context_slot(slm):
+    """The context's ids follow the instruction's; None leaves them out."""
+    tokenizer = slm.language_model.preprocessor.tokenizer
+    start = slm.hooks.prompt_start_ids(tokenizer)
+
+    def ids(text):
+        return [int(i) for i in test_case.to_numpy(tokenizer(text))]
+
+    for contexts in (None, CONTEXTS):
+        prompt_ids, prompt_mask = slm.tokenize_prompts(INSTRUCTIONS, contexts)
+        for i, instruction in enumerate(INSTRUCTIONS):
+            context = None if contexts is None else contexts[i]
+            expected = start + ids(instruction)
+            if context is not None:
+                expected += ids(f"Context: {context}\n")
+            assert [int(t) for t in prompt_ids[i, : int(prompt_mask[i].sum())]] == expected
+    with pytest.raises(ValueError, match="contexts"):
+        slm.tokenize_prompts(INSTRUCTIONS, CONTEXTS[:2])
+    with pytest.raises(ValueError, match="no {context} field"):
+        SpeechLanguageModel(make_speech_encoder(), make_language_model(), context_template="x")
+
+
+@pytest.mark.parametrize("contexts", [None, CONTEXTS], ids=["no_context", "context"])
+def test_loss_is_on_response_tokens_only(slm, contexts):
+    inputs = batch(slm, contexts=contexts)
     x, y = split_instruction_batch(inputs)
     loss = float(test_case.to_numpy(slm.compute_loss(x, y, slm(x))))
     reference = np.concatenate(
         [_reference_log_likelihoods(slm, inputs, i) for i in range(len(inputs["prompt_token_ids"]))]
     )
     np.testing.assert_allclose(loss, -reference.mean(), rtol=1e-5)
+    if contexts is not None:
+        # The LM reads the context: the response logits change with it.
+        plain = slm(split_instruction_batch(batch(slm))[0])["logits"]
+        assert not np.allclose(test_case.to_numpy(plain), test_case.to_numpy(slm(x)["logits"]))
     # Labels outside the response (its padding) do not count.
     garbage = dict(y)
     pad = inputs["response_padding_mask"] == 0
@@ -252,9 +284,10 @@ def assert_decoder_is_the_backbone(slm):
     )
 
 
-def test_greedy_generation_matches_stepwise_argmax(slm):
+@pytest.mark.parametrize("contexts", [None, CONTEXTS], ids=["no_context", "context"])
+def test_greedy_generation_matches_stepwise_argmax(slm, contexts):
     assert_decoder_is_the_backbone(slm)
-    inputs = batch(slm)
+    inputs = batch(slm, contexts=contexts)
     args = [
         inputs[k]
         for k in ("speech_features", "speech_padding_mask", "prompt_token_ids")
@@ -268,7 +301,7 @@ def test_greedy_generation_matches_stepwise_argmax(slm):
         generated = [int(t) for t in first[i] if t != pad_id]
         assert generated == _greedy_reference(slm, inputs, i, 6), i
     speech = {k: inputs[k] for k in ("speech_features", "speech_padding_mask")}
-    texts = slm.generate(speech, ["transcribe the audio", "hello", "a cat"], max_new_tokens=6)
+    texts = slm.generate(speech, INSTRUCTIONS, max_new_tokens=6, context=contexts)
     assert texts == slm.detokenize(first)
 
 
@@ -287,6 +320,7 @@ def test_preset_round_trip_copied_and_referenced(slm, tmp_path):
         str(tmp_path / "copied" / "speech_encoder"),
         str(tmp_path / "copied" / "language_model"),
         adapter=slm.adapter_config,
+        context_template="Words: {context}. ",
     )
     for target, source in zip(referencing.adapter.weights, slm.adapter.weights):
         target.assign(source)
@@ -295,3 +329,6 @@ def test_preset_round_trip_copied_and_referenced(slm, tmp_path):
     restored = SpeechLanguageModel.from_preset(str(tmp_path / "referenced"))
     actual = test_case.normalize_outputs(call_fn_of(restored)(inputs))
     test_case.assert_outputs_close(expected, actual, atol=1e-6)
+    assert restored.context_template == "Words: {context}. "
+    assert restored.prompt_ids("hello", "a mat") == referencing.prompt_ids("hello", "a mat")
+    assert restored.prompt_ids("hello", "a mat") != slm.prompt_ids("hello", "a mat")
