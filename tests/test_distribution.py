@@ -174,8 +174,7 @@ def test_asr_recipe_with_budget_sized_batches_trains_on_a_2_device_mesh(tmp_path
     tokenizer.save_to_preset(preset)
     stdout = run_on_simulated_devices(
         ["-m", "recipes.asr", "--preset", preset, "--steps", "2", "--mesh", "2"]
-        + ["--output", str(tmp_path / "recognizer")],
-        timeout=test_case.SUBPROCESS_TIMEOUT_S,
+        + ["--output", str(tmp_path / "recognizer")]
     )
     assert "--mesh 2: DataParallel over 2 devices" in stdout
     assert "held-out test error rates" in stdout
