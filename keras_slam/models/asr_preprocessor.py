@@ -253,9 +253,10 @@ class SpeechRecognizerPreprocessor(keras_hub.models.Preprocessor):
                 f'Inf samples and give "": items {non_finite_items}',
                 stacklevel=3,
             )
-        # Shorter than one window: no frames, nothing to run the model on.
-        frame_length = self.audio_converter.frame_length
-        return prepared, [i for i, w in enumerate(prepared) if len(w) >= frame_length]
+        # No output frame (shorter than one window, or than the frames one
+        # stacked frame needs): nothing to run the model on.
+        front_end = self.audio_converter
+        return prepared, [i for i, w in enumerate(prepared) if front_end.num_frames(len(w)) >= 1]
 
     def tokenize_transcripts(self, transcripts):
         """list of str -> {"token_ids" (B, L) int32, "token_padding_mask" (B, L)}."""

@@ -132,10 +132,10 @@ class SpeechClassifier(SequenceClassifier):
                 "this SpeechClassifier has no preprocessor for raw waveforms: pass "
                 "`preprocessor=SpeechRecognizerPreprocessor()` or feature batches"
             )
-        waveforms, _ = self.preprocessor.prepare_waveforms(inputs, caller="predict_labels")
+        waveforms, audible = self.preprocessor.prepare_waveforms(inputs, caller="predict_labels")
         front_end = self.preprocessor.audio_converter
         for index, waveform in enumerate(waveforms):
-            if front_end.num_frames(len(waveform)) < 1:
+            if index not in audible:
                 raise ValueError(
                     f"audio item {index}: {len(waveform)} samples, too short for one feature "
                     f"frame of the front end ({front_end.frame_length} samples at "

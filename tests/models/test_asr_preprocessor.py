@@ -91,3 +91,24 @@ def test_pipeline_batches_pass_through_unchanged():
     ):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(preprocessor(batch, labels))
         assert x is batch and y is labels
+
+
+def test_items_without_an_output_frame_are_not_audible(seeded):
+    """With stacked frames (w2v-BERT 2.0 stacks 2) one analysis window is
+    not enough: an item needs `stack_frames` windows for one output frame."""
+    preprocessor = make_preprocessor()
+    front_end = preprocessor.audio_converter
+    assert front_end.stack_frames == 2
+    one_window = front_end.frame_length
+    two_windows = front_end.frame_length + front_end.frame_step
+    lengths = [one_window - 1, one_window, two_windows - 1, two_windows]
+    waveforms = [0.1 * seeded.normal(size=n).astype("float32") for n in lengths]
+    prepared, audible = preprocessor.prepare_waveforms(waveforms)
+    assert [len(w) for w in prepared] == lengths
+    assert audible == [3]
+    recognizer = SpeechRecognizer(
+        make_backbone("speech_encoder", None), preprocessor=preprocessor, spec_augment=None
+    )
+    texts = recognizer.transcribe(waveforms)
+    assert texts[:3] == ["", "", ""]
+    assert texts[3] == recognizer.transcribe(waveforms[3:])[0]
