@@ -17,6 +17,7 @@ from keras_slam.data import (
     intents,
     parallel_speech,
     pipeline,
+    schema,
     spoken_classification,
     synth_corpus,
     writers,
@@ -208,7 +209,8 @@ def add_evaluate_classifier_arguments(parser):
         "--shards",
         required=True,
         nargs="+",
-        help="speech (or, for text, paired) shard folders, files or globs",
+        help="speech shard folders, files or globs (for a TextClassifier: text shards, or "
+        "paired speech shards whose transcripts are read)",
     )
     parser.add_argument(
         "--label-field",
@@ -222,6 +224,21 @@ def add_evaluate_classifier_arguments(parser):
     parser.add_argument("--batch-seconds", type=float, default=32.0)
     parser.add_argument(
         "--max-transcript-length", type=int, default=512, help="token cap of a TextClassifier"
+    )
+
+
+def classifier_text_dataset(files, classifier, args):
+    """Text shards -> batches of tokens and the class id of `args.label_field` ("label" or
+    "language") under the key of that name."""
+    if args.label_field not in ("label", "language"):
+        raise ValueError(f'text records hold "label" and "language", not {args.label_field!r}')
+    classes = {("labels" if args.label_field == "label" else "languages"): classifier.class_names}
+    return pipeline.text_dataset(
+        files,
+        classifier.preprocessor.tokenizer,
+        pipeline.Buckets((64, 128, 256, 512), 32),
+        max_length=args.max_transcript_length,
+        **classes,
     )
 
 
@@ -243,18 +260,31 @@ def run_evaluate_classifier(args):
         print(f"error: {args.preset} has no preprocessor (front end)", file=sys.stderr)
         return 1
     is_text = isinstance(classifier, TextClassifier)
-    dataset = pipeline.speech_dataset(
-        pipeline.list_shards(args.shards),
-        preprocessor.audio_converter,
-        pipeline.Buckets.from_budget((4.0, 8.0, 16.0, 32.0), args.batch_seconds),
-        tokenizer=preprocessor.tokenizer if is_text else None,
-        max_token_length=args.max_transcript_length if is_text else None,
-        paired=is_text,
-        labels=classifier.class_names,
-        label_field=args.label_field,
-    )
+    files = pipeline.list_shards(args.shards)
     try:
-        y_true, y_pred = classifier.collect_predictions(dataset)
+        kinds = {schema.shard_kind(file) for file in files}
+        # Speech batches hold the class id as "label" whatever field it came from.
+        label_key = "label"
+        if kinds == {schema.TEXT} and is_text:
+            dataset = classifier_text_dataset(files, classifier, args)
+            label_key = args.label_field
+        elif schema.TEXT in kinds:
+            raise ValueError(
+                "text shards are read by a TextClassifier only, and not mixed with speech "
+                f"shards; these hold {sorted(kinds)}"
+            )
+        else:
+            dataset = pipeline.speech_dataset(
+                files,
+                preprocessor.audio_converter,
+                pipeline.Buckets.from_budget((4.0, 8.0, 16.0, 32.0), args.batch_seconds),
+                tokenizer=preprocessor.tokenizer if is_text else None,
+                max_token_length=args.max_transcript_length if is_text else None,
+                paired=is_text,
+                labels=classifier.class_names,
+                label_field=args.label_field,
+            )
+        y_true, y_pred = classifier.collect_predictions(dataset, label_key=label_key)
     except ValueError as error:
         print(f"error: {args.shards}: {error}", file=sys.stderr)
         return 1

@@ -122,3 +122,15 @@ def is_gzip(path):
 
 def compression_type(path):
     return "GZIP" if is_gzip(path) else ""
+
+
+def shard_kind(path):
+    """SPEECH or TEXT, from the fields of the first record of shard `path`.
+
+    Raises:
+        ValueError: the shard holds no record.
+    """
+    for record in tf.data.TFRecordDataset(path, compression_type(path)).take(1):
+        fields = tf.train.Example.FromString(record.numpy()).features.feature
+        return SPEECH if "pcm" in fields else TEXT
+    raise ValueError(f"{path}: no record to tell speech from text shards")

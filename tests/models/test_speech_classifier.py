@@ -347,6 +347,48 @@ def test_evaluate_classifier_cli_known_answers_and_errors(tmp_path, capsys):
         evaluate(str(tmp_path / "speech"), unknown, str(tmp_path / "e"), "language")
 
 
+def test_evaluate_classifier_cli_reads_text_shards(tmp_path, capsys):
+    # The written intents as the text writers store them: text records.
+    rows = [
+        ("t0", "abc", "card"),
+        ("t1", "bca", "loan"),
+        ("t2", "ab", "card"),
+        ("t3", "cab", "loan"),
+    ]
+    shard = str(tmp_path / "t-00000.tfrecord")
+    with tf.io.TFRecordWriter(shard) as writer:
+        for id, text, label in rows:
+            writer.write(schema.text_example(id, text, "en", label=label))
+    assert schema.shard_kind(shard) == schema.TEXT
+    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
+    text = always(
+        TextClassifier(
+            make_backbone(),
+            class_names=["card", "loan"],
+            preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
+        ),
+        "loan",
+    )
+    text.save_to_preset(str(tmp_path / "text"))
+    # Everything "loan": F1 card 0, loan 2*2/(2*2+2+0) = 2/3 -> macro 1/3.
+    assert evaluate(str(tmp_path / "text"), shard, str(tmp_path / "a")) == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["confusion_matrix"] == [[0, 2], [0, 2]]
+    assert report["accuracy"] == 0.5 and report["macro_f1"] == pytest.approx(1 / 3)
+    capsys.readouterr()
+    # Text records have no "transcript"; a speech classifier cannot read them.
+    assert evaluate(str(tmp_path / "text"), shard, str(tmp_path / "b"), "transcript") == 1
+    assert 'text records hold "label" and "language"' in capsys.readouterr().err
+    speech = SpeechClassifier(
+        make_backbone("speech_encoder"),
+        class_names=CLASS_NAMES,
+        preprocessor=SpeechRecognizerPreprocessor(),
+    )
+    speech.save_to_preset(str(tmp_path / "speech"))
+    assert evaluate(str(tmp_path / "speech"), shard, str(tmp_path / "c"), "language") == 1
+    assert "text shards are read by a TextClassifier only" in capsys.readouterr().err
+
+
 SAMPLE_DEV = os.path.join(
     os.path.dirname(__file__), "..", "..", "tfrecords", "sample", "paired", "dev"
 )
