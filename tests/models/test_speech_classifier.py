@@ -291,6 +291,17 @@ def evaluate(preset, shard, output, label_field="label"):
     return cli.main(arguments + ["--label-field", label_field, "--output", output])
 
 
+def save_always_loan_text_classifier(preset):
+    """Saves a TextClassifier over intents ["card", "loan"] that says "loan" to everything."""
+    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
+    text = TextClassifier(
+        make_backbone(),
+        class_names=["card", "loan"],
+        preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
+    )
+    always(text, "loan").save_to_preset(preset)
+
+
 def test_evaluate_classifier_cli_known_answers_and_errors(tmp_path, capsys):
     rows = [
         ("u0", 8000, "de", "card", "abc"),
@@ -308,16 +319,7 @@ def test_evaluate_classifier_cli_known_answers_and_errors(tmp_path, capsys):
         "en",
     )
     speech.save_to_preset(str(tmp_path / "speech"))
-    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
-    text = always(
-        TextClassifier(
-            make_backbone(),
-            class_names=["card", "loan"],
-            preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
-        ),
-        "loan",
-    )
-    text.save_to_preset(str(tmp_path / "text"))
+    save_always_loan_text_classifier(str(tmp_path / "text"))
 
     # Language ID, everything predicted "en": 1 of 4 right; F1 de 0, en
     # 2*1/(2*1+3+0) = 0.4, es 0 -> macro 0.4/3.
@@ -360,16 +362,7 @@ def test_evaluate_classifier_cli_reads_text_shards(tmp_path, capsys):
         for id, text, label in rows:
             writer.write(schema.text_example(id, text, "en", label=label))
     assert schema.shard_kind(shard) == schema.TEXT
-    tokenizer = CharacterTokenizer(build_character_vocabulary(["abc"]), sequence_length=None)
-    text = always(
-        TextClassifier(
-            make_backbone(),
-            class_names=["card", "loan"],
-            preprocessor=SpeechRecognizerPreprocessor(tokenizer=tokenizer),
-        ),
-        "loan",
-    )
-    text.save_to_preset(str(tmp_path / "text"))
+    save_always_loan_text_classifier(str(tmp_path / "text"))
     # Everything "loan": F1 card 0, loan 2*2/(2*2+2+0) = 2/3 -> macro 1/3.
     assert evaluate(str(tmp_path / "text"), shard, str(tmp_path / "a")) == 0
     report = json.loads((tmp_path / "a" / "report.json").read_text())
