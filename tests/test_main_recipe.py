@@ -143,14 +143,14 @@ def test_finetuning_cer_curve_per_arm(settings, tiny_pretrained_preset, tmp_path
     output = tmp_path / "run"
     argv = ["--tiny", "--pretrained", tiny_pretrained_preset, "--output", str(output)]
     argv += ["--synth-cache", settings.synth_cache, "--compare-random-init"]
-    argv += ["--finetune-steps", "4", "--evaluate-every", "2"]
+    argv += ["--finetune-steps", "2", "--evaluate-every", "1"]
     assert main_recipe.main(argv) == 0
 
     with open(output / "results.json") as file:
         results = json.load(file)
     for arm in ("pretrained", "random_init"):
         curve, rates = results[arm]["cer_curve"], results[arm]["error_rates"]
-        assert curve["steps"] == [2, 4]
+        assert curve["steps"] == [1, 2]
         assert set(curve["cer"]) == {"en", "all", "en gettext", "all gettext"} == set(rates)
         for name, values in curve["cer"].items():
             assert len(values) == 2 and all(0.0 <= v <= 2.0 for v in values), (name, values)
