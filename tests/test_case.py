@@ -176,7 +176,7 @@ def assert_padding_invariant(call_fn, inputs, padded, atol=1e-5, compile_items=T
         atol: max |diff| allowed (fp32 default 1e-5, DESIGN.md).
         compile_items: run each item alone through `compiled(call_fn)`
             (the batches stay eager, so the first call builds the object);
-            False for a call that assigns a variable.
+            False for a call that assigns a variable or uses numpy.
     """
     item_fn = compiled(call_fn) if compile_items else call_fn
     # Each item alone runs once per distinct input: cutting a padded item to
