@@ -205,8 +205,9 @@ def test_gumbel_padding_invariant(seeded):
         outputs = call_fn(batch)
         return {key: value for key, value in outputs.items() if "perplexity" not in key}
 
+    # The call advances the temperature step: eager items.
     test_case.assert_padding_invariant(
-        per_frame, inputs, {"inputs": "padding_mask", "noise": "padding_mask"}
+        per_frame, inputs, {"inputs": "padding_mask", "noise": "padding_mask"}, compile_items=False
     )
     # Perplexity counts only real frames: garbage padding leaves it unchanged.
     trimmed = {key: value[:1, :5] for key, value in inputs.items()}

@@ -358,31 +358,6 @@ def test_codebook_usage_counts_the_targets_at_masked_real_frames(seeded):
     assert build_pretrainer(objectives=("text_mlm",)).codebook_usage is None
 
 
-def test_codebook_usage_in_fit_history_and_collapse_monitor_stops(seeded):
-    import tensorflow as tf
-
-    batch = {"speech": sub_batch(seeded, 2, frames=48)}
-    pretrainer = build_pretrainer(
-        mask_fraction=0.8, random_fraction=0.1, objectives=("contrastive", "diversity", "w2v_mlm")
-    )
-    history = pretrainer.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0).history
-    assert 0 < history["codebook_usage"][-1] <= 1
-    # No codebook can be more than fully used: a 1.01 threshold always fires.
-    for name in ("w2v_mlm_gain", "valid_negatives"):
-        assert np.isfinite(history[name][-1]), name
-    # No codebook can be more than fully used: a 1.01 threshold always fires.
-    monitor = CodebookCollapseMonitor(
-        {"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1, min_frames=0
-    )
-    with pytest.raises(
-        CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "
-    ):
-        pretrainer.fit(
-            tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0, callbacks=[monitor]
-        )
-    assert len(monitor.history) == 1 and 0 < monitor.history[0][1]["codebook_usage"] <= 1
-
-
 def test_ctc_is_per_target_token_as_torch_mean(seeded):
     """The pre-trainer's CTC equals torch's `ctc_loss(reduction="mean")` on
     the CTC head's logits (per utterance / transcript length, batch mean);
@@ -484,13 +459,17 @@ def bucketed_dataset(rng, steps):
 def test_fit_on_several_buckets_compiles_once_per_bucket_combination(seeded):
     """Batches whose lengths the dataset leaves unknown (None) train on every
     backend; a 2-epoch fit over K = 2 bucket combinations traces (compiles)
-    the train step at most K times in all, none again in the second epoch."""
+    the train step at most K times in all, none again in the second epoch.
+    The history reports codebook usage, and a collapse monitor stops a
+    further fit (the same compiled steps: one fit's compiles serve both)."""
     combination_a = ((2, 48), (3, 10), (3, 48, 8))
     combination_b = ((3, 32), (2, 14), (2, 40, 6))
+    # 64 codes, more than a batch's 60 speech frames: usage is below 1.
     pretrainer = build_pretrainer(
-        objectives=("contrastive", "w2v_mlm", "text_mlm", "ctc"),
+        objectives=("contrastive", "diversity", "w2v_mlm", "text_mlm", "ctc"),
         mask_fraction=0.8,
         random_fraction=0.1,
+        num_codes=64,
     )
     dataset = bucketed_dataset(seeded, [combination_a, combination_b, combination_a, combination_b])
     assert dataset.element_spec["speech"]["speech_features"].shape.as_list() == [None, None, 12]
@@ -506,3 +485,16 @@ def test_fit_on_several_buckets_compiles_once_per_bucket_combination(seeded):
         assert len(history[name]) == 2 and np.all(np.isfinite(history[name])), name
     assert int(test_case.to_numpy(pretrainer.optimizer.iterations)) == 8
     test_case.assert_one_compile_per_bucket(traces, [(2, 48, 12), (3, 32, 12)], num_batches=8)
+
+    assert 0 < history["codebook_usage"][-1] <= 1
+    for name in ("w2v_mlm_gain", "valid_negatives"):
+        assert np.isfinite(history[name][-1]), name
+    # No codebook can be more than fully used: a 1.01 threshold always fires.
+    monitor = CodebookCollapseMonitor(
+        {"codebook_usage": 1.01, "valid_negatives": 0.0}, check_every_n_batches=1, min_frames=0
+    )
+    with pytest.raises(
+        CodebookCollapseError, match=r"codebook_usage = 0\.\d+ < threshold 1\.01 at step 1 "
+    ):
+        pretrainer.fit(dataset, verbose=0, callbacks=[monitor])
+    assert len(monitor.history) == 1 and 0 < monitor.history[0][1]["codebook_usage"] <= 1
