@@ -59,32 +59,38 @@ def relative_shift(logits_per_offset):
     return ops.reshape(flat, (batch, heads, length, width))[..., :length]
 
 
-def clipped_offset_logits(logits_per_distance, length, left_context):
-    """Per-distance logits spread over every offset `-(T - 1), ..., T - 1`.
+def clipped_relative_logits(logits_per_distance, left_context):
+    """Query x key logits from logits per clipped distance, gather-free.
 
-    Offsets beyond the clipping range repeat the first or last distance
-    (broadcasts, not a gather).
+    Only the band `-left_context <= j - i <= right_context` varies; it is
+    skewed into place as in `relative_shift`, over rows of T + R - 1
+    columns instead of 2T - 1. Keys beyond the band select the first or
+    last distance's logit.
 
     Args:
         logits_per_distance: (B, H, T, R), R = left + right context + 1;
-            column r is the offset `r - left_context`.
-        length: T.
+            column r is the offset (key index - query index) `r - left_context`.
         left_context: offsets below `-left_context` use column 0.
     Returns:
-        (B, H, T, 2T - 1) for `relative_shift`.
+        (B, H, T, T): `[..., i, j] = logits_per_distance[..., i, clip(j - i) + left_context]`.
     """
-    batch, heads = ops.shape(logits_per_distance)[:2]
-    edge_shape = (batch, heads, length, length - 1)
-    # Column (T - 1) + left_context + offset for every |offset| < T.
-    spread = ops.concatenate(
-        [
-            ops.broadcast_to(logits_per_distance[..., :1], edge_shape),
-            logits_per_distance,
-            ops.broadcast_to(logits_per_distance[..., -1:], edge_shape),
-        ],
-        axis=-1,
+    batch, heads, length, width = ops.shape(logits_per_distance)
+    right_context = width - 1 - left_context
+    # Row i shifted right by i: [i, c] = logits_per_distance[i, c - i] in the
+    # band; the padding's zeros elsewhere, replaced by the edges below.
+    stride = length + width - 1
+    padded = ops.pad(logits_per_distance, ((0, 0), (0, 0), (0, 0), (0, length)))
+    flat = ops.reshape(padded, (batch, heads, length * (stride + 1)))[:, :, : length * stride]
+    band = ops.reshape(flat, (batch, heads, length, stride))[
+        ..., left_context : left_context + length
+    ]
+    positions = ops.arange(length)
+    offset = positions[None, :] - positions[:, None]
+    return ops.where(
+        offset < -left_context,
+        logits_per_distance[..., :1],
+        ops.where(offset > right_context, logits_per_distance[..., -1:], band),
     )
-    return spread[..., left_context : left_context + 2 * length - 1]
 
 
 @keras.saving.register_keras_serializable(package="keras_slam")
@@ -219,8 +225,7 @@ class RelativePositionAttention(keras.layers.Layer):
         if self.position_encoding == "relative_key":
             embedding = ops.cast(self.distance_embedding, query.dtype)
             per_distance = ops.einsum("bthd,rd->bhtr", query, embedding)
-            per_offset = clipped_offset_logits(per_distance, length, self.left_context)
-            return relative_shift(per_offset), query
+            return clipped_relative_logits(per_distance, self.left_context), query
         sinusoids = sinusoidal_relative_positions(length, self.hidden_dim, self.compute_dtype)
         positions = ops.reshape(self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim))
         pos_bias_v = ops.cast(self.pos_bias_v, query.dtype)

@@ -1,11 +1,11 @@
-"""Gather-free relative-position logits (`relative_shift`, `clipped_offset_logits`)."""
+"""Gather-free relative-position logits (`relative_shift`, `clipped_relative_logits`)."""
 
 import numpy as np
 import pytest
 
 from keras_slam.layers.attention import (
     RelativePositionAttention,
-    clipped_offset_logits,
+    clipped_relative_logits,
     relative_shift,
 )
 from tests import test_case
@@ -19,14 +19,15 @@ def test_relative_shift_reads_each_query_s_offsets(seeded, length):
     np.testing.assert_array_equal(test_case.to_numpy(relative_shift(per_offset)), expected)
 
 
-@pytest.mark.parametrize("length, left, right", [(1, 4, 2), (3, 4, 2), (20, 4, 2), (5, 64, 8)])
-def test_clipped_offsets_match_the_clipped_distance_index(seeded, length, left, right):
+@pytest.mark.parametrize(
+    "length, left, right", [(1, 4, 2), (3, 4, 2), (20, 4, 2), (5, 64, 8), (12, 0, 0), (9, 0, 3)]
+)
+def test_clipped_logits_match_the_clipped_distance_index(seeded, length, left, right):
     """Including T - 1 below either context (the clipping never reached)."""
     per_distance = seeded.normal(size=(2, 3, length, left + right + 1)).astype("float32")
-    per_offset = clipped_offset_logits(per_distance, length, left)
     query, key = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
     expected = per_distance[..., query, np.clip(key - query, -left, right) + left]
-    actual = test_case.to_numpy(relative_shift(per_offset))
+    actual = test_case.to_numpy(clipped_relative_logits(per_distance, left))
     np.testing.assert_array_equal(actual, expected)
 
 
