@@ -116,11 +116,14 @@ class Settings:
     # The paired stream of pre-training (issue 11 item 5): pairs per step
     # (2 = the 8 s of speech the other streams take), one language per
     # paired batch (then STM's mismatched transcripts share the pair's
-    # language, as in the held-out test batches), and STM's mismatched
-    # transcripts per pair (`SLAMPretrainer(stm_negatives=)`).
+    # language, as in the held-out test batches), STM's mismatched
+    # transcripts per pair and how they are chosen
+    # (`SLAMPretrainer(stm_negatives=, stm_negative_choice=)`; with 2 pairs
+    # per batch "length_matched" has no choice to make).
     paired_batch_size: int = 2
     paired_batches_by_language: bool = False
     stm_negatives: int = 1
+    stm_negative_choice: str = "next"
     languages: tuple = asr.LANGUAGES
     # Speech spoken per language by the pip synthesiser into `synth_cache` on
     # first use (`ensure_synth_corpus`, from the bundled text-only sentences):
@@ -347,6 +350,7 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
         first_regular_token_id=3,
         text_span_length=3,
         stm_negatives=settings.stm_negatives,
+        stm_negative_choice=settings.stm_negative_choice,
         seed=seed,
         objectives=objectives,
     )
