@@ -76,6 +76,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from keras_slam import checkpointing, distribution
 from keras_slam.callbacks import (
@@ -323,9 +324,9 @@ def evaluate_paired(pretrainer, paired_batches):
     `paired_batches`: a finite dataset of paired batches read once (other
     keys, such as "language", are dropped), e.g. the bundled test split
     (`recipes.asr.paired_dataset(..., "test")`). STM scores each utterance
-    with its own transcript and with those of the next `stm_negatives`
-    pairs in the batch (fewer in a smaller batch, none in a batch of one
-    pair); its accuracy weighs matched and mismatched pairs equally. Masks are drawn as in training;
+    with its own transcript and with those of `stm_negatives` other pairs
+    in the batch (`SLAMPretrainer.stm_partners`; fewer in a smaller batch,
+    none in a batch of one pair); its accuracy weighs matched and mismatched pairs equally. Masks are drawn as in training;
     dropout and Gumbel noise are off. Each value is the mean over the
     batches that hold a pair (`keras.Model.evaluate`).
     """
@@ -335,6 +336,50 @@ def evaluate_paired(pretrainer, paired_batches):
         name: float(results[name])
         for name in pretrainer.objective_metrics
         if METRICS[name][0] == "paired"
+    }
+
+
+def stm_length_baseline(pretrainer, paired_batches):
+    """How far the length cue alone gets on STM's held-out pairs.
+
+    The pairs STM scores on `paired_batches` (a finite dataset read once):
+    each pair (weight 1) and its mismatched ones
+    (`SLAMPretrainer.stm_partners`, weights summing to 1 per pair, as
+    `stm_accuracy` weighs them), told apart by one rule on r = log(speech
+    frames / text tokens): matched iff |r - c| <= t, c the median r of the
+    matched pairs, t the threshold of best weighted accuracy on these same
+    pairs. Fitted on what it scores, so an upper bound for such a rule
+    (chance 0.5); `stm_accuracy` above it is more than length.
+
+    Returns: {"stm_length_baseline_accuracy", "stm_length_baseline_pairs"
+    (matched pairs counted)}.
+    """
+    ratios, labels, weights = [], [], []
+    for batch in paired_batches.as_numpy_iterator():
+        frames = batch["speech_padding_mask"].sum(axis=1).astype("float64")
+        tokens = batch["token_padding_mask"].sum(axis=1).astype("float64")
+        present = (frames > 0) & (tokens > 0)
+        partners, negative_weights = (
+            keras.ops.convert_to_numpy(x)
+            for x in pretrainer.stm_partners(present, batch["token_padding_mask"])
+        )
+        log_frames = np.log(np.maximum(frames, 1.0))
+        log_tokens = np.log(np.maximum(tokens, 1.0))
+        ratios += [
+            (log_frames - log_tokens)[present],
+            (log_frames[:, None] - log_tokens[partners]).ravel(),
+        ]
+        labels += [np.ones(present.sum()), np.zeros(partners.size)]
+        weights += [np.ones(present.sum()), negative_weights.ravel()]
+    ratios, labels, weights = (np.concatenate(x) for x in (ratios, labels, weights))
+    distance = np.abs(ratios - np.median(ratios[labels == 1]))
+    accuracies = [
+        np.sum(weights * ((distance <= t) == (labels == 1))) / np.sum(weights)
+        for t in np.concatenate([[-1.0], np.unique(distance)])
+    ]
+    return {
+        "stm_length_baseline_accuracy": float(max(accuracies)),
+        "stm_length_baseline_pairs": int(labels.sum()),
     }
 
 

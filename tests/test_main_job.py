@@ -80,6 +80,9 @@ def test_main_job_tiny(tmp_path):
     for side in ("text", "speech"):
         assert results["pretraining"][f"held_out_cross_modal_{side}_count"][0] > 0, side
         assert f"held_out_cross_modal_{side}_gain_other" in results["pretraining"], side
+    # STM's length-only baseline on the same held-out pairs (>= 0.5 by construction).
+    assert results["pretraining"]["held_out_stm_length_baseline_pairs"][0] > 0
+    assert 0.5 <= results["pretraining"]["held_out_stm_length_baseline_accuracy"][0] <= 1.0
     for name in (
         "pretraining_losses.png",
         "finetuning_losses.png",

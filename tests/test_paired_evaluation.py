@@ -1,14 +1,16 @@
-"""Held-out evaluation of the paired objectives (recipes.slam.evaluate_paired) and of
+"""Held-out evaluation of the paired objectives (recipes.slam.evaluate_paired), of
+STM's length-only baseline (recipes.slam.stm_length_baseline) and of
 cross-modal prediction (SLAMPretrainer.cross_modal_scores, recipes.slam.evaluate_cross_modal)."""
 
 import keras
 import numpy as np
+import pytest
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
 from keras_slam.objectives.mlm import masked_token_loss
 from keras_slam.objectives.w2v_bert import masked_prediction_loss
-from recipes.slam import evaluate_cross_modal, evaluate_paired
+from recipes.slam import evaluate_cross_modal, evaluate_paired, stm_length_baseline
 from tests import test_case
 from tests.models.test_slam_backbone import TINY
 
@@ -49,6 +51,56 @@ def test_evaluate_paired_is_the_mean_of_each_held_out_batch(seeded):
     for name, value in results.items():
         expected = np.mean([test_case.to_numpy(objectives[name]) for objectives in per_batch])
         np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def length_batches(frames, tokens):
+    """One batch per row of `frames` / `tokens` (real speech frames / tokens per pair)."""
+    import tensorflow as tf
+
+    frames, tokens = np.asarray(frames), np.asarray(tokens)
+
+    def mask(lengths):
+        return (np.arange(lengths.max())[None, None, :] < lengths[..., None]).astype("float32")
+
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "speech_padding_mask": mask(frames),
+            "token_padding_mask": mask(tokens),
+            "token_ids": mask(tokens).astype("int32") * 5,
+        }
+    )
+
+
+def test_stm_length_baseline_separates_pairs_by_length_ratio():
+    """Frames / tokens of the pairs: 40/4, 30/3, 20/2, 40/4 (ratio 10 each);
+    the next-row negatives 40/3, 30/2, 20/4 and 40/4: a threshold at the
+    matched ratio gets the 4 matched and 3 of 4 mismatched right (7/8); where
+    every pair, matched or not, reads 40/4, no threshold beats 1/2."""
+    pretrainer = SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm",), compile=False)
+    separable = length_batches([[40, 30, 20, 40]], [[4, 3, 2, 4]])
+    result = stm_length_baseline(pretrainer, separable)
+    assert result["stm_length_baseline_pairs"] == 4
+    np.testing.assert_allclose(result["stm_length_baseline_accuracy"], 7 / 8)
+    same_ratio = length_batches([[40, 40, 40]], [[4, 4, 4]])
+    result = stm_length_baseline(pretrainer, same_ratio)
+    np.testing.assert_allclose(result["stm_length_baseline_accuracy"], 0.5)
+
+
+@pytest.mark.parametrize("choice, accuracy", [("next", 1.0), ("length_matched", 0.5)])
+def test_length_matched_negatives_defeat_the_length_baseline(choice, accuracy):
+    """Pairs 40/4, 84/8, 44/4, 80/8 frames/tokens (ratios 10, 10.5, 11, 10).
+    The next rows' texts give ratios 5, 21, 5.5, 20, all apart from the
+    matched ones (1.0); the length-matched texts (4 tokens for 4, 8 for 8)
+    give 10, 10.5, 11, 10, the matched ratios again: no threshold beats 0.5.
+    An empty row of padding changes nothing."""
+    pretrainer = SLAMPretrainer(
+        SLAMBackbone(**TINY), objectives=("stm",), stm_negative_choice=choice, compile=False
+    )
+    result = stm_length_baseline(pretrainer, length_batches([[40, 84, 44, 80]], [[4, 8, 4, 8]]))
+    assert result["stm_length_baseline_pairs"] == 4
+    np.testing.assert_allclose(result["stm_length_baseline_accuracy"], accuracy)
+    padded = length_batches([[40, 84, 44, 80, 0]], [[4, 8, 4, 8, 0]])
+    assert stm_length_baseline(pretrainer, padded) == result
 
 
 def pad_batch(batch, draws, frames, tokens, rows=1):

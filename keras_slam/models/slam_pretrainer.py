@@ -47,8 +47,9 @@ Objectives (names as in `OBJECTIVES`, each on when listed in `objectives`):
   and masked speech codes (the sum of the two cross-entropies).
 - "stm" (paired): matched vs mismatched pairs, binary head on the masked
   mean of the joint encoding. Each pair's `stm_negatives` mismatched texts
-  are the transcripts of the present rows 1..K places after it
-  (`keras_slam.objectives.stm.mismatched_partners`); they share the weight
+  are the transcripts of the present rows 1..K places after it, or of the
+  K nearest to it in text length (`stm_negative_choice`;
+  `keras_slam.objectives.stm.mismatched_partners`); they share the weight
   of one pair, so positives and negatives weigh the same.
 - "ctc" (paired): CTC of the transcript on the speech half (speech-tower or
   shared-encoder output, `ctc_input`), per target token: each utterance's
@@ -131,6 +132,7 @@ METRICS = {
 SPEECH_TARGETS = ("gumbel", "random_projection")
 QUANTIZER_INPUTS = ("frontend", "detached_frontend", "features")
 CTC_INPUTS = ("speech_tower", "shared")
+STM_NEGATIVE_CHOICES = ("next", "length_matched")
 # `SLAMPretrainer.cross_modal_scores`: what the shared encoder reads beside the
 # masked modality (nothing, the row's own other modality, another row's).
 CROSS_MODAL_CONTEXTS = ("alone", "own", "other")
@@ -171,6 +173,11 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         tlm_speech_mask_rate, tlm_text_mask_rate: TLM masking (0.75, 0.5).
         stm_negatives: mismatched texts scored per pair (K, static; 1).
             STM's shared-encoder pass reads (K + 1) x B packed sequences.
+        stm_negative_choice: which present rows' texts are a pair's
+            negatives (`STM_NEGATIVE_CHOICES`): "next" (the K rows after it)
+            or "length_matched" (the K rows nearest to it in text length,
+            so that the speech / text length ratio does not give them away;
+            needs more than 2 pairs per batch to choose).
         mask_token_id: id written at masked text positions (2, the
             `<mask>` of `keras_slam.data.tokenizers`).
         first_regular_token_id: random replacements are drawn from
@@ -240,6 +247,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         tlm_speech_mask_rate=0.75,
         tlm_text_mask_rate=0.5,
         stm_negatives=1,
+        stm_negative_choice="next",
         mask_token_id=2,
         first_regular_token_id=3,
         mask_fraction=0.8,
@@ -267,6 +275,11 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             )
         if stm_negatives < 1:
             raise ValueError(f"stm_negatives must be >= 1, got {stm_negatives}")
+        if stm_negative_choice not in STM_NEGATIVE_CHOICES:
+            raise ValueError(
+                f"stm_negative_choice must be one of {STM_NEGATIVE_CHOICES}, "
+                f"got {stm_negative_choice!r}"
+            )
         if ctc_input not in CTC_INPUTS:
             raise ValueError(f"ctc_input must be one of {CTC_INPUTS}, got {ctc_input!r}")
         if speech_target == "random_projection":
@@ -294,6 +307,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         self.tlm_speech_mask_rate = tlm_speech_mask_rate
         self.tlm_text_mask_rate = tlm_text_mask_rate
         self.stm_negatives = stm_negatives
+        self.stm_negative_choice = stm_negative_choice
         self.mask_token_id = mask_token_id
         self.first_regular_token_id = first_regular_token_id
         self.mask_fraction = mask_fraction
@@ -767,8 +781,17 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             results.update({f"speech_{context}_loss": loss, f"speech_{context}_accuracy": accuracy})
         return {name: ops.cast(value, "float32") for name, value in results.items()}
 
+    def stm_partners(self, rows_present, token_mask):
+        """STM's negatives: `mismatched_partners` of the rows with a pair
+        (B,), length-matched on the real tokens of `token_mask` (B, L) with
+        `stm_negative_choice="length_matched"`: (partners (B, K), weights (B, K))."""
+        lengths = None
+        if self.stm_negative_choice == "length_matched":
+            lengths = ops.sum(ops.cast(token_mask, "float32"), axis=1)
+        return mismatched_partners(rows_present, self.stm_negatives, lengths)
+
     def _stm(self, speech, frame_mask, text, token_mask, rows_present, training):
-        partners, negative_weights = mismatched_partners(rows_present, self.stm_negatives)
+        partners, negative_weights = self.stm_partners(rows_present, token_mask)
         # The matched pairs, then K blocks of mismatched ones (block k: text
         # of the row k places on), in (K + 1) x B packed rows.
         partners = ops.reshape(ops.transpose(partners), (-1,))
@@ -877,6 +900,7 @@ class SLAMPretrainer(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
             tlm_speech_mask_rate=self.tlm_speech_mask_rate,
             tlm_text_mask_rate=self.tlm_text_mask_rate,
             stm_negatives=self.stm_negatives,
+            stm_negative_choice=self.stm_negative_choice,
             mask_token_id=self.mask_token_id,
             first_regular_token_id=self.first_regular_token_id,
             mask_fraction=self.mask_fraction,

@@ -9,7 +9,10 @@ transcripts, and rows whose modality is absent neither give nor take a
 negative. A row has min(K, P - 1) negatives among P present rows (none with
 fewer than two). Its negatives share a total weight of 1, as its positive
 has, so matched and mismatched pairs weigh the same whatever K is and the
-accuracy's chance level stays 0.5.
+accuracy's chance level stays 0.5. Length-matched negatives
+(`mismatched_partners(..., lengths=)`) are instead the K other present rows
+nearest to it in text length, so that a mismatched pair's speech / text
+length ratio is like a matched one's and length alone cannot tell them.
 """
 
 from keras import ops
@@ -17,12 +20,19 @@ from keras import ops
 from keras_slam.layers.padding import masked_mean
 
 
-def mismatched_partners(present, num_negatives=1):
-    """For each present row, the present rows 1..K places after it (cyclically).
+def mismatched_partners(present, num_negatives=1, lengths=None):
+    """For each present row, the present rows whose texts are its K negatives.
+
+    Without `lengths`: the present rows 1..K places after it (cyclically).
+    With `lengths` (B,) (e.g. each row's number of real tokens): the K other
+    present rows nearest to it in length, ties to the nearer following row,
+    so a negative's speech / text length ratio is close to a true pair's and
+    the length cue alone cannot tell it from the matched pair.
 
     Args:
         present: (B,) 1 for rows holding a real (speech, text) pair.
         num_negatives: K, the mismatched texts per row (static).
+        lengths: None or (B,) lengths to match.
 
     Returns:
         (partners, negative_weights): int32 (B, K), column k-1 the row whose
@@ -36,12 +46,23 @@ def mismatched_partners(present, num_negatives=1):
     rows = ops.arange(batch_size, dtype="int32")
     num_present = ops.sum(present)
     rank = ops.cumsum(present) - 1
-    # Present rows sorted by rank first, absent rows after them.
-    row_of_rank = ops.cast(ops.argsort(ops.where(present > 0, rank, batch_size + rows)), "int32")
+    # Places after the row among present rows (1..P-1 for the other present rows).
+    offset = ops.mod(rank[None, :] - rank[:, None], ops.maximum(num_present, 1))
+    distance = ops.zeros((batch_size, batch_size), "float32")
+    if lengths is not None:
+        lengths = ops.cast(lengths, "float32")
+        distance = ops.abs(lengths[None, :] - lengths[:, None])
+    # Order by distance, then by offset (< B): exact in float32 for integer lengths.
+    key = distance * ops.cast(batch_size, "float32") + ops.cast(offset, "float32")
+    candidate = ops.logical_and(
+        ops.logical_and(present[:, None] > 0, present[None, :] > 0),
+        rows[:, None] != rows[None, :],
+    )
+    order = ops.cast(ops.argsort(ops.where(candidate, key, 3e38), axis=1), "int32")
     partners, valid = [], []
     for shift in range(1, num_negatives + 1):
-        shifted_rank = ops.mod(rank + shift, ops.maximum(num_present, 1))
-        partner = ops.take(row_of_rank, ops.maximum(shifted_rank, 0))
+        column = ops.minimum(shift - 1, batch_size - 1)
+        partner = ops.take(order, column, axis=1)
         is_valid = ops.logical_and(present > 0, num_present > shift)
         partners.append(ops.where(is_valid, partner, rows))
         valid.append(ops.cast(is_valid, "float32"))

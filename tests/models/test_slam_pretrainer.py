@@ -101,10 +101,14 @@ def build_for_parity(flat_inputs, **options):
 
 def build_for_parity_with_target_options(flat_inputs):
     """Targets from the front end, projected before the cosine (the default
-    builder covers targets from the stacked input features); two STM
-    negatives per pair."""
+    builder covers targets from the stacked input features); two
+    length-matched STM negatives per pair."""
     return build_for_parity(
-        flat_inputs, quantizer_input="frontend", target_projection_dim=6, stm_negatives=2
+        flat_inputs,
+        quantizer_input="frontend",
+        target_projection_dim=6,
+        stm_negatives=2,
+        stm_negative_choice="length_matched",
     )
 
 
@@ -150,7 +154,10 @@ def pad_time(array, extra, value=0):
     return np.pad(array, widths, constant_values=value)
 
 
-@pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS + [{"stm_negatives": 2}], ids=str)
+STM_OPTIONS = [{"stm_negatives": 2}, {"stm_negatives": 2, "stm_negative_choice": "length_matched"}]
+
+
+@pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS + STM_OPTIONS, ids=str)
 def test_total_loss_is_padding_invariant_with_fixed_draws(seeded, options):
     batch = make_batch(seeded)
     pretrainer = build_pretrainer(**options)

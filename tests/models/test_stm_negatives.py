@@ -1,10 +1,12 @@
-"""STM with K mismatched texts per pair (`SLAMPretrainer(stm_negatives=K)`)."""
+"""STM with K mismatched texts per pair (`SLAMPretrainer(stm_negatives=K,
+stm_negative_choice=)`)."""
 
 import numpy as np
 import pytest
 
 from keras_slam.models.slam_backbone import SLAMBackbone
 from keras_slam.models.slam_pretrainer import SLAMPretrainer
+from keras_slam.objectives.stm import mismatched_partners
 from tests import test_case
 from tests.models.test_slam_backbone import TINY
 from tests.models.test_slam_pretrainer import sub_batch
@@ -35,19 +37,35 @@ def bce(logit, label):
     return np.logaddexp(0.0, logit) - label * logit
 
 
-def test_each_pair_is_scored_against_the_next_k_present_transcripts(seeded):
-    """Rows 0, 1, 3 hold pairs (row 2 has no text): with K = 2 each is scored
-    with its own text (weight 1) and with the two other present rows' texts
-    (weight 1/2 each); loss and accuracy are the weighted means of
-    per-pair scores computed one pair at a time."""
+# Rows 0, 1, 3 hold pairs of 7, 3 and 6 tokens (row 2 has no text); each
+# pair's two negatives, in order, for each choice.
+TOKEN_LENGTHS = (7, 3, 0, 6)
+NEGATIVES = {
+    "next": {0: (1, 3), 1: (3, 0), 3: (0, 1)},
+    "length_matched": {0: (3, 1), 1: (3, 0), 3: (0, 1)},
+}
+
+
+@pytest.mark.parametrize("choice", sorted(NEGATIVES))
+def test_each_pair_is_scored_against_its_k_negative_transcripts(seeded, choice):
+    """With K = 2 each present row is scored with its own text (weight 1)
+    and with the two other present rows' texts (weight 1/2 each): the next
+    ones, or the nearest in length; loss and accuracy are the weighted means
+    of per-pair scores computed one pair at a time."""
     paired = sub_batch(seeded, 4, frames=40, tokens=7)
-    paired["token_padding_mask"][2] = 0
-    paired["token_ids"][2] = 0
+    mask = (np.arange(7)[None, :] < np.array(TOKEN_LENGTHS)[:, None]).astype("float32")
+    paired["token_padding_mask"] = mask
+    paired["token_ids"] = (paired["token_ids"] * mask).astype("int32")
     pretrainer = SLAMPretrainer(
-        SLAMBackbone(**TINY), objectives=("stm",), stm_negatives=2, seed=3, compile=False
+        SLAMBackbone(**TINY),
+        objectives=("stm",),
+        stm_negatives=2,
+        stm_negative_choice=choice,
+        seed=3,
+        compile=False,
     )
     outputs = pretrainer.compute_objectives({"paired": paired})
-    negatives = {0: (1, 3), 1: (3, 0), 3: (0, 1)}
+    negatives = NEGATIVES[choice]
     losses, correct = [], []
     for row, others in negatives.items():
         positive = pair_logit(pretrainer, paired, row, row)
@@ -65,3 +83,37 @@ def test_each_pair_is_scored_against_the_next_k_present_transcripts(seeded):
 def test_rejects_fewer_than_one_negative():
     with pytest.raises(ValueError, match="stm_negatives must be >= 1"):
         SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm",), stm_negatives=0)
+
+
+def test_length_matched_partners_are_the_nearest_in_length():
+    """Rows 0, 1, 3, 4 hold pairs (row 2 absent): each row's negatives are
+    the other present rows by distance in length, a tie (row 0: rows 3 and
+    4 both 2 tokens away) going to the row nearer after it; a row with fewer
+    candidates than K repeats itself with weight 0."""
+    present = np.array([1, 1, 0, 1, 1], "float32")
+    lengths = np.array([10, 20, 99, 12, 8], "float32")
+    partners, weights = mismatched_partners(present, 3, lengths)
+    np.testing.assert_array_equal(
+        test_case.to_numpy(partners),
+        [[3, 4, 1], [3, 0, 4], [2, 2, 2], [0, 4, 1], [0, 3, 1]],
+    )
+    expected_weights = np.full((5, 3), 1 / 3, "float32")
+    expected_weights[2] = 0
+    np.testing.assert_allclose(test_case.to_numpy(weights), expected_weights, rtol=1e-6)
+    # K = 4 > 3 candidates: the 4th negative is the row itself, weight 0.
+    partners, weights = mismatched_partners(present, 4, lengths)
+    np.testing.assert_array_equal(test_case.to_numpy(partners)[:, 3], [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(test_case.to_numpy(weights)[0], [1 / 3, 1 / 3, 1 / 3, 0])
+
+
+def test_without_lengths_the_partners_are_the_next_present_rows():
+    present = np.array([1, 1, 0, 1, 1], "float32")
+    partners, _ = mismatched_partners(present, 2)
+    np.testing.assert_array_equal(
+        test_case.to_numpy(partners), [[1, 3], [3, 4], [2, 2], [4, 0], [0, 1]]
+    )
+
+
+def test_rejects_an_unknown_negative_choice():
+    with pytest.raises(ValueError, match="stm_negative_choice must be one of"):
+        SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm",), stm_negative_choice="random")
