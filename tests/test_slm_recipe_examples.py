@@ -85,3 +85,10 @@ def test_instruction_dataset_batches_gather_each_examples_speech():
 def test_instruction_dataset_names_the_record_or_example_too_long():
     with pytest.raises(ValueError, match="record 1: 9 speech frames > 8"):
         _dataset([np.ones((5, 3), "float32"), np.ones((9, 3), "float32")])
+
+
+def test_word_recall_counts_listed_words_in_their_own_hypothesis():
+    listed = [["Candelas", "entra"], ["Genuß"]]
+    hypotheses = ["candelas, y sol", "Der Genuß."]
+    assert slm_recipe.word_recall(listed, hypotheses) == 2 / 3
+    assert slm_recipe.word_recall(listed, hypotheses[::-1]) == 0.0
