@@ -10,7 +10,7 @@ import pytest
 from keras_slam.data import instructions
 from recipes import slm as slm_recipe
 from tests.conftest import reset_seeds_and_policy
-from tests.models.test_speech_language_model import make_slm
+from tests.models.test_speech_language_model import FEATURE_DIM, make_slm
 
 
 def test_training_examples_skip_and_count_what_is_too_long():
@@ -85,3 +85,32 @@ def test_instruction_dataset_batches_gather_each_examples_speech():
 def test_instruction_dataset_names_the_record_or_example_too_long():
     with pytest.raises(ValueError, match="record 1: 9 speech frames > 8"):
         _dataset([np.ones((5, 3), "float32"), np.ones((9, 3), "float32")])
+
+
+def test_word_recall_counts_listed_words_in_their_own_hypothesis():
+    listed = [["Candelas", "entra"], ["Genuß"]]
+    hypotheses = ["candelas, y sol", "Der Genuß."]
+    assert slm_recipe.word_recall(listed, hypotheses) == 2 / 3
+    assert slm_recipe.word_recall(listed, hypotheses[::-1]) == 0.0
+
+
+def test_evaluate_compares_biasing_with_plain_transcription_of_the_same_utterances():
+    reset_seeds_and_policy()
+    slm = make_slm()
+    rng = np.random.default_rng(0)
+    records = [
+        {"transcript": "hello there world", "language": "en"},
+        {"transcript": "Guten Tag", "language": "de"},
+        {"transcript": "good day", "language": "en"},
+    ]
+    features = [rng.normal(size=(n, FEATURE_DIM)).astype("float32") for n in (9, 12, 7)]
+    families = ("transcribe", "contextual_biasing")
+    # 3 utterances in batches of 2: the last batch has a filler row.
+    results, examples = slm_recipe.evaluate(slm, records, features, families, 3, batch_size=2)
+    biasing = results["contextual_biasing"]
+    assert biasing["items"] == results["transcribe"]["items"] == 3
+    assert biasing["transcribe_cer"] == results["transcribe"]["cer"]
+    plain = [hypothesis for _, hypothesis in examples["transcribe"]]
+    listed = [instructions.biasing_words(r["transcript"]) for r in records]
+    assert biasing["transcribe_word_recall"] == slm_recipe.word_recall(listed, plain)
+    assert 0.0 <= biasing["word_recall"] <= 1.0

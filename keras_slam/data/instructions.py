@@ -8,11 +8,15 @@ family that applies to it:
     transcribe    "Transcribe the audio."                       the transcript
     translate     "Translate the audio into English."           the translation (X->En records)
     language      "Which language is spoken?"                   "German", ...
-    count_words   "Transcribe the audio, then say how many      "<transcript> (7 words)"
-                  words it has."
+    contextual_   "Transcribe the audio, using the words in     the transcript
+    biasing       the context." + context: the utterance's
+                  `BIASING_WORDS` longest words ("Context:
+                  Candelas, callejuelas, entra")
 
-`count_words` is HELD_OUT: never trained on, it checks whether the adapter
-lets the LM follow a new instruction zero-shot.
+`contextual_biasing` is HELD_OUT: never trained on (no trained family has
+a context), it checks whether the adapter lets the LM use a new instruction
+and the prompt's context slot zero-shot; `context(family, record)` gives
+its word list.
 
 `pad_rows` pads them into the `SpeechLanguageModel` inputs:
 speech_features / speech_padding_mask (B, T, F) / (B, T), prompt_token_ids /
@@ -20,16 +24,19 @@ prompt_padding_mask (B, P), response_token_ids / response_padding_mask
 (B, R) (`recipes/slm.py` makes the training batches).
 """
 
+import re
+
 import numpy as np
 
 INSTRUCTIONS = {
     "transcribe": "Transcribe the audio.",
     "translate": "Translate the audio into English.",
     "language": "Which language is spoken?",
-    "count_words": "Transcribe the audio, then say how many words it has.",
+    "contextual_biasing": "Transcribe the audio, using the words in the context.",
 }
 TRAINED = ("transcribe", "translate", "language")
-HELD_OUT = ("count_words",)
+HELD_OUT = ("contextual_biasing",)
+BIASING_WORDS = 3
 LANGUAGE_NAMES = {
     "en": "English",
     "de": "German",
@@ -56,9 +63,30 @@ def response(family, record):
                 f"in LANGUAGE_NAMES ({sorted(LANGUAGE_NAMES)})"
             )
         return LANGUAGE_NAMES[record["language"]]
-    if family == "count_words":
-        return f"{transcript} ({len(transcript.split())} words)"
+    if family == "contextual_biasing":
+        return transcript
     raise ValueError(f"unknown instruction family {family!r}; known: {sorted(INSTRUCTIONS)}")
+
+
+def words(text):
+    """Lower-cased words of `text`, punctuation dropped (list of str)."""
+    return re.findall(r"\w+", text.lower())
+
+
+def biasing_words(transcript, count=BIASING_WORDS):
+    """The `count` longest distinct words of `transcript` (first occurrence
+    first among equal lengths), listed alphabetically so that the list does
+    not give their order away."""
+    distinct = list(dict.fromkeys(re.findall(r"\w+", transcript)))
+    longest = sorted(distinct, key=len, reverse=True)[:count]
+    return sorted(longest, key=str.lower)
+
+
+def context(family, record):
+    """The prompt's context text of `family` for a record, or None."""
+    if family == "contextual_biasing":
+        return ", ".join(biasing_words(record["transcript"]))
+    return None
 
 
 def instruction_examples(records, families=TRAINED):

@@ -21,11 +21,20 @@ def test_examples_per_family_and_held_out():
         (1, "language", "English"),
     ]
     held_out = instructions.instruction_examples(RECORDS, instructions.HELD_OUT)
-    assert [answer for *_, answer in held_out] == [
-        "Guten Tag (2 words)",
-        "hello there world (3 words)",
-    ]
+    assert [answer for *_, answer in held_out] == ["Guten Tag", "hello there world"]
     assert not set(instructions.HELD_OUT) & set(instructions.TRAINED)
+    # Only the held-out family has a context: training never sees the slot.
+    for family in instructions.TRAINED:
+        assert instructions.context(family, RECORDS[0]) is None
+    assert instructions.context("contextual_biasing", RECORDS[1]) == "hello, there, world"
+
+
+def test_biasing_words_are_the_longest_listed_alphabetically():
+    transcript = "El día de las Candelas, entra el sol por las callejuelas."
+    assert instructions.biasing_words(transcript) == ["callejuelas", "Candelas", "entra"]
+    # Distinct words only; equal lengths keep the first occurrence.
+    assert instructions.biasing_words("ab cd ab ef", count=2) == ["ab", "cd"]
+    assert instructions.words("Der Genuß, nie!") == ["der", "genuß", "nie"]
 
 
 def test_unknown_language_names_the_record():
