@@ -105,9 +105,9 @@ def with_repeats(sentences, fraction, rng):
     """`sentences`, a random `fraction` of them written twice ("s s").
 
     An LM trained on single sentences never sees a span repeated, so it does
-    not learn to copy from its context (held-out second occurrence of a
-    sentence: 4.46 nats/token vs 4.19 alone); the SLM needs that to read a
-    transcript out of the adapted speech positions.
+    not learn to copy from its context (its `copy_losses` repeat no lower than
+    first: README, SLM section); the SLM needs that to read a transcript out
+    of the adapted speech positions.
     """
     repeat = rng.random(len(sentences)) < fraction
     return [f"{s} {s}" if twice else s for s, twice in zip(sentences, repeat)]
@@ -122,6 +122,11 @@ def copy_losses(causal_lm, sentences):
     chosen = [
         (s, n) for s, n in zip(sentences, lengths) if 2 * n + 1 < preprocessor.sequence_length
     ]
+    if not chosen:
+        raise ValueError(
+            f"copy_losses: none of the {len(sentences)} sentences fits twice in the "
+            f"preprocessor's sequence_length ({preprocessor.sequence_length})"
+        )
     log_likelihoods = token_log_likelihoods(causal_lm, [f"{s} {s}" for s, _ in chosen])
     first, second, start = [], [], 0
     for sentence, n in chosen:
