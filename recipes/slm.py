@@ -331,11 +331,10 @@ def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
 def word_recall(listed, hypotheses):
     """Fraction of the listed words (one list per hypothesis) that occur in
     their hypothesis (lower case, punctuation dropped)."""
-    found = [
-        word.lower() in set(instructions.words(hypothesis))
-        for words, hypothesis in zip(listed, hypotheses)
-        for word in words
-    ]
+    found = []
+    for words, hypothesis in zip(listed, hypotheses):
+        said = set(instructions.words(hypothesis))
+        found += [word.lower() in said for word in words]
     return float(np.mean(found))
 
 
