@@ -282,16 +282,22 @@ def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
     """Greedy responses of `families` on the test records -> metrics, examples.
 
     Every batch has the same shape (the longest utterance, `batch_size`
-    rows): one compiled generation step per family."""
-    results, examples, responses = {}, {}, {}
+    rows): one compiled generation step per family. "contextual_biasing"
+    is scored against the "transcribe" responses of the same utterances,
+    so `families` must hold both (in any order); ValueError otherwise.
+    """
+    if "contextual_biasing" in families and "transcribe" not in families:
+        raise ValueError(
+            "evaluate: 'contextual_biasing' is compared with the plain instruction's "
+            f"responses; add 'transcribe' to families {tuple(families)}"
+        )
     frames = -(-max(len(f) for f in features) // 256) * 256 if features else 0
+    chosen, responses = {}, {}
     for family in families:
-        chosen = instructions.instruction_examples(records, (family,))
-        if not chosen:
-            continue
+        chosen[family] = instructions.instruction_examples(records, (family,))
         hypotheses = []
-        for start in range(0, len(chosen), batch_size):
-            chunk = [i for i, *_ in chosen[start : start + batch_size]]
+        for start in range(0, len(chosen[family]), batch_size):
+            chunk = [i for i, *_ in chosen[family][start : start + batch_size]]
             real, filler = len(chunk), batch_size - len(chunk)
             rows = [features[i] for i in chunk] + [features[chunk[0]][:0]] * filler
             speech = instructions.pad_rows(rows, frames, 0.0)
@@ -302,7 +308,12 @@ def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
             ]
             hypotheses += slm.generate(speech, instruction, max_new_tokens, contexts)[:real]
         responses[family] = hypotheses
-        references = [answer for *_, answer in chosen]
+    results, examples = {}, {}
+    for family in families:
+        if not chosen[family]:
+            continue
+        hypotheses = responses[family]
+        references = [answer for *_, answer in chosen[family]]
         examples[family] = list(zip(references, hypotheses))[:5]
         if family == "transcribe":
             results[family] = {"cer": character_error_rate(references, hypotheses)}
@@ -315,8 +326,10 @@ def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
             hits = [h.strip() == r for r, h in zip(references, hypotheses)]
             results[family] = {"accuracy": float(np.mean(hits))}
         elif family == "contextual_biasing":
-            # The plain instruction's responses are of the same utterances.
-            listed = [instructions.biasing_words(records[i]["transcript"]) for i, *_ in chosen]
+            # Both families hold every record with a transcript, in order.
+            listed = [
+                instructions.biasing_words(records[i]["transcript"]) for i, *_ in chosen[family]
+            ]
             plain = responses["transcribe"]
             results[family] = {
                 "cer": character_error_rate(references, hypotheses),
@@ -324,7 +337,7 @@ def evaluate(slm, records, features, families, max_new_tokens, batch_size=8):
                 "transcribe_cer": character_error_rate(references, plain),
                 "transcribe_word_recall": word_recall(listed, plain),
             }
-        results[family]["items"] = len(chosen)
+        results[family]["items"] = len(chosen[family])
     return results, examples
 
 
@@ -483,7 +496,6 @@ def run(
             max_consecutive_skips=args.max_consecutive_skips,
         )
     with timer("slm_evaluation"):
-        # "transcribe" first: the held-out family compares with its responses.
         families = ("transcribe", "language", *instructions.HELD_OUT)
         results, samples = evaluate(
             slm, test_records, test_features, families, config["max_new_tokens"]

@@ -94,7 +94,7 @@ def test_word_recall_counts_listed_words_in_their_own_hypothesis():
     assert slm_recipe.word_recall(listed, hypotheses[::-1]) == 0.0
 
 
-def test_evaluate_compares_biasing_with_plain_transcription_of_the_same_utterances():
+def test_evaluate_compares_biasing_with_plain_transcription_in_any_order():
     reset_seeds_and_policy()
     slm = make_slm()
     rng = np.random.default_rng(0)
@@ -104,7 +104,8 @@ def test_evaluate_compares_biasing_with_plain_transcription_of_the_same_utteranc
         {"transcript": "good day", "language": "en"},
     ]
     features = [rng.normal(size=(n, FEATURE_DIM)).astype("float32") for n in (9, 12, 7)]
-    families = ("transcribe", "contextual_biasing")
+    # The held-out family first: it is scored after every family has responded.
+    families = ("contextual_biasing", "transcribe")
     # 3 utterances in batches of 2: the last batch has a filler row.
     results, examples = slm_recipe.evaluate(slm, records, features, families, 3, batch_size=2)
     biasing = results["contextual_biasing"]
@@ -114,3 +115,10 @@ def test_evaluate_compares_biasing_with_plain_transcription_of_the_same_utteranc
     listed = [instructions.biasing_words(r["transcript"]) for r in records]
     assert biasing["transcribe_word_recall"] == slm_recipe.word_recall(listed, plain)
     assert 0.0 <= biasing["word_recall"] <= 1.0
+
+
+def test_evaluate_biasing_without_transcribe_is_a_clear_error():
+    records = [{"transcript": "hello there world", "language": "en"}]
+    features = [np.zeros((9, FEATURE_DIM), "float32")]
+    with pytest.raises(ValueError, match="add 'transcribe' to families"):
+        slm_recipe.evaluate(None, records, features, ("contextual_biasing",), 3)
