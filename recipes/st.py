@@ -40,7 +40,7 @@ import time
 import keras
 
 from keras_slam import checkpointing, distribution
-from keras_slam.data import gettext_pairs, parallel_speech, pipeline, schema
+from keras_slam.data import gettext_pairs, intents, parallel_speech, pipeline, schema
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
@@ -62,10 +62,20 @@ _TINY_DECODER = {
 }
 # Where the spoken pairs are synthesised on first use (recipes.slm reads them too).
 SPEECH_CACHE = "runs/parallel_speech"
+# A config's "pairs": (language, split) -> X-En pair dicts {"id", "en", language}.
+PAIR_SOURCES = {
+    "gettext": gettext_pairs.read_pairs,  # open-domain software strings
+    # The banking-intent templates: test = unseen slot combinations of
+    # training templates, or unseen templates (`intents.translation_pairs`).
+    "intents_slots": functools.partial(intents.translation_pairs, held_out="slots"),
+    "intents_template": functools.partial(intents.translation_pairs, held_out="template"),
+}
 CONFIGS = {
     # Sized for <= 15 min on 2 CPU cores: two directions, short pairs
     # (~1,500 of 2,000 per direction fit the limits), 10-16 per step.
     "st_tiny": {
+        "pairs": "gettext",
+        "renditions": 1,  # times each training pair is spoken (each in its own style)
         "backbone": main_recipe.TINY_BACKBONE,
         "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
@@ -84,6 +94,20 @@ CONFIGS = {
         "max_decode_length": None,  # decoder positions at evaluation (None: all)
     },
 }
+# A learnable domain: the intent templates' 83 training pairs per direction
+# (each spoken 4 times) and 27 test pairs of unseen slot combinations.
+CONFIGS["st_templated"] = dict(
+    CONFIGS["st_tiny"],
+    pairs="intents_slots",
+    renditions=4,
+    directions=tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES),
+    train_pairs=None,  # all
+    test_pairs=None,
+    max_translation_length=70,  # the longest English sentence has 66 characters
+    bucket_seconds=(3.0, 5.0),  # the longest utterance: 5.0 s
+    finetune_steps=600,
+)
+CONFIGS["st_templated_unseen"] = dict(CONFIGS["st_templated"], pairs="intents_template")
 # The tests and the guide: every stage, in seconds rather than minutes.
 CONFIGS["st_smoke"] = dict(
     CONFIGS["st_tiny"],
@@ -102,15 +126,41 @@ SETTINGS = (
 )
 
 
+def read_pairs(config):
+    """(language, split) -> the config's pairs, training pairs repeated
+    `renditions` times (ids "<id>-r<k>"; each repeat is spoken in its own style)."""
+    read = PAIR_SOURCES[config["pairs"]]
+
+    def pairs(language, split):
+        repeats = config["renditions"] if split == "train" else 1
+        if repeats == 1:
+            return read(language, split)
+        return [
+            dict(pair, id=f"{pair['id']}-r{k}")
+            for pair in read(language, split)
+            for k in range(repeats)
+        ]
+
+    return pairs
+
+
 def speech_corpus(cache, config):
     """{split: speech-translation shard files} of the config's X->En
     directions, spoken into `cache` on first use."""
     files = {}
     directions = config["directions"]
+    # The gettext corpora keep the names of caches made before other sources.
+    source = [] if config["pairs"] == "gettext" else [config["pairs"]]
     for split, pairs in (("train", config["train_pairs"]), ("test", config["test_pairs"])):
-        name = "_".join([split, str(pairs), *(spoken for spoken, _ in directions)])
+        count = "all" if pairs is None else str(pairs)
+        name = "_".join([*source, split, count, *(spoken for spoken, _ in directions)])
         corpus = parallel_speech.ensure_parallel_speech(
-            os.path.join(cache, name), directions, (split,), pairs, progress=False
+            os.path.join(cache, name),
+            directions,
+            (split,),
+            pairs,
+            progress=False,
+            read_pairs=read_pairs(config),
         )
         names = [parallel_speech.direction_name(*direction) for direction in directions]
         folders = [os.path.join(corpus, n, split) for n in names]
@@ -127,23 +177,20 @@ def build_source_tokenizer():
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=160), sequence_length=None)
 
 
-def build_target_tokenizer():
-    """Characters of the English side of the training pairs."""
-    texts = [
-        pair["en"]
-        for language, _ in DIRECTIONS
-        for pair in gettext_pairs.read_pairs(language, "train")
-    ]
+def build_target_tokenizer(config):
+    """Characters of the English side of the config's training pairs."""
+    read = PAIR_SOURCES[config["pairs"]]
+    texts = [pair["en"] for language, _ in DIRECTIONS for pair in read(language, "train")]
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=96), sequence_length=None)
 
 
-def build_preprocessor(preset):
-    """The preset's front end and (source) tokenizer + `build_target_tokenizer()`."""
+def build_preprocessor(preset, config):
+    """The preset's front end and (source) tokenizer + `build_target_tokenizer`."""
     source = SpeechTranslatorPreprocessor.from_preset(preset)
     return SpeechTranslatorPreprocessor(
         audio_converter=source.audio_converter,
         tokenizer=source.tokenizer,
-        target_tokenizer=build_target_tokenizer(),
+        target_tokenizer=build_target_tokenizer(config),
     )
 
 
@@ -305,7 +352,7 @@ def run(
             args,
             evaluate_held_out=False,  # only the preset is used here
         )
-    preprocessor = build_preprocessor(preset)
+    preprocessor = build_preprocessor(preset, config)
     files = speech_corpus(cache, config)
     train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
     test = translation_dataset(files["test"], preprocessor, config)
