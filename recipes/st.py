@@ -3,16 +3,21 @@
     python -m recipes.st --config st_tiny --output runs/st
     python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
     python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 1200)
+    python -m recipes.st --config st_templated --preset runs/main/pretrained  # intent templates
 
 On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
-it -> en), spoken by espeak-ng into a cache on first use
-(`ensure_parallel_speech`, reused afterwards):
+it -> en; `st_tiny`) or the banking-intent templates' pairs
+(`intents.translation_pairs`, de/es/fr/it -> en; `st_templated`: unseen
+slot combinations, `st_templated_unseen`: unseen templates), spoken by
+espeak-ng into a cache on first use (`ensure_parallel_speech`, reused
+afterwards):
 
 1. A tiny SLAM backbone pre-trained on tfrecords/sample (`recipes.main`),
    unless `--preset` names one; its tokenizer reads the source text.
 2. Fine-tuning a `SpeechTranslator` (Transformer decoder, English character
-   targets) on speech translation from the pre-trained encoder and from a
-   random one of the same size, then jointly on speech and text
+   or BPE-piece targets, `target_pieces`) on speech translation from the
+   pre-trained encoder and from a random one of the same size, then jointly
+   on speech and text
    translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
    same pairs' source text) from the pre-trained encoder.
 3. BLEU and chrF (sacrebleu, per pair and their mean) on the test pairs
@@ -41,7 +46,12 @@ import keras
 
 from keras_slam import checkpointing, distribution
 from keras_slam.data import gettext_pairs, intents, parallel_speech, pipeline, schema
-from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
+from keras_slam.data.tokenizers import (
+    CharacterTokenizer,
+    SentencePieceTokenizer,
+    build_character_vocabulary,
+    train_sentencepiece,
+)
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
 from keras_slam.models.layout_map import get_layout_map
@@ -76,6 +86,7 @@ CONFIGS = {
     "st_tiny": {
         "pairs": "gettext",
         "renditions": 1,  # times each training pair is spoken (each in its own style)
+        "target_pieces": None,  # English characters; N: a SentencePiece model of <= N pieces
         "backbone": main_recipe.TINY_BACKBONE,
         "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
@@ -100,10 +111,11 @@ CONFIGS["st_templated"] = dict(
     CONFIGS["st_tiny"],
     pairs="intents_slots",
     renditions=4,
+    target_pieces=400,  # ~word pieces: 5-15 decoder positions instead of 20-66 characters
     directions=tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES),
     train_pairs=None,  # all
     test_pairs=None,
-    max_translation_length=70,  # the longest English sentence has 66 characters
+    max_translation_length=24,  # pieces (the longest English sentence has 66 characters)
     bucket_seconds=(3.0, 5.0),  # the longest utterance: 5.0 s
     finetune_steps=600,
 )
@@ -178,9 +190,15 @@ def build_source_tokenizer():
 
 
 def build_target_tokenizer(config):
-    """Characters of the English side of the config's training pairs."""
+    """Characters, or SentencePiece unigram pieces (`target_pieces`), of the
+    English side of the config's training pairs."""
     read = PAIR_SOURCES[config["pairs"]]
     texts = [pair["en"] for language, _ in DIRECTIONS for pair in read(language, "train")]
+    if config["target_pieces"]:
+        proto = train_sentencepiece(
+            texts, config["target_pieces"], "bpe", character_coverage=1.0, hard_vocab_limit=False
+        )
+        return SentencePieceTokenizer(proto)
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=96), sequence_length=None)
 
 
