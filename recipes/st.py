@@ -370,14 +370,16 @@ def run(
             args,
             evaluate_held_out=False,  # only the preset is used here
         )
-    preprocessor = build_preprocessor(preset, config)
     files = speech_corpus(cache, config)
-    train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
-    test = translation_dataset(files["test"], preprocessor, config)
     results, table = {}, {}
     for name, load_weights, joint in SETTINGS:
         started, cpu_started = time.time(), time.process_time()
         keras.utils.set_random_seed(seed)
+        # Made after the seed: `tf.random.set_seed` drops the TF resources made
+        # before it (a SentencePiece target tokenizer's: "Resource ... does not exist").
+        preprocessor = build_preprocessor(preset, config)
+        train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
+        test = translation_dataset(files["test"], preprocessor, config)
         translator = build_translator(preset, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
