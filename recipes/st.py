@@ -25,7 +25,8 @@ afterwards):
    translation of the ST-only pre-trained model (it never saw text input in
    fine-tuning), and per setting whether the decoder reads the encoder
    (`translation_evaluation.encoder_reliance`: teacher-forced cross-entropy
-   per target character with each test utterance's own audio vs another's).
+   per target token (character or piece) with each test utterance's own
+   audio vs another's).
 4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
    translations under `eval/<setting>/` and the joint model as a task
    preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
@@ -317,7 +318,7 @@ def plot_results(results, path):
 
 def format_table(results):
     """Per setting: BLEU / chrF per pair and mean, distinct outputs, and the
-    test cross-entropy per target char with own vs other audio (speech rows)."""
+    test cross-entropy per target token with own vs other audio (speech rows)."""
     pairs = list(next(iter(results.values()))["pairs"])
     header = [f"{pair:>13}" for pair in pairs] + [f"{'mean':>13}", f"{'distinct':>8}"]
     lines = [f"{'setting':<24} " + " ".join(header) + f" {'CE own / other / gap':>22}"]
@@ -406,7 +407,7 @@ def run(
         )
         reliance = translation_evaluation.encoder_reliance(translator, test.map(split))
         table[name]["encoder_reliance"] = reliance
-        print("test CE per target char, own vs other audio:", reliance)
+        print("test CE per target token, own vs other audio:", reliance)
         results[name] = {
             "loss": [history["loss"][0], history["loss"][-1]],
             "ctc_loss": [history["ctc_loss"][0], history["ctc_loss"][-1]]
