@@ -79,7 +79,7 @@ else:
 # end in BOS and EOS, two ids past the target tokenizer's.
 
 # %%
-preprocessor = st.build_preprocessor(pretrained)
+preprocessor = st.build_preprocessor(pretrained, config)
 translator = st.build_translator(pretrained, preprocessor, config)
 print(config["decoder"], "BOS", translator.bos_id, "EOS", translator.eos_id)
 translator.summary()

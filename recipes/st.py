@@ -3,16 +3,21 @@
     python -m recipes.st --config st_tiny --output runs/st
     python -m recipes.st --config st_tiny --preset runs/main/pretrained   # reuse a backbone
     python -m recipes.st --preset runs/main/pretrained --finetune-steps 600  # per setting (st_tiny: 1200)
+    python -m recipes.st --config st_templated --preset runs/main/pretrained  # intent templates
 
 On the committed gettext sentence pairs (tfrecords/parallel: de, es, fr,
-it -> en), spoken by espeak-ng into a cache on first use
-(`ensure_parallel_speech`, reused afterwards):
+it -> en; `st_tiny`) or the banking-intent templates' pairs
+(`intents.translation_pairs`, de/es/fr/it -> en; `st_templated`: unseen
+slot combinations, `st_templated_unseen`: unseen templates), spoken by
+espeak-ng into a cache on first use (`ensure_parallel_speech`, reused
+afterwards):
 
 1. A tiny SLAM backbone pre-trained on tfrecords/sample (`recipes.main`),
    unless `--preset` names one; its tokenizer reads the source text.
 2. Fine-tuning a `SpeechTranslator` (Transformer decoder, English character
-   targets) on speech translation from the pre-trained encoder and from a
-   random one of the same size, then jointly on speech and text
+   or BPE-piece targets, `target_pieces`) on speech translation from the
+   pre-trained encoder and from a random one of the same size, then jointly
+   on speech and text
    translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
    same pairs' source text) from the pre-trained encoder.
 3. BLEU and chrF (sacrebleu, per pair and their mean) on the test pairs
@@ -20,7 +25,8 @@ it -> en), spoken by espeak-ng into a cache on first use
    translation of the ST-only pre-trained model (it never saw text input in
    fine-tuning), and per setting whether the decoder reads the encoder
    (`translation_evaluation.encoder_reliance`: teacher-forced cross-entropy
-   per target character with each test utterance's own audio vs another's).
+   per target token (character or piece) with each test utterance's own
+   audio vs another's).
 4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
    translations under `eval/<setting>/` and the joint model as a task
    preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
@@ -40,8 +46,13 @@ import time
 import keras
 
 from keras_slam import checkpointing, distribution
-from keras_slam.data import gettext_pairs, parallel_speech, pipeline, schema
-from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
+from keras_slam.data import gettext_pairs, intents, parallel_speech, pipeline, schema
+from keras_slam.data.tokenizers import (
+    CharacterTokenizer,
+    SentencePieceTokenizer,
+    build_character_vocabulary,
+    train_sentencepiece,
+)
 from keras_slam.data.translation import split_translation_batch
 from keras_slam.metrics import translation_evaluation
 from keras_slam.models.layout_map import get_layout_map
@@ -62,10 +73,21 @@ _TINY_DECODER = {
 }
 # Where the spoken pairs are synthesised on first use (recipes.slm reads them too).
 SPEECH_CACHE = "runs/parallel_speech"
+# A config's "pairs": (language, split) -> X-En pair dicts {"id", "en", language}.
+PAIR_SOURCES = {
+    "gettext": gettext_pairs.read_pairs,  # open-domain software strings
+    # The banking-intent templates: test = unseen slot combinations of
+    # training templates, or unseen templates (`intents.translation_pairs`).
+    "intents_slots": functools.partial(intents.translation_pairs, held_out="slots"),
+    "intents_template": functools.partial(intents.translation_pairs, held_out="template"),
+}
 CONFIGS = {
     # Sized for <= 15 min on 2 CPU cores: two directions, short pairs
     # (~1,500 of 2,000 per direction fit the limits), 10-16 per step.
     "st_tiny": {
+        "pairs": "gettext",
+        "renditions": 1,  # times each training pair is spoken (each in its own style)
+        "target_pieces": None,  # English characters; N: a SentencePiece model of <= N pieces
         "backbone": main_recipe.TINY_BACKBONE,
         "pretrain_steps": 100,
         "decoder": _TINY_DECODER,
@@ -84,6 +106,21 @@ CONFIGS = {
         "max_decode_length": None,  # decoder positions at evaluation (None: all)
     },
 }
+# A learnable domain: the intent templates' 83 training pairs per direction
+# (each spoken 4 times) and 27 test pairs of unseen slot combinations.
+CONFIGS["st_templated"] = dict(
+    CONFIGS["st_tiny"],
+    pairs="intents_slots",
+    renditions=4,
+    target_pieces=400,  # ~word pieces: 5-15 decoder positions instead of 20-66 characters
+    directions=tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES),
+    train_pairs=None,  # all
+    test_pairs=None,
+    max_translation_length=24,  # pieces (the longest English sentence has 66 characters)
+    bucket_seconds=(3.0, 5.0),  # the longest utterance: 5.0 s
+    finetune_steps=600,
+)
+CONFIGS["st_templated_unseen"] = dict(CONFIGS["st_templated"], pairs="intents_template")
 # The tests and the guide: every stage, in seconds rather than minutes.
 CONFIGS["st_smoke"] = dict(
     CONFIGS["st_tiny"],
@@ -102,15 +139,41 @@ SETTINGS = (
 )
 
 
+def read_pairs(config):
+    """(language, split) -> the config's pairs, training pairs repeated
+    `renditions` times (ids "<id>-r<k>"; each repeat is spoken in its own style)."""
+    read = PAIR_SOURCES[config["pairs"]]
+
+    def pairs(language, split):
+        repeats = config["renditions"] if split == "train" else 1
+        if repeats == 1:
+            return read(language, split)
+        return [
+            dict(pair, id=f"{pair['id']}-r{k}")
+            for pair in read(language, split)
+            for k in range(repeats)
+        ]
+
+    return pairs
+
+
 def speech_corpus(cache, config):
     """{split: speech-translation shard files} of the config's X->En
     directions, spoken into `cache` on first use."""
     files = {}
     directions = config["directions"]
+    # The gettext corpora keep the names of caches made before other sources.
+    source = [] if config["pairs"] == "gettext" else [config["pairs"]]
     for split, pairs in (("train", config["train_pairs"]), ("test", config["test_pairs"])):
-        name = "_".join([split, str(pairs), *(spoken for spoken, _ in directions)])
+        count = "all" if pairs is None else str(pairs)
+        name = "_".join([*source, split, count, *(spoken for spoken, _ in directions)])
         corpus = parallel_speech.ensure_parallel_speech(
-            os.path.join(cache, name), directions, (split,), pairs, progress=False
+            os.path.join(cache, name),
+            directions,
+            (split,),
+            pairs,
+            progress=False,
+            read_pairs=read_pairs(config),
         )
         names = [parallel_speech.direction_name(*direction) for direction in directions]
         folders = [os.path.join(corpus, n, split) for n in names]
@@ -127,23 +190,26 @@ def build_source_tokenizer():
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=160), sequence_length=None)
 
 
-def build_target_tokenizer():
-    """Characters of the English side of the training pairs."""
-    texts = [
-        pair["en"]
-        for language, _ in DIRECTIONS
-        for pair in gettext_pairs.read_pairs(language, "train")
-    ]
+def build_target_tokenizer(config):
+    """Characters, or SentencePiece unigram pieces (`target_pieces`), of the
+    English side of the config's training pairs."""
+    read = PAIR_SOURCES[config["pairs"]]
+    texts = [pair["en"] for language, _ in DIRECTIONS for pair in read(language, "train")]
+    if config["target_pieces"]:
+        proto = train_sentencepiece(
+            texts, config["target_pieces"], "bpe", character_coverage=1.0, hard_vocab_limit=False
+        )
+        return SentencePieceTokenizer(proto)
     return CharacterTokenizer(build_character_vocabulary(texts, max_size=96), sequence_length=None)
 
 
-def build_preprocessor(preset):
-    """The preset's front end and (source) tokenizer + `build_target_tokenizer()`."""
+def build_preprocessor(preset, config):
+    """The preset's front end and (source) tokenizer + `build_target_tokenizer`."""
     source = SpeechTranslatorPreprocessor.from_preset(preset)
     return SpeechTranslatorPreprocessor(
         audio_converter=source.audio_converter,
         tokenizer=source.tokenizer,
-        target_tokenizer=build_target_tokenizer(),
+        target_tokenizer=build_target_tokenizer(config),
     )
 
 
@@ -252,7 +318,7 @@ def plot_results(results, path):
 
 def format_table(results):
     """Per setting: BLEU / chrF per pair and mean, distinct outputs, and the
-    test cross-entropy per target char with own vs other audio (speech rows)."""
+    test cross-entropy per target token with own vs other audio (speech rows)."""
     pairs = list(next(iter(results.values()))["pairs"])
     header = [f"{pair:>13}" for pair in pairs] + [f"{'mean':>13}", f"{'distinct':>8}"]
     lines = [f"{'setting':<24} " + " ".join(header) + f" {'CE own / other / gap':>22}"]
@@ -305,14 +371,16 @@ def run(
             args,
             evaluate_held_out=False,  # only the preset is used here
         )
-    preprocessor = build_preprocessor(preset)
     files = speech_corpus(cache, config)
-    train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
-    test = translation_dataset(files["test"], preprocessor, config)
     results, table = {}, {}
     for name, load_weights, joint in SETTINGS:
         started, cpu_started = time.time(), time.process_time()
         keras.utils.set_random_seed(seed)
+        # Made after the seed: `tf.random.set_seed` drops the TF resources made
+        # before it (a SentencePiece target tokenizer's: "Resource ... does not exist").
+        preprocessor = build_preprocessor(preset, config)
+        train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
+        test = translation_dataset(files["test"], preprocessor, config)
         translator = build_translator(preset, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
@@ -339,7 +407,7 @@ def run(
         )
         reliance = translation_evaluation.encoder_reliance(translator, test.map(split))
         table[name]["encoder_reliance"] = reliance
-        print("test CE per target char, own vs other audio:", reliance)
+        print("test CE per target token, own vs other audio:", reliance)
         results[name] = {
             "loss": [history["loss"][0], history["loss"][-1]],
             "ctc_loss": [history["ctc_loss"][0], history["ctc_loss"][-1]]

@@ -166,3 +166,33 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: trained.append(a[0]))
     rerun = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
     assert trained == [] and rerun == table
+
+
+def test_st_templated_speaks_each_training_pair_renditions_times_and_its_english_fits_in_pieces():
+    from recipes import st
+
+    config = st.CONFIGS["st_templated"]
+    read = st.read_pairs(config)
+    train, test = read("es", "train"), read("es", "test")
+    assert len(train) == config["renditions"] * 83 and len(test) == 27
+    assert [pair["id"] for pair in train[:5]] == [
+        "es-abroad-0-1-r0",
+        "es-abroad-0-1-r1",
+        "es-abroad-0-1-r2",
+        "es-abroad-0-1-r3",
+        "es-abroad-0-2-r0",
+    ]
+    assert len({pair["es"] for pair in train[:4]}) == 1 and test[0]["id"] == "es-abroad-0-0"
+    # One reading per pair of gettext (st_tiny: renditions 1).
+    assert st.read_pairs(st.CONFIGS["st_tiny"])("de", "test")[0]["id"].count("-r") == 0
+    # The English side in BPE pieces: every sentence round-trips (no unknown
+    # piece in a test sentence) within the training limit.
+    tokenizer = st.build_target_tokenizer(config)
+    lengths = []
+    for language, _ in config["directions"]:
+        for pair in read(language, "train")[:: config["renditions"]] + read(language, "test"):
+            ids = tokenizer(pair["en"])
+            assert tokenizer.detokenize(ids) == pair["en"], pair
+            lengths.append(len(ids))
+    assert min(lengths) >= 5 and max(lengths) <= config["max_translation_length"]
+    assert sum(lengths) / len(lengths) < 13  # characters: ~45

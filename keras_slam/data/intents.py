@@ -461,13 +461,20 @@ INTENTS = tuple(sorted(TEMPLATES))
 
 def _fill(template, slots):
     """Every sentence of `template`: one per combination of its slots' values."""
-    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    names = list(dict.fromkeys(names))
-    sentences = []
-    for values in itertools.product(*(slots[name] for name in names)):
-        sentence = template.format(**dict(zip(names, values)))
-        sentences.append(sentence[0].upper() + sentence[1:])
-    return sentences
+    names = _slot_names(template)
+    return [
+        _capitalised(template.format(**dict(zip(names, values))))
+        for values in itertools.product(*(slots[name] for name in names))
+    ]
+
+
+def _capitalised(sentence):
+    return sentence[0].upper() + sentence[1:]
+
+
+def _slot_names(template):
+    """`template`'s slot names in their order of first use."""
+    return list(dict.fromkeys(name for _, name, _, _ in string.Formatter().parse(template) if name))
 
 
 def test_template(intent):
@@ -507,3 +514,59 @@ def intent_utterances(languages=LANGUAGES, intents=INTENTS, max_per_template=Non
                         }
                     )
     return rows
+
+
+HELD_OUT = ("slots", "template")
+
+
+def translation_pairs(language, split, held_out="slots"):
+    """X-En sentence pairs of the templates: {"id", `language`: text, "en":
+    text, "template", "split"}, one per slot combination of each template
+    with `language`'s sentence and the same template's English one filled
+    with the same slot value indices (templates and slot values are
+    index-aligned across languages), in a fixed order.
+
+    City names are not translated: the English side keeps the spoken
+    language's city ("I have moved to Köln ..."), as a translator would.
+
+    held_out: "slots": in each template with k >= 2 slot combinations,
+    combination n (of `itertools.product` over its slots in their order of
+    first use in the English template) is test when (n + p) % 3 == 0, p
+    the template's position over all intents (~1/3 of them; no test
+    sentence, source or English, is a training one in any language, its
+    template is); "template": `test_template`'s template of each intent is
+    test, so the test wording is unseen too.
+    """
+    if language == "en" or language not in LANGUAGES:
+        raise ValueError(f"language must be one of {[x for x in LANGUAGES if x != 'en']}")
+    if held_out not in HELD_OUT or split not in ("train", "test"):
+        raise ValueError(f"held_out in {HELD_OUT}, split train/test; got {held_out!r}, {split!r}")
+    pairs = []
+    for position, (intent, index) in enumerate(
+        itertools.product(INTENTS, range(TEMPLATES_PER_INTENT))
+    ):
+        source, english = TEMPLATES[intent][language][index], TEMPLATES[intent]["en"][index]
+        names = _slot_names(english)  # one numbering of the combinations in every language
+        if sorted(names) != sorted(_slot_names(source)):
+            raise ValueError(f"{intent}/{index}: {language} and en templates differ in slots")
+        combinations = list(itertools.product(*(range(len(SLOTS["en"][n])) for n in names)))
+        for number, indices in enumerate(combinations):
+            if held_out == "slots":
+                test = len(combinations) >= 2 and (number + position) % 3 == 0
+            else:
+                test = index == test_template(intent)
+            if test != (split == "test"):
+                continue
+            values = {n: SLOTS[language][n][i] for n, i in zip(names, indices)}
+            target = {n: SLOTS["en"][n][i] for n, i in zip(names, indices)}
+            target.update({n: values[n] for n in names if n == "city"})
+            pairs.append(
+                {
+                    "id": f"{language}-{intent}-{index}-{number}",
+                    language: _capitalised(source.format(**values)),
+                    "en": _capitalised(english.format(**target)),
+                    "template": f"{intent}/{index}",
+                    "split": split,
+                }
+            )
+    return pairs

@@ -4,7 +4,8 @@
     files = pipeline.list_shards(f"{corpus}/de-en/train")
 
 A direction (spoken, translated) speaks one side of each pair of
-`tfrecords/parallel/<lang>/<split>.jsonl.xz` (see `gettext_pairs`): X->En
+`tfrecords/parallel/<lang>/<split>.jsonl.xz` (see `gettext_pairs`; or of
+another source, `read_pairs=`, e.g. `intents.translation_pairs`): X->En
 speaks the X side and translates into English, En->X the reverse. Every
 utterance draws a `synth.Style` from one random stream per (seed, direction,
 split). Records (the bundled schema, `writers.write_shards`): `language` =
@@ -22,6 +23,7 @@ parameters match is a finished corpus and is reused.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 
@@ -43,8 +45,9 @@ def direction_name(spoken, translated):
     return f"{spoken}-{translated}"
 
 
-def _pairs(directions, splits, max_pairs, text_dir):
-    """{(spoken, translated, split): [pair]}, the first `max_pairs` of each file."""
+def _pairs(directions, splits, max_pairs, read_pairs):
+    """{(spoken, translated, split): [pair]}, the first `max_pairs` of each
+    `read_pairs(language, split)`."""
     chosen = {}
     for direction in directions:
         if len(direction) != 2 or "en" not in direction or direction[0] == direction[1]:
@@ -54,7 +57,7 @@ def _pairs(directions, splits, max_pairs, text_dir):
         spoken, translated = direction
         language = translated if spoken == "en" else spoken
         for split in splits:
-            pairs = gettext_pairs.read_pairs(language, split, text_dir)
+            pairs = read_pairs(language, split)
             chosen[spoken, translated, split] = pairs[:max_pairs]
     return chosen
 
@@ -158,6 +161,7 @@ def ensure_parallel_speech(
     text_dir=gettext_pairs.PARALLEL_TEXT,
     num_workers=1,
     progress=True,
+    read_pairs=None,
 ):
     """Speaks the pairs of `text_dir` into a speech-translation corpus at
     `output`, unless a finished one with the same parameters (pairs, seed,
@@ -174,8 +178,13 @@ def ensure_parallel_speech(
         seed: fixes every style; the same seed gives the same bytes whatever
             `num_workers`.
         num_workers: synthesis processes.
+        read_pairs: (language, split) -> pair dicts {"id", "en", language}
+            instead of the gettext pairs of `text_dir` (e.g.
+            `intents.translation_pairs`).
     """
-    chosen = _pairs(directions, splits, max_pairs, text_dir)
+    if read_pairs is None:
+        read_pairs = functools.partial(gettext_pairs.read_pairs, directory=text_dir)
+    chosen = _pairs(directions, splits, max_pairs, read_pairs)
     parameters = _parameters(chosen, seed, synth.get_synthesiser().version)
     if not synth_corpus.is_built(output, parameters):
         _build(output, chosen, seed, num_workers, progress)

@@ -67,3 +67,70 @@ def test_unknown_names_and_bad_caps_are_refused():
         intents.intent_utterances(("en",), ("mortgage",))
     with pytest.raises(ValueError, match="max_per_template must be >= 1"):
         intents.intent_utterances(max_per_template=0)
+
+
+def test_translation_pairs_fill_both_sides_with_the_same_slot_indices_and_keep_the_city():
+    by_id = {pair["id"]: pair for pair in intents.translation_pairs("de", "train")}
+    # "I need to pay {bill} {when}." (pay_bill/0; bill varies slowest in the
+    # English order even where German puts {when} first), combination 5 =
+    # (bill 1, when 2).
+    assert by_id["de-pay_bill-0-5"] == {
+        "id": "de-pay_bill-0-5",
+        "de": "Ich muss am Freitag meine Handyrechnung bezahlen.",
+        "en": "I need to pay my phone bill on Friday.",
+        "template": "pay_bill/0",
+        "split": "train",
+    }
+    moved = {p["id"]: p for s in ("train", "test") for p in intents.translation_pairs("fr", s)}
+    assert moved["fr-address_change-0-1"]["fr"] == (
+        "J'ai déménagé à Nantes et je dois mettre à jour mon adresse."
+    )
+    assert moved["fr-address_change-0-1"]["en"] == (
+        "I have moved to Nantes and need to update my address."
+    )
+    for language in ("de", "es", "fr", "it"):
+        for pair in intents.translation_pairs(language, "train"):
+            assert "{" not in pair[language] + pair["en"], pair
+
+
+@pytest.mark.parametrize("held_out", intents.HELD_OUT)
+def test_translation_test_pairs_are_unseen_on_both_sides_in_every_direction(held_out):
+    pairs = {
+        (language, split): intents.translation_pairs(language, split, held_out)
+        for language in ("de", "es", "fr", "it")
+        for split in ("train", "test")
+    }
+    ids = [pair["id"] for rows in pairs.values() for pair in rows]
+    assert len(ids) == len(set(ids))
+    english = {
+        split: {pair["en"] for (_, s), rows in pairs.items() if s == split for pair in rows}
+        for split in ("train", "test")
+    }
+    assert english["test"] and not english["train"] & english["test"]
+    for language in ("de", "es", "fr", "it"):
+        train = {pair[language] for pair in pairs[language, "train"]}
+        test = {pair[language] for pair in pairs[language, "test"]}
+        assert test and not train & test
+        templates = {split: {p["template"] for p in pairs[language, split]} for split in english}
+        if held_out == "template":
+            assert not templates["train"] & templates["test"]
+            assert templates["test"] == {
+                f"{intent}/{intents.test_template(intent)}" for intent in intents.INTENTS
+            }
+        else:  # every test sentence's template is trained on, with other slot values
+            assert templates["test"] <= templates["train"]
+    # Slots: combinations (n + template position) % 3 == 0 of templates with >= 2 of them.
+    tested = [p["id"] for p in pairs["de", "test"]]
+    if held_out == "slots":
+        assert tested[:3] == ["de-abroad-0-0", "de-abroad-0-3", "de-abroad-0-6"]
+        assert len(tested) == 27 and len(pairs["de", "train"]) == 83
+
+
+def test_translation_pairs_refuse_english_unknown_languages_and_splits():
+    for language, split, held_out in (("en", "train", "slots"), ("nl", "train", "slots")):
+        with pytest.raises(ValueError, match="language must be one of"):
+            intents.translation_pairs(language, split, held_out)
+    with pytest.raises(ValueError, match="held_out in"):
+        intents.translation_pairs("de", "dev")
+    with pytest.raises(ValueError, match="held_out in"):
+        intents.translation_pairs("de", "train", "intent")

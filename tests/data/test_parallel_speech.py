@@ -1,12 +1,13 @@
 """Speech-translation corpora spoken from parallel text (data.parallel_speech)."""
 
+import functools
 import json
 import lzma
 
 import pytest
 
 from keras_slam import cli
-from keras_slam.data import gettext_pairs, parallel_speech, pipeline, synth
+from keras_slam.data import gettext_pairs, intents, parallel_speech, pipeline, synth
 
 PAIRS = {
     "train": [
@@ -189,3 +190,21 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     assert shard_bytes("a") == shard_bytes("b") and shard_bytes("a") != shard_bytes("c")
     metadata = (tmp_path / "a" / "metadata.jsonl").read_bytes()
     assert metadata == (tmp_path / "b" / "metadata.jsonl").read_bytes()
+
+
+def test_pairs_from_another_source_are_spoken_with_their_english_as_translation(tmp_path):
+    read = functools.partial(intents.translation_pairs, held_out="slots")
+    corpus = parallel_speech.ensure_parallel_speech(
+        tmp_path / "corpus", (("it", "en"),), ("test",), 2, progress=False, read_pairs=read
+    )
+    records = list(
+        pipeline.read_records(pipeline.list_shards(f"{corpus}/it-en/test")).as_numpy_iterator()
+    )
+    expected = read("it", "test")[:2]
+    assert [(r["transcript"].decode(), r["translation"].decode()) for r in records] == [
+        (pair["it"], pair["en"]) for pair in expected
+    ]
+    assert expected[0]["en"] == "I am travelling to Spain today, will my card work there?"
+    assert {r["language"].decode() + "-" + r["target_language"].decode() for r in records} == {
+        "it-en"
+    }
