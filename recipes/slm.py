@@ -118,8 +118,7 @@ def translation_records(cache, config):
     if not config["st_directions"]:
         return {"train": [], "test": []}
     st_config = dict(
-        pairs="gettext",
-        renditions=1,
+        st.CONFIGS["st_tiny"],  # gettext pairs, each spoken once
         directions=config["st_directions"],
         train_pairs=config["st_train_pairs"],
         test_pairs=config["st_test_pairs"],
