@@ -112,7 +112,7 @@ CONFIGS["st_templated"] = dict(
     CONFIGS["st_tiny"],
     pairs="intents_slots",
     renditions=4,
-    target_pieces=400,  # ~word pieces: 5-15 decoder positions instead of 20-66 characters
+    target_pieces=400,  # ~word pieces: 5-19 decoder positions instead of 20-66 characters
     directions=tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES),
     train_pairs=None,  # all
     test_pairs=None,
@@ -191,7 +191,7 @@ def build_source_tokenizer():
 
 
 def build_target_tokenizer(config):
-    """Characters, or SentencePiece unigram pieces (`target_pieces`), of the
+    """Characters, or SentencePiece BPE pieces (`target_pieces`), of the
     English side of the config's training pairs."""
     read = PAIR_SOURCES[config["pairs"]]
     texts = [pair["en"] for language, _ in DIRECTIONS for pair in read(language, "train")]
