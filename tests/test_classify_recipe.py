@@ -36,6 +36,19 @@ def test_softmax_regression_separates_and_predicts_held_out_points():
     assert bias[0] > bias[1]
 
 
+def test_ngram_counts_counts_runs_of_tokens_and_drops_unseen_ones():
+    counts, index = classify.ngram_counts([[3, 4, 3], [4]], order=2)
+    assert sorted(index) == [(3,), (3, 4), (4,), (4, 3)]
+    expected = {(3,): [2, 0], (4,): [1, 1], (3, 4): [1, 0], (4, 3): [1, 0]}
+    for gram, column in expected.items():
+        np.testing.assert_array_equal(counts[:, index[gram]], column)
+    # Another split is counted on the training n-grams: (5,) and (4, 4) are dropped.
+    counts, _ = classify.ngram_counts([[4, 4, 5], []], order=2, index=index)
+    assert counts.shape == (2, 4)
+    np.testing.assert_array_equal(counts[:, index[(4,)]], [2, 0])
+    assert counts.sum() == 2
+
+
 @pytest.mark.slow(backend="tensorflow")
 def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     pytest.importorskip("espeakng_loader")
@@ -43,10 +56,11 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     args = checkpointing.default_training_arguments()
     args.checkpoint_every_steps = 1
     rows = classify.run("classify_smoke", output, data, args=args)
-    assert [(r["train"], r["test"], r["init"]) for r in rows[:1]] == [
-        ("speech", "speech", "log-mel")
+    assert [(r["train"], r["test"], r["init"]) for r in rows[:2]] == [
+        ("speech", "speech", "log-mel"),
+        ("text", "text", "3-gram BoW"),
     ]
-    assert [(r["train"], r["test"]) for r in rows[1:]] == [
+    assert [(r["train"], r["test"]) for r in rows[2:]] == [
         ("speech", "speech"),
         ("text", "text"),
         ("text", "speech (zero-shot)"),
@@ -59,7 +73,7 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     presets = os.path.join(output, "presets")
     assert sorted(os.listdir(presets)) == ["intent-speech-pretrained-probe", TEXT_RUN]
     pngs = [name for name in os.listdir(output) if name.endswith(".png")]
-    assert len(pngs) == 4
+    assert len(pngs) == 5
     table = classify.format_table(rows)
     assert "speech (zero-shot)" in table and "macro-F1" in table
 
