@@ -11,10 +11,13 @@ torch, see `benchmarks/train_step.py`) and "features" (TFRecord -> log-mel
 batches against HF's feature extractor, `benchmarks/features.py`). Each
 contender runs in its own process, interleaved over rounds (6, 5 and 9 by
 default, `benchmarks.workloads.ROUNDS`); the table gives min, median and
-spread per contender, peak RSS, and the median of the per-round ratios to
+spread per contender, peak RSS (at the end and after the imports and the
+model's build), and the median of the per-round ratios to
 HF with its 90% interval, only where the interval is within --max-spread
 and enough rounds were free of other processes' load
-(`benchmarks/harness.py` has the rules). --from-json re-analyses a saved
+(`benchmarks/harness.py` has the rules). --remat on|both runs the train
+workloads with each block rematerialised (HF: gradient checkpointing)
+instead of or beside without. --from-json re-analyses a saved
 report under the current rules. Quote only figures printed on an idle
 machine, with the date and the machine.
 """
@@ -26,7 +29,8 @@ import os
 from benchmarks import harness, workloads
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line's flags (`argv`, default sys.argv)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -60,11 +64,21 @@ def main(argv=None):
         action="store_true",
         help="keep rounds with other processes' load (the table is marked UNDER LOAD)",
     )
+    parser.add_argument(
+        "--remat",
+        choices=("off", "on", "both"),
+        default="off",
+        help="train workloads: keras-slam with ConformerConfig(remat=True) and HF with "
+        "gradient checkpointing (on), or each contender without and with it (both)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny shapes (tests)")
     parser.add_argument("--output", help="JSON report path")
     parser.add_argument("--from-json", help="re-analyse this saved report instead of running")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv=None):
+    args = parse_args(argv)
     rules = dict(
         max_spread=args.max_spread,
         max_other_cores=args.max_other_cores,
@@ -82,13 +96,15 @@ def main(argv=None):
 def run(args, rules):
     """Runs the workloads `args` name; returns the report."""
     plan = {}
+    remats = {"off": (False,), "on": (True,), "both": (False, True)}[args.remat]
     for workload in args.workloads or workloads.WORKLOADS:
         plan[workload] = [
             harness.ProcessContender(
-                workload, contender, backend, args.warmup, args.steps, args.quick
+                workload, contender, backend, args.warmup, args.steps, args.quick, remat
             )
             for contender, backend in workloads.contenders_of(workload)
             if contender == "hf" or workload == "features" or backend in args.backends
+            for remat in (remats if workload in workloads.TRAIN_WORKLOADS else (False,))
         ]
     rounds = {workload: args.rounds or workloads.ROUNDS[workload] for workload in plan}
     return harness.run_benchmark(

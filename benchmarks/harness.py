@@ -54,6 +54,7 @@ RAW_FIELDS = (
     "round_wall_seconds",
     "other_cores",
     "peak_rss_mb",
+    "build_rss_mb",
 )
 
 
@@ -120,7 +121,8 @@ def run_measuring_others(run):
 @dataclasses.dataclass
 class ProcessContender:
     """One contender of one workload, run by `benchmarks.workloads` in a
-    fresh process per round with KERAS_BACKEND=`backend`."""
+    fresh process per round with KERAS_BACKEND=`backend` (`remat`: its
+    `--remat`)."""
 
     workload: str
     contender: str
@@ -128,10 +130,11 @@ class ProcessContender:
     warmup: int = 2
     steps: int = 5
     quick: bool = False
+    remat: bool = False
 
     @property
     def label(self):
-        return f"{self.workload}/{self.contender}/{self.backend}"
+        return f"{self.workload}/{self.contender}/{self.backend}" + ("/remat" if self.remat else "")
 
     def run_round(self):
         """The child's result: name, seconds (per step), units_per_step, unit,
@@ -142,6 +145,7 @@ class ProcessContender:
         command = [sys.executable, "-m", "benchmarks.workloads", "--workload", self.workload]
         command += ["--contender", self.contender, "--warmup", str(self.warmup)]
         command += ["--steps", str(self.steps)] + (["--quick"] if self.quick else [])
+        command += ["--remat"] if self.remat else []
         pythonpath = os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))
         env = dict(
             os.environ, KERAS_BACKEND=self.backend, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1"
@@ -166,7 +170,7 @@ def run_interleaved(contenders, rounds):
     Returns one dict of `RAW_FIELDS` per contender: the per-round step
     seconds (median of each round's steps), every step's seconds, each
     round's wall seconds and the cores other processes used in it, and the
-    largest peak RSS (MB) of its rounds.
+    largest peak RSS (MB) of its rounds, at the end and after the build.
     """
     runs = {contender.label: [] for contender in contenders}
     for _ in range(rounds):
@@ -186,6 +190,7 @@ def run_interleaved(contenders, rounds):
                 round_wall_seconds=[outcome["wall_seconds"] for outcome in outcomes],
                 other_cores=[outcome["other_cores"] for outcome in outcomes],
                 peak_rss_mb=max(outcome["peak_rss_mb"] for outcome in outcomes),
+                build_rss_mb=max(outcome["build_rss_mb"] for outcome in outcomes),
             )
         )
     return results
@@ -351,15 +356,18 @@ def markdown_table(report):
     lines += [
         "",
         "| workload | contender | median s/step | min s/step | spread | throughput "
-        "| vs reference | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| vs reference | peak RSS | RSS after build |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for workload, results in report["workloads"].items():
         for result in results:
+            # Reports saved before the build's RSS was measured lack it.
+            build = result.get("build_rss_mb")
+            build = "-" if build is None else f"{build / 1024:.2f} GB"
             lines.append(
                 f"| {workload} | {result['name']} | {result['median']:.4f} | "
                 f"{result['min']:.4f} | {result['spread']:.0%} | "
                 f"{result['throughput']:.0f} {result['unit']}/s | {result['ratio']} | "
-                f"{result['peak_rss_mb'] / 1024:.2f} GB |"
+                f"{result['peak_rss_mb'] / 1024:.2f} GB | {build} |"
             )
     return "\n".join(lines)

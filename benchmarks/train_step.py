@@ -5,7 +5,9 @@ L Conformer blocks (D wide, H heads, FFN F, depthwise kernel 5, causal,
 LayerNorm in the conv module, relative_key 64/8), all dropouts 0,
 mean-square loss, AdamW. Ours is a jit-compiled `train_on_batch` on the
 process's KERAS_BACKEND (eager on torch); HF runs in torch train mode. Each `make_*` returns a
-function that runs one step.
+function that runs one step. `remat=True` recomputes each block's activations in the
+backward pass on both sides: `ConformerConfig(remat=True)` for ours, HF's
+`gradient_checkpointing_enable()`.
 """
 
 import dataclasses
@@ -27,9 +29,9 @@ class TrainShape:
     kernel: int = 5
 
 
-def make_keras_step(shape):
+def build_keras_model(shape, remat=False):
+    """Our compiled model of `shape`: (features (B, T, 160), padding_mask (B, T)) -> (B, T, D)."""
     import keras
-    import numpy as np
 
     from keras_slam.layers.conformer import ConformerConfig, ConformerEncoder
 
@@ -48,6 +50,7 @@ def make_keras_step(shape):
         left_context=64,
         right_context=8,
         dropout=0.0,
+        remat=remat,
     )
     x = ConformerEncoder(shape.layers, shape.hidden, conformer)(x, padding_mask)
     model = keras.Model([features, padding_mask], x)
@@ -55,13 +58,22 @@ def make_keras_step(shape):
     # default (jit_compile=True would mean minutes of torch.compile).
     jit_compile = keras.backend.backend() != "torch"
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss="mse", jit_compile=jit_compile)
+    return model
+
+
+def make_keras_step(shape, remat=False):
+    import keras
+    import numpy as np
+
+    model = build_keras_model(shape, remat)
     rng = np.random.default_rng(0)
     inputs = [
         rng.normal(size=(shape.batch, shape.frames, FEATURES)).astype("float32"),
         np.ones((shape.batch, shape.frames), "float32"),
     ]
     targets = np.zeros((shape.batch, shape.frames, shape.hidden), "float32")
-    return f"keras-slam ({keras.backend.backend()})", lambda: model.train_on_batch(inputs, targets)
+    name = f"keras-slam ({keras.backend.backend()}{', remat' if remat else ''})"
+    return name, lambda: model.train_on_batch(inputs, targets)
 
 
 def time_steps(step, warmup, steps, clock=time.perf_counter):
@@ -77,9 +89,10 @@ def time_steps(step, warmup, steps, clock=time.perf_counter):
 
 
 def make_hugging_face_step(
-    shape, position_embeddings_type="relative_key", device="cpu", bfloat16=False
+    shape, position_embeddings_type="relative_key", device="cpu", bfloat16=False, remat=False
 ):
-    """HF's step on `device` ("cpu" or "cuda"), in bf16 autocast if `bfloat16`."""
+    """HF's step on `device` ("cpu" or "cuda"), in bf16 autocast if `bfloat16`,
+    with gradient checkpointing if `remat`."""
     import torch
     from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
 
@@ -101,6 +114,8 @@ def make_hugging_face_step(
         mask_time_prob=0.0,
     )
     model = Wav2Vec2BertModel(config).to(device).train()
+    if remat:
+        model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     features = torch.randn(shape.batch, shape.frames, FEATURES, device=device)
     attention_mask = torch.ones(shape.batch, shape.frames, dtype=torch.long, device=device)
@@ -115,4 +130,8 @@ def make_hugging_face_step(
             torch.cuda.synchronize()
 
     precision = "bf16 autocast, " if bfloat16 else ""
-    return f"HF Wav2Vec2Bert (torch, {precision}{config._attn_implementation})", step
+    checkpointing = ", gradient checkpointing" if remat else ""
+    return (
+        f"HF Wav2Vec2Bert (torch, {precision}{config._attn_implementation}{checkpointing})",
+        step,
+    )

@@ -6,7 +6,11 @@
 runs, in this process (KERAS_BACKEND chosen by the caller), `warmup`
 untimed and `steps` timed steps of one contender and prints one line
 `@bench {json}`: name, per-step seconds, units per step, peak RSS (MB,
-`resource.getrusage` of this process).
+`resource.getrusage` of this process) at the end and after the imports and
+the model's build (before the first step: the rest is the step's
+activations, gradients, optimizer slots and compilation). `--remat`
+(train workloads) recomputes each Conformer block in the backward pass
+(`train_step`).
 """
 
 import argparse
@@ -53,7 +57,7 @@ def contenders_of(workload):
     return CONTENDERS["features" if workload == "features" else "train"]
 
 
-def make_step(workload, contender, quick, folder):
+def make_step(workload, contender, quick, folder, remat=False):
     """(name, function running one step, units per step, unit)."""
     if workload == "features":
         waveforms = features.make_corpus(folder, FEATURE_SECONDS[quick], np.random.default_rng(0))
@@ -65,8 +69,15 @@ def make_step(workload, contender, quick, folder):
         return name, step, audio_seconds, "audio-s"
     shape = TRAIN_WORKLOADS[workload][quick]
     make = train_step.make_hugging_face_step if contender == "hf" else train_step.make_keras_step
-    name, step = make(shape)
+    name, step = make(shape, remat=remat)
     return name, step, shape.batch * shape.frames, "frames"
+
+
+def peak_rss_mb():
+    """This process's peak resident set size so far, MB."""
+    # ru_maxrss is in kB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def main(argv=None):
@@ -76,19 +87,25 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny shapes")
+    parser.add_argument(
+        "--remat", action="store_true", help="rematerialise each block (train workloads)"
+    )
     args = parser.parse_args(argv)
+    if args.remat and args.workload not in TRAIN_WORKLOADS:
+        parser.error(f"--remat applies to the train workloads, not {args.workload}")
     with tempfile.TemporaryDirectory() as folder:
-        name, step, units, unit = make_step(args.workload, args.contender, args.quick, folder)
+        name, step, units, unit = make_step(
+            args.workload, args.contender, args.quick, folder, args.remat
+        )
+        build_rss_mb = peak_rss_mb()
         seconds = train_step.time_steps(step, args.warmup, args.steps)
-    # ru_maxrss is in kB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
     result = dict(
         name=name,
         seconds=seconds,
         units_per_step=units,
         unit=unit,
-        peak_rss_mb=peak_rss_mb,
+        peak_rss_mb=peak_rss_mb(),
+        build_rss_mb=build_rss_mb,
         pid=os.getpid(),
     )
     print("@bench " + json.dumps(result), flush=True)

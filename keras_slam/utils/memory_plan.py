@@ -39,16 +39,24 @@ code; `FRONT_END_*`, `BLOCK_*` below):
 With `remat` (`ConformerConfig.remat`, `keras.remat`), a block keeps only
 its input (T, D) and recomputes the rest during its own backward pass, so
 the stack holds one (T, D) tensor per block plus one block's full set.
-That figure is counted, not measured: XLA's CPU scheduler does not realise
-remat's savings (a pure-JAX stack of `jax.checkpoint` blocks reports the
-same bytes as without), so there is nothing on CPU to check it against.
-The counts were read from XLA's buffer assignment of a tiny model's JAX
-training step on CPU (`compile().memory_analysis()`, the memory-usage
-report of `--xla_dump_to`), and `tests/utils/test_memory_plan.py` checks
-the total within 25% of it at two lengths. Activations are divided by the
-data axis only; GSPMD also splits heads and FFN features over the model
-axis where the layout map shards their kernels, so on a model-parallel
-mesh the activation figures are an upper bound.
+That figure is counted, not checked against XLA. XLA's default CPU
+scheduler (concurrency-optimised) does not realise remat's savings: the
+compiled step recomputes (55 dots instead of 42 in a 1-block step) but
+the opt-barriers JAX puts around remat are gone, and XLA's own count for
+forward + backward of 8 Conformer blocks (512 wide, relative_key) at
+4 x 750 frames on JAX is 4,281 MiB of temporaries with or without remat.
+With `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`
+XLA schedules for memory: 2,685 MiB without remat, 1,225 MiB with it
+(`compile().memory_analysis()`, 2026-12-02). The counts below were read
+from XLA's buffer assignment of a tiny model's JAX training step on CPU
+under the default scheduler (`compile().memory_analysis()`, the
+memory-usage report of `--xla_dump_to`), and
+`tests/utils/test_memory_plan.py` checks the total within 25% of it at
+two lengths (with the flag XLA counts 26-32% less than the plan there: the check
+fails). Activations are divided by the data axis only; GSPMD also splits
+heads and FFN features over the model axis where the layout map shards
+their kernels, so on a model-parallel mesh the activation figures are an
+upper bound.
 """
 
 import dataclasses

@@ -4,10 +4,12 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 
 from benchmarks import __main__ as benchmarks_main
-from benchmarks import harness
+from benchmarks import harness, train_step, workloads
+from keras_slam.layers.conformer import ConformerEncoder
 from tests import test_case
 
 RUN_1 = os.path.join(harness.REPO_ROOT, "benchmarks/results/cpu_2core_2026-12-01_run1.json")
@@ -29,6 +31,7 @@ class FakeContender:
             units_per_step=100,
             unit="frames",
             peak_rss_mb=1000.0 + len(self.log),
+            build_rss_mb=500.0 + len(self.log),
             wall_seconds=10.0,
             other_cores=self.other_cores.pop(0),
         )
@@ -79,6 +82,7 @@ def test_rounds_interleave_contenders_and_take_each_rounds_median():
     assert results[0]["step_seconds"][0] == [2.0, 9.0, 2.1]
     assert results[0]["round_wall_seconds"] == [10.0] * 3
     assert results[0]["peak_rss_mb"] == 1007.0  # the largest of its rounds (turns 1, 4, 7)
+    assert results[0]["build_rss_mb"] == 507.0
 
 
 def test_noise_common_to_a_round_cancels_in_the_paired_ratio():
@@ -94,6 +98,8 @@ def test_noise_common_to_a_round_cancels_in_the_paired_ratio():
     assert ours["throughput"] == pytest.approx(100 / (2.2 / 1.5))
     table = harness.markdown_table(report)
     assert "UNDER LOAD" not in table and "| train | ours model |" in table
+    # The largest peak RSS at the end and after the build: its 5th round's 1005 and 505 MB.
+    assert table.splitlines()[-1].endswith("| 0.98 GB | 0.49 GB |")
     assert "train: 5 of 5 rounds kept" in table
 
 
@@ -190,6 +196,35 @@ def test_from_json_reanalyses_a_saved_report(tmp_path, capsys):
     with open(RUN_1) as file:
         saved = json.load(file)["workloads"]["train_8x250"][1]
     assert jax["step_seconds"] == saved["step_seconds"]
+
+
+def test_remat_both_runs_each_train_contender_without_and_with_remat(monkeypatch):
+    plans = []
+    monkeypatch.setattr(harness, "run_benchmark", lambda plan, rounds, **_: plans.append(plan))
+    args = ["--workloads", "train_4x750", "features", "--remat", "both", "--backends", "jax"]
+    benchmarks_main.run(benchmarks_main.parse_args(args), {})
+    train, features = plans[0]["train_4x750"], plans[0]["features"]
+    assert [contender.label for contender in train] == [
+        "train_4x750/hf/torch",
+        "train_4x750/hf/torch/remat",
+        "train_4x750/keras/jax",
+        "train_4x750/keras/jax/remat",
+    ]
+    assert [contender.remat for contender in features] == [False, False]
+
+
+def test_remat_workload_option_builds_rematerialised_blocks(capsys):
+    shape = workloads.TRAIN_WORKLOADS["train_4x750"][True]
+    for remat in (False, True):
+        model = train_step.build_keras_model(shape, remat)
+        (encoder,) = [layer for layer in model.layers if isinstance(layer, ConformerEncoder)]
+        assert encoder.conformer.remat == remat
+    child = ["--workload", "train_4x750", "--contender", "keras", "--quick", "--remat"]
+    workloads.main(child + ["--warmup", "0", "--steps", "1"])
+    result = json.loads(capsys.readouterr().out.split(harness._RESULT_PREFIX)[-1])
+    assert result["name"] == f"keras-slam ({keras.backend.backend()}, remat)"
+    assert result["units_per_step"] == 120 and len(result["seconds"]) == 1
+    assert 100 < result["build_rss_mb"] <= result["peak_rss_mb"]
 
 
 def test_other_cores_exclude_the_contenders_own_cpu(monkeypatch):
