@@ -8,6 +8,10 @@ import sys
 # running: without LLVM optimisation one eager JAX pre-trainer call took
 # 52 s of CPU instead of 93 s, its fit compile 56 s instead of 127 s. These
 # flags change code speed, not float semantics (fast math stays off).
+# JAX's persistent compilation cache (one per pass, also for subprocesses)
+# was tried and dropped: tests rarely compile the same program twice, so it
+# hit 97 of 2,484 compiles in tests/layers and 5 of 1,245 in three task
+# files, and saved no CPU time there or on the resumed/meshed recipe runs.
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
