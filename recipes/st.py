@@ -26,7 +26,9 @@ afterwards):
    fine-tuning), and per setting whether the decoder reads the encoder
    (`translation_evaluation.encoder_reliance`: teacher-forced cross-entropy
    per target token (character or piece) with each test utterance's own
-   audio vs another's).
+   audio vs another's), and the constant-output baselines: the training
+   translation that scores the best BLEU (chrF) as the output for every test
+   utterance (`constant_baselines`), the level a collapsed model reaches.
 4. `results.json`, `results.png` (BLEU / chrF per setting), each setting's
    translations under `eval/<setting>/` and the joint model as a task
    preset (`translator/`; `keras-slam evaluate-st --preset` reads it).
@@ -296,6 +298,25 @@ def finetune(translator, train, config, joint=False, verbose=2, checkpoint=None,
     )
 
 
+def constant_baselines(train_files, rows, keep):
+    """{"constant_best_bleu" / "constant_best_chrf": scores dict + "sentence"}:
+    the training translation (within the limits, `keep`) that scores best as
+    the output for every test row (`translation_evaluation.constant_baseline`),
+    the level a collapsed translator reaches."""
+    candidates = [
+        record["translation"]
+        for record in translation_evaluation.translation_records(train_files)
+        if keep(record)
+    ]
+    table = {}
+    for metric in ("bleu", "chrf"):
+        sentence, scores = translation_evaluation.constant_baseline(candidates, rows, metric)
+        table[f"constant_best_{metric}"] = dict(
+            scores.as_dict(), sentence=sentence, distinct_outputs=1
+        )
+    return table
+
+
 def plot_results(results, path):
     """Grouped bars: BLEU and chrF per setting."""
     import matplotlib
@@ -416,6 +437,9 @@ def run(
             "seconds": time.time() - started,
             "cpu_seconds": time.process_time() - cpu_started,
         }
+    table.update(constant_baselines(files["train"], rows, fits_training(preprocessor, config)))
+    for name in ("constant_best_bleu", "constant_best_chrf"):
+        print(f"{name}: {table[name]['sentence']!r}")
     translator.save_to_preset(os.path.join(output, "translator"))
     results["scores"] = table
     with open(os.path.join(output, "results.json"), "w", encoding="utf-8") as file:

@@ -130,14 +130,15 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
 
     table = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
     settings = ["st_pretrained", "zero_shot_mt_pretrained", "st_random_init", "st_mt_pretrained"]
-    assert list(table) == settings
+    assert list(table) == settings + ["constant_best_bleu", "constant_best_chrf"]
     pairs = {f"{spoken}-{target}" for spoken, target in st.CONFIGS["st_smoke"]["directions"]}
     for name, scores in table.items():
         assert set(scores["pairs"]) == pairs, name
         assert (
             0.0 <= scores["average"]["bleu"] <= 100.0 and 0.0 <= scores["average"]["chrf"] <= 100.0
         )
-        assert (tmp_path / "run" / "eval" / name / "report.json").is_file()
+        # The models' translations (the constant rows have none).
+        assert (tmp_path / "run" / "eval" / name / "report.json").is_file() == (name in settings)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["scores"] == table
     assert all(np.isfinite(results[name]["loss"]).all() for name, _, _ in st.SETTINGS)
@@ -150,13 +151,22 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
         reliance = table[name]["encoder_reliance"]
         assert reliance["items"] >= 2 and np.isfinite(reliance["gap"]), (name, reliance)
         assert np.isfinite(results[name]["ctc_loss"]).all() and results[name]["cpu_seconds"] > 0
+    # The constant baselines: one training translation for every scored test row.
+    config = st.CONFIGS["st_smoke"]
+    read = st.read_pairs(config)
+    english = {
+        pair["en"] for language, _ in config["directions"] for pair in read(language, "train")
+    }
+    for metric in ("bleu", "chrf"):
+        constant = table[f"constant_best_{metric}"]
+        assert constant["sentence"] in english and constant["distinct_outputs"] == 1
+        assert constant["average"]["sentences"] == table[settings[0]]["average"]["sentences"]
     assert (tmp_path / "run" / "results.png").stat().st_size > 0
     translator = SpeechTranslator.from_preset(str(tmp_path / "run" / "translator"))
     assert translator.mt_loss_weight == st.CONFIGS["st_smoke"]["mt_loss_weight"]
     assert isinstance(translator.translate_text(["Datei nicht gefunden."])[0], str)
     # Every phase checkpointed its last step; a rerun resumes from them and
     # trains nothing (before: no checkpoints, a rerun trained everything again).
-    config = st.CONFIGS["st_smoke"]
     phases = {"pretraining": config["pretrain_steps"]}
     phases.update({f"finetuning_{name}": config["finetune_steps"] for name, _, _ in st.SETTINGS})
     for phase, steps in phases.items():

@@ -134,3 +134,25 @@ def test_encoder_reliance_is_the_cross_entropy_gap_of_rotated_inputs(seeded):
     with pytest.raises(ValueError, match="2 real rows"):
         first = [{key: value[:1] for key, value in part.items()} for part in (x, y)]
         translation_evaluation.encoder_reliance(translator, [first])
+
+
+def test_constant_baseline_picks_the_best_single_sentence():
+    """Known answer: "the cat sat on the mat today" as both hypotheses of a
+    pair matches 13/14 unigrams, 11/12 bigrams, 9/10 trigrams and 7/8
+    4-grams (BP 1); the other candidates share no word with the references."""
+    rows = [
+        {"reference": reference, "language": "de", "target_language": "en"}
+        for reference in ("the cat sat on the mat today", "the cat sat on the mat yesterday")
+    ]
+    candidates = ["no word shared", "the cat sat on the mat today", "no word shared", "a b"]
+    sentence, scores = translation_evaluation.constant_baseline(candidates, rows)
+    assert sentence == "the cat sat on the mat today"
+    expected = 100 * (13 / 14 * 11 / 12 * 9 / 10 * 7 / 8) ** 0.25
+    np.testing.assert_allclose(scores.bleu, expected, rtol=1e-6)
+    assert scores.pairs["de-en"].sentences == 2
+    by_chrf, _ = translation_evaluation.constant_baseline(candidates[::-1], rows, metric="chrf")
+    assert by_chrf == "the cat sat on the mat today"
+    zero, scores = translation_evaluation.constant_baseline(["no word shared"], rows)
+    assert zero == "no word shared" and scores.bleu == 0.0
+    with pytest.raises(ValueError, match="metric"):
+        translation_evaluation.constant_baseline(candidates, rows, metric="ter")
