@@ -22,14 +22,18 @@ recognizer of the same encoder, language-ID accuracy, the held-out
 "contextual_biasing" instruction (zero-shot: the prompt's context lists the
 utterance's longest words; CER and the recall of the listed words vs the
 plain "Transcribe the audio." on the same utterances), and BLEU / chrF (sacrebleu) of
-"Translate the audio into English." on the spoken test pairs. Results,
-with wall and CPU seconds per phase, go to `report.json`; the task preset
-(referencing the two frozen presets) to `output/slm_preset`.
+"Translate the audio into English." on the spoken test pairs; (5) the ST
+comparison row: a `SpeechTranslator` (`recipes.st`'s decoder) on the same
+frozen encoder, fine-tuned `translator_steps` steps on the same spoken
+training pairs, BLEU / chrF on the same test pairs. Results, with wall and
+CPU seconds per phase, go to `report.json`; the task preset (referencing
+the two frozen presets) to `output/slm_preset`. `ctc_loss_weight` > 0
+adds the SLM's CTC auxiliary on the adapter output (`SpeechLanguageModel`).
 
 Every training phase checkpoints under `<output>/checkpoints/<phase>/`
-(`lm`, `encoder`, `adapter`; `keras_slam.checkpointing` flags): rerun the
-same command after a kill and it resumes where it stopped; a finished phase
-is restored, not retrained.
+(`lm`, `encoder`, `adapter`, `translator`; `keras_slam.checkpointing`
+flags): rerun the same command after a kill and it resumes where it
+stopped; a finished phase is restored, not retrained.
 
 The tiny config's measured table is in the README (section "Speech language
 model (SLM)").
@@ -48,11 +52,12 @@ import tensorflow as tf
 from keras_slam import checkpointing, distribution
 from keras_slam.data import instructions, pipeline, schema
 from keras_slam.layers.conformer import ConformerConfig
-from keras_slam.metrics import bleu
+from keras_slam.metrics import bleu, translation_evaluation
 from keras_slam.metrics.error_rates import ErrorRateAccumulator
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_language_model import SpeechLanguageModel, split_instruction_batch
 from keras_slam.models.speech_recognizer import SpeechRecognizer
+from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
 from keras_slam.utils import preset_utils
 from keras_slam.utils.inference_function import inference_function
 from recipes import asr, lm, st
@@ -80,6 +85,12 @@ TINY = dict(
     st_directions=(("de", "en"), ("es", "en")),
     st_train_pairs=300,
     st_test_pairs=20,
+    # The ST comparison row: a `SpeechTranslator` (recipes.st's decoder) on
+    # the same frozen encoder and spoken pairs; its fine-tuning steps.
+    translator_steps=600,
+    # The SLM's CTC auxiliary on the adapter output (transcripts in LM
+    # tokens; `SpeechLanguageModel`); 0: none.
+    ctc_loss_weight=0.0,
 )
 SMOKE = dict(
     TINY,
@@ -92,9 +103,14 @@ SMOKE = dict(
     max_new_tokens=4,
     st_train_pairs=4,
     st_test_pairs=2,
+    translator_steps=4,
 )
 CONFIGS = {"tiny": TINY, "smoke": SMOKE}
 SAMPLE_RATE = 16000
+# The translator's longest English target (characters; longer training pairs
+# are skipped): st_tiny's 48 would skip 139 of the tiny config's 600 training
+# pairs, and its 4 s bucket 103; none is over 96, 6 are over 7.5 s.
+TRANSLATOR_TARGET_CHARACTERS = 96
 
 
 def speech_records(split=None, corpus=asr.SAMPLE_CORPUS, languages=asr.LANGUAGES, files=None):
@@ -112,19 +128,72 @@ def speech_records(split=None, corpus=asr.SAMPLE_CORPUS, languages=asr.LANGUAGES
     return records
 
 
+def translation_config(config):
+    """The `recipes.st` config of the SLM's spoken pairs and of its
+    frozen-encoder translator: st_tiny's (gettext pairs spoken once, its
+    decoder) with the SLM's directions, pair counts and utterance limit,
+    `translator_steps` steps, no CTC auxiliary (the encoder is frozen) and
+    English targets up to `TRANSLATOR_TARGET_CHARACTERS` long."""
+    return dict(
+        st.CONFIGS["st_tiny"],
+        directions=config["st_directions"],
+        train_pairs=config["st_train_pairs"],
+        test_pairs=config["st_test_pairs"],
+        bucket_seconds=(4.0, config["max_seconds"]),
+        max_translation_length=TRANSLATOR_TARGET_CHARACTERS,
+        finetune_steps=config["translator_steps"],
+        ctc_loss_weight=0.0,
+    )
+
+
 def translation_records(cache, config):
     """{"train", "test"}: the spoken X->En pairs of the config's directions
     (`recipes.st.speech_corpus`, synthesised into `cache` on first use)."""
     if not config["st_directions"]:
         return {"train": [], "test": []}
-    st_config = dict(
-        st.CONFIGS["st_tiny"],  # gettext pairs, each spoken once
-        directions=config["st_directions"],
-        train_pairs=config["st_train_pairs"],
-        test_pairs=config["st_test_pairs"],
-    )
-    files = st.speech_corpus(cache, st_config)
+    files = st.speech_corpus(cache, translation_config(config))
     return {split: speech_records(files=files[split]) for split in ("train", "test")}
+
+
+def train_translator(encoder_preset, recognizer, cache, config, verbose=2, checkpoint=None):
+    """The ST comparison row: `recipes.st`'s `SpeechTranslator` on the frozen
+    encoder of `encoder_preset` (its weights loaded, trainable False: only
+    the decoder trains), fine-tuned (`st.finetune`) on the SLM's spoken
+    training pairs and scored (greedy) on all its spoken test pairs.
+
+    Returns: {"bleu", "chrf", "items", "distinct_outputs",
+    "loss_first_last", "training_pairs_skipped"}.
+    """
+    st_config = translation_config(config)
+    # The layer the CTC head (and the SLM's adapter) reads: a SLAM
+    # backbone's speech tower or its shared encoder.
+    decoder = dict(st_config["decoder"], use_shared_encoder=recognizer.use_shared_encoder)
+    st_config["decoder"] = decoder
+    files = st.speech_corpus(cache, st_config)
+    preprocessor = SpeechTranslatorPreprocessor(
+        audio_converter=recognizer.preprocessor.audio_converter,
+        tokenizer=recognizer.preprocessor.tokenizer,
+        target_tokenizer=st.build_target_tokenizer(st_config),
+    )
+    translator = st.build_translator(encoder_preset, preprocessor, st_config)
+    translator.backbone.trainable = False
+    train = st.translation_dataset(files["train"], preprocessor, st_config, training=True)
+    history = st.finetune(translator, train, st_config, verbose=verbose, checkpoint=checkpoint)
+    _, rows = translation_evaluation.evaluate_translation(translator, files["test"], "speech")
+    references = [row["reference"] for row in rows]
+    hypotheses = [row["hypothesis"] for row in rows]
+    fits = st.fits_training(preprocessor, st_config)
+    training = list(pipeline.read_records(files["train"], kind=schema.SPEECH).as_numpy_iterator())
+    return {
+        # Corpus scores over both directions, as the SLM's `evaluate`.
+        "bleu": bleu.corpus_bleu(references, hypotheses),
+        "chrf": bleu.corpus_chrf(references, hypotheses),
+        "items": len(rows),
+        "distinct_outputs": len(set(hypotheses)),
+        "examples": list(zip(references, hypotheses))[:5],
+        "loss_first_last": [history["loss"][0], history["loss"][-1]],
+        "training_pairs_skipped": sum(not fits(record) for record in training),
+    }
 
 
 def by_length(function, items, batch_size, multiple):
@@ -176,6 +245,7 @@ def instruction_dataset(
     response_length,
     seed=0,
     speech_keys=("speech_features", "speech_padding_mask"),
+    transcript_ids=None,
 ):
     """Shuffled, repeating, fixed-shape `SpeechLanguageModel` batches of
     `instruction_examples` (a `tf.data.Dataset` of dicts).
@@ -195,6 +265,9 @@ def instruction_dataset(
             longer items raise ValueError naming the record or example.
         seed: the shuffle order (the same seed, the same batches).
         speech_keys: the batch keys of the padded `features` and their mask.
+        transcript_ids: per record, its transcript's LM ids (index as in
+            `examples`): batches then hold "transcript_token_ids" and
+            "transcript_padding_mask" (the SLM's CTC auxiliary labels).
     """
     records = sorted({index for index, *_ in examples})
     for index in records:
@@ -218,12 +291,17 @@ def instruction_dataset(
         0,
         "response tokens of example",
     )
-    speech, speech_mask = tf.constant(speech), tf.constant(speech_mask)
+    per_record = {speech_keys[0]: speech, speech_keys[1]: speech_mask}
+    if transcript_ids is not None:
+        rows = [np.asarray(transcript_ids[i], "int32") for i in records]
+        padded = instructions.pad_rows(rows)
+        per_record["transcript_token_ids"], per_record["transcript_padding_mask"] = padded
+    per_record = {key: tf.constant(value) for key, value in per_record.items()}
 
     def gather_speech(batch):
         rows = batch.pop("row")
-        batch[speech_keys[0]] = tf.gather(speech, rows)
-        batch[speech_keys[1]] = tf.gather(speech_mask, rows)
+        for key, value in per_record.items():
+            batch[key] = tf.gather(value, rows)
         return batch
 
     return (
@@ -450,6 +528,7 @@ def run(
         adapter=config["adapter"],
         audio_converter=front_end,
         use_shared_encoder=recognizer.use_shared_encoder,
+        ctc_loss_weight=config["ctc_loss_weight"],
     )
     languages = config["languages"]
     with timer("ctc_evaluation"):
@@ -480,6 +559,11 @@ def run(
         config["response_length"],
         seed=seed,
         speech_keys=("speech_encodings", "speech_encodings_padding_mask"),
+        transcript_ids=(
+            [slm.transcript_ids(record["transcript"]) for record in train_records]
+            if config["ctc_loss_weight"]
+            else None
+        ),
     )
     slm.compile(
         optimizer=keras.optimizers.Adam(
@@ -505,6 +589,17 @@ def run(
             slm, spoken_pairs["test"], pair_features, ("translate",), config["max_new_tokens"]
         )
     slm.save_to_preset(os.path.join(output, "slm_preset"), reference_frozen=True)
+    translator_results = None
+    if config["st_directions"]:
+        with timer("translator"):
+            translator_results = train_translator(
+                encoder_preset,
+                recognizer,
+                speech_cache,
+                config,
+                verbose,
+                checkpointing.checkpoint_from_args(args, output, "translator"),
+            )
     adapter_parameters = slm.adapter.count_params()
     total = adapter_parameters + slm.speech_encoder.count_params()
     total += slm.language_model.count_params()
@@ -522,6 +617,7 @@ def run(
         "adapter_skipped_examples": skipped,
         "adapter_loss_first_last": [history["loss"][0], history["loss"][-1]],
         "ctc_cer": ctc_results["all"]["cer"],
+        "translator": translator_results,
         "slm": {**results, **st_results},
         "examples": {**samples, **st_samples},
         "phases": timer.seconds,
@@ -548,8 +644,11 @@ def format_report(report):
         f"{biasing['word_recall']:.1%} vs {biasing['transcribe_word_recall']:.1%}",
     ]
     if "translate" in slm:
+        translator = report["translator"]
         lines.append(
-            f"ST X->En: BLEU {slm['translate']['bleu']:.1f}, chrF {slm['translate']['chrf']:.1f} "
+            f"ST X->En: SLM BLEU {slm['translate']['bleu']:.1f}, chrF "
+            f"{slm['translate']['chrf']:.1f}  vs  SpeechTranslator (same frozen encoder) BLEU "
+            f"{translator['bleu']:.1f}, chrF {translator['chrf']:.1f} "
             f"({slm['translate']['items']} utterances)"
         )
     phases = ", ".join(f"{name} {p['cpu']:.0f}" for name, p in report["phases"].items())

@@ -26,6 +26,17 @@ l_p + l_s + r - 1 for response token r of an item with l_p prompt tokens
 and l_s speech frames); this also keeps the vocabulary projection to
 (B, R, V).
 
+CTC auxiliary (`ctc_loss_weight` > 0): the adapted speech (B, S, D_lm)
+through the frozen LM's (tied) token embedding as output projection, plus a
+blank logit (the adapter's Dense "blank_projection"; class V), gives CTC
+logits (B, S, V + 1) against the utterance's transcript in LM tokens
+("transcript_token_ids" (B, U), `transcript_ids`), and
+
+    loss += ctc_loss_weight * CTC / transcript length   (mean over items)
+
+so the adapter emits token-like embeddings in the transcript's order, which
+an LM that copies from its context can read out.
+
 Packing each item without gaps keeps the LM's positions (RoPE, learned or
 relative) those of the item alone, so a padded batch gives each item's
 outputs (padding invariance). `generate` runs greedy decoding through
@@ -62,6 +73,7 @@ from keras_slam.models import layout_map
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.speech_recognizer import encode_speech
 from keras_slam.models.subclassed_task import SubclassedTask
+from keras_slam.objectives.ctc import ctc_loss
 from keras_slam.optimizers import log_finite_losses, skip_non_finite_steps
 from keras_slam.utils import preset_utils
 from keras_slam.utils.inference_function import inference_function
@@ -375,7 +387,9 @@ class SpeechAdapter(keras.layers.Layer):
       -> `num_layers` keras-hub TransformerEncoder layers (padding-masked)
       -> Dense(output_dim)  -> (B, ceil(T / stack_frames), output_dim), mask
 
-    `num_layers=0` makes it an MLP (Dense, gelu, Dense).
+    `num_layers=0` makes it an MLP (Dense, gelu, Dense). `blank_logit`:
+    also a Dense(1) "blank_projection" of the output (`blank_logits`), the
+    CTC blank of `SpeechLanguageModel`'s auxiliary loss.
     """
 
     def __init__(
@@ -387,10 +401,12 @@ class SpeechAdapter(keras.layers.Layer):
         num_heads=4,
         intermediate_dim=None,
         dropout=0.0,
+        blank_logit=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.output_dim = output_dim
+        self.blank_logit = blank_logit
         self.hidden_dim = hidden_dim
         self.stack_frames = stack_frames
         self.num_layers = num_layers
@@ -416,6 +432,9 @@ class SpeechAdapter(keras.layers.Layer):
         self.output_projection = FlatDense(
             output_dim, dtype=self.dtype_policy, name="output_projection"
         )
+        self.blank_projection = None
+        if blank_logit:
+            self.blank_projection = FlatDense(1, dtype=self.dtype_policy, name="blank_projection")
 
     def build(self, sequence_shape, padding_mask_shape=None):
         stacked = (sequence_shape[0], None, self.stack_frames * sequence_shape[-1])
@@ -424,6 +443,8 @@ class SpeechAdapter(keras.layers.Layer):
         for layer in self.transformer_layers:
             layer.build(hidden)
         self.output_projection.build(hidden)
+        if self.blank_projection is not None:
+            self.blank_projection.build((sequence_shape[0], None, self.output_dim))
         self.built = True
 
     def call(self, sequence, padding_mask, training=None):
@@ -432,6 +453,10 @@ class SpeechAdapter(keras.layers.Layer):
         for layer in self.transformer_layers:
             x = layer(x, padding_mask=padding_mask > 0, training=training)
         return self.output_projection(x), padding_mask
+
+    def blank_logits(self, embeddings):
+        """(B, S, output_dim) adapter outputs -> (B, S, 1) CTC blank logits."""
+        return self.blank_projection(embeddings)
 
     def get_config(self):
         config = super().get_config()
@@ -443,6 +468,7 @@ class SpeechAdapter(keras.layers.Layer):
             num_heads=self.num_heads,
             intermediate_dim=self.intermediate_dim,
             dropout=self.dropout,
+            blank_logit=self.blank_logit,
         )
         return config
 
@@ -495,6 +521,8 @@ class SpeechLanguageModel(SubclassedTask):
         context_template: the prompt's optional context slot after the
             instruction, with a "{context}" field (saved in the config);
             prompts without a context leave it out.
+        ctc_loss_weight: weight of the CTC auxiliary on the adapter output
+            (module docstring); 0 (default): none, and no blank projection.
 
     Inputs (dict): speech_features (B, T, F), speech_padding_mask (B, T)
     (or the frozen encoder's output instead, `frozen_encodings`:
@@ -503,8 +531,11 @@ class SpeechLanguageModel(SubclassedTask):
     response_padding_mask (B, R) (ids left-aligned, masks 1 = real; prompts
     with or without a context from `tokenize_prompts(instructions, contexts)`).
     Outputs: {"logits" (B, R, V): row r predicts response token r,
-    "padding_mask" (B, R)}. Labels y: {"response_token_ids",
-    "response_padding_mask"} (`split_instruction_batch`).
+    "padding_mask" (B, R)} (+ "ctc_logits" (B, S, V + 1), "ctc_padding_mask"
+    (B, S) with the CTC auxiliary). Labels y: {"response_token_ids",
+    "response_padding_mask"} (+ "transcript_token_ids",
+    "transcript_padding_mask" (B, U) for the CTC auxiliary)
+    (`split_instruction_batch`).
     """
 
     def __init__(
@@ -517,6 +548,7 @@ class SpeechLanguageModel(SubclassedTask):
         speech_encoder_preset=None,
         language_model_preset=None,
         context_template=CONTEXT_TEMPLATE,
+        ctc_loss_weight=0.0,
         **kwargs,
     ):
         if "{context}" not in context_template:
@@ -535,6 +567,7 @@ class SpeechLanguageModel(SubclassedTask):
         self.adapter = SpeechAdapter(
             output_dim=language_model.backbone.hidden_dim,
             **adapter_config,
+            blank_logit=ctc_loss_weight > 0,
             dtype=language_model.backbone.dtype_policy,
             name="adapter",
         )
@@ -551,6 +584,7 @@ class SpeechLanguageModel(SubclassedTask):
         self.speech_encoder_preset = speech_encoder_preset
         self.language_model_preset = language_model_preset
         self.context_template = context_template
+        self.ctc_loss_weight = ctc_loss_weight
 
     @classmethod
     def from_frozen_presets(cls, speech_encoder_preset, language_model_preset, **kwargs):
@@ -635,7 +669,18 @@ class SpeechLanguageModel(SubclassedTask):
         logits = response_logits(
             prompt, (speech, speech_mask), inputs["response_token_ids"], response_mask
         )
-        return {"logits": logits, "padding_mask": response_mask}
+        outputs = {"logits": logits, "padding_mask": response_mask}
+        if self.ctc_loss_weight:
+            outputs["ctc_logits"] = self.ctc_logits(speech)
+            outputs["ctc_padding_mask"] = speech_mask
+        return outputs
+
+    def ctc_logits(self, speech):
+        """Adapted speech (B, S, D_lm) -> CTC logits (B, S, V + 1): the frozen
+        LM's tied token embedding as output projection, then the blank (V)."""
+        tokens = self.language_model.backbone.token_embedding(speech, reverse=True)
+        blank = ops.cast(self.adapter.blank_logits(speech), tokens.dtype)
+        return ops.concatenate([tokens, blank], axis=-1)
 
     def _decoder_only_logits(self, prompt, speech, response_ids, response_mask):
         """[prompt | speech | response] through the decoder -> (B, R, V)."""
@@ -671,9 +716,17 @@ class SpeechLanguageModel(SubclassedTask):
         return ops.tile(ops.convert_to_tensor([start], dtype="int32"), (batch_size, 1))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean cross-entropy per response token (float32), scaled by
-        1 / replicas under tf.distribute as Keras' own losses."""
+        """Mean cross-entropy per response token (float32) [+ the weighted
+        CTC auxiliary, when y holds transcripts], scaled by 1 / replicas
+        under tf.distribute as Keras' own losses."""
         loss = response_loss(y["response_token_ids"], y["response_padding_mask"], y_pred["logits"])
+        if self.ctc_loss_weight and "transcript_token_ids" in y:
+            loss = loss + self.ctc_loss_weight * adapter_ctc_loss(
+                y["transcript_token_ids"],
+                y["transcript_padding_mask"],
+                y_pred["ctc_logits"],
+                y_pred["ctc_padding_mask"],
+            )
         return scale_loss_for_distribution(loss)
 
     def compile(self, optimizer="adam", **kwargs):
@@ -862,6 +915,10 @@ class SpeechLanguageModel(SubclassedTask):
         tokenizer = self.language_model.preprocessor.tokenizer
         return _ids(tokenizer, response) + [tokenizer.end_token_id]
 
+    def transcript_ids(self, transcript):
+        """The transcript's LM ids, the CTC auxiliary's labels (list of int)."""
+        return _ids(self.language_model.preprocessor.tokenizer, transcript)
+
     def tokenize_prompts(self, instructions, contexts=None):
         """Instructions (B strings) [+ contexts: B strings or None] ->
         prompt ids (B, P) int32, mask (B, P)."""
@@ -909,6 +966,7 @@ class SpeechLanguageModel(SubclassedTask):
                 else keras.saving.serialize_keras_object(self.audio_converter)
             ),
             "context_template": self.context_template,
+            "ctc_loss_weight": self.ctc_loss_weight,
             "name": self.name,
         }
 
@@ -1016,10 +1074,31 @@ def response_loss(response_token_ids, response_padding_mask, logits):
     return -ops.sum(picked * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+def adapter_ctc_loss(transcript_ids, transcript_padding_mask, ctc_logits, ctc_padding_mask):
+    """The CTC auxiliary: CTC / transcript length, mean over items; the blank
+    is the last class of `ctc_logits` (B, S, V + 1). float32."""
+    return ctc_loss(
+        transcript_ids,
+        transcript_padding_mask,
+        ctc_logits,
+        ctc_padding_mask,
+        blank_index=ctc_logits.shape[-1] - 1,
+        divide_by_target_length=True,
+    )
+
+
+LABEL_KEYS = (
+    "response_token_ids",
+    "response_padding_mask",
+    "transcript_token_ids",
+    "transcript_padding_mask",
+)
+
+
 def split_instruction_batch(batch):
-    """Instruction batch dict -> (x, y) for `fit` (y: the response labels)."""
-    y = {k: batch[k] for k in ("response_token_ids", "response_padding_mask")}
-    return dict(batch), y
+    """Instruction batch dict -> (x, y) for `fit` (y: the response labels,
+    and the transcripts of the CTC auxiliary when the batch has them)."""
+    return dict(batch), {k: batch[k] for k in LABEL_KEYS if k in batch}
 
 
 def _per_item(texts, batch_size, what):

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_slam.data.instructions import pad_rows
 from keras_slam.data.tokenizers import train_sentencepiece
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.speech_language_model import (
     SpeechAdapter,
     SpeechLanguageModel,
+    adapter_ctc_loss,
     response_loss,
     split_instruction_batch,
 )
@@ -62,11 +64,12 @@ def make_speech_encoder():
     )
 
 
-def make_slm():
+def make_slm(**kwargs):
     return SpeechLanguageModel(
         make_speech_encoder(),
         make_language_model(),
         adapter=dict(hidden_dim=16, stack_frames=2, num_layers=1, num_heads=2),
+        **kwargs,
     )
 
 
@@ -332,3 +335,73 @@ def test_preset_round_trip_copied_and_referenced(slm, tmp_path):
     assert restored.context_template == "Words: {context}. "
     assert restored.prompt_ids("hello", "a mat") == referencing.prompt_ids("hello", "a mat")
     assert restored.prompt_ids("hello", "a mat") != slm.prompt_ids("hello", "a mat")
+
+
+def test_ctc_auxiliary_is_keras_ctc_on_tied_embeddings_and_trains_only_the_adapter(tmp_path):
+    reset_seeds_and_policy()
+    slm = make_slm(ctc_loss_weight=0.5)
+    inputs = make_inputs(
+        slm, np.random.default_rng(3), INSTRUCTIONS, ["hello world", "good day", "a"], frames=64
+    )
+    transcripts = ["cat", "a", "to"]
+    labels, label_mask = pad_rows([slm.transcript_ids(t) for t in transcripts])
+    inputs.update(transcript_token_ids=labels, transcript_padding_mask=label_mask)
+    x, y = split_instruction_batch(inputs)
+    assert set(y) == {
+        "response_token_ids",
+        "response_padding_mask",
+        "transcript_token_ids",
+        "transcript_padding_mask",
+    }
+    outputs = slm(x)
+    speech, speech_mask = slm.encode(x["speech_features"], x["speech_padding_mask"])
+    speech, speech_mask = test_case.to_numpy(speech), test_case.to_numpy(speech_mask)
+    table = test_case.to_numpy(slm.language_model.backbone.token_embedding.embeddings)
+    blank = test_case.to_numpy(slm.adapter.blank_logits(speech))
+    logits = test_case.to_numpy(outputs["ctc_logits"])
+    vocabulary = table.shape[0]
+    assert logits.shape == speech.shape[:2] + (vocabulary + 1,)
+    np.testing.assert_allclose(logits[..., :vocabulary], speech @ table.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits[..., vocabulary:], blank, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(test_case.to_numpy(outputs["ctc_padding_mask"]), speech_mask)
+
+    # loss - response loss = 0.5 * mean(keras CTC / label length).
+    total = test_case.to_numpy(slm.compute_loss(x, y, outputs))
+    response = test_case.to_numpy(
+        response_loss(y["response_token_ids"], y["response_padding_mask"], outputs["logits"])
+    )
+    label_lengths = label_mask.sum(axis=1).astype("int32")
+    reference = test_case.to_numpy(
+        keras.ops.ctc_loss(
+            labels,
+            logits,
+            label_lengths,
+            speech_mask.sum(axis=1).astype("int32"),
+            mask_index=vocabulary,
+        )
+    )
+    assert np.all(np.isfinite(reference)) and np.all(reference > 0)
+    np.testing.assert_allclose(
+        total - response, 0.5 * np.mean(reference / label_lengths), rtol=1e-4
+    )
+
+    # The blank projection is an adapter variable: the only ones trained,
+    # every one reached by the auxiliary alone, and saved with the preset.
+    adapter_paths = {v.path for v in slm.adapter.trainable_variables}
+    assert any("blank_projection" in path for path in adapter_paths)
+    assert {v.path for v in slm.trainable_variables} == adapter_paths
+
+    def auxiliary():
+        outputs = slm(x, training=True)
+        return adapter_ctc_loss(
+            labels, label_mask, outputs["ctc_logits"], outputs["ctc_padding_mask"]
+        )
+
+    grads = test_case.gradients(slm.trainable_variables, auxiliary)
+    assert all(np.any(g != 0) for g in grads)
+    slm.save_to_preset(tmp_path / "preset")
+    restored = SpeechLanguageModel.from_preset(str(tmp_path / "preset"))
+    assert restored.ctc_loss_weight == 0.5
+    np.testing.assert_allclose(
+        test_case.to_numpy(restored(x)["ctc_logits"]), logits, rtol=1e-5, atol=1e-5
+    )
