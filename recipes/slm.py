@@ -161,8 +161,9 @@ def train_translator(encoder_preset, recognizer, cache, config, verbose=2, check
     the decoder trains), fine-tuned (`st.finetune`) on the SLM's spoken
     training pairs and scored (greedy) on all its spoken test pairs.
 
-    Returns: {"bleu", "chrf", "items", "distinct_outputs",
-    "loss_first_last", "training_pairs_skipped"}.
+    Returns: {"bleu", "chrf", "items", "distinct_outputs", "examples"
+    (the first 5 (reference, hypothesis) pairs), "loss_first_last",
+    "training_pairs_skipped"}.
     """
     st_config = translation_config(config)
     # The layer the CTC head (and the SLM's adapter) reads: a SLAM
