@@ -108,7 +108,7 @@ def run(args, rules):
         ]
     rounds = {workload: args.rounds or workloads.ROUNDS[workload] for workload in plan}
     return harness.run_benchmark(
-        plan, rounds, on_workload=lambda report: write_report(report, args.output), **rules
+        plan, rounds, on_round=lambda report: write_report(report, args.output), **rules
     )
 
 

@@ -164,18 +164,27 @@ class ProcessContender:
         return json.loads(lines[-1])
 
 
-def run_interleaved(contenders, rounds):
+def run_interleaved(contenders, rounds, on_round=None):
     """Runs `rounds` rounds of every contender in turn (A B C A B C ...).
 
     Returns one dict of `RAW_FIELDS` per contender: the per-round step
     seconds (median of each round's steps), every step's seconds, each
     round's wall seconds and the cores other processes used in it, and the
     largest peak RSS (MB) of its rounds, at the end and after the build.
+    `on_round`, if given, is called with that list after every round (the
+    rounds so far).
     """
     runs = {contender.label: [] for contender in contenders}
     for _ in range(rounds):
         for contender in contenders:
             runs[contender.label].append(contender.run_round())
+        if on_round:
+            on_round(raw_results(contenders, runs))
+    return raw_results(contenders, runs)
+
+
+def raw_results(contenders, runs):
+    """`run_interleaved`'s list from {label: [each round's outcome]}."""
     results = []
     for contender in contenders:
         outcomes = runs[contender.label]
@@ -310,7 +319,7 @@ def run_benchmark(
     allow_load=False,
     load_average=os.getloadavg,
     cores=None,
-    on_workload=None,
+    on_round=None,
 ):
     """Runs every workload's contenders interleaved; returns `analyse_report`'s report.
 
@@ -320,16 +329,23 @@ def run_benchmark(
         max_spread, max_other_cores, allow_load: `analyse`'s rules.
         load_average: () -> (1, 5, 15-minute load averages), reported only.
         cores: CPU count (default `os.cpu_count()`), reported only.
-        on_workload: called with the report so far after each workload
-            (`python -m benchmarks` writes it, so a stopped run keeps them).
+        on_round: called with the report so far after every round of every
+            workload (`python -m benchmarks` writes it, so a stopped or
+            failed run keeps the rounds it finished).
     """
     raw = dict(cores=cores or os.cpu_count(), load_before=load_average()[0], workloads={})
+    report = None
     for workload, contenders in workloads.items():
-        raw["workloads"][workload] = run_interleaved(contenders, rounds[workload])
-        raw["load_after"] = load_average()[0]
-        report = analyse_report(raw, max_spread, max_other_cores, allow_load)
-        if on_workload:
-            on_workload(report)
+
+        def analyse_round(results, workload=workload):
+            nonlocal report
+            raw["workloads"][workload] = results
+            raw["load_after"] = load_average()[0]
+            report = analyse_report(raw, max_spread, max_other_cores, allow_load)
+            if on_round:
+                on_round(report)
+
+        run_interleaved(contenders, rounds[workload], on_round=analyse_round)
     return report
 
 

@@ -257,6 +257,29 @@ def test_failing_contender_names_itself():
         contender.run_round()
 
 
+def test_every_finished_round_is_reported_before_a_later_round_fails():
+    class FailsInRound3(FakeContender):
+        def run_round(self):
+            if len(self.log) == 5:
+                raise RuntimeError("ours failed")
+            return super().run_round()
+
+    log, reports = [], []
+    workload = [
+        FakeContender("hf", [[2.0]] * 3, log),
+        FailsInRound3("ours", [[1.0]] * 3, log),
+    ]
+    with pytest.raises(RuntimeError, match="ours failed"):
+        harness.run_benchmark({"train": workload}, {"train": 3}, on_round=reports.append)
+    # Rounds 1 and 2 were reported as they ended; round 3 died in "ours" turn.
+    assert log == ["hf", "ours", "hf", "ours", "hf"]
+    assert [report["workloads"]["train"][1]["round_seconds"] for report in reports] == [
+        [1.0],
+        [1.0, 1.0],
+    ]
+    assert reports[-1]["workloads"]["train"][1]["ratio"].startswith("unstable: 2 of 2 rounds")
+
+
 @pytest.mark.slow(backend="torch")
 def test_quick_run_end_to_end(tmp_path):
     # One round: interleaving and the statistics are tested above with fake
