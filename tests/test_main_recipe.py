@@ -18,6 +18,17 @@ from recipes import asr, slam
 from recipes import main as main_recipe
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_synthesis_worker():
+    """The recipe's synth corpora (seconds of speech here) are spoken in this
+    process: a spawned worker first imports the package, which cost 27 of
+    the 31 CPU s of such a build with 2 workers on torch (4 CPU s with 1).
+    The bytes do not depend on the worker count (tests/data/test_synth.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(main_recipe.os, "cpu_count", lambda: 1)
+        yield
+
+
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     return dataclasses.replace(
