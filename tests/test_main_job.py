@@ -1,4 +1,5 @@
-"""The main job (recipes/main.py) runs in its tiny form and reports what it must."""
+"""The main job (recipes/main.py) runs in its tiny form and reports what it must,
+with a held-out CER curve per fine-tuning arm (`--evaluate-every`)."""
 
 import json
 import os
@@ -24,6 +25,8 @@ def test_main_job_tiny(tmp_path):
             "recipes.main",
             "--tiny",
             "--compare-random-init",
+            "--evaluate-every",
+            "4",
             "--output",
             str(tmp_path),
             "--synth-cache",
@@ -46,6 +49,7 @@ def test_main_job_tiny(tmp_path):
         "pre-trained preset",
         "random init",
         "held-out cross-modal prediction",
+        "held-out CER during fine-tuning",
     ):
         assert text in result.stdout, text
     with open(tmp_path / "results.json") as file:
@@ -61,7 +65,15 @@ def test_main_job_tiny(tmp_path):
     for name, row in results["comparison"].items():
         assert row["pretrained"] == results["pretrained"]["error_rates"][name]["cer"], name
         assert row["random_init"] == results["random_init"]["error_rates"][name]["cer"], name
-    assert results["pretrained"]["steps"] == results["random_init"]["steps"]
+    assert results["pretrained"]["steps"] == results["random_init"]["steps"] == 8
+    # The CER curve: held out at step 4, then the final error rates at step 8.
+    for name in ("pretrained", "random_init"):
+        curve, rates = results[name]["cer_curve"], results[name]["error_rates"]
+        assert curve["steps"] == [4, 8], curve
+        assert set(curve["cer"]) == {"en", "all", "en gettext", "all gettext"} == set(rates)
+        for test_set, values in curve["cer"].items():
+            assert len(values) == 2 and all(0.0 <= v <= 2.0 for v in values), (test_set, values)
+            assert values[-1] == rates[test_set]["cer"], test_set
     # The synth corpora (unlabelled speech, labelled minutes) were built in the cache.
     summaries = sorted((tmp_path / "synth_cache").glob("en_*h_seed*/summary.json"))
     assert len(summaries) == 2, summaries
@@ -86,9 +98,10 @@ def test_main_job_tiny(tmp_path):
     for name in (
         "pretraining_losses.png",
         "finetuning_losses.png",
+        "finetuning_cer.png",
         "pretrained/config.json",
         "pretrained/tokenizer.json",
         "recognizer_pretrained/task.json",
         "recognizer_random_init/task.json",
     ):
-        assert (tmp_path / name).is_file(), name
+        assert (tmp_path / name).stat().st_size > 0, name
