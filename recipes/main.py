@@ -388,11 +388,12 @@ def pretrain(
     Returns: {metric name: [mean of each logging window]} (`asr.fit_logged`)
     and, with paired objectives and `evaluate_held_out`, {"held_out_<metric>":
     [value]} on the bundled paired test split: TLM / STM / CTC
-    (`slam.evaluate_paired`), STM's length-only baseline
-    (`slam.stm_length_baseline`) and, named "held_out_cross_modal_<metric>",
-    masked-token and masked-code prediction alone, with the pair's other
-    modality and with another pair's (`slam.evaluate_cross_modal`, TLM's mask
-    rates, unmasked context). A caller that reads only the preset skips them.
+    (`slam.evaluate_paired`, TLM's masks drawn from `seed`, the same on a
+    rerun), STM's length-only baseline (`slam.stm_length_baseline`) and,
+    named "held_out_cross_modal_<metric>", masked-token and masked-code
+    prediction alone, with the pair's other modality and with another
+    pair's (`slam.evaluate_cross_modal`, TLM's mask rates, unmasked
+    context). A caller that reads only the preset skips them.
     """
     args = args or checkpointing.default_training_arguments()
     pretrainer = build_pretrainer(settings, tokenizer.vocabulary_size(), seed, objectives)
@@ -429,7 +430,7 @@ def pretrain(
     )
     if evaluate_held_out and "paired" in pretrainer.sub_batches:
         test = asr.paired_dataset(tokenizer, front_end, "test", languages=settings.languages)
-        held_out = slam.evaluate_paired(pretrainer, test)
+        held_out = slam.evaluate_paired(pretrainer, test, seed)
         if "stm" in pretrainer.objectives:
             held_out.update(slam.stm_length_baseline(pretrainer, test))
         held_out.update(
