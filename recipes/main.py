@@ -289,6 +289,10 @@ def build_pretrainer(settings, vocabulary_size, seed=0, objectives=OBJECTIVES):
         10% / 15%, train   0.29        0.31       0.25        0.26       0.59
         10% / 15%, held    0.31                   0.29                   0.52
 
+    (The held-out TLM values in this docstring were drawn with fresh masks
+    on each call; between mask draws TLM text moves by up to 0.03 on 44
+    pairs, README. `slam.evaluate_paired` now fixes them by seed.)
+
     Neither masking lets TLM beat the unimodal objectives, and STM on
     held-out pairs stays below 0.75 (chance 0.5): at this size the paired
     objectives do not yet use the other modality well. A length-only rule
