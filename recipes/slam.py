@@ -317,21 +317,31 @@ def build_pretrainer(config, vocabulary_size=None, **optimizer_arguments):
 PAIRED_KEYS = ("speech_features", "speech_padding_mask", "token_ids", "token_padding_mask")
 
 
-def evaluate_paired(pretrainer, paired_batches):
+def evaluate_paired(pretrainer, paired_batches, seed=0):
     """Means of the paired objectives' losses and accuracies (TLM, STM, CTC)
     over held-out pairs: {metric name: value}, e.g. "stm_accuracy".
 
-    `paired_batches`: a finite dataset of paired batches read once (other
-    keys, such as "language", are dropped), e.g. the bundled test split
-    (`recipes.asr.paired_dataset(..., "test")`). STM scores each utterance
-    with its own transcript and with those of `stm_negatives` other pairs
-    in the batch (`SLAMPretrainer.stm_partners`; fewer in a smaller batch,
-    none in a batch of one pair); its accuracy weighs matched and mismatched pairs equally. Masks are drawn as in training;
-    dropout and Gumbel noise are off. Each value is the mean over the
-    batches that hold a pair (`keras.Model.evaluate`).
+    `paired_batches`: a finite dataset of paired batches read once, in the
+    same order on every call (other keys, such as "language", are dropped),
+    e.g. the bundled test split (`recipes.asr.paired_dataset(..., "test")`).
+    STM scores each utterance with its own transcript and with those of
+    `stm_negatives` other pairs in the batch (`SLAMPretrainer.stm_partners`;
+    fewer in a smaller batch, none in a batch of one pair); its accuracy
+    weighs matched and mismatched pairs equally. TLM's masks and token
+    corruption are drawn as in training, but from the task's mask seed set
+    to SeedGenerator(`seed`)'s state for the call (and restored after it,
+    so training's draws go on as before): two calls on the same weights
+    give the same numbers. Dropout and Gumbel noise are off. Each value is
+    the mean over the batches that hold a pair (`keras.Model.evaluate`).
     """
     batches = paired_batches.map(lambda batch: {"paired": {k: batch[k] for k in PAIRED_KEYS}})
-    results = pretrainer.evaluate(batches, verbose=0, return_dict=True)
+    state = pretrainer.mask_seed.state
+    training_state = keras.ops.convert_to_numpy(state.value)
+    state.assign(keras.random.SeedGenerator(seed).state.value)
+    try:
+        results = pretrainer.evaluate(batches, verbose=0, return_dict=True)
+    finally:
+        state.assign(training_state)
     return {
         name: float(results[name])
         for name in pretrainer.objective_metrics

@@ -53,6 +53,29 @@ def test_evaluate_paired_is_the_mean_of_each_held_out_batch(seeded):
         np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_evaluate_paired_draws_the_same_tlm_masks_on_every_call(seeded):
+    """TLM's masks and corruption come from SeedGenerator(seed) on each call:
+    two calls on the same weights give identical numbers, whatever the
+    task's own draws did in between, and the task's mask seed is left where
+    it was; another seed draws other masks."""
+    import tensorflow as tf
+
+    pretrainer = SLAMPretrainer(SLAMBackbone(**TINY), objectives=("tlm", "stm"), seed=3)
+    pretrainer.compile(jit_compile=test_case.backend() == "jax")
+    batches = [paired_batch(seeded, 3), paired_batch(seeded, 3)]
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    )
+    state = pretrainer.mask_seed.state
+    results = evaluate_paired(pretrainer, dataset, seed=7)
+    assert {"tlm_loss", "tlm_text_accuracy", "tlm_speech_accuracy", "stm_loss"} <= set(results)
+    pretrainer.draw_masks({"paired": {k: v for k, v in batches[0].items() if k != "language"}})
+    before = test_case.to_numpy(state.value).copy()
+    assert evaluate_paired(pretrainer, dataset, seed=7) == results
+    np.testing.assert_array_equal(test_case.to_numpy(state.value), before)
+    assert evaluate_paired(pretrainer, dataset, seed=8)["tlm_loss"] != results["tlm_loss"]
+
+
 def length_batches(frames, tokens):
     """One batch per row of `frames` / `tokens` (real speech frames / tokens per pair)."""
     import tensorflow as tf
