@@ -36,6 +36,20 @@ def split_classification_batch(batch, feature_keys, label_key="label"):
     return {key: batch[key] for key in feature_keys}, batch[label_key]
 
 
+def with_encoder_input(encoder_input, encoder_output, pool_encoder_input):
+    """What the head pools: the shared encoder's output (B, T, D), or with
+    `pool_encoder_input` its input and output side by side (B, T, 2D).
+
+    Why: the tiny shared encoder (dim 32, one layer) turns word pieces into
+    features of the training templates that do not carry over to unseen
+    wording, while a bag of the pieces themselves does (measured in
+    `recipes.classify.Config`); pooling its input keeps both.
+    """
+    if not pool_encoder_input:
+        return encoder_output
+    return keras.ops.concatenate([encoder_input, encoder_output], axis=-1)
+
+
 def check_saved_classes(preset, task_config, num_classes=None, class_names=None):
     """Raises when `num_classes` / `class_names` disagree with the trained head
     a classifier task preset holds (`task_config`: its saved config).

@@ -4,6 +4,7 @@
       -> PerBinNormalization "feature_statistics"  (`feature_statistics` only)
       -> backbone.speech_tower            (both backbones have one)
       -> backbone.shared_encoder          (SLAMBackbone, `use_shared_encoder`)
+         (`pool_encoder_input`: ++ its input, the speech tower's (B, T', D))
       -> ClassificationHead "classification_head" -> logits (B, C)
          (`feature_statistics`: the head also reads the (B, 2F) statistics)
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from keras_slam.layers.log_mel import LogMelSpectrogram, PerBinNormalization
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
-from keras_slam.models.sequence_classifier import SequenceClassifier
+from keras_slam.models.sequence_classifier import SequenceClassifier, with_encoder_input
 from keras_slam.models.speech_recognizer import FEATURE_KEYS, encode_speech
 
 
@@ -44,6 +45,8 @@ class SpeechClassifier(SequenceClassifier):
         dropout: before the head's dense layer.
         freeze_encoder: linear probe: `backbone.trainable = False`, the
             encoder in inference mode also in `fit`.
+        pool_encoder_input: the head pools the shared encoder's input (the
+            speech tower's output) beside its output (`with_encoder_input`).
         feature_statistics: the features come without per-utterance
             normalisation; the model normalises them and the head also
             reads their per-utterance mean and std (module docstring).
@@ -76,6 +79,7 @@ class SpeechClassifier(SequenceClassifier):
         use_shared_encoder=None,
         dropout=0.1,
         freeze_encoder=False,
+        pool_encoder_input=False,
         feature_statistics=False,
         head=None,
         **kwargs,
@@ -91,6 +95,8 @@ class SpeechClassifier(SequenceClassifier):
             use_shared_encoder = has_shared
         if use_shared_encoder and not has_shared:
             raise ValueError(f"{type(backbone).__name__} has no shared encoder")
+        if pool_encoder_input and not use_shared_encoder:
+            raise ValueError("pool_encoder_input needs the shared encoder (use_shared_encoder)")
 
         # === Layers ===
         num_classes, class_names = self._set_layers(
@@ -114,13 +120,15 @@ class SpeechClassifier(SequenceClassifier):
         features, statistics = speech_features, None
         if feature_statistics:
             features, statistics = self.feature_normalization(speech_features, speech_padding_mask)
-        sequence, frame_mask = self._encode(
-            lambda features, mask, training=None: encode_speech(
-                backbone, features, mask, use_shared_encoder, training=training
-            ),
-            features,
-            speech_padding_mask,
-        )
+
+        def encode(features, mask, training=None):
+            if not pool_encoder_input:
+                return encode_speech(backbone, features, mask, use_shared_encoder, training)
+            tower, frame_mask = encode_speech(backbone, features, mask, False, training)
+            output = backbone.shared_encoder(tower, frame_mask, training=training)
+            return with_encoder_input(tower, output, True), frame_mask
+
+        sequence, frame_mask = self._encode(encode, features, speech_padding_mask)
         logits = self.head(sequence, frame_mask, statistics)
         super().__init__(
             inputs={"speech_features": speech_features, "speech_padding_mask": speech_padding_mask},
@@ -132,6 +140,7 @@ class SpeechClassifier(SequenceClassifier):
         self._set_classifier_config(num_classes, class_names, freeze_encoder)
         self.use_shared_encoder = use_shared_encoder
         self.feature_statistics = feature_statistics
+        self.pool_encoder_input = pool_encoder_input
 
     @classmethod
     def from_text_classifier(cls, text_classifier, **kwargs):
@@ -149,6 +158,7 @@ class SpeechClassifier(SequenceClassifier):
             num_classes=text_classifier.num_classes,
             use_shared_encoder=True,
             freeze_encoder=text_classifier.freeze_encoder,
+            pool_encoder_input=text_classifier.pool_encoder_input,
             head=text_classifier.head,
             **kwargs,
         )
@@ -184,6 +194,7 @@ class SpeechClassifier(SequenceClassifier):
         config = super().get_config()
         config["use_shared_encoder"] = self.use_shared_encoder
         config["feature_statistics"] = self.feature_statistics
+        config["pool_encoder_input"] = self.pool_encoder_input
         return config
 
 

@@ -281,6 +281,7 @@ def test_per_bin_normalization_is_the_front_ends_and_keeps_its_statistics(seeded
         np.testing.assert_allclose(statistics[i, :80], real.mean(0), rtol=1e-5, atol=1e-5)
         std = np.sqrt(real.var(0, ddof=1) + 1e-7)
         np.testing.assert_allclose(statistics[i, 80:], std, rtol=1e-4, atol=1e-5)
+
     def call(batch):
         normalized, statistics = PerBinNormalization()(**batch)
         return {"features": (normalized, batch["padding_mask"]), "statistics": statistics}
