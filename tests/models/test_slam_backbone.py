@@ -126,9 +126,9 @@ def test_parameter_count_without_allocation_equals_allocated():
 
 def test_with_text_vocabulary_keeps_every_other_weight(seeded):
     backbone = SLAMBackbone(**TINY)
-    copy = with_text_vocabulary(backbone, 37)
-    assert copy.vocabulary_size == 37
-    assert tuple(copy.token_embedding.embeddings.shape) == (37, TINY["hidden_dim"])
+    copy = with_text_vocabulary(backbone, 57)
+    assert copy.vocabulary_size == 57
+    assert tuple(copy.token_embedding.embeddings.shape) == (57, TINY["hidden_dim"])
     kept = [w for w in copy.weights if "token_embedding" not in w.path]
     assert len(kept) == len(backbone.weights) - 1
     originals = {w.path: w for w in backbone.weights}

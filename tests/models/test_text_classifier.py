@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -90,7 +91,7 @@ def test_pooling_the_encoder_input_known_answer_padding_and_preset(seeded, tmp_p
     backbone, head = text.backbone, text.head
     x = tokens(seeded)
     embedded = backbone.embed_text(x["token_ids"], x["token_padding_mask"])
-    both = np.concatenate(
+    both = keras.ops.concatenate(
         [embedded, backbone.shared_encoder(embedded, x["token_padding_mask"])], axis=-1
     )
     logits = test_case.to_numpy(text(x, training=False))
@@ -102,7 +103,7 @@ def test_pooling_the_encoder_input_known_answer_padding_and_preset(seeded, tmp_p
     assert speech.pool_encoder_input
     audio = features(seeded)
     tower, mask = backbone.speech_tower(audio["speech_features"], audio["speech_padding_mask"])
-    both = np.concatenate([tower, backbone.shared_encoder(tower, mask)], axis=-1)
+    both = keras.ops.concatenate([tower, backbone.shared_encoder(tower, mask)], axis=-1)
     np.testing.assert_allclose(
         test_case.to_numpy(speech(audio, training=False)),
         test_case.to_numpy(head(both, mask)),
