@@ -111,6 +111,7 @@ class Config:
     # beside its output (`pool_encoder_input`), also zero-shot on speech.
     text_pieces: int | None = 1000
     text_pool_encoder_input: bool = True
+    text_steps: int | None = None  # steps of text runs (None: `steps`)
 
 
 CONFIGS = {
@@ -119,6 +120,7 @@ CONFIGS = {
             main_recipe.DEFAULT, backbone=main_recipe.TINY_BACKBONE, pretrain_steps=200
         ),
         steps=150,
+        text_steps=450,
         lid_languages=spoken_classification.LID_LANGUAGES,
         lid_per_language=(60, 20),
         intent_languages=intents.LANGUAGES,
@@ -315,11 +317,12 @@ def train_and_score(run, preset, corpora, config, output, args, seed=0):
         corpus, "train", features, class_names, config.batch_size, training=True, seed=seed
     )
     train = train.map(lambda batch: split_classification_batch(batch, cls.feature_keys))
+    steps = (config.text_steps or config.steps) if modality == "text" else config.steps
     started = time.time()
     losses = asr.fit_logged(
         classifier,
         train,
-        config.steps,
+        steps,
         verbose=0,
         checkpoint=checkpointing.checkpoint_from_args(args, output, name),
         max_consecutive_skips=args.max_consecutive_skips,
