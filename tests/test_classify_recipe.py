@@ -83,7 +83,7 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     )
     assert text.backbone.vocabulary_size == text.preprocessor.tokenizer.vocabulary_size()
     pngs = [name for name in os.listdir(output) if name.endswith(".png")]
-    assert len(pngs) == 5
+    assert len(pngs) == 6  # 3 references, 2 runs, 1 zero-shot
     table = classify.format_table(rows)
     assert "speech (zero-shot)" in table and "macro-F1" in table
 
