@@ -16,7 +16,11 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
    intent) or `TextClassifier` (written intents) from that preset, with its
    weights ("pretrained") or without ("random"), encoder frozen ("probe":
    only the pooled head trains) or not ("finetune"), trained for the
-   config's steps and scored on the test split.
+   config's steps and scored on the test split. Speech runs also give the
+   head each log-mel bin's per-utterance mean and std
+   (`feature_statistics`); text runs read word pieces trained on the
+   training sentences and pool the shared encoder's input and output
+   (`text_pieces`, `text_pool_encoder_input`); see README.md for why.
 4. Zero-shot: each text-trained intent classifier classifies the *spoken*
    test set through the speech path with the same head
    (`SpeechClassifier.from_text_classifier`): the SLAM claim that text and
@@ -24,9 +28,10 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
 5. A reference row per task without any model: mean+std pooling of
    log-mel features (without the front end's per-utterance normalisation,
    which removes exactly these statistics), standardised, and a softmax
-   regression (`log_mel_reference`); for written intents, a bag of token
-   1..3-grams (the characters the text tower reads) and the same regression
-   (`bag_of_ngrams_reference`): what the text allows without an encoder.
+   regression (`log_mel_reference`); for written intents, a bag of
+   character 1..3-grams and a bag of the word pieces the text tower reads,
+   with the same regression (`bag_of_ngrams_reference`): what the text
+   allows without an encoder.
 6. `<output>/results.json`, the table printed, a confusion PNG per row and
    every trained classifier saved as a task preset under `<output>/presets/`.
 
