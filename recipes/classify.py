@@ -16,7 +16,11 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
    intent) or `TextClassifier` (written intents) from that preset, with its
    weights ("pretrained") or without ("random"), encoder frozen ("probe":
    only the pooled head trains) or not ("finetune"), trained for the
-   config's steps and scored on the test split.
+   config's steps and scored on the test split. Speech runs also give the
+   head each log-mel bin's per-utterance mean and std
+   (`feature_statistics`); text runs read word pieces trained on the
+   training sentences and pool the shared encoder's input and output
+   (`text_pieces`, `text_pool_encoder_input`); see README.md for why.
 4. Zero-shot: each text-trained intent classifier classifies the *spoken*
    test set through the speech path with the same head
    (`SpeechClassifier.from_text_classifier`): the SLAM claim that text and
@@ -24,9 +28,10 @@ init, linear probe vs fine-tuning, and cross-modal zero-shot transfer.
 5. A reference row per task without any model: mean+std pooling of
    log-mel features (without the front end's per-utterance normalisation,
    which removes exactly these statistics), standardised, and a softmax
-   regression (`log_mel_reference`); for written intents, a bag of token
-   1..3-grams (the characters the text tower reads) and the same regression
-   (`bag_of_ngrams_reference`): what the text allows without an encoder.
+   regression (`log_mel_reference`); for written intents, a bag of
+   character 1..3-grams and a bag of the word pieces the text tower reads,
+   with the same regression (`bag_of_ngrams_reference`): what the text
+   allows without an encoder.
 6. `<output>/results.json`, the table printed, a confusion PNG per row and
    every trained classifier saved as a task preset under `<output>/presets/`.
 
@@ -43,16 +48,19 @@ import os
 import time
 
 import keras
+import keras_hub
 import numpy as np
 
 from keras_slam import checkpointing, distribution
 from keras_slam.data import intents, pipeline, spoken_classification
+from keras_slam.data.tokenizers import SentencePieceTokenizer, train_sentencepiece
 from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.metrics import classification as classification_metrics
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.sequence_classifier import split_classification_batch
-from keras_slam.models.speech_classifier import SpeechClassifier
+from keras_slam.models.slam_backbone import with_text_vocabulary
+from keras_slam.models.speech_classifier import SpeechClassifier, without_per_bin_normalization
 from keras_slam.models.text_classifier import TextClassifier
 from recipes import asr
 from recipes import main as main_recipe
@@ -98,6 +106,17 @@ class Config:
     learning_rate: float = 3e-3
     pooling: str = "mean_std"
     use_shared_encoder: bool = True  # speech runs: the shared encoder's output, else the tower's
+    # Speech runs: the head also reads each log-mel bin's per-utterance mean
+    # and std (`SpeechClassifier(feature_statistics=True)`).
+    feature_statistics: bool = True
+    # Text runs: the text tower reads SentencePiece BPE pieces trained on the
+    # training sentences (`piece_tokenizer`; a new token embedding, the
+    # backbone's other weights kept: `with_text_vocabulary`), None: the
+    # backbone's characters; and the head pools the shared encoder's input
+    # beside its output (`pool_encoder_input`), also zero-shot on speech.
+    text_pieces: int | None = 1000
+    text_pool_encoder_input: bool = True
+    text_steps: int | None = None  # steps of text runs (None: `steps`)
 
 
 CONFIGS = {
@@ -106,6 +125,7 @@ CONFIGS = {
             main_recipe.DEFAULT, backbone=main_recipe.TINY_BACKBONE, pretrain_steps=200
         ),
         steps=150,
+        text_steps=450,
         lid_languages=spoken_classification.LID_LANGUAGES,
         lid_per_language=(60, 20),
         intent_languages=intents.LANGUAGES,
@@ -180,6 +200,30 @@ def ensure_corpora(config, data_dir, progress=True):
     return {task: builders[task](os.path.join(data_dir, task)) for task in tasks}
 
 
+def piece_tokenizer(corpus, pieces):
+    """SentencePiece BPE of at most `pieces` pieces trained on the corpus'
+    training sentences (its metadata.jsonl)."""
+    with open(os.path.join(corpus, "metadata.jsonl"), encoding="utf-8") as file:
+        rows = [json.loads(line) for line in file]
+    texts = [row["text"] for row in rows if row["split"] == "train"]
+    proto = train_sentencepiece(
+        texts, pieces, "bpe", character_coverage=1.0, hard_vocab_limit=False
+    )
+    return SentencePieceTokenizer(proto)
+
+
+def text_preprocessor(preprocessor, corpus, config):
+    """The text runs' preprocessor: the preset's, with `piece_tokenizer`
+    when `config.text_pieces`."""
+    if not config.text_pieces:
+        return preprocessor
+    return SpeechRecognizerPreprocessor(
+        audio_converter=preprocessor.audio_converter,
+        tokenizer=piece_tokenizer(corpus, config.text_pieces),
+        pad_to_multiple=preprocessor.pad_to_multiple,
+    )
+
+
 def shard_files(corpus, kind, split, training):
     """The shards of a split; training reads this host's (`pipeline.host_shards`)."""
     files = spoken_classification.shard_files(corpus, kind, split)
@@ -243,35 +287,47 @@ def train_and_score(run, preset, corpora, config, output, args, seed=0):
     corpus = corpora[task]
     class_names = spoken_classification.read_summary(corpus)["labels"]
     preprocessor = SpeechRecognizerPreprocessor.from_preset(preset)
-    cls, batches = (
-        (SpeechClassifier, speech_batches)
-        if modality == "speech"
-        else (TextClassifier, text_batches)
+    common_options = dict(
+        class_names=class_names, pooling=config.pooling, freeze_encoder=mode == "probe"
     )
-    speech_options = (
-        {"use_shared_encoder": config.use_shared_encoder} if modality == "speech" else {}
-    )
-    classifier = cls.from_preset(
-        preset,
-        load_weights=init == "pretrained",
-        class_names=class_names,
-        preprocessor=preprocessor,
-        pooling=config.pooling,
-        freeze_encoder=mode == "probe",
-        **speech_options,
-    )
+    if modality == "speech":
+        cls, batches = SpeechClassifier, speech_batches
+        features = preprocessor
+        if config.feature_statistics:
+            features = without_per_bin_normalization(preprocessor)
+        classifier = SpeechClassifier.from_preset(
+            preset,
+            load_weights=init == "pretrained",
+            preprocessor=features,
+            use_shared_encoder=config.use_shared_encoder,
+            feature_statistics=config.feature_statistics,
+            **common_options,
+        )
+    else:
+        cls, batches = TextClassifier, text_batches
+        features = text_preprocessor(preprocessor, corpus, config)
+        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=init == "pretrained")
+        if features.tokenizer.vocabulary_size() != backbone.vocabulary_size:
+            backbone = with_text_vocabulary(backbone, features.tokenizer.vocabulary_size())
+        classifier = TextClassifier(
+            backbone,
+            preprocessor=features,
+            pool_encoder_input=config.text_pool_encoder_input,
+            **common_options,
+        )
     classifier.compile(
         learning_rate=config.learning_rate, **checkpointing.optimizer_arguments(args)
     )
     train = batches(
-        corpus, "train", preprocessor, class_names, config.batch_size, training=True, seed=seed
+        corpus, "train", features, class_names, config.batch_size, training=True, seed=seed
     )
     train = train.map(lambda batch: split_classification_batch(batch, cls.feature_keys))
+    steps = (config.text_steps or config.steps) if modality == "text" else config.steps
     started = time.time()
     losses = asr.fit_logged(
         classifier,
         train,
-        config.steps,
+        steps,
         verbose=0,
         checkpoint=checkpointing.checkpoint_from_args(args, output, name),
         max_consecutive_skips=args.max_consecutive_skips,
@@ -280,7 +336,7 @@ def train_and_score(run, preset, corpora, config, output, args, seed=0):
     classifier.save_to_preset(os.path.join(output, "presets", name))
     common = {"task": task, "train": modality, "init": init, "mode": mode}
     common.update(chance=1 / len(class_names), loss=[losses[0], losses[-1]], seconds=seconds)
-    test = batches(corpus, "test", preprocessor, class_names, config.batch_size)
+    test = batches(corpus, "test", features, class_names, config.batch_size)
     png = os.path.join(output, f"confusion-{name}.png")
     rows = [dict(common, test=modality, **score(classifier, test, png, name))]
     if modality == "text":
@@ -407,10 +463,11 @@ def ngram_counts(sequences, order, index=None):
     return counts, index
 
 
-def bag_of_ngrams_reference(corpus, preprocessor, config, output, order=NGRAM_ORDER):
+def bag_of_ngrams_reference(corpus, preprocessor, config, output, order=NGRAM_ORDER, name=None):
     """The model-free reference row of written intents: counts of token
-    1..`order`-grams (`ngram_counts`, the n-grams of the training text) and
-    a linear head (`reference_row`)."""
+    1..`order`-grams (`ngram_counts`, the n-grams of the training text) of
+    the preprocessor's tokenizer and a linear head (`reference_row`);
+    `name`: the row's, default "<order>-gram BoW"."""
     class_names = spoken_classification.read_summary(corpus)["labels"]
     started = time.time()
     train, y_train = token_sequences(corpus, "train", preprocessor, class_names, config.batch_size)
@@ -418,7 +475,8 @@ def bag_of_ngrams_reference(corpus, preprocessor, config, output, order=NGRAM_OR
     x_train, index = ngram_counts(train, order)
     x_test, _ = ngram_counts(test, order, index)
     data = (x_train, y_train, x_test, y_test)
-    return reference_row("intent", "text", f"{order}-gram BoW", data, class_names, output, started)
+    name = name or f"{order}-gram BoW"
+    return reference_row("intent", "text", name, data, class_names, output, started)
 
 
 def format_table(rows):
@@ -475,6 +533,11 @@ def run(config_name, output, data_dir, preset=None, progress=True, args=None, ru
     if any(modality == "text" for _, modality, *_ in config.runs or RUNS):
         preprocessor = SpeechRecognizerPreprocessor.from_preset(preset)
         rows.append(bag_of_ngrams_reference(corpora["intent"], preprocessor, config, output))
+        if config.text_pieces:
+            # A bag of the pieces the text tower reads: what its units allow.
+            pieces = text_preprocessor(preprocessor, corpora["intent"], config)
+            row = bag_of_ngrams_reference(corpora["intent"], pieces, config, output, 1, "piece BoW")
+            rows.append(row)
     for run_spec in config.runs or RUNS:
         new_rows = train_and_score(run_spec, preset, corpora, config, output, args)
         accuracies = ", ".join(f"{r['test']} {r['accuracy']:.1%}" for r in new_rows)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from keras_slam import checkpointing
+from keras_slam.data.tokenizers import SentencePieceTokenizer
+from keras_slam.models.speech_classifier import SpeechClassifier
 from keras_slam.models.text_classifier import TextClassifier
 from recipes import classify
 
@@ -56,11 +58,12 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     args = checkpointing.default_training_arguments()
     args.checkpoint_every_steps = 1
     rows = classify.run("classify_smoke", output, data, args=args)
-    assert [(r["train"], r["test"], r["init"]) for r in rows[:2]] == [
+    assert [(r["train"], r["test"], r["init"]) for r in rows[:3]] == [
         ("speech", "speech", "log-mel"),
         ("text", "text", "3-gram BoW"),
+        ("text", "text", "piece BoW"),
     ]
-    assert [(r["train"], r["test"]) for r in rows[2:]] == [
+    assert [(r["train"], r["test"]) for r in rows[3:]] == [
         ("speech", "speech"),
         ("text", "text"),
         ("text", "speech (zero-shot)"),
@@ -72,8 +75,15 @@ def test_smoke_config_trains_scores_saves_and_resumes(tmp_path, capsys):
     assert os.listdir(data) == ["intent"]  # no language ID run: its corpus is not built
     presets = os.path.join(output, "presets")
     assert sorted(os.listdir(presets)) == ["intent-speech-pretrained-probe", TEXT_RUN]
+    speech = SpeechClassifier.from_preset(os.path.join(presets, "intent-speech-pretrained-probe"))
+    assert speech.feature_statistics and not speech.preprocessor.audio_converter.normalize_per_bin
+    text = TextClassifier.from_preset(os.path.join(presets, TEXT_RUN))
+    assert text.pool_encoder_input and isinstance(
+        text.preprocessor.tokenizer, SentencePieceTokenizer
+    )
+    assert text.backbone.vocabulary_size == text.preprocessor.tokenizer.vocabulary_size()
     pngs = [name for name in os.listdir(output) if name.endswith(".png")]
-    assert len(pngs) == 5
+    assert len(pngs) == 6  # 3 references, 2 runs, 1 zero-shot
     table = classify.format_table(rows)
     assert "speech (zero-shot)" in table and "macro-F1" in table
 

@@ -7,6 +7,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_slam.layers.padding import zero_padded_frames
 from keras_slam.utils.keras_private import get_preset_loader
 
 # Settings of Hugging Face's `SeamlessM4TFeatureExtractor`, the w2v-BERT 2.0
@@ -33,6 +34,33 @@ W2V_BERT_2_0_FRONTEND = dict(
 
 # Added to the per-bin variance before the square root, as Hugging Face does.
 _VARIANCE_EPSILON = 1e-7
+
+
+def normalize_per_bin(ops, features, real_frame):
+    """Per utterance and bin: mean 0, unbiased variance 1 over the real frames.
+
+    Args:
+        ops: `keras.ops` or the TensorFlow spelling (`_ops_for`).
+        features: (B, T, F) float32.
+        real_frame: (B, T) bool, real frames a prefix.
+    Returns:
+        (normalised (B, T, F), zero at padding; mean (B, F); std (B, F) =
+        sqrt(unbiased variance + 1e-7)), the statistics over real frames (0
+        and sqrt(1e-7) for a row without any).
+    """
+    weights = ops.cast(real_frame, "float32")[..., None]
+    count = ops.sum(weights, axis=1, keepdims=True)
+    # Sums run over deviations from the first (real) frame, not over raw
+    # log energies (~15 after int16 scaling): float32 rounding then stays
+    # small and does not depend on how much padding follows.
+    first = features[:, :1] * weights[:, :1]
+    deviation = (features - first) * weights
+    mean = ops.sum(deviation, axis=1, keepdims=True) / ops.maximum(count, 1.0)
+    centered = (deviation - mean) * weights
+    # Unbiased (ddof=1) as Hugging Face; one real frame divides by 1.
+    variance = ops.sum(centered * centered, axis=1, keepdims=True) / ops.maximum(count - 1.0, 1.0)
+    std = ops.sqrt(variance + _VARIANCE_EPSILON)
+    return centered / std, (first + mean)[:, 0], std[:, 0]
 
 
 def _hertz_to_mel(hertz, mel_scale):
@@ -338,7 +366,7 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         real_frame = ops.logical_and(real_frame, valid_item[:, None])
         features = ops.where(real_frame[..., None], log_mel, 0.0)
         if self.normalize_per_bin:
-            features = self._normalize_per_bin(ops, features, real_frame)
+            features = normalize_per_bin(ops, features, real_frame)[0]
 
         num_output_frames = num_frames // self.stack_frames
         features = ops.reshape(
@@ -349,22 +377,6 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
         # when its last one is (real frames form a prefix).
         frame_mask = real_frame[:, self.stack_frames - 1 :: self.stack_frames]
         return features, ops.cast(frame_mask, "float32")
-
-    def _normalize_per_bin(self, ops, features, real_frame):
-        """Mean 0, unbiased variance 1 per bin over real frames; pads stay 0."""
-        weights = ops.cast(real_frame, "float32")[..., None]
-        count = ops.sum(weights, axis=1, keepdims=True)
-        # Sums run over deviations from the first (real) frame, not over raw
-        # log energies (~15 after int16 scaling): float32 rounding then stays
-        # small and does not depend on how much padding follows.
-        deviation = (features - features[:, :1]) * weights
-        mean = ops.sum(deviation, axis=1, keepdims=True) / ops.maximum(count, 1.0)
-        centered = (deviation - mean) * weights
-        # Unbiased (ddof=1) as Hugging Face; one real frame divides by 1.
-        variance = ops.sum(centered * centered, axis=1, keepdims=True) / ops.maximum(
-            count - 1.0, 1.0
-        )
-        return centered / ops.sqrt(variance + _VARIANCE_EPSILON)
 
     def compute_output_shape(self, waveform_shape, padding_mask_shape=None):
         num_samples = waveform_shape[1]
@@ -395,3 +407,39 @@ class LogMelSpectrogram(keras_hub.layers.AudioConverter):
             stack_frames=self.stack_frames,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slam")
+class PerBinNormalization(keras.layers.Layer):
+    """The front end's per-utterance normalisation inside a model, keeping
+    the statistics it removes (`normalize_per_bin`).
+
+    Reads features *without* that normalisation (`LogMelSpectrogram(
+    normalize_per_bin=False)`): per utterance, each feature column is
+    normalised over the real frames, as the front end does per mel bin
+    (identical for `stack_frames=1`), and its mean and std come out as an
+    utterance vector: the voice, channel and spectral envelope that the
+    normalised features no longer show. float32 inside.
+
+    Call args:
+        features: (B, T, F).
+        padding_mask: (B, T), 1 = real frame (a prefix), 0 = pad.
+    Returns:
+        (normalised (B, T, F) in the features' dtype, zero at padding;
+        statistics (B, 2F) float32: [mean, std] per column).
+    """
+
+    def call(self, features, padding_mask):
+        # A select, so that NaN/inf at padded frames never reach the sums.
+        features = zero_padded_frames(keras.ops.cast(features, "float32"), padding_mask)
+        normalized, mean, std = normalize_per_bin(
+            keras.ops, features, keras.ops.greater(padding_mask, 0)
+        )
+        return keras.ops.cast(normalized, features.dtype), keras.ops.concatenate([mean, std], -1)
+
+    def compute_output_spec(self, features, padding_mask):
+        statistics = (features.shape[0], 2 * features.shape[-1])
+        return (
+            keras.KerasTensor(features.shape, features.dtype),
+            keras.KerasTensor(statistics, "float32"),
+        )

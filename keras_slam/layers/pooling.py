@@ -2,6 +2,7 @@
 
     sequence (B, T, D), padding_mask (B, T)
       -> SequencePooling ("mean" | "mean_std" | "attention") -> (B, D) or (B, 2D)
+      -> ++ utterance features (B, E), optional (`extra_features`)
       -> standardisation (BatchNormalization without scale/offset, optional)
       -> Dropout -> Dense(num_classes) -> logits (B, C)
 
@@ -110,18 +111,31 @@ class ClassificationHead(keras.layers.Layer):
         pooling: "mean", "mean_std" or "attention" (see `SequencePooling`).
         dropout: rate before the dense layer.
         standardize: standardise the pooled features (see above).
+        extra_features: E, the size of an utterance vector appended to the
+            pooled one before standardisation (e.g. `PerBinNormalization`'s
+            statistics); 0: none.
 
     Call args:
         sequence: (B, T, D) encoder output.
         padding_mask: (B, T), 1 = real, 0 = pad.
+        extra: (B, E) when `extra_features`, else None.
         training: enables dropout.
     Returns:
         logits (B, C).
     """
 
-    def __init__(self, num_classes, pooling="mean", dropout=0.0, standardize=True, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        pooling="mean",
+        dropout=0.0,
+        standardize=True,
+        extra_features=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_classes = num_classes
+        self.extra_features = extra_features
         self.pooling = pooling
         self.dropout = dropout
         self.standardize = standardize
@@ -142,15 +156,23 @@ class ClassificationHead(keras.layers.Layer):
         )
         self.dense = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="logits")
 
-    def build(self, sequence_shape, padding_mask_shape=None):
-        pooled_shape = self.sequence_pooling.compute_output_shape(sequence_shape)
+    def build(self, sequence_shape, padding_mask_shape=None, extra_shape=None):
+        batch, pooled = self.sequence_pooling.compute_output_shape(sequence_shape)
+        pooled_shape = (batch, pooled + self.extra_features)
         self.sequence_pooling.build(sequence_shape, padding_mask_shape)
         if self.standardization is not None:
             self.standardization.build(pooled_shape)
         self.dense.build(pooled_shape)
 
-    def call(self, sequence, padding_mask, training=None):
+    def call(self, sequence, padding_mask, extra=None, training=None):
+        if (extra is None) != (self.extra_features == 0):
+            raise ValueError(
+                f"{self.name} takes {self.extra_features} extra features per utterance; "
+                f"got {None if extra is None else tuple(extra.shape)}"
+            )
         pooled = self.sequence_pooling(sequence, padding_mask)
+        if extra is not None:
+            pooled = ops.concatenate([pooled, ops.cast(extra, pooled.dtype)], axis=-1)
         if self.standardization is not None:
             # Rows without real positions (a pipeline's padded rows) stay out
             # of the batch statistics.
@@ -158,7 +180,7 @@ class ClassificationHead(keras.layers.Layer):
             pooled = self.standardization(pooled, training=training, mask=has_real)
         return self.dense(self.dropout_layer(pooled, training=training))
 
-    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None, extra_shape=None):
         return (sequence_shape[0], self.num_classes)
 
     def get_config(self):
@@ -168,5 +190,6 @@ class ClassificationHead(keras.layers.Layer):
             pooling=self.pooling,
             dropout=self.dropout,
             standardize=self.standardize,
+            extra_features=self.extra_features,
         )
         return config

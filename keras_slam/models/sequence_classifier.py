@@ -36,6 +36,20 @@ def split_classification_batch(batch, feature_keys, label_key="label"):
     return {key: batch[key] for key in feature_keys}, batch[label_key]
 
 
+def with_encoder_input(encoder_input, encoder_output, pool_encoder_input):
+    """What the head pools: the shared encoder's output (B, T, D), or with
+    `pool_encoder_input` its input and output side by side (B, T, 2D).
+
+    Why: the tiny shared encoder (dim 32, one layer) turns word pieces into
+    features of the training templates that do not carry over to unseen
+    wording, while a bag of the pieces themselves does (measured in
+    `recipes.classify.Config`); pooling its input keeps both.
+    """
+    if not pool_encoder_input:
+        return encoder_output
+    return keras.ops.concatenate([encoder_input, encoder_output], axis=-1)
+
+
 def check_saved_classes(preset, task_config, num_classes=None, class_names=None):
     """Raises when `num_classes` / `class_names` disagree with the trained head
     a classifier task preset holds (`task_config`: its saved config).
@@ -57,14 +71,16 @@ def check_saved_classes(preset, task_config, num_classes=None, class_names=None)
         )
 
 
-def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
-    """The head a classifier uses: `head` as given, or a new one.
+def resolve_head(backbone, num_classes, class_names, head, pooling, dropout, extra_features=0):
+    """The head a classifier uses: `head` as given, or a new one (taking
+    `extra_features` per utterance besides the pooled sequence).
 
     Returns:
         (head, num_classes, class_names as a list or None).
     Raises:
         ValueError: the class count is missing or disagrees between
-            `num_classes`, `class_names` and `head`.
+            `num_classes`, `class_names` and `head`, or `head` takes other
+            extra features.
     """
     if class_names is not None:
         class_names = [str(name) for name in class_names]
@@ -80,10 +96,20 @@ def resolve_head(backbone, num_classes, class_names, head, pooling, dropout):
         raise ValueError(f"num_classes is {num_classes} but class_names has {len(class_names)}")
     if head is None:
         head = ClassificationHead(
-            num_classes, pooling, dropout, dtype=backbone.dtype_policy, name=HEAD_NAME
+            num_classes,
+            pooling,
+            dropout,
+            extra_features=extra_features,
+            dtype=backbone.dtype_policy,
+            name=HEAD_NAME,
         )
     elif head.num_classes != num_classes:
         raise ValueError(f"the head has {head.num_classes} classes, not {num_classes}")
+    elif head.extra_features != extra_features:
+        raise ValueError(
+            f"the head takes {head.extra_features} extra features per utterance, not "
+            f"{extra_features}"
+        )
     return head, num_classes, class_names
 
 
@@ -140,12 +166,21 @@ class SequenceClassifier(LayoutMapMixin, PresetMixin, keras_hub.models.Task):
         return super().from_preset(preset, **kwargs)
 
     def _set_layers(
-        self, backbone, preprocessor, num_classes, class_names, head, pooling, dropout, freeze
+        self,
+        backbone,
+        preprocessor,
+        num_classes,
+        class_names,
+        head,
+        pooling,
+        dropout,
+        freeze,
+        extra_features=0,
     ):
         """Sets backbone (frozen or not), preprocessor and head (`resolve_head`)
         before the subclass builds its graph; returns (num_classes, class_names)."""
         head, num_classes, class_names = resolve_head(
-            backbone, num_classes, class_names, head, pooling, dropout
+            backbone, num_classes, class_names, head, pooling, dropout, extra_features
         )
         backbone.trainable = not freeze
         self.backbone = backbone

@@ -281,3 +281,18 @@ class SLAMBackbone(LayoutMapMixin, PresetMixin, keras_hub.models.Backbone):
             max_wavelength=self.max_wavelength,
         )
         return config
+
+
+def with_text_vocabulary(backbone, vocabulary_size):
+    """A copy of a `SLAMBackbone` that reads another text vocabulary.
+
+    The copy has a new, randomly initialised token embedding (V, D) and
+    every other weight of `backbone` (speech tower, text positions and
+    LayerNorm, shared encoder): a pre-trained encoder under a tokenizer it
+    was not pre-trained with (e.g. word pieces instead of characters).
+    """
+    copy = SLAMBackbone.from_config(dict(backbone.get_config(), vocabulary_size=vocabulary_size))
+    for layer in copy.layers:
+        if layer.name != "token_embedding":
+            layer.set_weights(backbone.get_layer(layer.name).get_weights())
+    return copy

@@ -3,6 +3,7 @@
     token_ids (B, L), token_padding_mask (B, L)
       -> backbone.embed_text (token embedding, positions, LayerNorm)
       -> backbone.shared_encoder
+         (`pool_encoder_input`: ++ its input, the text tower's (B, L, D))
       -> ClassificationHead "classification_head" -> logits (B, C)
 
 The head class is the `SpeechClassifier`'s, so a head trained here on text
@@ -13,7 +14,7 @@ loss, labels and the linear-probe mode: see
 
 import keras
 
-from keras_slam.models.sequence_classifier import SequenceClassifier
+from keras_slam.models.sequence_classifier import SequenceClassifier, with_encoder_input
 from keras_slam.models.slam_backbone import SLAMBackbone
 
 FEATURE_KEYS = ("token_ids", "token_padding_mask")
@@ -25,8 +26,8 @@ class TextClassifier(SequenceClassifier):
 
     Args:
         backbone: `SLAMBackbone` (a speech-only encoder has no text path).
-        num_classes, class_names, pooling, dropout, freeze_encoder, head:
-            as `SpeechClassifier`.
+        num_classes, class_names, pooling, dropout, freeze_encoder,
+            pool_encoder_input, head: as `SpeechClassifier`.
         preprocessor: `SpeechRecognizerPreprocessor` with a tokenizer, for
             raw strings in `predict_labels`.
 
@@ -54,6 +55,7 @@ class TextClassifier(SequenceClassifier):
         pooling="mean",
         dropout=0.1,
         freeze_encoder=False,
+        pool_encoder_input=False,
         head=None,
         **kwargs,
     ):
@@ -71,13 +73,13 @@ class TextClassifier(SequenceClassifier):
         # === Functional Model ===
         token_ids = keras.Input((None,), dtype="int32", name="token_ids")
         token_padding_mask = keras.Input((None,), name="token_padding_mask")
-        sequence = self._encode(
-            lambda ids, mask, training=None: backbone.shared_encoder(
-                backbone.embed_text(ids, mask, training=training), mask, training=training
-            ),
-            token_ids,
-            token_padding_mask,
-        )
+
+        def encode(ids, mask, training=None):
+            embedded = backbone.embed_text(ids, mask, training=training)
+            output = backbone.shared_encoder(embedded, mask, training=training)
+            return with_encoder_input(embedded, output, pool_encoder_input)
+
+        sequence = self._encode(encode, token_ids, token_padding_mask)
         logits = self.head(sequence, token_padding_mask)
         super().__init__(
             inputs={"token_ids": token_ids, "token_padding_mask": token_padding_mask},
@@ -87,6 +89,7 @@ class TextClassifier(SequenceClassifier):
 
         # === Config ===
         self._set_classifier_config(num_classes, class_names, freeze_encoder)
+        self.pool_encoder_input = pool_encoder_input
 
     def model_inputs(self, inputs):
         """A token batch dict, or a list of strings (through the
@@ -108,3 +111,8 @@ class TextClassifier(SequenceClassifier):
             if not real:
                 raise ValueError(f"text item {index} ({texts[index]!r}) has no tokens to classify")
         return tokens
+
+    def get_config(self):
+        config = super().get_config()
+        config["pool_encoder_input"] = self.pool_encoder_input
+        return config

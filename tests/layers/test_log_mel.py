@@ -6,7 +6,11 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from keras_slam.layers.log_mel import W2V_BERT_2_0_FRONTEND, LogMelSpectrogram
+from keras_slam.layers.log_mel import (
+    W2V_BERT_2_0_FRONTEND,
+    LogMelSpectrogram,
+    PerBinNormalization,
+)
 from tests import test_case
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -259,3 +263,31 @@ def test_non_finite_audio_drops_the_utterance(seeded):
     # An inf in the padding of item 2 changes nothing.
     np.testing.assert_array_equal(frame_mask[2], clean_mask[2])
     np.testing.assert_allclose(features[2], clean_features[2], atol=1e-6)
+
+
+def test_per_bin_normalization_is_the_front_ends_and_keeps_its_statistics(seeded):
+    signals = [speech_like(seeded, 7000), (0.1 * seeded.normal(size=5123)).astype("float32")]
+    waveform, padding_mask = batch_of(signals)
+    raw, frame_mask = LogMelSpectrogram()(waveform, padding_mask)
+    normalized, _ = LogMelSpectrogram(normalize_per_bin=True)(waveform, padding_mask)
+    ours, statistics = PerBinNormalization()(raw, frame_mask)
+    np.testing.assert_allclose(
+        test_case.to_numpy(ours), test_case.to_numpy(normalized), rtol=1e-5, atol=1e-5
+    )
+    raw, frame_mask, statistics = map(test_case.to_numpy, (raw, frame_mask, statistics))
+    assert statistics.shape == (2, 160)
+    for i in range(2):
+        real = raw[i][frame_mask[i] > 0].astype("float64")
+        np.testing.assert_allclose(statistics[i, :80], real.mean(0), rtol=1e-5, atol=1e-5)
+        std = np.sqrt(real.var(0, ddof=1) + 1e-7)
+        np.testing.assert_allclose(statistics[i, 80:], std, rtol=1e-4, atol=1e-5)
+
+    def call(batch):
+        normalized, statistics = PerBinNormalization()(**batch)
+        return {"features": (normalized, batch["padding_mask"]), "statistics": statistics}
+
+    test_case.assert_padding_invariant(
+        call,
+        {"features": raw + 10.0 * frame_mask[..., None], "padding_mask": frame_mask},
+        {"features": "padding_mask"},
+    )

@@ -7,6 +7,7 @@ from keras_slam.models.slam_backbone import (
     SLAMBackbone,
     pack_sequences,
     unpack_sequences,
+    with_text_vocabulary,
 )
 from keras_slam.utils.parameters import count_parameters
 from tests import test_case
@@ -121,3 +122,24 @@ def test_pack_puts_real_positions_first_and_unpack_inverts(seeded):
 
 def test_parameter_count_without_allocation_equals_allocated():
     assert count_parameters(SLAMBackbone, **TINY) == SLAMBackbone(**TINY).count_params()
+
+
+def test_with_text_vocabulary_keeps_every_other_weight(seeded):
+    backbone = SLAMBackbone(**TINY)
+    copy = with_text_vocabulary(backbone, 57)
+    assert copy.vocabulary_size == 57
+    assert tuple(copy.token_embedding.embeddings.shape) == (57, TINY["hidden_dim"])
+    kept = [w for w in copy.weights if "token_embedding" not in w.path]
+    assert len(kept) == len(backbone.weights) - 1
+    originals = {w.path: w for w in backbone.weights}
+    for weight in kept:
+        np.testing.assert_array_equal(
+            test_case.to_numpy(weight), test_case.to_numpy(originals[weight.path])
+        )
+    inputs = make_inputs(seeded)
+    inputs["token_padding_mask"][:] = 0.0  # speech alone: the same encoder
+    np.testing.assert_allclose(
+        test_case.to_numpy(copy(inputs)["sequence_output"]),
+        test_case.to_numpy(backbone(inputs)["sequence_output"]),
+        atol=1e-5,
+    )

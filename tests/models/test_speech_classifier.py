@@ -12,9 +12,10 @@ from keras_slam import cli
 from keras_slam.data import schema
 from keras_slam.data.tokenizers import CharacterTokenizer, build_character_vocabulary
 from keras_slam.layers.conformer import ConformerConfig
+from keras_slam.layers.log_mel import LogMelSpectrogram
 from keras_slam.models.asr_preprocessor import SpeechRecognizerPreprocessor
 from keras_slam.models.slam_backbone import SLAMBackbone
-from keras_slam.models.speech_classifier import SpeechClassifier
+from keras_slam.models.speech_classifier import SpeechClassifier, without_per_bin_normalization
 from keras_slam.models.speech_encoder import SpeechEncoder
 from keras_slam.models.text_classifier import TextClassifier
 from tests import test_case
@@ -94,6 +95,40 @@ def test_mean_pooling_on_a_speech_encoder_is_padding_invariant(seeded):
         features(seeded),
         {"speech_features": "speech_padding_mask"},
     )
+
+
+def test_feature_statistics_reach_the_head_padding_invariant_and_saved(seeded, tmp_path):
+    normalizing = SpeechRecognizerPreprocessor(LogMelSpectrogram(normalize_per_bin=True))
+    preprocessor = without_per_bin_normalization(normalizing)
+    assert not preprocessor.audio_converter.normalize_per_bin
+    classifier = make_classifier(
+        pooling="mean_std", feature_statistics=True, preprocessor=preprocessor
+    )
+    assert classifier.head.extra_features == 160
+    inputs = features(seeded)
+    inputs["speech_features"] = 5.0 + inputs["speech_features"]
+    test_case.assert_padding_invariant(
+        logits_fn(classifier), inputs, {"speech_features": "speech_padding_mask"}
+    )
+    # Per-bin offset and scale leave the encoder's input as it was; only
+    # the statistics tell the two batches apart.
+    shifted = dict(inputs, speech_features=3.0 * inputs["speech_features"] - 2.0)
+    encoder_input = [
+        classifier.feature_normalization(b["speech_features"], b["speech_padding_mask"])[0]
+        for b in (inputs, shifted)
+    ]
+    np.testing.assert_allclose(*map(test_case.to_numpy, encoder_input), atol=1e-4)
+    logits = classifier(inputs, training=False)
+    assert np.abs(test_case.to_numpy(classifier(shifted, training=False) - logits)).max() > 1e-3
+    classifier.save_to_preset(str(tmp_path))
+    restored = SpeechClassifier.from_preset(str(tmp_path))
+    assert restored.feature_statistics and restored.head.extra_features == 160
+    assert not restored.preprocessor.audio_converter.normalize_per_bin
+    np.testing.assert_allclose(
+        test_case.to_numpy(restored(inputs, training=False)), test_case.to_numpy(logits), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="without per-utterance normalisation"):
+        make_classifier(feature_statistics=True, preprocessor=normalizing)
 
 
 def test_preset_keeps_class_names_and_predictions(seeded, classifier):

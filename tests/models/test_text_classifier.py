@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -81,3 +82,38 @@ def test_predict_labels_on_strings_and_preset_round_trip(seeded, tmp_path):
 def test_needs_a_slam_backbone():
     with pytest.raises(ValueError, match="needs a SLAMBackbone"):
         TextClassifier(make_backbone("speech_encoder"), num_classes=2)
+
+
+def test_pooling_the_encoder_input_known_answer_padding_and_preset(seeded, tmp_path):
+    text = TextClassifier(
+        make_backbone(), class_names=CLASS_NAMES, pooling="mean_std", pool_encoder_input=True
+    )
+    backbone, head = text.backbone, text.head
+    x = tokens(seeded)
+    embedded = backbone.embed_text(x["token_ids"], x["token_padding_mask"])
+    both = keras.ops.concatenate(
+        [embedded, backbone.shared_encoder(embedded, x["token_padding_mask"])], axis=-1
+    )
+    logits = test_case.to_numpy(text(x, training=False))
+    expected = head(both, x["token_padding_mask"])
+    np.testing.assert_allclose(logits, test_case.to_numpy(expected), atol=1e-5)
+    test_case.assert_padding_invariant(logits_fn(text), x, {"token_ids": "token_padding_mask"})
+    # Zero-shot: the same head over the speech tower's output and the shared encoder's.
+    speech = SpeechClassifier.from_text_classifier(text)
+    assert speech.pool_encoder_input
+    audio = features(seeded)
+    tower, mask = backbone.speech_tower(audio["speech_features"], audio["speech_padding_mask"])
+    both = keras.ops.concatenate([tower, backbone.shared_encoder(tower, mask)], axis=-1)
+    np.testing.assert_allclose(
+        test_case.to_numpy(speech(audio, training=False)),
+        test_case.to_numpy(head(both, mask)),
+        atol=1e-5,
+    )
+    text.save_to_preset(str(tmp_path))
+    restored = TextClassifier.from_preset(str(tmp_path))
+    assert restored.pool_encoder_input
+    np.testing.assert_allclose(test_case.to_numpy(restored(x, training=False)), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="needs the shared encoder"):
+        SpeechClassifier(
+            make_backbone(), num_classes=2, pool_encoder_input=True, use_shared_encoder=False
+        )
