@@ -308,13 +308,11 @@ def constant_baselines(train_files, rows, keep):
         for record in translation_evaluation.translation_records(train_files)
         if keep(record)
     ]
-    table = {}
-    for metric in ("bleu", "chrf"):
-        sentence, scores = translation_evaluation.constant_baseline(candidates, rows, metric)
-        table[f"constant_best_{metric}"] = dict(
-            scores.as_dict(), sentence=sentence, distinct_outputs=1
-        )
-    return table
+    best = translation_evaluation.constant_baseline(candidates, rows)
+    return {
+        f"constant_best_{metric}": dict(scores.as_dict(), sentence=sentence, distinct_outputs=1)
+        for metric, (sentence, scores) in best.items()
+    }
 
 
 def plot_results(results, path):
