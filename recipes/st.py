@@ -19,7 +19,9 @@ afterwards):
    pre-trained encoder and from a random one of the same size, then jointly
    on speech and text
    translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
-   same pairs' source text) from the pre-trained encoder.
+   same pairs' source text) from the pre-trained encoder. With
+   `encoder_ctc_steps` (`st_templated`), each encoder (pre-trained or random)
+   is first CTC-fine-tuned on the training audio's transcripts (`ctc_encoder`).
 3. BLEU and chrF (sacrebleu, per pair and their mean) on the test pairs
    within the training limits (`fits_training`), the zero-shot text
    translation of the ST-only pre-trained model (it never saw text input in
@@ -60,7 +62,7 @@ from keras_slam.metrics import translation_evaluation
 from keras_slam.models.layout_map import get_layout_map
 from keras_slam.models.speech_translator import SpeechTranslator
 from keras_slam.models.speech_translator_preprocessor import SpeechTranslatorPreprocessor
-from recipes import asr
+from recipes import asr, slam
 from recipes import main as main_recipe
 
 DIRECTIONS = tuple((language, "en") for language in gettext_pairs.SAMPLE_LANGUAGES)
@@ -105,6 +107,9 @@ CONFIGS = {
         # The CTC auxiliary on the encoder (source transcript; see
         # `SpeechTranslator`): the encoder keeps the spoken content.
         "ctc_loss_weight": 1.0,
+        # CTC fine-tuning of the encoder alone on the training audio's source
+        # transcripts before translation (`ctc_encoder`); 0: none.
+        "encoder_ctc_steps": 0,
         "max_decode_length": None,  # decoder positions at evaluation (None: all)
     },
 }
@@ -121,6 +126,9 @@ CONFIGS["st_templated"] = dict(
     max_translation_length=24,  # pieces (the longest English sentence has 66 characters)
     bucket_seconds=(3.0, 5.0),  # the longest utterance: 5.0 s
     finetune_steps=600,
+    # Measured on ST from the pre-trained encoder (README): BLEU 12.19 -> 14.76,
+    # 5 -> 9 distinct outputs of 108, own-audio gap +0.021 -> +0.048 nats per piece.
+    encoder_ctc_steps=600,
 )
 CONFIGS["st_templated_unseen"] = dict(CONFIGS["st_templated"], pairs="intents_template")
 # The tests and the guide: every stage, in seconds rather than minutes.
@@ -130,6 +138,7 @@ CONFIGS["st_smoke"] = dict(
     train_pairs=24,
     test_pairs=4,
     finetune_steps=4,
+    encoder_ctc_steps=2,
     batch_seconds=10.0,
     max_decode_length=12,
 )
@@ -265,6 +274,46 @@ def fits_training(preprocessor, config):
     return fits
 
 
+def ctc_encoder(preset, files, config, output, load_weights, seed=0, verbose=2, args=None):
+    """CTC fine-tuning of the preset's encoder (its weights, or a random one
+    of its size) on the source transcripts of the training audio
+    (`asr.finetune`, `config["encoder_ctc_steps"]` steps at the config's
+    learning rate and batch budget), saved as a backbone preset with the
+    preset's front end and tokenizer.
+
+    Returns:
+        (preset directory, {"ctc_loss": [first, last window], "cer": greedy
+        CER on the test audio}).
+    """
+    args = args or checkpointing.default_training_arguments()
+    name = "ctc_encoder_" + ("pretrained" if load_weights else "random_init")
+    keras.utils.set_random_seed(seed)
+    source = SpeechTranslatorPreprocessor.from_preset(preset)
+    tokenizer, front_end = source.tokenizer, source.audio_converter
+    recognizer = asr.build_recognizer(
+        preset, tokenizer, front_end, load_weights=load_weights, spec_augment=None
+    )
+    languages = [spoken for spoken, _ in config["directions"]]
+    train = asr.transcribed_dataset(
+        files["train"], tokenizer, front_end, languages, config["batch_seconds"], True, seed, "skip"
+    )
+    losses = asr.finetune(
+        recognizer,
+        train,
+        config["encoder_ctc_steps"],
+        config["learning_rate"],
+        verbose=verbose,
+        checkpoint=checkpointing.checkpoint_from_args(args, output, name),
+        optimizer_arguments=checkpointing.optimizer_arguments(args),
+        max_consecutive_skips=args.max_consecutive_skips,
+    )["loss"]
+    test = asr.transcribed_dataset(files["test"], tokenizer, front_end, languages, too_long="skip")
+    rates, _ = asr.evaluate(recognizer, test, languages)
+    directory = os.path.join(output, name)
+    slam.save_pretrained_preset(recognizer.backbone, directory, front_end, tokenizer)
+    return directory, {"ctc_loss": [losses[0], losses[-1]], "cer": rates["all"]["cer"]}
+
+
 def joint_batch(batch):
     """A paired batch -> {"speech": ST batch, "text": MT batch of its source text}."""
     text_keys = ("token_ids", "token_padding_mask", "translation_ids", "translation_padding_mask")
@@ -308,13 +357,11 @@ def constant_baselines(train_files, rows, keep):
         for record in translation_evaluation.translation_records(train_files)
         if keep(record)
     ]
-    table = {}
-    for metric in ("bleu", "chrf"):
-        sentence, scores = translation_evaluation.constant_baseline(candidates, rows, metric)
-        table[f"constant_best_{metric}"] = dict(
-            scores.as_dict(), sentence=sentence, distinct_outputs=1
-        )
-    return table
+    best = translation_evaluation.constant_baseline(candidates, rows)
+    return {
+        f"constant_best_{metric}": dict(scores.as_dict(), sentence=sentence, distinct_outputs=1)
+        for metric, (sentence, scores) in best.items()
+    }
 
 
 def plot_results(results, path):
@@ -393,7 +440,7 @@ def run(
             evaluate_held_out=False,  # only the preset is used here
         )
     files = speech_corpus(cache, config)
-    results, table = {}, {}
+    results, table, ctc_encoders = {}, {}, {}  # ctc_encoders: load_weights -> ctc_encoder()
     for name, load_weights, joint in SETTINGS:
         started, cpu_started = time.time(), time.process_time()
         keras.utils.set_random_seed(seed)
@@ -402,7 +449,15 @@ def run(
         preprocessor = build_preprocessor(preset, config)
         train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
         test = translation_dataset(files["test"], preprocessor, config)
-        translator = build_translator(preset, preprocessor, config, load_weights)
+        encoder, encoder_ctc = preset, None
+        if config["encoder_ctc_steps"]:
+            if load_weights not in ctc_encoders:
+                ctc_encoders[load_weights] = ctc_encoder(
+                    preset, files, config, output, load_weights, seed, verbose, args
+                )
+            encoder, encoder_ctc = ctc_encoders[load_weights]
+            load_weights = True  # the CTC-fine-tuned encoder's weights
+        translator = build_translator(encoder, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
         history = finetune(translator, train, config, joint, verbose, checkpoint, args)
@@ -436,6 +491,7 @@ def run(
             else None,
             "seconds": time.time() - started,
             "cpu_seconds": time.process_time() - cpu_started,
+            "encoder_ctc": encoder_ctc,
         }
     table.update(constant_baselines(files["train"], rows, fits_training(preprocessor, config)))
     for name in ("constant_best_bleu", "constant_best_chrf"):

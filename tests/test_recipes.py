@@ -151,6 +151,9 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
         reliance = table[name]["encoder_reliance"]
         assert reliance["items"] >= 2 and np.isfinite(reliance["gap"]), (name, reliance)
         assert np.isfinite(results[name]["ctc_loss"]).all() and results[name]["cpu_seconds"] > 0
+        # The CTC-fine-tuned encoder it started from (`st.ctc_encoder`).
+        encoder_ctc = results[name]["encoder_ctc"]
+        assert np.isfinite(encoder_ctc["ctc_loss"]).all() and encoder_ctc["cer"] >= 0.0, name
     # The constant baselines: one training translation for every scored test row.
     config = st.CONFIGS["st_smoke"]
     read = st.read_pairs(config)
@@ -169,6 +172,9 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     # trains nothing (before: no checkpoints, a rerun trained everything again).
     phases = {"pretraining": config["pretrain_steps"]}
     phases.update({f"finetuning_{name}": config["finetune_steps"] for name, _, _ in st.SETTINGS})
+    for init in ("pretrained", "random_init"):
+        phases[f"ctc_encoder_{init}"] = config["encoder_ctc_steps"]
+        assert (tmp_path / "run" / f"ctc_encoder_{init}" / "model.weights.h5").is_file()
     for phase, steps in phases.items():
         saved = TrainingCheckpoint(str(tmp_path / "run" / "checkpoints" / phase)).checkpoints()
         assert saved and saved[-1][0] == steps, (phase, saved)

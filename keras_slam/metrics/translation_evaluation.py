@@ -4,7 +4,7 @@
     scores, rows = evaluate_translation(translator, files, source="text")   # zero-shot MT
     print(scores.table())
     encoder_reliance(translator, batches)   # CE with own vs another utterance's input
-    constant_baseline(candidates, rows)      # the best single sentence for every record
+    constant_baseline(candidates, rows)      # the best single sentence, by BLEU and chrF
     write_evaluation("runs/eval", scores, rows, {"preset": ...})
 
 The records are read whole and in file order (no bucketing, no length
@@ -166,34 +166,37 @@ def encoder_reliance(translator, batches):
     return {"own": own, "other": other, "gap": other - own, "items": items, "target_tokens": tokens}
 
 
-def constant_baseline(candidates, rows, metric="bleu", lowercase=False):
-    """The score a collapsed translator can reach: each distinct candidate
-    sentence (e.g. the training translations) as the hypothesis of every row.
+def constant_baseline(candidates, rows, metrics=("bleu", "chrf"), lowercase=False):
+    """The scores a collapsed translator can reach: each distinct candidate
+    sentence (e.g. the training translations) as the hypothesis of every row,
+    scored once (BLEU and chrF together); the best per metric.
 
     Args:
         candidates: sentences to try.
         rows: dicts with "reference", "language", "target_language" (the
             `evaluate_translation` rows).
-        metric: "bleu" or "chrf", the mean over pairs that picks the best.
+        metrics: names among "bleu", "chrf": the means over pairs that pick.
     Returns:
-        (sentence, `TranslationScores`) of the best candidate (the first
-        of equals, in candidate order).
+        {metric: (sentence, `TranslationScores`)} of the best candidate by
+        that metric (the first of equals, in candidate order).
     """
-    if metric not in ("bleu", "chrf"):
-        raise ValueError(f"metric must be 'bleu' or 'chrf', got {metric!r}")
+    unknown = [metric for metric in metrics if metric not in ("bleu", "chrf")]
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be among 'bleu', 'chrf', got {metrics!r}")
     if not rows:
         raise ValueError("no rows to score")
     references, languages, target_languages = (
         [row[key] for row in rows] for key in ("reference", "language", "target_language")
     )
-    best = None
+    best = {}
     for sentence in dict.fromkeys(candidates):
         scores = translation_scores(
             references, [sentence] * len(rows), languages, target_languages, lowercase=lowercase
         )
-        if best is None or getattr(scores, metric) > getattr(best[1], metric):
-            best = (sentence, scores)
-    if best is None:
+        for metric in metrics:
+            if metric not in best or getattr(scores, metric) > getattr(best[metric][1], metric):
+                best[metric] = (sentence, scores)
+    if not best:
         raise ValueError("no candidate sentences")
     return best
 

@@ -136,23 +136,39 @@ def test_encoder_reliance_is_the_cross_entropy_gap_of_rotated_inputs(seeded):
         translation_evaluation.encoder_reliance(translator, [first])
 
 
-def test_constant_baseline_picks_the_best_single_sentence():
+def test_constant_baseline_picks_the_best_single_sentence_per_metric_in_one_sweep(monkeypatch):
     """Known answer: "the cat sat on the mat today" as both hypotheses of a
     pair matches 13/14 unigrams, 11/12 bigrams, 9/10 trigrams and 7/8
-    4-grams (BP 1); the other candidates share no word with the references."""
+    4-grams (BP 1): the best BLEU. Adding "yesterday" costs BLEU (77.5)
+    but recalls the second reference's characters: the best chrF (88.1 vs
+    83.0). The other candidates share no word with the references."""
     rows = [
         {"reference": reference, "language": "de", "target_language": "en"}
         for reference in ("the cat sat on the mat today", "the cat sat on the mat yesterday")
     ]
-    candidates = ["no word shared", "the cat sat on the mat today", "no word shared", "a b"]
-    sentence, scores = translation_evaluation.constant_baseline(candidates, rows)
+    longer = "the cat sat on the mat today yesterday"
+    candidates = ["no word shared", "the cat sat on the mat today", longer, "no word shared"]
+    scored = []
+    original = translation_evaluation.translation_scores
+
+    def counting(references, hypotheses, *args, **kwargs):
+        scored.append(hypotheses[0])
+        return original(references, hypotheses, *args, **kwargs)
+
+    monkeypatch.setattr(translation_evaluation, "translation_scores", counting)
+    best = translation_evaluation.constant_baseline(candidates, rows)
+    # One scoring per distinct candidate gives both metrics' best.
+    assert scored == candidates[:3]
+    assert set(best) == {"bleu", "chrf"}
+    sentence, scores = best["bleu"]
     assert sentence == "the cat sat on the mat today"
     expected = 100 * (13 / 14 * 11 / 12 * 9 / 10 * 7 / 8) ** 0.25
     np.testing.assert_allclose(scores.bleu, expected, rtol=1e-6)
     assert scores.pairs["de-en"].sentences == 2
-    by_chrf, _ = translation_evaluation.constant_baseline(candidates[::-1], rows, metric="chrf")
-    assert by_chrf == "the cat sat on the mat today"
-    zero, scores = translation_evaluation.constant_baseline(["no word shared"], rows)
-    assert zero == "no word shared" and scores.bleu == 0.0
-    with pytest.raises(ValueError, match="metric"):
-        translation_evaluation.constant_baseline(candidates, rows, metric="ter")
+    by_chrf, chrf_scores = best["chrf"]
+    assert by_chrf == longer and chrf_scores.chrf > scores.chrf and chrf_scores.bleu < scores.bleu
+    zero = translation_evaluation.constant_baseline(["no word shared"], rows, metrics=("bleu",))
+    assert list(zero) == ["bleu"]
+    assert zero["bleu"][0] == "no word shared" and zero["bleu"][1].bleu == 0.0
+    with pytest.raises(ValueError, match="metrics"):
+        translation_evaluation.constant_baseline(candidates, rows, metrics=("ter",))
