@@ -135,15 +135,6 @@ def labelled_sentences(corpus=SAMPLE_CORPUS):
     return train, held_out
 
 
-def corpus_sentences(corpus=SAMPLE_CORPUS, extra=()):
-    """(training sentences, held-out sentences) of the bundled text.
-
-    `extra`: more training sentences (e.g. the SLM's response templates).
-    """
-    train, held_out = labelled_sentences(corpus)
-    return [s for s, _ in train] + list(extra), [s for s, _ in held_out]
-
-
 def instruction_candidates(sentences, pairs):
     """{family: [(content, response)]} of the trained SLM families, the text
     standing in for the speech: transcribe (sentence -> itself), language
@@ -413,8 +404,8 @@ def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2, args=No
             return preset_dir, json.load(file)
     keras.utils.set_random_seed(seed)
     labelled_train, labelled_held_out = labelled_sentences()
-    train, held_out = corpus_sentences(extra=extra_sentences)
-    held_out = held_out[: config["held_out_sentences"]]
+    train = [sentence for sentence, _ in labelled_train] + list(extra_sentences)
+    held_out = [sentence for sentence, _ in labelled_held_out][: config["held_out_sentences"]]
     proto = train_sentencepiece(
         train,
         vocab_size=config["vocabulary_size"],
@@ -439,8 +430,12 @@ def train_lm(output, config=TINY, extra_sentences=(), seed=0, verbose=2, args=No
     texts = with_repeats([train[i] for i in order], config["repeat_fraction"], rng)
     rows = sentence_rows(causal_lm, texts)
     is_instruction = rng.random(len(rows)) < config["instruction_fraction"]
-    candidates = fitting_instruction_rows(
-        causal_lm, instruction_candidates(labelled_train, translation_pairs("train"))
+    candidates = (
+        fitting_instruction_rows(
+            causal_lm, instruction_candidates(labelled_train, translation_pairs("train"))
+        )
+        if is_instruction.any()
+        else {}
     )
     drawn = iter(draw_instructions(int(is_instruction.sum()), candidates, rng))
     if verbose and is_instruction.any():
