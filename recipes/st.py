@@ -17,14 +17,14 @@ afterwards):
 2. Fine-tuning a `SpeechTranslator` (Transformer decoder, English character
    or BPE-piece targets, `target_pieces`) on speech translation from the
    pre-trained encoder and from a random one of the same size, then jointly
-   on speech and text
-   translation (mSLAM: ST + `mt_loss_weight` x MT, the MT side being the
-   same pairs' source text) from the pre-trained encoder. With
+   on speech and text translation (mSLAM: ST + `mt_loss_weight` x MT, the MT
+   side being the same pairs' source text) from the config's `joint_inits`
+   (`settings`; `--inits` runs the settings of some inits only). With
    `encoder_ctc_steps` (`st_templated`), each encoder (pre-trained or random)
    is first CTC-fine-tuned on the training audio's transcripts (`ctc_encoder`).
 3. BLEU and chrF (sacrebleu, per pair and their mean) on the test pairs
    within the training limits (`fits_training`), the zero-shot text
-   translation of the ST-only pre-trained model (it never saw text input in
+   translation of each ST-only model (it never saw text input in
    fine-tuning), and per setting whether the decoder reads the encoder
    (`translation_evaluation.encoder_reliance`: teacher-forced cross-entropy
    per target token (character or piece) with each test utterance's own
@@ -85,6 +85,7 @@ PAIR_SOURCES = {
     "intents_slots": functools.partial(intents.translation_pairs, held_out="slots"),
     "intents_template": functools.partial(intents.translation_pairs, held_out="template"),
 }
+ENCODER_INITS = ("pretrained", "random_init")  # the preset's encoder weights, or a random one
 CONFIGS = {
     # Sized for <= 15 min on 2 CPU cores: two directions, short pairs
     # (~1,500 of 2,000 per direction fit the limits), 10-16 per step.
@@ -111,6 +112,10 @@ CONFIGS = {
         # transcripts before translation (`ctc_encoder`); 0: none.
         "encoder_ctc_steps": 0,
         "max_decode_length": None,  # decoder positions at evaluation (None: all)
+        # The settings (`settings`): ST only from these encoder inits, joint
+        # ST + MT from these.
+        "encoder_inits": ENCODER_INITS,
+        "joint_inits": ("pretrained",),
     },
 }
 # A learnable domain: the intent templates' 83 training pairs per direction
@@ -129,6 +134,9 @@ CONFIGS["st_templated"] = dict(
     # Measured on ST from the pre-trained encoder (README): BLEU 12.19 -> 14.76,
     # 5 -> 9 distinct outputs of 108, own-audio gap +0.021 -> +0.048 nats per piece.
     encoder_ctc_steps=600,
+    # Joint ST + MT from the init whose ST translates after the CTC phase
+    # (README: random init 25.13 BLEU, pre-trained 14.76), against its ST row.
+    joint_inits=("random_init",),
 )
 CONFIGS["st_templated_unseen"] = dict(CONFIGS["st_templated"], pairs="intents_template")
 # The tests and the guide: every stage, in seconds rather than minutes.
@@ -141,13 +149,17 @@ CONFIGS["st_smoke"] = dict(
     encoder_ctc_steps=2,
     batch_seconds=10.0,
     max_decode_length=12,
+    joint_inits=ENCODER_INITS,
 )
-SETTINGS = (
-    # name, encoder weights loaded, joint ST + MT
-    ("st_pretrained", True, False),
-    ("st_random_init", False, False),
-    ("st_mt_pretrained", True, True),
-)
+
+
+def settings(config, inits=ENCODER_INITS):
+    """[(name, encoder init, joint ST + MT)]: ST only from each of the
+    config's `encoder_inits`, then joint ST + MT from each of its
+    `joint_inits`; only the inits in `inits` (`--inits`)."""
+    rows = [(f"st_{init}", init, False) for init in config["encoder_inits"]]
+    rows += [(f"st_mt_{init}", init, True) for init in config["joint_inits"]]
+    return [row for row in rows if row[1] in inits]
 
 
 def read_pairs(config):
@@ -283,9 +295,10 @@ def ctc_encoder(preset, files, config, output, load_weights, seed=0, verbose=2, 
 
     Returns:
         (preset directory, {"ctc_loss": [first, last window], "cer": greedy
-        CER on the test audio}).
+        CER on the test audio, "cpu_seconds": of this process}).
     """
     args = args or checkpointing.default_training_arguments()
+    cpu_started = time.process_time()
     name = "ctc_encoder_" + ("pretrained" if load_weights else "random_init")
     keras.utils.set_random_seed(seed)
     source = SpeechTranslatorPreprocessor.from_preset(preset)
@@ -311,7 +324,12 @@ def ctc_encoder(preset, files, config, output, load_weights, seed=0, verbose=2, 
     rates, _ = asr.evaluate(recognizer, test, languages)
     directory = os.path.join(output, name)
     slam.save_pretrained_preset(recognizer.backbone, directory, front_end, tokenizer)
-    return directory, {"ctc_loss": [losses[0], losses[-1]], "cer": rates["all"]["cer"]}
+    cpu_seconds = time.process_time() - cpu_started
+    return directory, {
+        "ctc_loss": [losses[0], losses[-1]],
+        "cer": rates["all"]["cer"],
+        "cpu_seconds": cpu_seconds,
+    }
 
 
 def joint_batch(batch):
@@ -410,11 +428,13 @@ def run(
     verbose=2,
     args=None,
     finetune_steps=None,
+    inits=ENCODER_INITS,
 ):
     """The whole recipe (module docstring); returns {setting: scores dict}.
 
     `args`: the `checkpointing` flags (default: their defaults);
-    `finetune_steps`: per setting, instead of the config's.
+    `finetune_steps`: per setting, instead of the config's; `inits`: run only
+    the settings from these encoder inits (`settings`).
     """
     args = args or checkpointing.default_training_arguments()
     config = CONFIGS[config_name]
@@ -425,12 +445,12 @@ def run(
     front_end = asr.make_front_end()
     if preset is None:
         preset = os.path.join(output, "pretrained")
-        settings = main_recipe.Settings(
+        pretrain_settings = main_recipe.Settings(
             config["backbone"], config["pretrain_steps"], config["finetune_steps"]
         )
-        print(f"== SLAM pre-training: {settings.pretrain_steps} steps")
+        print(f"== SLAM pre-training: {pretrain_settings.pretrain_steps} steps")
         main_recipe.pretrain(
-            settings,
+            pretrain_settings,
             build_source_tokenizer(),
             front_end,
             preset,
@@ -440,28 +460,33 @@ def run(
             evaluate_held_out=False,  # only the preset is used here
         )
     files = speech_corpus(cache, config)
-    results, table, ctc_encoders = {}, {}, {}  # ctc_encoders: load_weights -> ctc_encoder()
-    for name, load_weights, joint in SETTINGS:
+    results, table, ctc_encoders = {}, {}, {}  # ctc_encoders: init -> ctc_encoder()
+    for name, init, joint in settings(config, inits):
+        load_weights = init == "pretrained"
+        encoder, encoder_ctc = preset, None
+        if config["encoder_ctc_steps"]:
+            # Once per init; its ST and joint settings start from the same encoder.
+            if init not in ctc_encoders:
+                ctc_encoders[init] = ctc_encoder(
+                    preset, files, config, output, load_weights, seed, verbose, args
+                )
+            encoder, encoder_ctc = ctc_encoders[init]
+            load_weights = True  # the CTC-fine-tuned encoder's weights
         started, cpu_started = time.time(), time.process_time()
+        # After the CTC phase, so that every setting's decoder starts from the
+        # same initial weights and data order.
         keras.utils.set_random_seed(seed)
         # Made after the seed: `tf.random.set_seed` drops the TF resources made
         # before it (a SentencePiece target tokenizer's: "Resource ... does not exist").
         preprocessor = build_preprocessor(preset, config)
         train = translation_dataset(files["train"], preprocessor, config, training=True, seed=seed)
         test = translation_dataset(files["test"], preprocessor, config)
-        encoder, encoder_ctc = preset, None
-        if config["encoder_ctc_steps"]:
-            if load_weights not in ctc_encoders:
-                ctc_encoders[load_weights] = ctc_encoder(
-                    preset, files, config, output, load_weights, seed, verbose, args
-                )
-            encoder, encoder_ctc = ctc_encoders[load_weights]
-            load_weights = True  # the CTC-fine-tuned encoder's weights
         translator = build_translator(encoder, preprocessor, config, load_weights)
         print(f"== {name}: {config['finetune_steps']} fine-tuning steps")
         checkpoint = checkpointing.checkpoint_from_args(args, output, f"finetuning_{name}")
         history = finetune(translator, train, config, joint, verbose, checkpoint, args)
-        sources = ("speech", "text") if name == "st_pretrained" else ("speech",)
+        # Zero-shot text translation of the models that never saw text input.
+        sources = ("speech",) if joint else ("speech", "text")
         for source in sources:
             scores, rows = translation_evaluation.evaluate_translation(
                 translator,
@@ -519,6 +544,13 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--finetune-steps", type=int, help="per setting (default: the config's)")
+    parser.add_argument(
+        "--inits",
+        nargs="+",
+        choices=ENCODER_INITS,
+        default=ENCODER_INITS,
+        help="run only the settings from these encoder inits (default: all of the config's)",
+    )
     checkpointing.add_training_arguments(parser)
     distribution.add_mesh_argument(parser)
     args = parser.parse_args(argv)
@@ -532,6 +564,7 @@ def main(argv=None):
         args.seed,
         args=args,
         finetune_steps=args.finetune_steps,
+        inits=tuple(args.inits),
     )
     return 0
 

@@ -129,7 +129,16 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     from recipes import st
 
     table = st.run("st_smoke", str(tmp_path / "run"), cache=str(tmp_path / "speech"), verbose=0)
-    settings = ["st_pretrained", "zero_shot_mt_pretrained", "st_random_init", "st_mt_pretrained"]
+    config = st.CONFIGS["st_smoke"]
+    names = [name for name, _, _ in st.settings(config)]
+    settings = [
+        "st_pretrained",
+        "zero_shot_mt_pretrained",
+        "st_random_init",
+        "zero_shot_mt_random_init",
+        "st_mt_pretrained",
+        "st_mt_random_init",
+    ]
     assert list(table) == settings + ["constant_best_bleu", "constant_best_chrf"]
     pairs = {f"{spoken}-{target}" for spoken, target in st.CONFIGS["st_smoke"]["directions"]}
     for name, scores in table.items():
@@ -141,9 +150,9 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
         assert (tmp_path / "run" / "eval" / name / "report.json").is_file() == (name in settings)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["scores"] == table
-    assert all(np.isfinite(results[name]["loss"]).all() for name, _, _ in st.SETTINGS)
-    limit = st.CONFIGS["st_smoke"]["max_translation_length"]
-    for name, _, _ in st.SETTINGS:
+    assert all(np.isfinite(results[name]["loss"]).all() for name in names)
+    limit = config["max_translation_length"]
+    for name in names:
         # Only test pairs within the training limits are scored.
         rows = (tmp_path / "run" / "eval" / name / "translations.jsonl").read_text().splitlines()
         assert len(rows) == table[name]["average"]["sentences"] > 0, name
@@ -154,8 +163,12 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
         # The CTC-fine-tuned encoder it started from (`st.ctc_encoder`).
         encoder_ctc = results[name]["encoder_ctc"]
         assert np.isfinite(encoder_ctc["ctc_loss"]).all() and encoder_ctc["cer"] >= 0.0, name
+        assert encoder_ctc["cpu_seconds"] > 0, name
+    # One CTC phase per init, shared by its ST and joint settings.
+    for init in ("pretrained", "random_init"):
+        assert results[f"st_{init}"]["encoder_ctc"] == results[f"st_mt_{init}"]["encoder_ctc"]
+    assert results["st_pretrained"]["encoder_ctc"] != results["st_random_init"]["encoder_ctc"]
     # The constant baselines: one training translation for every scored test row.
-    config = st.CONFIGS["st_smoke"]
     read = st.read_pairs(config)
     english = {
         pair["en"] for language, _ in config["directions"] for pair in read(language, "train")
@@ -171,7 +184,7 @@ def test_st_recipe_runs_every_setting_resumes_and_saves_a_translator(tmp_path, m
     # Every phase checkpointed its last step; a rerun resumes from them and
     # trains nothing (before: no checkpoints, a rerun trained everything again).
     phases = {"pretraining": config["pretrain_steps"]}
-    phases.update({f"finetuning_{name}": config["finetune_steps"] for name, _, _ in st.SETTINGS})
+    phases.update({f"finetuning_{name}": config["finetune_steps"] for name in names})
     for init in ("pretrained", "random_init"):
         phases[f"ctc_encoder_{init}"] = config["encoder_ctc_steps"]
         assert (tmp_path / "run" / f"ctc_encoder_{init}" / "model.weights.h5").is_file()
