@@ -10,7 +10,9 @@ untimed and `steps` timed steps of one contender and prints one line
 the model's build (before the first step: the rest is the step's
 activations, gradients, optimizer slots and compilation). `--remat`
 (train workloads) recomputes each Conformer block in the backward pass
-(`train_step`).
+(`train_step`); on JAX it also adds `JAX_REMAT_XLA_FLAG` to XLA_FLAGS, as
+JAX users of `ConformerConfig(remat=True)` on CPU should (README): XLA's
+default CPU scheduler keeps the forward buffers that remat means to free.
 """
 
 import argparse
@@ -22,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from benchmarks import features, train_step
+from benchmarks import train_step
 
 # Workload -> (shape, quick shape). Train steps count frames; the feature
 # pipeline counts audio seconds per pass over its corpus.
@@ -37,6 +39,8 @@ TRAIN_WORKLOADS = {
     ),
 }
 FEATURE_SECONDS = {False: 3000.0, True: 20.0}
+# XLA's CPU scheduler that realises remat's savings (set before JAX starts).
+JAX_REMAT_XLA_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 WORKLOADS = (*TRAIN_WORKLOADS, "features")
 # Default rounds: 5 is the fewest whose per-round ratios give a 90% interval
 # of the median ratio (`harness.MIN_ROUNDS`). train_8x250 (about 4 contenders
@@ -60,6 +64,10 @@ def contenders_of(workload):
 def make_step(workload, contender, quick, folder, remat=False):
     """(name, function running one step, units per step, unit)."""
     if workload == "features":
+        # Imported here: it imports keras_slam (keras, keras-hub, TensorFlow,
+        # ~0.9 GB of RSS) that HF's train step does not need.
+        from benchmarks import features
+
         waveforms = features.make_corpus(folder, FEATURE_SECONDS[quick], np.random.default_rng(0))
         audio_seconds = sum(map(len, waveforms)) / features.schema.SAMPLE_RATE
         if contender == "hf":
@@ -93,6 +101,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.remat and args.workload not in TRAIN_WORKLOADS:
         parser.error(f"--remat applies to the train workloads, not {args.workload}")
+    if args.remat and os.environ.get("KERAS_BACKEND") == "jax":
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {JAX_REMAT_XLA_FLAG}".strip()
     with tempfile.TemporaryDirectory() as folder:
         name, step, units, unit = make_step(
             args.workload, args.contender, args.quick, folder, args.remat

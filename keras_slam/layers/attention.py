@@ -38,54 +38,72 @@ def sinusoidal_relative_positions(length, dim, dtype="float32"):
     return ops.cast(ops.reshape(interleaved, (-1, dim)), dtype)
 
 
-def relative_shift(logits_per_offset):
-    """Query x key logits from logits per key-minus-query offset, gather-free.
+def _skew(per_column, first_column, key_length):
+    """Rows read along diagonals, gather-free: `[..., r, j] = per_column[..., r, j - r + first_column]`.
 
-    Transformer-XL's pad/reshape trick: flattened with one extra column,
-    then read with a row stride one shorter, row i starts at offset -i.
-    Only pads, slices and reshapes (cheap on CPU, where a (T, T) gather and
-    its scatter-add gradient are not).
+    Transformer-XL's pad/reshape trick: each row is padded, the rows are
+    flattened and read back with a row stride one shorter, so row r starts
+    r columns further left. Only pads, slices and reshapes (cheap on CPU,
+    where a (T, T) gather and its scatter-add gradient are not). Where
+    `j - r + first_column` falls outside `[0, W)` the value is another
+    entry of `per_column` (finite, not meaningful): callers select it away.
 
     Args:
-        logits_per_offset: (B, H, T, 2T - 1); column c holds the offset
-            (key index - query index) `c - (T - 1)`.
+        per_column: (B, H, Q, W).
+        first_column: the column row 0 reads for key 0 (may be negative).
+        key_length: K, the number of keys.
     Returns:
-        (B, H, T, T): `[..., i, j] = logits_per_offset[..., i, j - i + T - 1]`.
+        (B, H, Q, K).
     """
-    batch, heads, length, width = ops.shape(logits_per_offset)
-    padded = ops.pad(logits_per_offset, ((0, 0), (0, 0), (0, 0), (0, 1)))
-    flat = ops.reshape(padded, (batch, heads, length * (width + 1)))
-    flat = flat[:, :, length - 1 : length - 1 + length * width]
-    return ops.reshape(flat, (batch, heads, length, width))[..., :length]
+    batch, heads, rows, width = ops.shape(per_column)
+    left_pad = max(0, -first_column)
+    first = first_column + left_pad
+    stride = max(first + key_length, left_pad + width)
+    padded = ops.pad(
+        per_column, ((0, 0), (0, 0), (0, 0), (left_pad, stride + 1 - left_pad - width))
+    )
+    flat = ops.reshape(padded, (batch, heads, rows * (stride + 1)))[:, :, : rows * stride]
+    return ops.reshape(flat, (batch, heads, rows, stride))[..., first : first + key_length]
 
 
-def clipped_relative_logits(logits_per_distance, left_context):
+def relative_shift(logits_per_offset, query_start=0):
+    """Query x key logits from logits per key-minus-query offset, gather-free.
+
+    Args:
+        logits_per_offset: (B, H, Q, 2T - 1) for the queries
+            `query_start, ..., query_start + Q - 1` of T; column c holds the
+            offset (key index - query index) `c - (T - 1)`.
+        query_start: index of the first query row among the T.
+    Returns:
+        (B, H, Q, T): `[..., r, j] = logits_per_offset[..., r, j - (query_start + r) + T - 1]`.
+    """
+    length = (ops.shape(logits_per_offset)[-1] + 1) // 2
+    return _skew(logits_per_offset, length - 1 - query_start, length)
+
+
+def clipped_relative_logits(logits_per_distance, left_context, key_length=None, query_start=0):
     """Query x key logits from logits per clipped distance, gather-free.
 
     Only the band `-left_context <= j - i <= right_context` varies; it is
-    skewed into place as in `relative_shift`, over rows of T + R - 1
-    columns instead of 2T - 1. Keys beyond the band select the first or
-    last distance's logit.
+    skewed into place (`_skew`) over rows of about K + R columns. Keys
+    beyond the band select the first or last distance's logit.
 
     Args:
-        logits_per_distance: (B, H, T, R), R = left + right context + 1;
-            column r is the offset (key index - query index) `r - left_context`.
+        logits_per_distance: (B, H, Q, R), R = left + right context + 1,
+            for the queries `query_start, ..., query_start + Q - 1`; column
+            r is the offset (key index - query index) `r - left_context`.
         left_context: offsets below `-left_context` use column 0.
+        key_length: K, the number of keys (default Q: all queries at once).
+        query_start: index of the first query row.
     Returns:
-        (B, H, T, T): `[..., i, j] = logits_per_distance[..., i, clip(j - i) + left_context]`.
+        (B, H, Q, K): `[..., r, j] = logits_per_distance[..., r, clip(j - i) + left_context]`
+        with i = query_start + r.
     """
-    batch, heads, length, width = ops.shape(logits_per_distance)
+    rows, width = ops.shape(logits_per_distance)[2], ops.shape(logits_per_distance)[3]
+    key_length = rows if key_length is None else key_length
     right_context = width - 1 - left_context
-    # Row i shifted right by i: [i, c] = logits_per_distance[i, c - i] in the
-    # band; the padding's zeros elsewhere, replaced by the edges below.
-    stride = length + width - 1
-    padded = ops.pad(logits_per_distance, ((0, 0), (0, 0), (0, 0), (0, length)))
-    flat = ops.reshape(padded, (batch, heads, length * (stride + 1)))[:, :, : length * stride]
-    band = ops.reshape(flat, (batch, heads, length, stride))[
-        ..., left_context : left_context + length
-    ]
-    positions = ops.arange(length)
-    offset = positions[None, :] - positions[:, None]
+    band = _skew(logits_per_distance, left_context - query_start, key_length)
+    offset = ops.arange(key_length)[None, :] - ops.arange(query_start, query_start + rows)[:, None]
     return ops.where(
         offset < -left_context,
         logits_per_distance[..., :1],
@@ -131,6 +149,13 @@ class RelativePositionAttention(keras.layers.Layer):
         left_context, right_context: clipping range of "relative_key".
         attention_dropout: dropout on the attention probabilities.
         kernel_initializer: initializer of the projections.
+        query_chunk: if set, attend `query_chunk` query rows at a time
+            (the last chunk may be shorter), so the logits, probabilities
+            and their gradients exist as (B, H, query_chunk, T) pieces
+            instead of one (B, H, T, T) tensor; the softmax probabilities
+            kept for backward still add up to (B, H, T, T) unless the block
+            is rematerialised. Same outputs and gradients. Needs a static T
+            (one chunk otherwise).
 
     Call args:
         x: (B, T, D).
@@ -149,6 +174,7 @@ class RelativePositionAttention(keras.layers.Layer):
         right_context=8,
         attention_dropout=0.0,
         kernel_initializer="glorot_uniform",
+        query_chunk=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,6 +184,8 @@ class RelativePositionAttention(keras.layers.Layer):
             )
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
+        if query_chunk is not None and query_chunk < 1:
+            raise ValueError(f"query_chunk must be a positive int or None, got {query_chunk}")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.position_encoding = position_encoding
@@ -165,6 +193,7 @@ class RelativePositionAttention(keras.layers.Layer):
         self.right_context = right_context
         self.attention_dropout = attention_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.query_chunk = query_chunk
         self.head_dim = hidden_dim // num_heads
 
         def dense(name, use_bias=True):
@@ -219,20 +248,59 @@ class RelativePositionAttention(keras.layers.Layer):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         return ops.reshape(x, (batch, length, self.num_heads, self.head_dim))
 
-    def _position_logits(self, query):
-        """(B, H, T, T) position logits, unscaled, and the content query."""
-        length = ops.shape(query)[1]
+    def _offset_positions(self, length):
+        """(2T - 1, H, d) projected sinusoids; row r is the offset (key - query) r - (T - 1)."""
+        sinusoids = sinusoidal_relative_positions(length, self.hidden_dim, self.compute_dtype)
+        return ops.reshape(self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim))
+
+    def _position_logits(self, query, query_start, key_length, offset_positions):
+        """(B, H, Q, K) position logits of the query rows, unscaled, and the content query.
+
+        `query` (B, Q, H, d) holds the rows `query_start, ..., query_start + Q - 1`.
+        """
         if self.position_encoding == "relative_key":
             embedding = ops.cast(self.distance_embedding, query.dtype)
             per_distance = ops.einsum("bthd,rd->bhtr", query, embedding)
-            return clipped_relative_logits(per_distance, self.left_context), query
-        sinusoids = sinusoidal_relative_positions(length, self.hidden_dim, self.compute_dtype)
-        positions = ops.reshape(self.position_dense(sinusoids), (-1, self.num_heads, self.head_dim))
+            logits = clipped_relative_logits(
+                per_distance, self.left_context, key_length, query_start
+            )
+            return logits, query
         pos_bias_v = ops.cast(self.pos_bias_v, query.dtype)
-        # Row r of `positions` is the offset (key - query) r - (T - 1).
-        per_offset = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, positions)
+        per_offset = ops.einsum("bthd,rhd->bhtr", query + pos_bias_v, offset_positions)
         pos_bias_u = ops.cast(self.pos_bias_u, query.dtype)
-        return relative_shift(per_offset), query + pos_bias_u
+        return relative_shift(per_offset, query_start), query + pos_bias_u
+
+    def _attend(self, query, query_start, key, value, padding_mask, offset_positions, training):
+        """(B, Q, H, d) attended values of the query rows (B, Q, H, d) starting at `query_start`."""
+        scale = 1.0 / math.sqrt(self.head_dim)
+        mask = ops.cast(padding_mask, query.dtype)
+        # (B, 1, 1, T): pushes padded keys out of every softmax.
+        bias = ((1.0 - mask) * _PADDED_KEY_LOGIT)[:, None, None, :]
+        if self.position_encoding not in _BIAS_FREE_ENCODINGS:
+            key_length = ops.shape(key)[1]
+            position_logits, query = self._position_logits(
+                query, query_start, key_length, offset_positions
+            )
+            bias = bias + position_logits * scale
+
+        if training and self.attention_dropout > 0:
+            logits = ops.einsum("bthd,bshd->bhts", query, key) * scale + bias
+            probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probabilities = self.probability_dropout(
+                ops.cast(probabilities, query.dtype), training=training
+            )
+            return ops.einsum("bhts,bshd->bthd", probabilities, value)
+        if self.position_encoding in _BIAS_FREE_ENCODINGS:
+            real_key = ops.greater(padding_mask, 0)
+            # An all-padding item attends to every key (its output is zeroed
+            # below): an all-False mask row is NaN in some fused kernels.
+            no_real_key = ops.logical_not(ops.any(real_key, axis=1, keepdims=True))
+            key_mask = ops.logical_or(real_key, no_real_key)[:, None, None, :]
+            return ops.dot_product_attention(
+                query, key, value, mask=key_mask, scale=scale, flash_attention=None
+            )
+        # Fused attention where the backend has it (cuDNN/SDPA on GPU).
+        return ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
 
     def call(self, x, padding_mask, training=False):
         # A padded frame's NaN/inf would reach real queries through
@@ -241,37 +309,28 @@ class RelativePositionAttention(keras.layers.Layer):
         query = self._split_heads(self.query_dense(x))
         key = self._split_heads(self.key_dense(x))
         value = self._split_heads(self.value_dense(x))
-        scale = 1.0 / math.sqrt(self.head_dim)
-
-        mask = ops.cast(padding_mask, x.dtype)
-        # (B, 1, 1, T): pushes padded keys out of every softmax.
-        bias = ((1.0 - mask) * _PADDED_KEY_LOGIT)[:, None, None, :]
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
         if self.position_encoding == "rotary":
             query, key = self.rotary_embedding(query), self.rotary_embedding(key)
-        elif self.position_encoding != "none":
-            position_logits, query = self._position_logits(query)
-            bias = bias + position_logits * scale
-
-        if training and self.attention_dropout > 0:
-            logits = ops.einsum("bthd,bshd->bhts", query, key) * scale + bias
-            probabilities = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-            probabilities = self.probability_dropout(
-                ops.cast(probabilities, x.dtype), training=training
+        offset_positions = None
+        if self.position_encoding == "relative_sinusoidal":
+            offset_positions = self._offset_positions(length)
+        # Query chunks need a static T (as every XLA step has); else one chunk.
+        chunk = self.query_chunk if isinstance(length, int) and self.query_chunk else length
+        starts = range(0, length, chunk) if chunk != length else (0,)
+        attended = [
+            self._attend(
+                query[:, start : start + chunk],
+                start,
+                key,
+                value,
+                padding_mask,
+                offset_positions,
+                training,
             )
-            attended = ops.einsum("bhts,bshd->bthd", probabilities, value)
-        elif self.position_encoding in _BIAS_FREE_ENCODINGS:
-            real_key = ops.greater(padding_mask, 0)
-            # An all-padding item attends to every key (its output is zeroed
-            # below): an all-False mask row is NaN in some fused kernels.
-            no_real_key = ops.logical_not(ops.any(real_key, axis=1, keepdims=True))
-            key_mask = ops.logical_or(real_key, no_real_key)[:, None, None, :]
-            attended = ops.dot_product_attention(
-                query, key, value, mask=key_mask, scale=scale, flash_attention=None
-            )
-        else:
-            # Fused attention where the backend has it (cuDNN/SDPA on GPU).
-            attended = ops.dot_product_attention(query, key, value, bias=bias, scale=scale)
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+            for start in starts
+        ]
+        attended = attended[0] if len(attended) == 1 else ops.concatenate(attended, axis=1)
         attended = ops.reshape(attended, (batch, length, self.hidden_dim))
         return zero_padded_frames(self.output_dense(attended), padding_mask)
 
@@ -288,5 +347,6 @@ class RelativePositionAttention(keras.layers.Layer):
             right_context=self.right_context,
             attention_dropout=self.attention_dropout,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            query_chunk=self.query_chunk,
         )
         return config

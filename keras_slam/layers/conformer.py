@@ -390,6 +390,11 @@ class ConformerConfig:
             a stack keeps only the blocks' inputs (about one (B, T, D)
             tensor per block; `keras_slam.utils.memory_plan`) for ~1/3
             more compute. Outputs and gradients are unchanged.
+        attention_query_chunk: attend this many query rows at a time
+            (`RelativePositionAttention(query_chunk=...)`): the attention's
+            (B, H, T, T) logits and gradients exist in (B, H, chunk, T)
+            pieces. Same outputs and gradients; with `remat` it lowers a
+            training step's peak memory. None: all rows at once.
     """
 
     num_heads: int
@@ -409,6 +414,7 @@ class ConformerConfig:
     activation: str = "swish"
     kernel_initializer: str = "glorot_uniform"
     remat: bool = False
+    attention_query_chunk: int | None = None
 
     @classmethod
     def coerce(cls, value):
@@ -493,6 +499,7 @@ class ConformerBlock(keras.layers.Layer):
             right_context=config.right_context,
             attention_dropout=config.attention_dropout,
             kernel_initializer=config.kernel_initializer,
+            query_chunk=config.attention_query_chunk,
             dtype=policy,
             name="self_attention",
         )

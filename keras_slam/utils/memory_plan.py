@@ -34,7 +34,9 @@ code; `FRONT_END_*`, `BLOCK_*` below):
   gather: R = 2T - 1 distances for "relative_sinusoidal", 73 for clipped
   "relative_key", none for "rotary"/"none").
 - while a block runs backward, the gradients of one (H, T, T) and one
-  (H, T, R) tensor exist beside them (`BLOCK_TRANSIENT`).
+  (H, T, R) tensor exist beside them (`BLOCK_TRANSIENT`); with
+  `ConformerConfig.attention_query_chunk` = C, of one (H, C, T) and one
+  (H, C, R) chunk (the kept tensors are the same, in pieces).
 
 With `remat` (`ConformerConfig.remat`, `keras.remat`), a block keeps only
 its input (T, D) and recomputes the rest during its own backward pass, so
@@ -153,9 +155,14 @@ def activation_elements(config, frames, remat):
         + BLOCK_ATTENTION_COPIES * attention
         + BLOCK_DISTANCE_COPIES * per_distance
     )
+    query_rows = min(length, conformer.attention_query_chunk or length)
     transient = (
-        BLOCK_TRANSIENT_ATTENTION_COPIES * attention
-        + BLOCK_TRANSIENT_DISTANCE_COPIES * per_distance
+        (
+            BLOCK_TRANSIENT_ATTENTION_COPIES * attention
+            + BLOCK_TRANSIENT_DISTANCE_COPIES * per_distance
+        )
+        * query_rows
+        // length
     )
     num_blocks = config["num_speech_layers"] + config["num_shared_layers"]
     kept = num_blocks * hidden + block if remat else num_blocks * block

@@ -213,18 +213,34 @@ def test_remat_both_runs_each_train_contender_without_and_with_remat(monkeypatch
     assert [contender.remat for contender in features] == [False, False]
 
 
-def test_remat_workload_option_builds_rematerialised_blocks(capsys):
+def test_remat_workload_option_builds_rematerialised_blocks(capsys, monkeypatch):
     shape = workloads.TRAIN_WORKLOADS["train_4x750"][True]
     for remat in (False, True):
         model = train_step.build_keras_model(shape, remat)
         (encoder,) = [layer for layer in model.layers if isinstance(layer, ConformerEncoder)]
         assert encoder.conformer.remat == remat
+        assert encoder.conformer.attention_query_chunk == (
+            train_step.REMAT_QUERY_CHUNK if remat and keras.backend.backend() == "torch" else None
+        )
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=true")
     child = ["--workload", "train_4x750", "--contender", "keras", "--quick", "--remat"]
     workloads.main(child + ["--warmup", "0", "--steps", "1"])
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags[0] == "--xla_cpu_use_thunk_runtime=true"
+    assert (workloads.JAX_REMAT_XLA_FLAG in flags) == (keras.backend.backend() == "jax")
     result = json.loads(capsys.readouterr().out.split(harness._RESULT_PREFIX)[-1])
     assert result["name"] == f"keras-slam ({keras.backend.backend()}, remat)"
     assert result["units_per_step"] == 120 and len(result["seconds"]) == 1
     assert 100 < result["build_rss_mb"] <= result["peak_rss_mb"]
+
+
+def test_train_child_imports_no_keras_until_it_builds_ours():
+    """HF's child process must not carry keras, keras-hub and TensorFlow (~0.9 GB of RSS)."""
+    code = "import sys, benchmarks.workloads; print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=harness.REPO_ROOT
+    )
+    assert completed.stdout.strip() == "[]", completed.stderr
 
 
 def test_other_cores_exclude_the_contenders_own_cpu(monkeypatch):

@@ -50,9 +50,14 @@ def make_inputs(rng, batch_size=3, length=LENGTH):
     }
 
 
-def build_attention(inputs, position_encoding="relative_key"):
+def build_attention(inputs, position_encoding="relative_key", query_chunk=None):
     layer = RelativePositionAttention(
-        HIDDEN, HEADS, position_encoding=position_encoding, left_context=4, right_context=2
+        HIDDEN,
+        HEADS,
+        position_encoding=position_encoding,
+        left_context=4,
+        right_context=2,
+        query_chunk=query_chunk,
     )
     layer(inputs["x"], inputs["padding_mask"])
 
@@ -76,6 +81,10 @@ def build_rotary(inputs):
 
 def build_no_positions(inputs):
     return build_attention(inputs, "none")
+
+
+def build_relative_key_in_query_chunks(inputs):
+    return build_attention(inputs, "relative_key", query_chunk=7)
 
 
 BUILDERS = {
@@ -112,6 +121,45 @@ def test_backend_parity(seeded, parity_worker, position_encoding):
     test_case.assert_backend_parity(
         BUILDERS[position_encoding], make_inputs(seeded), parity_worker=parity_worker
     )
+
+
+def test_padding_invariance_in_query_chunks(seeded):
+    inputs = make_inputs(seeded, batch_size=4)
+    _, call_fn = build_relative_key_in_query_chunks(inputs)
+    test_case.assert_padding_invariant(call_fn, inputs, {"x": "padding_mask"})
+
+
+@pytest.mark.parametrize("attention_dropout", [0.0, 1e-9])  # 1e-9: the explicit-softmax path
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_query_chunks_keep_outputs_and_gradients(seeded, position_encoding, attention_dropout):
+    """Chunks of 7 query rows (20 = 7 + 7 + 6) give the unchunked outputs and weight gradients."""
+    inputs = make_inputs(seeded)
+    layers = [build_attention(inputs, position_encoding, chunk)[0] for chunk in (None, 7)]
+    layers[1].set_weights(layers[0].get_weights())
+    outputs, gradients = [], []
+    for layer in layers:
+        layer.attention_dropout = attention_dropout
+
+        def loss_fn(layer=layer):
+            y = layer(inputs["x"], inputs["padding_mask"], training=True)
+            return keras.ops.sum(keras.ops.square(y) * keras.ops.arange(HIDDEN, dtype="float32"))
+
+        outputs.append(test_case.to_numpy(layer(inputs["x"], inputs["padding_mask"])))
+        gradients.append(test_case.gradients(layer.trainable_weights, loss_fn, compiled=False))
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    assert max(np.abs(g).max() for g in gradients[0]) > 0
+    # Gradients reach ~200 (the key bias's is 0 up to that rounding): the
+    # sums' fp32 rounding differs by ~1e-7 of the largest.
+    scale = max(np.abs(g).max() for g in gradients[0])
+    for whole, chunked in zip(*gradients):
+        np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_query_chunk_is_in_the_config():
+    layer = RelativePositionAttention(HIDDEN, HEADS, query_chunk=7)
+    assert RelativePositionAttention.from_config(layer.get_config()).query_chunk == 7
+    with pytest.raises(ValueError, match="query_chunk"):
+        RelativePositionAttention(HIDDEN, HEADS, query_chunk=0)
 
 
 def test_serialization_roundtrip(seeded):

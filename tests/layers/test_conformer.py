@@ -334,17 +334,20 @@ def test_same_shaped_kernels_start_different(seeded):
         np.testing.assert_array_equal(test_case.to_numpy(a), test_case.to_numpy(b))
 
 
-def test_remat_keeps_outputs_and_gradients(seeded):
+def test_remat_and_query_chunks_keep_outputs_and_gradients(seeded):
     inputs = make_inputs(seeded)
     x = keras.ops.convert_to_tensor(inputs["x"])
     padding_mask = keras.ops.convert_to_tensor(inputs["padding_mask"])
+    # Plain, rematerialised, and rematerialised with attention in query chunks.
+    variants = [dict(remat=False), dict(remat=True), dict(remat=True, attention_query_chunk=7)]
     encoders = [
-        ConformerEncoder(2, HIDDEN, dataclasses.replace(SLAM_BLOCK, dropout=0.0, remat=remat))
-        for remat in (False, True)
+        ConformerEncoder(2, HIDDEN, dataclasses.replace(SLAM_BLOCK, dropout=0.0, **variant))
+        for variant in variants
     ]
     for encoder in encoders:
         encoder.build(inputs["x"].shape)
-    encoders[1].set_weights(encoders[0].get_weights())
+    for encoder in encoders[1:]:
+        encoder.set_weights(encoders[0].get_weights())
     outputs, gradients = [], []
     for encoder in encoders:
 
@@ -355,9 +358,12 @@ def test_remat_keeps_outputs_and_gradients(seeded):
         outputs.append(test_case.to_numpy(loss_fn()))
         # Op by op: compiled, XLA fuses the two programs differently (6e-5 of 60).
         gradients.append(test_case.gradients(encoder.trainable_weights, loss_fn, compiled=False))
-    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
     assert len(gradients[0]) == 72 and max(np.abs(g).max() for g in gradients[0]) > 0
-    for plain, recomputed in zip(*gradients):
-        np.testing.assert_allclose(plain, recomputed, atol=1e-5)
-    restored = ConformerEncoder.from_config(encoders[1].get_config())
-    assert restored.conformer.remat
+    # Gradients reach ~100: fp32 sums in another order differ by ~1e-7 of the largest.
+    scale = max(np.abs(g).max() for g in gradients[0])
+    for output, variant_gradients in zip(outputs[1:], gradients[1:]):
+        np.testing.assert_allclose(output, outputs[0], rtol=1e-6)  # a loss of ~2e4
+        for plain, variant in zip(gradients[0], variant_gradients):
+            np.testing.assert_allclose(variant, plain, rtol=1e-5, atol=1e-6 * scale)
+    restored = ConformerEncoder.from_config(encoders[2].get_config())
+    assert restored.conformer.remat and restored.conformer.attention_query_chunk == 7

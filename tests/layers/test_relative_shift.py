@@ -31,6 +31,28 @@ def test_clipped_logits_match_the_clipped_distance_index(seeded, length, left, r
     np.testing.assert_array_equal(actual, expected)
 
 
+@pytest.mark.parametrize("length, start, rows", [(7, 0, 3), (7, 3, 3), (7, 6, 1), (20, 13, 7)])
+def test_relative_shift_of_a_query_chunk(seeded, length, start, rows):
+    """Rows `start, ..., start + rows - 1` alone give those rows of the whole."""
+    per_offset = seeded.normal(size=(2, 3, length, 2 * length - 1)).astype("float32")
+    whole = test_case.to_numpy(relative_shift(per_offset))
+    chunk = relative_shift(per_offset[:, :, start : start + rows], query_start=start)
+    np.testing.assert_array_equal(test_case.to_numpy(chunk), whole[:, :, start : start + rows])
+
+
+@pytest.mark.parametrize(
+    "length, left, right, start, rows",
+    [(20, 4, 2, 0, 7), (20, 4, 2, 7, 7), (20, 4, 2, 14, 6), (9, 0, 3, 8, 1), (5, 64, 8, 2, 2)],
+)
+def test_clipped_logits_of_a_query_chunk(seeded, length, left, right, start, rows):
+    """Against the clipped distance index, for query rows starting past the left context too."""
+    per_distance = seeded.normal(size=(2, 3, rows, left + right + 1)).astype("float32")
+    query, key = np.meshgrid(np.arange(start, start + rows), np.arange(length), indexing="ij")
+    expected = per_distance[..., query - start, np.clip(key - query, -left, right) + left]
+    actual = clipped_relative_logits(per_distance, left, key_length=length, query_start=start)
+    np.testing.assert_array_equal(test_case.to_numpy(actual), expected)
+
+
 @pytest.mark.slow(backend="jax")  # inspects XLA's program: JAX only
 @pytest.mark.parametrize("position_encoding", ["relative_key", "relative_sinusoidal"])
 def test_training_step_has_no_gather_or_scatter(position_encoding):

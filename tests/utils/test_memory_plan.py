@@ -9,6 +9,7 @@ of `jax.checkpoint` blocks reports the same temp bytes as without), so the
 remat figures are the plan's count of what a block keeps (module docstring).
 """
 
+import dataclasses
 import json
 import re
 
@@ -18,7 +19,9 @@ import pytest
 from keras_slam import cli
 from keras_slam.layers.conformer import ConformerConfig
 from keras_slam.models.slam_backbone import SLAMBackbone
+from keras_slam.utils import memory_plan
 from keras_slam.utils.memory_plan import parse_mesh, plan_memory, sharded_elements
+from keras_slam.utils.preset_utils import NAMED_PRESETS
 
 
 @pytest.mark.parametrize("preset", ["slam_tiny", "mslam_tiny"])
@@ -49,6 +52,28 @@ def test_remat_keeps_one_block_and_the_blocks_inputs():
     half = plan_memory("mslam_2b", mesh=(8, 4), batch=256, seconds=30.0, precision="bf16")
     assert half.activations * 2 == full.activations
     assert half.weights == full.weights  # variables stay float32
+
+
+def test_query_chunks_shrink_only_the_backward_transient():
+    """Chunks of C query rows: the (H, T, T) and (H, T, R) gradients of a
+    block's backward exist as (H, C, T) and (H, C, R) pieces."""
+    config = dict(NAMED_PRESETS["slam_tiny"].config)
+    conformer = ConformerConfig.coerce(config["conformer"])
+    frames, chunk = 400, 25
+    counts = {}
+    for query_chunk in (None, chunk):
+        config["conformer"] = dataclasses.replace(conformer, attention_query_chunk=query_chunk)
+        counts[query_chunk] = memory_plan.activation_elements(config, frames, remat=True)
+    length = memory_plan.subsampled_length(frames)
+    assert chunk < length
+    distances = {"relative_key": memory_plan.RELATIVE_KEY_DISTANCES}.get(
+        conformer.position_encoding, 2 * length - 1
+    )
+    transient = conformer.num_heads * length * (length + distances)
+    assert counts[None]["front_end"] == counts[chunk]["front_end"]
+    assert (
+        counts[None]["blocks"] - counts[chunk]["blocks"] == transient * (length - chunk) // length
+    )
 
 
 def test_plan_command_prints_a_table_or_json_and_says_whether_it_fits(capsys):
