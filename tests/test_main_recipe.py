@@ -107,6 +107,10 @@ def tiny_pretrained_preset(tmp_path_factory):
     return preset
 
 
+# Flag plumbing, run once: on torch (no step compile) it cost 38 CPU s, 68 on
+# TensorFlow; freezing the encoder for the first steps is unit-tested on
+# every backend (tests/models/test_speech_recognizer.py).
+@pytest.mark.slow(backend="torch")
 def test_finetuning_from_a_given_preset_with_its_levers(
     settings, tiny_pretrained_preset, tmp_path, monkeypatch
 ):
