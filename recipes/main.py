@@ -52,6 +52,7 @@ fine-tuning; the default stays 300 steps (time target).
 import argparse
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -178,6 +179,16 @@ TINY_MAIN = dataclasses.replace(
 )
 
 
+def synthesis_workers(hours_per_language, num_languages):
+    """Synthesis processes for a corpus: one per started hour of speech in all
+    languages, at most 4 and the CPU count. The synthesiser speaks about 300x
+    real time on one core (an hour in ~12 CPU s) and a spawned worker first
+    spends about as much importing the package, so seconds of speech (the
+    `--tiny` job's) are spoken in this process."""
+    started_hours = math.ceil(hours_per_language * num_languages)
+    return max(1, min(4, os.cpu_count() or 1, started_hours))
+
+
 def synthesised_corpus(settings, hours, seed):
     """A synth corpus of `hours` per language of `settings.languages`, built
     under `settings.synth_cache` on first use and reused afterwards."""
@@ -187,7 +198,7 @@ def synthesised_corpus(settings, hours, seed):
         hours,
         settings.languages,
         seed,
-        num_workers=min(4, os.cpu_count() or 1),
+        num_workers=synthesis_workers(hours, len(settings.languages)),
     )
 
 

@@ -180,21 +180,28 @@ def test_asr_recipe_with_budget_sized_batches_trains_on_a_2_device_mesh(tmp_path
     assert "held-out test error rates" in stdout
 
 
-def run_slam_recipe(output, *flags):
-    """(stdout, history) of 2 steps of recipes.slam slam_tiny on 8 simulated JAX devices."""
-    stdout = run_on_simulated_devices(
-        ["-m", "recipes.slam", "--config", "slam_tiny", "--steps", "2", "--steps-per-epoch", "1"]
-        + ["--output", str(output), *flags]
+def run_slam_recipe_on_one_device_then_a_2x4_mesh(output):
+    """(stdout, one-device history, mesh history) of 2 steps of recipes.slam
+    slam_tiny each, one process with 8 simulated JAX devices (one start and
+    import instead of two; `pretrain` reseeds, so the runs start alike)."""
+    argv = ["--config", "slam_tiny", "--steps", "2", "--steps-per-epoch", "1", "--output"]
+    runs = {"one_device": [], "mesh": ["--mesh", "2x4"]}
+    code = "from recipes import slam\n" + "".join(
+        f"slam.main({[*argv, os.path.join(output, name), *flags]!r})\n"
+        for name, flags in runs.items()
     )
-    with open(os.path.join(output, "history.json"), encoding="utf-8") as file:
-        return stdout, json.load(file)
+    stdout = run_on_simulated_devices(["-c", code])
+    histories = []
+    for name in runs:
+        with open(os.path.join(output, name, "history.json"), encoding="utf-8") as file:
+            histories.append(json.load(file))
+    return (stdout, *histories)
 
 
 @pytest.mark.slow(backend="jax")
 def test_slam_recipe_on_a_2x4_mesh_equals_one_device(tmp_path):
-    _, one_device = run_slam_recipe(tmp_path / "one_device")
-    stdout, mesh = run_slam_recipe(tmp_path / "mesh", "--mesh", "2x4")
-    assert "--mesh 2x4: ModelParallel over 8 devices" in stdout
+    stdout, one_device, mesh = run_slam_recipe_on_one_device_then_a_2x4_mesh(str(tmp_path))
+    assert stdout.count("--mesh 2x4: ModelParallel over 8 devices") == 1
     losses = sorted(name for name in one_device if name.endswith("loss"))
     assert "loss" in losses and len(losses) > 4, losses
     for name in losses:  # after step 1, and after step 2 (the update)

@@ -18,17 +18,6 @@ from recipes import asr, slam
 from recipes import main as main_recipe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_synthesis_worker():
-    """The recipe's synth corpora (seconds of speech here) are spoken in this
-    process: a spawned worker first imports the package, which cost 27 of
-    the 31 CPU s of such a build with 2 workers on torch (4 CPU s with 1).
-    The bytes do not depend on the worker count (tests/data/test_synth.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(main_recipe.os, "cpu_count", lambda: 1)
-        yield
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     return dataclasses.replace(
@@ -38,6 +27,22 @@ def settings(tmp_path_factory):
 
 def normalised(text):
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def test_synthesis_workers_grow_with_the_hours_of_speech(monkeypatch):
+    """Seconds of speech (the `--tiny` job's corpora) are spoken in this
+    process: a spawned worker first imports the package, most of the CPU of
+    such a build. One worker per started hour, at most 4 and the CPU count.
+    The bytes do not depend on the worker count (tests/data/test_synth.py)."""
+    monkeypatch.setattr(main_recipe.os, "cpu_count", lambda: 8)
+    tiny = main_recipe.TINY_MAIN
+    assert main_recipe.synthesis_workers(tiny.unlabelled_hours, len(tiny.languages)) == 1
+    assert main_recipe.synthesis_workers(tiny.labelled_minutes / 60, len(tiny.languages)) == 1
+    assert main_recipe.synthesis_workers(1.0, 1) == 1
+    assert main_recipe.synthesis_workers(0.5, 3) == 2
+    assert main_recipe.synthesis_workers(1.0, 4) == main_recipe.synthesis_workers(9.0, 4) == 4
+    monkeypatch.setattr(main_recipe.os, "cpu_count", lambda: 2)
+    assert main_recipe.synthesis_workers(1.0, 4) == 2
 
 
 def test_synth_corpus_is_built_once_then_reused(settings):
@@ -102,6 +107,10 @@ def tiny_pretrained_preset(tmp_path_factory):
     return preset
 
 
+# Flag plumbing, run once: on torch (no step compile) it cost 38 CPU s, 68 on
+# TensorFlow; freezing the encoder for the first steps is unit-tested on
+# every backend (tests/models/test_speech_recognizer.py).
+@pytest.mark.slow(backend="torch")
 def test_finetuning_from_a_given_preset_with_its_levers(
     settings, tiny_pretrained_preset, tmp_path, monkeypatch
 ):
