@@ -102,13 +102,16 @@ def build_for_parity(flat_inputs, **options):
 def build_for_parity_with_target_options(flat_inputs):
     """Targets from the front end, projected before the cosine (the default
     builder covers targets from the stacked input features); two
-    length-matched STM negatives per pair."""
+    length-matched STM negatives per pair, STM's head on the speech and
+    text halves' means, CTC through the token embedding."""
     return build_for_parity(
         flat_inputs,
         quantizer_input="frontend",
         target_projection_dim=6,
         stm_negatives=2,
         stm_negative_choice="length_matched",
+        stm_pooling="modality_means",
+        tie_ctc_head=True,
     )
 
 
@@ -154,7 +157,11 @@ def pad_time(array, extra, value=0):
     return np.pad(array, widths, constant_values=value)
 
 
-STM_OPTIONS = [{"stm_negatives": 2}, {"stm_negatives": 2, "stm_negative_choice": "length_matched"}]
+STM_OPTIONS = [
+    {"stm_negatives": 2},
+    {"stm_negatives": 2, "stm_negative_choice": "length_matched"},
+    {"stm_negatives": 2, "stm_pooling": "modality_means", "tie_ctc_head": True},
+]
 
 
 @pytest.mark.parametrize("options", [{}] + TARGET_OPTIONS + STM_OPTIONS, ids=str)
@@ -247,11 +254,17 @@ def test_best_rq_target_option(seeded):
     assert np.isfinite(outputs["w2v_mlm_loss"]) and outputs["w2v_mlm_loss"] > 0
 
 
-def test_serialization_roundtrip(seeded):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tie_lm_head": False, "ctc_input": "shared"},
+        {"stm_pooling": "modality_means", "tie_ctc_head": True},
+    ],
+    ids=str,
+)
+def test_serialization_roundtrip(seeded, options):
     batch = make_batch(seeded)
-    pretrainer = build_pretrainer(
-        objective_weights={"stm": 0.5}, tie_lm_head=False, ctc_input="shared", stm_negatives=2
-    )
+    pretrainer = build_pretrainer(objective_weights={"stm": 0.5}, stm_negatives=2, **options)
     assert "preprocessor" not in pretrainer.get_config()  # it takes pipeline batches
     draws = pretrainer.draw_masks(batch)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(pretrainer))
@@ -365,24 +378,31 @@ def test_codebook_usage_counts_the_targets_at_masked_real_frames(seeded):
     assert build_pretrainer(objectives=("text_mlm",)).codebook_usage is None
 
 
-def test_ctc_is_per_target_token_as_torch_mean(seeded):
+@pytest.mark.parametrize("tie_ctc_head", [False, True])
+def test_ctc_is_per_target_token_as_torch_mean(seeded, tie_ctc_head):
     """The pre-trainer's CTC equals torch's `ctc_loss(reduction="mean")` on
     the CTC head's logits (per utterance / transcript length, batch mean);
-    a row with speech but no text is left out, not divided by zero."""
+    a row with speech but no text is left out, not divided by zero. Tied,
+    the logits are the speech tower's frames times the token embedding
+    matrix transposed (no head of its own)."""
     import torch
 
     batch = {"paired": sub_batch(seeded, 3, frames=48, tokens=8)}
     batch["paired"]["token_padding_mask"][2] = 0.0
     batch["paired"]["token_ids"][2] = 0
-    pretrainer = build_pretrainer(objectives=("ctc",))
+    pretrainer = build_pretrainer(objectives=("ctc",), tie_ctc_head=tie_ctc_head)
     loss = test_case.to_numpy(pretrainer.compute_objectives(batch)["ctc_loss"])
     paired = batch["paired"]
     frames, frame_mask = pretrainer.backbone.subsample_speech(
         paired["speech_features"], paired["speech_padding_mask"]
     )
-    logits = test_case.to_numpy(
-        pretrainer.ctc_head(pretrainer.backbone.encode_speech_tower(frames, frame_mask))
-    )
+    speech = pretrainer.backbone.encode_speech_tower(frames, frame_mask)
+    if tie_ctc_head:
+        assert pretrainer.ctc_head is None
+        embeddings = test_case.to_numpy(pretrainer.backbone.token_embedding.embeddings)
+        logits = test_case.to_numpy(speech) @ embeddings.T
+    else:
+        logits = test_case.to_numpy(pretrainer.ctc_head(speech))
     frame_lengths = test_case.to_numpy(frame_mask).sum(1).astype("int64")[:2]
     label_lengths = paired["token_padding_mask"].sum(1).astype("int64")[:2]
     log_probs = torch.log_softmax(torch.tensor(logits[:2], dtype=torch.float64), -1).transpose(0, 1)

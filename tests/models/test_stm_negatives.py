@@ -1,5 +1,5 @@
 """STM with K mismatched texts per pair (`SLAMPretrainer(stm_negatives=K,
-stm_negative_choice=)`)."""
+stm_negative_choice=, stm_pooling=)`)."""
 
 import numpy as np
 import pytest
@@ -27,9 +27,18 @@ def pair_logit(pretrainer, paired, speech_row, text_row):
         backbone.embed_text(paired["token_ids"][text], token_mask, False),
         token_mask,
     )
-    encoded = test_case.to_numpy(backbone.encode_shared(packed, packed_mask, False))
+    encoded = test_case.to_numpy(backbone.encode_shared(packed, packed_mask, False))[0]
+    num_frames = int(test_case.to_numpy(frame_mask).sum())
     num_real = int(test_case.to_numpy(packed_mask).sum())
-    pooled = encoded[:, :num_real].mean(axis=1)
+    # Packed: the real frames, then the real tokens, then padding.
+    pooled = encoded[:num_real].mean(axis=0)
+    if pretrainer.stm_pooling == "modality_means":
+        speech_mean = encoded[:num_frames].mean(axis=0)
+        text_mean = encoded[num_frames:num_real].mean(axis=0)
+        pooled = np.concatenate(
+            [speech_mean, text_mean, speech_mean * text_mean, np.abs(speech_mean - text_mean)]
+        )
+    pooled = pooled[None, :]
     return float(test_case.to_numpy(pretrainer.stm_head(pooled))[0, 0])
 
 
@@ -46,12 +55,15 @@ NEGATIVES = {
 }
 
 
+@pytest.mark.parametrize("pooling", ["mean", "modality_means"])
 @pytest.mark.parametrize("choice", sorted(NEGATIVES))
-def test_each_pair_is_scored_against_its_k_negative_transcripts(seeded, choice):
+def test_each_pair_is_scored_against_its_k_negative_transcripts(seeded, choice, pooling):
     """With K = 2 each present row is scored with its own text (weight 1)
     and with the two other present rows' texts (weight 1/2 each): the next
     ones, or the nearest in length; loss and accuracy are the weighted means
-    of per-pair scores computed one pair at a time."""
+    of per-pair scores computed one pair at a time, the head reading the
+    mean of the joint encoding or [s, t, s * t, |s - t|] of its speech and
+    text halves' means (numpy here)."""
     paired = sub_batch(seeded, 4, frames=40, tokens=7)
     mask = (np.arange(7)[None, :] < np.array(TOKEN_LENGTHS)[:, None]).astype("float32")
     paired["token_padding_mask"] = mask
@@ -61,6 +73,7 @@ def test_each_pair_is_scored_against_its_k_negative_transcripts(seeded, choice):
         objectives=("stm",),
         stm_negatives=2,
         stm_negative_choice=choice,
+        stm_pooling=pooling,
         seed=3,
         compile=False,
     )
@@ -112,6 +125,11 @@ def test_without_lengths_the_partners_are_the_next_present_rows():
     np.testing.assert_array_equal(
         test_case.to_numpy(partners), [[1, 3], [3, 4], [2, 2], [4, 0], [0, 1]]
     )
+
+
+def test_rejects_an_unknown_pooling():
+    with pytest.raises(ValueError, match="stm_pooling must be one of"):
+        SLAMPretrainer(SLAMBackbone(**TINY), objectives=("stm",), stm_pooling="max")
 
 
 def test_rejects_an_unknown_negative_choice():
