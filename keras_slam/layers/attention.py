@@ -38,30 +38,30 @@ def sinusoidal_relative_positions(length, dim, dtype="float32"):
     return ops.cast(ops.reshape(interleaved, (-1, dim)), dtype)
 
 
-def _skew(per_column, first_column, key_length):
-    """Rows read along diagonals, gather-free: `[..., r, j] = per_column[..., r, j - r + first_column]`.
+def _skew(per_column, left_pad, right_pad, first, key_length):
+    """Rows read along diagonals, gather-free: `[..., r, j] = per_column[..., r, j - r + first - left_pad]`.
 
-    Transformer-XL's pad/reshape trick: each row is padded, the rows are
-    flattened and read back with a row stride one shorter, so row r starts
-    r columns further left. Only pads, slices and reshapes (cheap on CPU,
-    where a (T, T) gather and its scatter-add gradient are not). Where
-    `j - r + first_column` falls outside `[0, W)` the value is another
-    entry of `per_column` (finite, not meaningful): callers select it away.
+    Transformer-XL's pad/reshape trick: each row is padded to `stride + 1`
+    columns, the rows are flattened and read back with a row stride of
+    `stride`, so row r starts r columns further left. Only pads, slices and
+    reshapes (cheap on CPU, where a (T, T) gather and its scatter-add
+    gradient are not). Where `j - r + first - left_pad` falls outside
+    `[0, W)` the value is another entry of `per_column` (finite, not
+    meaningful): callers select it away. The callers choose the pads so that
+    `first + key_length <= stride`; they may be symbolic (a dynamic T), so
+    nothing here compares them.
 
     Args:
         per_column: (B, H, Q, W).
-        first_column: the column row 0 reads for key 0 (may be negative).
+        left_pad, right_pad: columns of padding on each side of a row.
+        first: the padded column row 0 reads for key 0.
         key_length: K, the number of keys.
     Returns:
         (B, H, Q, K).
     """
     batch, heads, rows, width = ops.shape(per_column)
-    left_pad = max(0, -first_column)
-    first = first_column + left_pad
-    stride = max(first + key_length, left_pad + width)
-    padded = ops.pad(
-        per_column, ((0, 0), (0, 0), (0, 0), (left_pad, stride + 1 - left_pad - width))
-    )
+    stride = left_pad + width + right_pad - 1
+    padded = ops.pad(per_column, ((0, 0), (0, 0), (0, 0), (left_pad, right_pad)))
     flat = ops.reshape(padded, (batch, heads, rows * (stride + 1)))[:, :, : rows * stride]
     return ops.reshape(flat, (batch, heads, rows, stride))[..., first : first + key_length]
 
@@ -78,7 +78,8 @@ def relative_shift(logits_per_offset, query_start=0):
         (B, H, Q, T): `[..., r, j] = logits_per_offset[..., r, j - (query_start + r) + T - 1]`.
     """
     length = (ops.shape(logits_per_offset)[-1] + 1) // 2
-    return _skew(logits_per_offset, length - 1 - query_start, length)
+    # first + K = 2T - 1 - query_start <= W: one column of padding (stride W).
+    return _skew(logits_per_offset, 0, 1, length - 1 - query_start, length)
 
 
 def clipped_relative_logits(logits_per_distance, left_context, key_length=None, query_start=0):
@@ -102,7 +103,12 @@ def clipped_relative_logits(logits_per_distance, left_context, key_length=None, 
     rows, width = ops.shape(logits_per_distance)[2], ops.shape(logits_per_distance)[3]
     key_length = rows if key_length is None else key_length
     right_context = width - 1 - left_context
-    band = _skew(logits_per_distance, left_context - query_start, key_length)
+    # Column j - i + left_context: chunks past the left context start left of
+    # column 0 (left padding); K columns on the right keep every key in the row.
+    left_pad = max(0, query_start - left_context)
+    band = _skew(
+        logits_per_distance, left_pad, key_length, left_context - query_start + left_pad, key_length
+    )
     offset = ops.arange(key_length)[None, :] - ops.arange(query_start, query_start + rows)[:, None]
     return ops.where(
         offset < -left_context,
@@ -316,8 +322,9 @@ class RelativePositionAttention(keras.layers.Layer):
         if self.position_encoding == "relative_sinusoidal":
             offset_positions = self._offset_positions(length)
         # Query chunks need a static T (as every XLA step has); else one chunk.
-        chunk = self.query_chunk if isinstance(length, int) and self.query_chunk else length
-        starts = range(0, length, chunk) if chunk != length else (0,)
+        chunked = isinstance(length, int) and bool(self.query_chunk)
+        chunk = self.query_chunk if chunked else length
+        starts = range(0, length, chunk) if chunked else (0,)
         attended = [
             self._attend(
                 query[:, start : start + chunk],

@@ -155,6 +155,22 @@ def test_query_chunks_keep_outputs_and_gradients(seeded, position_encoding, atte
         np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("query_chunk", [None, 7])
+@pytest.mark.parametrize("position_encoding", POSITION_ENCODINGS)
+def test_model_predicts_at_two_lengths(seeded, position_encoding, query_chunk):
+    """A second length makes TensorFlow retrace with T unknown (query chunks
+    then fall back to one, as in keras-hub tasks' graphs); every backend
+    predicts the layer's eager outputs at both lengths."""
+    inputs = make_inputs(seeded)
+    layer = build_attention(inputs, position_encoding, query_chunk)[0]
+    x, padding_mask = keras.Input((None, HIDDEN)), keras.Input((None,))
+    model = keras.Model([x, padding_mask], layer(x, padding_mask))
+    for length in (LENGTH, LENGTH - 7):
+        batch = [inputs["x"][:, :length], inputs["padding_mask"][:, :length]]
+        eager = test_case.to_numpy(layer(*batch))
+        np.testing.assert_allclose(model.predict(batch, verbose=0), eager, atol=1e-5)
+
+
 def test_query_chunk_is_in_the_config():
     layer = RelativePositionAttention(HIDDEN, HEADS, query_chunk=7)
     assert RelativePositionAttention.from_config(layer.get_config()).query_chunk == 7
