@@ -30,7 +30,7 @@ import json
 import numpy as np
 import tqdm
 
-from keras_slam.data import gettext_pairs, schema, synth, synth_corpus, writers
+from keras_slam.data import gettext_pairs, schema, synth, synth_corpus, worker_pool, writers
 
 DIRECTIONS = (("de", "en"), ("es", "en"), ("fr", "en"), ("it", "en"), ("en", "de"))
 # Pairs per direction and split. A split's audio is held in memory until its
@@ -105,7 +105,7 @@ def _build(output, chosen, seed, num_workers, progress):
     names = sorted({direction_name(spoken, translated) for spoken, translated, _ in chosen})
     generated = [*names, "metadata.jsonl", "summary.json"]
     output = synth_corpus.prepare_output(output, MARKER, "parallel-speech", generated)
-    pool = synth.make_pool(num_workers)
+    pool = worker_pool.make_pool(num_workers)
     total = sum(map(len, chosen.values()))
     bar = tqdm.tqdm(total=total, unit="utterance", desc="espeak-ng", disable=not progress)
     corpus, metadata = {}, []
@@ -124,7 +124,7 @@ def _build(output, chosen, seed, num_workers, progress):
             metadata += rows
     finally:
         bar.close()
-        writers.release_pool(pool)
+        worker_pool.release_pool(pool)
     synth_corpus.write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(chosen, seed, synthesiser.version),

@@ -45,6 +45,7 @@ from keras_slam.data import (
     schema,
     synth,
     synth_corpus,
+    worker_pool,
     writers,
 )
 
@@ -140,7 +141,7 @@ def build_labelled_speech(
         synthesiser.accents(language)  # unknown languages fail before any work
     generated = ("speech", "text", "metadata.jsonl", "summary.json")
     output = synth_corpus.prepare_output(output, f".{name}", name, generated)
-    pool = synth.make_pool(num_workers)
+    pool = worker_pool.make_pool(num_workers)
     bar = tqdm.tqdm(total=len(utterances), unit="utterance", desc="espeak-ng", disable=not progress)
     splits, metadata = {}, []
     try:
@@ -178,7 +179,7 @@ def build_labelled_speech(
                 synth_corpus.write_corpus_shards(texts, folder, language, 0, kind=schema.TEXT)
     finally:
         bar.close()
-        writers.release_pool(pool)
+        worker_pool.release_pool(pool)
     synth_corpus.write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(name, utterances, seed, synthesiser.version),

@@ -23,13 +23,13 @@ import _ctypes
 import ctypes
 import dataclasses
 import functools
-import multiprocessing
 import os
 import zlib
 
 import numpy as np
 
 from keras_slam.data import audio as audio_lib
+from keras_slam.data import worker_pool
 
 # espeak-ng voice variants that stay intelligible (no whisper or robots).
 VARIANTS = (
@@ -288,15 +288,6 @@ def _synthesise_in_process(request):
 
 
 def synthesise_many(requests, pool=None):
-    """[(text, Style)] -> iterator of int16 PCM, in order; `pool` (a
-    multiprocessing pool, see `make_pool`) spreads the work over processes."""
-    if pool is None:
-        return map(_synthesise_in_process, requests)
-    return pool.imap(_synthesise_in_process, requests, chunksize=8)
-
-
-def make_pool(num_workers):
-    """A process pool for `synthesise_many` (None for one worker: this process)."""
-    if num_workers <= 1:
-        return None
-    return multiprocessing.get_context("spawn").Pool(num_workers)
+    """[(text, Style)] -> iterator of int16 PCM, in order; `pool`
+    (`worker_pool.make_pool`) spreads the work over processes."""
+    return worker_pool.pool_map(_synthesise_in_process, requests, pool, chunksize=8)

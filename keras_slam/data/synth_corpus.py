@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
-from keras_slam.data import pipeline, schema, synth, writers
+from keras_slam.data import pipeline, schema, synth, worker_pool, writers
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "tfrecords" / "sample"
 SHARD_SECONDS = 1800  # audio per shard (~55 MB of int16 before GZIP)
@@ -127,7 +127,7 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
     generated = ("paired", "metadata.jsonl", "summary.json")
     output = prepare_output(output, MARKER, "synth-corpus", generated)
     samples_wanted = round(hours_per_language * 3600 * schema.SAMPLE_RATE)
-    pool = synth.make_pool(num_workers)
+    pool = worker_pool.make_pool(num_workers)
     bar = tqdm.tqdm(
         total=samples_wanted * len(sentences),
         unit_scale=1 / schema.SAMPLE_RATE,
@@ -151,7 +151,7 @@ def build_synth_corpus(output, sentences, hours_per_language, seed=0, num_worker
             metadata += rows
     finally:
         bar.close()
-        writers.release_pool(pool)
+        worker_pool.release_pool(pool)
     write_metadata(output, metadata)
     summary = {
         "parameters": _parameters(sentences, hours_per_language, seed, synthesiser.version),

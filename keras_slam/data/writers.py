@@ -17,17 +17,15 @@ skipping the shards that exist. A folder holding shards of another run
 
 import functools
 import json
-import multiprocessing
 import os
 import shutil
-import sys
 
 import numpy as np
 import tensorflow as tf
 import tqdm
 
 from keras_slam.data import audio as audio_lib
-from keras_slam.data import schema
+from keras_slam.data import schema, worker_pool
 
 SUMMARY_NAME = "summary.json"
 STATS_DIR = ".stats"
@@ -143,23 +141,6 @@ def _encode_safely(indexed_item, **options):
 def shard_names(prefix, num_shards, compress):
     suffix = ".tfrecord.gz" if compress else ".tfrecord"
     return [f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}" for index in range(num_shards)]
-
-
-def release_pool(pool):
-    """Ends a worker pool (or None) from a `finally:` block.
-
-    After the work: close and join (tasks an abandoned `imap` still holds
-    finish first). With an exception on its way out: terminate. Terminating
-    with `imap` results outstanding once hung the suite for good (workers
-    reaped as zombies, the parent waiting on a lock).
-    """
-    if pool is None:
-        return
-    if sys.exc_info()[0] is None:
-        pool.close()
-        pool.join()
-    else:
-        pool.terminate()
 
 
 def _empty_stats():
@@ -295,8 +276,8 @@ def write_shards(
         for shard in pending
         for position in range(bounds[shard], bounds[shard + 1])
     ]
-    pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
-    results = pool.imap(encode, work, chunksize=4) if pool else map(encode, work)
+    pool = worker_pool.make_pool(num_workers)
+    results = worker_pool.pool_map(encode, work, pool, chunksize=4)
     bar = tqdm.tqdm(
         total=len(items), initial=len(items) - len(work), disable=not progress, unit="item"
     )
@@ -332,7 +313,7 @@ def write_shards(
         raise
     finally:
         bar.close()
-        release_pool(pool)
+        worker_pool.release_pool(pool)
 
     summary = {
         "kind": kind,

@@ -301,25 +301,3 @@ def test_text_records_keep_an_optional_label(tmp_path):
     writers.write_shards(items, str(tmp_path), kind=schema.TEXT, progress=False)
     records = read_all(tmp_path, "text")
     assert records["a"]["label"].numpy() == b"freeze" and records["b"]["label"].numpy() == b""
-
-
-def test_release_pool_after_an_abandoned_imap_and_on_error():
-    """Work done: close + join, even with imap tasks left (terminating there
-    once hung the suite); an exception on its way out: terminate."""
-    import multiprocessing
-
-    for failing in (False, True):
-        pool = multiprocessing.get_context("spawn").Pool(2)
-        results = pool.imap(abs, range(200), chunksize=8)
-        assert next(results) == 0  # the rest is abandoned
-        try:
-            try:
-                if failing:
-                    raise RuntimeError("boom")
-            finally:
-                writers.release_pool(pool)
-        except RuntimeError:
-            assert failing
-        with pytest.raises(ValueError, match="Pool not running"):
-            pool.imap(abs, [1])
-    writers.release_pool(None)
